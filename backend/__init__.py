@@ -1,0 +1,1 @@
+"""dreamstill.backend: everything that needs torch."""

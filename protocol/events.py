@@ -1,0 +1,64 @@
+"""Events a job produces, in the order a client sees them.
+
+The engine yields these, the server encodes them (protocol.wire), the client decodes them back into the very same
+classes. Arrays are numpy (no torch here: Blender's Python imports this module).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Progress:
+    step: int  # steps done so far (1-based after the first step)
+    total: int
+    loss: float
+    eta_s: float  # estimated seconds left
+    elapsed_s: float = 0.0
+
+
+@dataclass
+class Preview:
+    step: int
+    rgba: np.ndarray  # (H, W, 4) uint8, row 0 at the top
+
+
+@dataclass
+class MeshUpdate:
+    """A triangle mesh in the world frame of the backend: right-handed, Z up (as Blender and threestudio); the .glb
+    writer converts to glTF's Y up.
+
+    Either ``vertex_colors`` or (``uvs`` and ``texture``) carries the appearance; both may be present.
+    """
+
+    step: int
+    vertices: np.ndarray  # (N, 3) float32
+    faces: np.ndarray  # (M, 3) int32
+    vertex_colors: np.ndarray | None = None  # (N, 3) uint8
+    uvs: np.ndarray | None = None  # (N, 2) float32, per vertex, origin bottom-left
+    texture: np.ndarray | None = None  # (T, T, 3) uint8, row 0 at the top
+    final: bool = False
+
+
+@dataclass
+class Done:
+    files: list[str]  # result files (paths on the server; fetch them through the client)
+    seconds: float = 0.0
+    metrics: dict = field(default_factory=dict)
+
+
+@dataclass
+class Failed:
+    code: str  # short machine-readable reason, e.g. "bad_spec", "out_of_memory", "worker_died", "missing_weights"
+    message: str  # what happened and what to change, for a person
+
+
+@dataclass
+class Cancelled:
+    step: int = 0
+
+
+JobEvent = Progress | Preview | MeshUpdate | Done | Failed | Cancelled
