@@ -1,0 +1,101 @@
+"""`dreamstill`: the command line.
+
+    dreamstill generate PROMPT -o OUT.glb      one asset, here, with a progress bar
+    dreamstill serve | submit | batch | keys    the ZeroMQ backend and its headless clients
+    dreamstill train-prior | eval | build-addon
+
+Each area registers its own subcommands (``register(subparsers)``); this file only wires them together and runs
+``generate``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import sys
+from pathlib import Path
+
+from .cli_args import add_job_arguments, spec_from_args
+
+# Modules that add subcommands, in the order they appear in --help. A module that is not installed is skipped.
+COMMAND_MODULES = (
+    "dreamstill.backend.server.commands",
+    "dreamstill.backend.priors.builtin.train",
+    "dreamstill.backend.eval.commands",
+    "dreamstill.backend.generators.commands",
+    "dreamstill.backend.addon_build",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dreamstill", description="Text-to-3D by score distillation.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    gen = sub.add_parser("generate", help="optimize one asset from a text prompt and write a mesh")
+    gen.add_argument("prompt")
+    gen.add_argument("-o", "--output", type=Path, default=Path("asset.glb"), help="OUT.glb / .obj / .ply")
+    gen.add_argument("--resume", action="store_true", help="continue from the checkpoint next to OUT")
+    gen.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_job_arguments(gen)
+    gen.set_defaults(func=generate)
+
+    for name in COMMAND_MODULES:
+        if importlib.util.find_spec(name) is not None:
+            importlib.import_module(name).register(sub)
+    return parser
+
+
+def generate(args: argparse.Namespace) -> int:
+    from dreamstill.protocol import Done, Failed, JobSpecError, Progress
+
+    from .engine import run_job
+
+    try:
+        spec = spec_from_args(args, args.prompt, args.output)
+    except JobSpecError as err:
+        print(f"dreamstill generate: {err}", file=sys.stderr)
+        return 2
+    output = args.output.resolve()
+    if output.is_dir():
+        print(f"dreamstill generate: {output} is a folder; give a file name such as {output / 'asset.glb'}",
+              file=sys.stderr)
+        return 2
+    work_dir = output.with_name(output.stem + ".dreamstill")
+
+    from tqdm import tqdm
+
+    bar = tqdm(total=spec.steps, disable=args.quiet, unit="step", desc=spec.prompt[:40])
+    code = 1
+    for event in run_job(spec, work_dir, resume=args.resume, output_path=output):
+        if isinstance(event, Progress):
+            bar.n = event.step
+            bar.set_postfix(loss=f"{event.loss:.4g}", refresh=False)
+            bar.refresh()
+        elif isinstance(event, Done):
+            bar.close()
+            for f in event.files:
+                print(f)
+            code = 0
+        elif isinstance(event, Failed):
+            bar.close()
+            print(f"dreamstill generate: {event.message} [{event.code}]", file=sys.stderr)
+            code = 2 if event.code in ("bad_spec", "unwritable_output", "missing_weights") else 1
+    _remove_if_empty(work_dir)
+    return code
+
+
+def _remove_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
