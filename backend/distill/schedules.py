@@ -1,0 +1,197 @@
+"""Timestep samplers, timestep weightings w(t), gradient clipping, and the option parsing every method shares.
+
+Timesteps are integers t in [0, T) indexing the prior's alphas_cumprod (T = num_train_timesteps, 1000 for DDPM/SD).
+Ranges are given as fractions of T, as threestudio's ``min_step_percent``/``max_step_percent``:
+t_min = int(T * min_step_percent), t_max = int(T * max_step_percent).
+
+Any scalar hyper-parameter here may be a *scheduled value* as threestudio's ``C()``:
+    x                                  a constant;
+    [start_value, end_value, end_step] linear from step 0 to end_step;
+    [start_step, start_value, end_value, end_step]
+                                       start_value before start_step, end_value after end_step, linear in between.
+Step bounds that are ints count optimisation steps; floats in [0, 1] are fractions of the run's total_steps
+(threestudio uses floats for epochs; a fraction of the run is the analogue for a job with a fixed step count).
+``[5000, 0.98, 0.5, 5001]`` is threestudio's ProlificDreamer hard drop of max_step_percent at step 5000.
+
+Samplers (all draw from the torch.Generator they are given):
+- "uniform":  t ~ U{t_min, ..., t_max} per sample (DreamFusion's U(0.02, 0.98) by default), with t_min/t_max possibly
+  scheduled (threestudio's step schedules).
+- "sqrt" (HiFA): the deterministic anneal t(i) = T_max - (T_max - T_min) sqrt(i / N), N = total_steps
+  (i = step). threestudio's ``sqrt_anneal``; FSD's 3D schedule.
+- "linear": t(i) = T_max - (T_max - T_min) i / N (FSD's 2D schedule; DreamTime-like).
+"sqrt" and "linear" are FSD's monotonically decreasing t(tau).
+
+Weightings w(t) (alpha_t^2 = abar_t, sigma_t^2 = 1 - abar_t):
+- "sds": sigma_t^2 = 1 - abar_t (DreamFusion; threestudio's default "sds"; ProlificDreamer's and ASD's sigma_t^2).
+- "uniform": 1.
+- "fantasia3d": alpha_t sigma_t^2 = sqrt(abar_t)(1 - abar_t) (threestudio's "fantasia3d").
+- "snr_inverse": sigma_t / alpha_t (the rate d(sigma/alpha) of DDIM; FSD's Euler reading).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+ScheduledValue = float | int | list | tuple
+
+SAMPLERS = ("uniform", "sqrt", "linear")
+WEIGHTINGS = ("sds", "uniform", "fantasia3d", "snr_inverse")
+CLIP_MODES = ("value", "norm")
+
+
+def scheduled_value(value: ScheduledValue | None, step: int, total_steps: int) -> float | None:
+    """Evaluate a constant or a threestudio ``C()`` schedule at ``step`` (see module docstring)."""
+    if value is None or isinstance(value, (int, float)):
+        return value
+    value = list(value)
+    if len(value) == 3:
+        value = [0] + value
+    if len(value) != 4:
+        raise ValueError(
+            f"a scheduled value is a number, [start, end, end_step] or [start_step, start, end, end_step]; got {value}"
+        )
+    start_step, start_value, end_value, end_step = value
+
+    def to_steps(s):
+        return s * total_steps if isinstance(s, float) and s <= 1.0 else s
+
+    start_step, end_step = to_steps(start_step), to_steps(end_step)
+    if end_step <= start_step:
+        return float(end_value if step >= end_step else start_value)
+    frac = min(max((step - start_step) / (end_step - start_step), 0.0), 1.0)
+    return float(start_value + (end_value - start_value) * frac)
+
+
+@dataclass
+class TimestepSchedule:
+    """Where t comes from. ``sampler`` in SAMPLERS; percentages of T may be scheduled values."""
+
+    sampler: str = "uniform"
+    min_step_percent: ScheduledValue = 0.02
+    max_step_percent: ScheduledValue = 0.98
+    per_sample: bool = True  # one t per batch element (SD); False shares one t across the batch (MVDream's 4 views)
+
+    def __post_init__(self):
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"unknown timestep sampler {self.sampler!r}; choose one of {', '.join(SAMPLERS)}")
+
+    def bounds(self, step: int, total_steps: int, num_train_timesteps: int) -> tuple[int, int]:
+        """(t_min, t_max) at this step as integers, clamped to [1, T-1] (t = 0 has sigma = 0 in DDPM)."""
+        lo = scheduled_value(self.min_step_percent, step, total_steps)
+        hi = scheduled_value(self.max_step_percent, step, total_steps)
+        if not (0.0 <= lo <= hi <= 1.0):
+            raise ValueError(f"need 0 <= min_step_percent <= max_step_percent <= 1, got {lo} and {hi} at step {step}")
+        t_min = min(max(int(num_train_timesteps * lo), 1), num_train_timesteps - 1)
+        t_max = min(max(int(num_train_timesteps * hi), t_min), num_train_timesteps - 1)
+        return t_min, t_max
+
+    def deterministic_t(self, step: int, total_steps: int, num_train_timesteps: int) -> int:
+        """The decreasing schedules' t(step): T_max - (T_max - T_min) f(step / total_steps), f = sqrt or identity."""
+        t_min, t_max = self.bounds(step, total_steps, num_train_timesteps)
+        frac = min(max(step / max(total_steps, 1), 0.0), 1.0)
+        f = math.sqrt(frac) if self.sampler == "sqrt" else frac
+        return int(round(t_max - (t_max - t_min) * f))
+
+    def sample(
+        self,
+        batch: int,
+        step: int,
+        total_steps: int,
+        num_train_timesteps: int,
+        generator: torch.Generator,
+        device: torch.device | str = "cpu",
+    ) -> torch.Tensor:
+        """(batch,) long timesteps on ``device``; draws from ``generator`` only for the uniform sampler."""
+        if self.sampler == "uniform":
+            t_min, t_max = self.bounds(step, total_steps, num_train_timesteps)
+            n = batch if self.per_sample else 1
+            t = torch.randint(t_min, t_max + 1, (n,), generator=generator, device=generator.device)
+            return t.expand(batch).to(device)
+        t = self.deterministic_t(step, total_steps, num_train_timesteps)
+        return torch.full((batch,), t, dtype=torch.long, device=device)
+
+
+def hifa_sqrt_anneal(step: int, total_steps: int, t_min: float, t_max: float) -> float:
+    """HiFA: t(i) = T_max - (T_max - T_min) sqrt(i / N) (continuous; t(0) = T_max, t(N) = T_min)."""
+    return t_max - (t_max - t_min) * math.sqrt(min(max(step / total_steps, 0.0), 1.0))
+
+
+def weighting(name: str, alphas_cumprod: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """w(t) as a (B,) float32 tensor for the named weighting (see module docstring)."""
+    abar = alphas_cumprod.to(t.device)[t].float()
+    if name == "sds":
+        return 1.0 - abar
+    if name == "uniform":
+        return torch.ones_like(abar)
+    if name == "fantasia3d":
+        return abar.sqrt() * (1.0 - abar)
+    if name == "snr_inverse":
+        return ((1.0 - abar) / abar).sqrt()
+    raise ValueError(f"unknown weighting {name!r}; choose one of {', '.join(WEIGHTINGS)}")
+
+
+def clip_gradient(grad: torch.Tensor, clip: float | None, mode: str = "value") -> torch.Tensor:
+    """threestudio's grad_clip: "value" clamps each element to [-clip, clip]; "norm" rescales each sample so its
+    L2 norm is at most ``clip``. None or a non-positive clip leaves the gradient as it is."""
+    if clip is None or clip <= 0:
+        return grad
+    if mode == "value":
+        return grad.clamp(-clip, clip)
+    if mode == "norm":
+        norm = grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (grad.ndim - 1)))
+        return grad * (clip / norm).clamp(max=1.0)
+    raise ValueError(f"unknown grad_clip_mode {mode!r}; choose one of {', '.join(CLIP_MODES)}")
+
+
+@dataclass
+class DistillConfig:
+    """Options every method shares (JobSpec.options / --option KEY=VALUE set them by name).
+
+    t_sampler, min_step_percent, max_step_percent, t_per_sample: the TimestepSchedule.
+    weighting: name of w(t). grad_clip: None, a number or a scheduled value; grad_clip_mode "value" or "norm".
+    """
+
+    t_sampler: str = "uniform"
+    min_step_percent: ScheduledValue = 0.02
+    max_step_percent: ScheduledValue = 0.98
+    t_per_sample: bool = True
+    weighting: str = "sds"
+    grad_clip: ScheduledValue | None = None
+    grad_clip_mode: str = "value"
+
+    def __post_init__(self):
+        if self.weighting not in WEIGHTINGS:
+            raise ValueError(f"unknown weighting {self.weighting!r}; choose one of {', '.join(WEIGHTINGS)}")
+        if self.grad_clip_mode not in CLIP_MODES:
+            raise ValueError(f"unknown grad_clip_mode {self.grad_clip_mode!r}; choose one of {', '.join(CLIP_MODES)}")
+        self.schedule = TimestepSchedule(self.t_sampler, self.min_step_percent, self.max_step_percent, self.t_per_sample)
+
+
+def parse_options(config_cls: type, options: dict[str, Any], method: str):
+    """Build ``config_cls(**options)``, or raise a ValueError naming the unknown keys and the accepted ones."""
+    names = {f.name for f in dataclasses.fields(config_cls)}
+    unknown = sorted(set(options) - names)
+    if unknown:
+        raise ValueError(
+            f"unknown option(s) {', '.join(unknown)} for method {method!r}; it accepts: {', '.join(sorted(names))}"
+        )
+    return config_cls(**options)
+
+
+__all__ = [
+    "CLIP_MODES",
+    "DistillConfig",
+    "SAMPLERS",
+    "TimestepSchedule",
+    "WEIGHTINGS",
+    "clip_gradient",
+    "hifa_sqrt_anneal",
+    "parse_options",
+    "scheduled_value",
+    "weighting",
+]
