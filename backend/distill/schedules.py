@@ -164,9 +164,12 @@ class DistillConfig:
     grad_clip: ScheduledValue | None = None
     grad_clip_mode: str = "value"
 
+    extra_weightings = ()  # (class attribute, not an option) weightings a method computes itself, e.g. FSD's "euler"
+
     def __post_init__(self):
-        if self.weighting not in WEIGHTINGS:
-            raise ValueError(f"unknown weighting {self.weighting!r}; choose one of {', '.join(WEIGHTINGS)}")
+        known = WEIGHTINGS + tuple(self.extra_weightings)
+        if self.weighting not in known:
+            raise ValueError(f"unknown weighting {self.weighting!r}; choose one of {', '.join(known)}")
         if self.grad_clip_mode not in CLIP_MODES:
             raise ValueError(f"unknown grad_clip_mode {self.grad_clip_mode!r}; choose one of {', '.join(CLIP_MODES)}")
         self.schedule = TimestepSchedule(self.t_sampler, self.min_step_percent, self.max_step_percent, self.t_per_sample)
