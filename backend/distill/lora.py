@@ -1,0 +1,246 @@
+"""The variational score model of VSD / L2-VSD: a LoRA of the prior's UNet plus a camera MLP.
+
+ProlificDreamer [PD, Sec. 4 / App. F] estimates the score of the rendered distribution q_t^mu with
+
+    eps_phi(x_t, t, c, y) = UNet_{W + (alpha/r) B A}(x_t, t, y; temb(t) + MLP(c))
+
+- LoRA (peft): every attention projection to_q, to_k, to_v, to_out.0 (self- and cross-attention, in down, mid and up
+  blocks) gets W + (alpha/r) B A with rank r = 4 (diffusers' LoRAAttnProcessor default, what PD and threestudio use).
+  A starts Gaussian, B starts at zero, so a fresh LoRA equals the frozen UNet.
+- Camera MLP: the pose c (the camera-to-world 4x4 flattened, 16 numbers, as PD/threestudio) goes through
+  Linear(16, D) -> SiLU -> Linear(D, D), D = the UNet's timestep-embedding width, and is ADDED to the timestep
+  embedding (a forward hook on ``unet.time_embedding``), which every ResNet block consumes. The last Linear starts at
+  zero (so eps_phi = eps_pretrain at initialisation); threestudio initialises it randomly, which only shifts the
+  LoRA's starting point.
+- Camera dropout: the LoRA is trained with c replaced by zeros with probability 0.1 (threestudio's
+  ``lora_cfg_training``), so the unconditional branch exists for camera-CFG (ESD-style) if someone wants it.
+
+The network is an ``nn.Module`` whose trainable parameters (LoRA A/B and the camera MLP) can be swapped with
+``torch.func.functional_call``: L2-VSD differentiates eps_phi with respect to them in forward mode.
+
+On CPU, forward-mode AD through ``F.scaled_dot_product_attention`` fails with the default flash kernel
+(environment_notes.md Sec. 2); ``math_attention()`` selects the MATH kernel, which supports it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..priors.base import TextEmbedding
+
+CAMERA_INPUT_DIM = 16  # flattened camera-to-world 4x4
+
+# call_unet(unet, x_t, t, text, camera) -> eps (float32): how the prior turns a UNet call into an epsilon prediction
+UnetCall = Callable[[nn.Module, torch.Tensor, torch.Tensor, TextEmbedding, "torch.Tensor | None"], torch.Tensor]
+
+
+@dataclass
+class LoRAConfig:
+    """LoRA of the prior's UNet (defaults per PD/threestudio, see the module docstring).
+
+    rank, alpha: W + (alpha / rank) B A.
+    target_modules: the attention projections that get adapters.
+    camera_dropout: probability that the LoRA sees a zero camera while it trains.
+    lr, weight_decay, betas: its own AdamW. PD states lr 1e-4 for the LoRA and the camera MLP.
+    seed: seeds the Gaussian init of A and the camera MLP (peft draws from the global RNG; we fork it).
+    copy_unet: True gives the LoRA its own copy of the prior's UNet (the prior stays untouched, at the memory cost of
+        one more UNet); False injects the adapter into the prior's own UNet and disables it around every call that is
+        not ours, which saves that memory but mutates a shared object.
+    """
+
+    rank: int = 4
+    alpha: float = 4.0
+    target_modules: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
+    camera_dropout: float = 0.1
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    seed: int = 0
+    copy_unet: bool = True
+    adapter_name: str = "vsd"
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.rank < 1:
+            raise ValueError(f"LoRA rank is {self.rank}; use a positive integer (PD uses 4)")
+        if not 0.0 <= self.camera_dropout <= 1.0:
+            raise ValueError(f"camera_dropout is {self.camera_dropout}; use a probability in [0, 1] (PD uses 0.1)")
+        if self.lr <= 0:
+            raise ValueError(f"LoRA lr is {self.lr}; use a positive learning rate (PD uses 1e-4)")
+
+
+def camera_pose_input(camera: torch.Tensor | None, batch: int, device) -> torch.Tensor:
+    """(B, 4) rows (elevation, azimuth, distance, fov) -> (B, 16) flattened camera-to-world; None -> zeros."""
+    if camera is None:
+        return torch.zeros(batch, CAMERA_INPUT_DIM, device=device)
+    from ..render.cameras import Cameras
+
+    cam = camera.float()
+    c2w = Cameras(cam[:, 0], cam[:, 1], cam[:, 2], cam[:, 3]).c2w
+    return c2w.reshape(cam.shape[0], CAMERA_INPUT_DIM).to(device)
+
+
+class CameraMLP(nn.Module):
+    """c (B, 16) -> (B, D): Linear -> SiLU -> Linear, the last layer zero-initialised."""
+
+    def __init__(self, dim: int, in_dim: int = CAMERA_INPUT_DIM):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(in_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+        nn.init.zeros_(self.net[2].weight)
+        nn.init.zeros_(self.net[2].bias)
+
+    def forward(self, c: torch.Tensor) -> torch.Tensor:
+        return self.net(c)
+
+
+def default_call_unet(unet, x_t, t, text, camera):
+    """An epsilon-prediction UNet on model space as is (what a bare diffusers UNet does)."""
+    return unet(x_t.to(unet.dtype), t, encoder_hidden_states=text.tokens.to(unet.dtype)).sample.float()
+
+
+@contextlib.contextmanager
+def math_attention():
+    """Use the MATH scaled-dot-product-attention kernel (forward-mode AD works through it, also on CPU)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    with sdpa_kernel([SDPBackend.MATH]):
+        yield
+
+
+def _time_embedding_dim(unet) -> int:
+    return unet.time_embedding.linear_2.out_features
+
+
+class LoRAScoreNet(nn.Module):
+    """eps_phi(x_t, t, c, y) as an nn.Module; see the module docstring.
+
+    ``forward(x_t, t, text, pose)`` takes the camera already as the (B, 16) pose input (zeros = dropped); ``camera``
+    (B, 4) is the prior's own conditioning for camera-conditioned priors and passes through ``call_unet`` untouched.
+    """
+
+    def __init__(self, unet: nn.Module, config: LoRAConfig | None = None, call_unet: UnetCall | None = None):
+        super().__init__()
+        from peft import LoraConfig
+
+        self.config = config = config or LoRAConfig()
+        self.call_unet = call_unet or default_call_unet
+        if config.copy_unet:
+            unet = copy.deepcopy(unet)
+        unet.requires_grad_(False)
+        dev = next(unet.parameters()).device
+        with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+            torch.manual_seed(config.seed)
+            unet.add_adapter(
+                LoraConfig(
+                    r=config.rank,
+                    lora_alpha=config.alpha,
+                    init_lora_weights="gaussian",
+                    target_modules=list(config.target_modules),
+                ),
+                adapter_name=config.adapter_name,
+            )
+            self.camera_mlp = CameraMLP(_time_embedding_dim(unet)).to(dev)
+        self.unet = unet
+        # adapters in float32 whatever the UNet's dtype (bf16 LoRA weights train poorly); peft casts the input
+        tag = f".{config.adapter_name}."
+        self._lora_names = [n for n, _ in unet.named_parameters() if "lora_" in n and tag in n]
+        if not self._lora_names:
+            raise RuntimeError(f"no LoRA layers were injected; the UNet has no modules named {config.target_modules}")
+        for n, p in unet.named_parameters():
+            if n in self._lora_names:
+                p.data = p.data.float()
+                p.requires_grad_(True)
+        self._pose_emb: torch.Tensor | None = None
+        self._hook = unet.time_embedding.register_forward_hook(self._add_pose)
+        self._set_active(False)
+
+    # --- adapter switching (matters only when the UNet is shared with the prior) ----------------------------------
+    def _set_active(self, on: bool) -> None:
+        # peft's disable/enable also flip requires_grad on the adapter weights; with a private copy we never switch
+        if self.config.copy_unet:
+            return
+        if on:
+            self.unet.enable_adapters()
+            self.unet.set_adapter(self.config.adapter_name)
+        else:
+            self.unet.disable_adapters()
+
+    @contextlib.contextmanager
+    def active(self):
+        """Adapters and the camera hook on for the duration; off again afterwards (the prior sees the frozen UNet)."""
+        self._set_active(True)
+        try:
+            yield
+        finally:
+            self._set_active(False)
+            self._pose_emb = None
+            if not self.config.copy_unet:
+                for p in self.trainable().values():
+                    p.requires_grad_(True)
+
+    def _add_pose(self, module, inputs, output):
+        if self._pose_emb is None:
+            return output
+        return output + self._pose_emb.to(output.dtype)
+
+    # --- parameters ----------------------------------------------------------------------------------------------
+    def trainable(self) -> "OrderedDict[str, torch.Tensor]":
+        """phi: LoRA A/B of every adapted layer and the camera MLP, by their names in this module."""
+        out = OrderedDict()
+        params = dict(self.named_parameters())
+        for n in self._lora_names:
+            out["unet." + n] = params["unet." + n]
+        for n, p in self.camera_mlp.named_parameters():
+            out["camera_mlp." + n] = p
+        return out
+
+    def last_layer_names(self) -> list[str]:
+        """The LoRA A/B of the adapted module closest to the output (L2-VSD's last-layer approximation).
+
+        "Last layer" is not defined in the L2 paper [unclear]; we take the last LoRA-wrapped projection in forward
+        order: diffusers registers down_blocks, up_blocks, mid_block in that order, so we order by block group
+        (down < mid < up) and keep registration order inside a group. In a diffusers UNet this is the output
+        projection (to_out.0) of the last attention of the last up block that has attention.
+        """
+        group = {"down_blocks": 0, "mid_block": 1, "up_blocks": 2}
+        lora = [n for n in self.trainable() if n.startswith("unet.")]
+        order = sorted(range(len(lora)), key=lambda i: (group.get(lora[i].split(".")[1], 1), i))
+        last_module = lora[order[-1]].rsplit(".lora_", 1)[0]
+        return [n for n in lora if n.rsplit(".lora_", 1)[0] == last_module]
+
+    def phi_state_dict(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in self.trainable().items()}
+
+    def load_phi_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        mine = self.trainable()
+        missing = set(mine) - set(state)
+        extra = set(state) - set(mine)
+        if missing or extra:
+            raise ValueError(
+                f"LoRA state does not match this score model (rank/target modules differ?): "
+                f"missing {sorted(missing)[:3]}, unexpected {sorted(extra)[:3]}"
+            )
+        with torch.no_grad():
+            for k, p in mine.items():
+                p.copy_(state[k].to(p.device, p.dtype))
+
+    # --- eps_phi ---------------------------------------------------------------------------------------------------
+    def forward(
+        self,
+        x_t: torch.Tensor,
+        t: torch.Tensor,
+        text: TextEmbedding,
+        pose: torch.Tensor,
+        camera: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """eps_phi(x_t, t, c, y), float32. ``pose``: (B, 16) camera-MLP input (zeros for the dropped condition)."""
+        with self.active():
+            self._pose_emb = self.camera_mlp(pose.float())
+            return self.call_unet(self.unet, x_t, t, text, camera)
