@@ -1,0 +1,26 @@
+"""Shared fixtures. Tests never touch the network: HF_HUB_OFFLINE is set before anything imports huggingface_hub."""
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_prior():
+    """The tiny random prior (pixel space, 3x32x32, epsilon, CPU fp32), built in memory with seed 0."""
+    from dreamstill.backend.priors.tiny import build_tiny_prior
+
+    return build_tiny_prior(seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_prior_dir(tmp_path_factory):
+    """A folder in diffusers layout holding the tiny prior of seed 0 (same weights as ``tiny_prior``)."""
+    from dreamstill.backend.priors.tiny import build_components, save_components
+    from dreamstill.backend.priors.configs import get_stack
+
+    folder = tmp_path_factory.mktemp("tiny_prior")
+    save_components(build_components(get_stack("tiny"), seed=0), folder)
+    return folder
