@@ -1,0 +1,71 @@
+"""Stand-in job runners with the signature of ``engine.run_job``, for tests and the protocol benchmark.
+
+They live in the package (not in tests/) because the worker is a *spawned* process: its runner must be importable
+by name. Behaviour is steered through ``spec.options`` (all optional):
+
+    fake_step_s      seconds slept per step (default 0.01)
+    fake_vertices    vertex count of the streamed meshes (default 4: a tetrahedron)
+    fake_file_bytes  size of the result file (default 1000), content seeded by spec.seed
+    fake_crash_at    raise RuntimeError at this step      fake_oom_at   raise a CUDA-style out-of-memory error
+    fake_exit_at     os._exit(3) at this step (a crash no Python code sees)
+    fake_ignore_cancel  never look at the cancel callback
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from dreamstill.protocol import Cancelled, Done, MeshUpdate, Preview, Progress
+
+
+def fake_mesh(step: int, count: int, seed: int = 0, final: bool = False) -> MeshUpdate:
+    """A mesh with ``count`` vertices (>= 4): points on a sphere, faces (i, i+1, i+2), colours from the seed."""
+    count = max(4, int(count))
+    rng = np.random.default_rng(seed)
+    vertices = rng.standard_normal((count, 3)).astype(np.float32)
+    vertices /= np.linalg.norm(vertices, axis=1, keepdims=True)
+    index = np.arange(count - 2, dtype=np.int32)
+    faces = np.stack([index, index + 1, index + 2], axis=1)
+    colors = rng.integers(0, 256, (count, 3), dtype=np.uint8)
+    return MeshUpdate(step=step, vertices=vertices, faces=faces, vertex_colors=colors, final=final)
+
+
+def result_bytes(seed: int, size: int) -> bytes:
+    """The fake result file's content: deterministic in (seed, size)."""
+    return np.random.default_rng(seed).integers(0, 256, size, dtype=np.uint8).tobytes()
+
+
+def fake_runner(spec, out_dir, cancel=None, resume=False):
+    opts = spec.options
+    step_s = float(opts.get("fake_step_s", 0.01))
+    vertices = int(opts.get("fake_vertices", 4))
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    for step in range(1, spec.steps + 1):
+        if cancel is not None and cancel() and not opts.get("fake_ignore_cancel"):
+            yield Cancelled(step - 1)
+            return
+        time.sleep(step_s)
+        if step == opts.get("fake_crash_at"):
+            raise RuntimeError(f"fake crash at step {step}")
+        if step == opts.get("fake_oom_at"):
+            raise RuntimeError("CUDA out of memory. Tried to allocate 20.00 GiB (fake)")
+        if step == opts.get("fake_exit_at"):
+            os._exit(3)
+        elapsed = time.perf_counter() - started
+        yield Progress(step=step, total=spec.steps, loss=1.0 / step, eta_s=elapsed / step * (spec.steps - step),
+                       elapsed_s=elapsed)
+        if spec.preview_every and step % spec.preview_every == 0:
+            rgba = np.full((8, 8, 4), step % 256, dtype=np.uint8)
+            yield Preview(step=step, rgba=rgba)
+        if spec.mesh_every and step % spec.mesh_every == 0:
+            yield fake_mesh(step, vertices, spec.seed)
+    yield fake_mesh(spec.steps, vertices, spec.seed, final=True)
+    path = out_dir / f"asset.{spec.output_format}"
+    path.write_bytes(result_bytes(spec.seed, int(opts.get("fake_file_bytes", 1000))))
+    yield Done(files=[str(path)], seconds=time.perf_counter() - started, metrics={"fake": True})

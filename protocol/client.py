@@ -1,0 +1,401 @@
+"""The Dreamstill client: a DEALER socket that submits jobs, streams their events, cancels and fetches results.
+
+Single-threaded by design (a ZeroMQ socket belongs to one thread): Blender calls ``poll()`` from a main-thread
+timer, scripts iterate ``events(job_id)``. Both pump the same inbox, where only the newest progress, preview and
+mesh of each job are kept (older ones that nobody read yet are dropped): a viewer wants the latest state, and a
+slow reader can never build up an unbounded queue. ``done`` / ``failed`` / ``cancelled`` are never dropped and
+always come last for their job.
+
+Liveness: when the server has been silent for ``heartbeat_s`` the client sends a ping; when a ping or a request
+gets no answer within ``timeout_s`` it raises ``ServerUnavailable``, naming the address and how to start a server.
+The socket's routing id is fixed per Client, so a TCP reconnect keeps the server's subscriptions; after a server
+*restart* (a new ``server_id`` in its pong) the client re-attaches to every job it follows.
+
+Pure Python + numpy + pyzmq: Blender imports this.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import os
+import re
+import secrets
+import time
+from collections import deque
+from pathlib import Path
+from typing import Iterator
+
+import zmq
+
+from .events import Cancelled, Done, Failed, JobEvent
+from .jobspec import JobSpec, JobSpecError
+from .messages import EVENTS, REPLIES, STATE_EVENTS, TERMINAL, Message, decode, encode
+from .wire import MAX_MESSAGE_BYTES, ProtocolError
+
+DEFAULT_ADDRESS = "tcp://127.0.0.1:5555"
+_ADDRESS = re.compile(r"^(tcp://(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+):\d{1,5}|ipc://.+|inproc://.+)$")
+
+
+class ServerUnavailable(ConnectionError):
+    """No answer from the server in time (not running, unreachable, or refused our keys)."""
+
+
+class ServerError(RuntimeError):
+    """The server answered a request with an error; ``code`` is machine-readable."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(f"{message} [{code}]")
+        self.code = code
+        self.message = message
+
+
+def load_client_keys(keys_dir: Path | str) -> dict:
+    """Keyword arguments for Client from a folder made by ``dreamstill keys -o DIR``:
+    ``Client(address, **load_client_keys(DIR))``."""
+    keys_dir = Path(keys_dir)
+
+    def read(name):
+        path = keys_dir / name
+        try:
+            key = path.read_bytes().strip()
+        except OSError as err:
+            raise ValueError(f"cannot read {path}: {err}; copy the keys made by `dreamstill keys -o DIR`") from None
+        if len(key) != 40:
+            raise ValueError(f"{path} is not a 40-character Z85 CURVE key")
+        return key
+
+    return {"server_public_key": read("server.public"),
+            "client_keys": (read("client.public"), read("client.secret"))}
+
+
+def check_address(address: str) -> str:
+    """The address unchanged, or ValueError with an example of what it should look like."""
+    if not isinstance(address, str) or not _ADDRESS.match(address.strip()):
+        raise ValueError(f"server address {address!r} must look like tcp://HOST:PORT, e.g. {DEFAULT_ADDRESS} "
+                         "(or ipc:///path/to/socket)")
+    return address.strip()
+
+
+class Client:
+    """``Client(address, server_public_key=None, client_keys=None, timeout_s=10)``; close() when done."""
+
+    def __init__(self, address: str = DEFAULT_ADDRESS, server_public_key: bytes | str | None = None,
+                 client_keys: tuple | None = None, timeout_s: float = 10.0, *, heartbeat_s: float = 2.0,
+                 context: zmq.Context | None = None):
+        self.address = check_address(address)
+        self.timeout_s = float(timeout_s)
+        self.heartbeat_s = float(heartbeat_s)
+        self._ctx = context or zmq.Context.instance()
+        sock = self._sock = self._ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 500)  # a last cancel still leaves; close never hangs for long
+        sock.setsockopt(zmq.ROUTING_ID, b"ds" + secrets.token_bytes(14))
+        sock.setsockopt(zmq.IMMEDIATE, 1)  # queue nothing while disconnected: a dead server is noticed at once
+        sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+        sock.setsockopt(zmq.RCVHWM, 64)
+        sock.setsockopt(zmq.HEARTBEAT_IVL, 1000)
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 5000)
+        sock.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
+        self.curve = server_public_key is not None
+        if self.curve:
+            public, secret = client_keys if client_keys is not None else zmq.curve_keypair()
+            sock.curve_serverkey = _key(server_public_key)
+            sock.curve_publickey = _key(public)
+            sock.curve_secretkey = _key(secret)
+        self._monitor = sock.get_monitor_socket(
+            zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+            | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_SUCCEEDED)
+        self._handshake_problem: str | None = None
+        sock.connect(self.address)
+        self._rids = itertools.count(1)
+        self._replies: dict[str, Message] = {}
+        self._inbox: dict[str, deque] = {}
+        self._following: set[str] = set()  # jobs this client watches that have not ended
+        self._ended: dict[str, JobEvent] = {}  # job id -> its terminal event
+        self._last_heard = time.monotonic()
+        self._ping_since: float | None = None  # when the unanswered heartbeat ping was first tried
+        self._last_ping = 0.0
+        self.server_id: str | None = None
+        self.server_info: dict = {}
+        self.errors: deque = deque(maxlen=100)  # errors from the server that answered no request of ours
+        self.closed = False
+
+    # ------------------------------------------------------------------ plumbing
+    def _unavailable(self, what: str) -> ServerUnavailable:
+        self._read_monitor()
+        text = (f"no answer from the Dreamstill server at {self.address} {what} (waited {self.timeout_s:g}s); "
+                "is `dreamstill serve` running there?")
+        if self._handshake_problem:
+            text += f" The connection was refused: {self._handshake_problem}."
+        return ServerUnavailable(text)
+
+    def _read_monitor(self) -> None:
+        from zmq.utils.monitor import recv_monitor_message
+
+        while True:
+            try:
+                event = recv_monitor_message(self._monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            except zmq.ZMQError:
+                return
+            kind = event["event"]
+            if kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self._handshake_problem = None
+            elif kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+                self._handshake_problem = ("the server does not know this client's CURVE key; add its client.public to "
+                                           "the server's authorized_clients/ or use the keys `dreamstill keys` made")
+            else:
+                self._handshake_problem = ("the security handshake failed; check the server public key, and that "
+                                           "client and server both use CURVE keys (or both do not)")
+
+    def _send(self, frames: list, what: str) -> None:
+        """Send, waiting up to timeout_s for a connection (IMMEDIATE: nothing is queued while disconnected)."""
+        if self.closed:
+            raise RuntimeError("this Client is closed; make a new one")
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            try:
+                self._sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+                return
+            except zmq.Again:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise self._unavailable(what) from None
+                self._sock.poll(min(left, 0.1) * 1000, zmq.POLLOUT)
+                self._receive(0)
+
+    def _receive(self, wait_s: float) -> bool:
+        """Wait up to wait_s for traffic, then take everything that is there; True if anything came."""
+        if not self._sock.poll(max(0.0, wait_s) * 1000, zmq.POLLIN):
+            return False
+        for _ in range(10_000):
+            try:
+                frames = self._sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                break
+            self._last_heard = time.monotonic()
+            self._ping_since = None
+            self._dispatch(frames)
+        return True
+
+    def _dispatch(self, frames) -> None:
+        try:
+            msg = decode(frames, expect=REPLIES + EVENTS)
+        except ProtocolError as err:
+            if err.code == "unsupported_version":
+                raise
+            self.errors.append(("protocol", err.code, err.message))
+            return
+        if msg.type in EVENTS:
+            self._deliver(msg.job_id, msg.type, msg.payload)
+        elif msg.type == "pong":
+            self.server_info = dict(msg.payload)
+            server_id = msg.payload.get("server_id")
+            if self.server_id is not None and server_id != self.server_id:
+                self._reattach_all()
+            self.server_id = server_id
+            if msg.rid and not msg.rid.startswith("hb"):
+                self._replies[msg.rid] = msg
+        elif msg.rid is not None:
+            self._replies[msg.rid] = msg
+            if len(self._replies) > 1000:  # replies nobody waits for any more (timed-out requests)
+                for rid in list(self._replies)[:500]:
+                    del self._replies[rid]
+        elif msg.type == "error":
+            self.errors.append((msg.job_id, msg.payload["code"], msg.payload["message"]))
+
+    def _deliver(self, job_id: str, kind: str, event) -> None:
+        if job_id in self._ended and kind not in TERMINAL:
+            return  # a late state event after the end (e.g. re-sent on attach)
+        box = self._inbox.setdefault(job_id, deque())
+        if kind in STATE_EVENTS:  # coalesce: keep only the newest of its kind
+            for old in [e for e in box if type(e) is type(event)]:
+                box.remove(old)
+            box.append(event)
+        elif job_id not in self._ended:
+            box.append(event)
+            self._ended[job_id] = event
+            self._following.discard(job_id)
+
+    def _reattach_all(self) -> None:
+        for job_id in list(self._following):
+            try:
+                self._send(encode(Message("attach", job_id=job_id, rid=f"hb-attach-{next(self._rids)}")), "to attach")
+            except ServerUnavailable:
+                return
+
+    def _heartbeat(self) -> None:
+        """Ping a silent server; raise ServerUnavailable when it stays silent for timeout_s after the first ping."""
+        now = time.monotonic()
+        if now - self._last_heard < self.heartbeat_s:
+            return
+        if self._ping_since is None:
+            self._ping_since = now
+        elif now - self._ping_since > self.timeout_s:
+            self._ping_since, self._last_heard = None, now  # the next call starts a fresh round
+            raise self._unavailable("to heartbeat pings")
+        if now - self._last_ping >= min(1.0, self.heartbeat_s):
+            self._last_ping = now
+            try:
+                self._sock.send_multipart(encode(Message("ping", rid=f"hb{next(self._rids)}")), flags=zmq.NOBLOCK)
+            except zmq.Again:
+                pass  # not connected (yet): keep trying until the deadline above
+
+    def _request(self, kind: str, *, job_id: str | None = None, payload=None, what: str = "") -> Message:
+        rid = str(next(self._rids))
+        self._send(encode(Message(kind, job_id=job_id, payload=payload, rid=rid)), what or f"to {kind}")
+        deadline = time.monotonic() + self.timeout_s
+        while rid not in self._replies:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise self._unavailable(what or f"to {kind}")
+            self._receive(left)
+        reply = self._replies.pop(rid)
+        if reply.type == "error":
+            code, text = reply.payload["code"], reply.payload["message"]
+            if code == "bad_spec":
+                raise JobSpecError(text)
+            if code == "unsupported_version":
+                raise ProtocolError(code, text)
+            raise ServerError(code, text)
+        return reply
+
+    # ------------------------------------------------------------------ API
+    def ping(self) -> float:
+        """Round-trip time in seconds; ``server_info`` holds the server's answer (queue length, worker)."""
+        started = time.perf_counter()
+        self._request("ping", what="to a ping")
+        return time.perf_counter() - started
+
+    def submit(self, spec: JobSpec) -> str:
+        """Queue a job; returns its id. The spec is checked here first (JobSpecError names the field)."""
+        spec.validate()
+        reply = self._request("submit", payload=spec, what="to a submitted job")
+        self._following.add(reply.job_id)
+        return reply.job_id
+
+    def attach(self, job_id: str) -> dict:
+        """Follow a job by id (after a reconnect, or from another client); the server re-sends its newest state
+        and, if it has ended, its done / failed / cancelled. Returns its status."""
+        self._ended.pop(job_id, None)
+        self._inbox.pop(job_id, None)
+        reply = self._request("attach", job_id=job_id)
+        status = reply.payload["status"]
+        self._following.add(job_id)
+        return status
+
+    def events(self, job_id: str, timeout_s: float | None = None) -> Iterator[JobEvent]:
+        """Yield the job's events until (and including) Done, Failed or Cancelled; blocking (for scripts).
+
+        Attaches first when this client neither submitted nor attached to the job. ``timeout_s`` bounds the whole
+        wait (TimeoutError); a silent server raises ServerUnavailable after ``self.timeout_s``.
+        """
+        if job_id not in self._following and job_id not in self._ended and job_id not in self._inbox:
+            self.attach(job_id)
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            box = self._inbox.get(job_id)
+            while box:
+                event = box.popleft()
+                yield event
+                if isinstance(event, (Done, Failed, Cancelled)):
+                    return
+            if job_id in self._ended:  # the end was taken by poll() before: give it again
+                yield self._ended[job_id]
+                return
+            wait = self.heartbeat_s
+            if deadline is not None:
+                wait = min(wait, deadline - time.monotonic())
+                if wait <= 0:
+                    raise TimeoutError(f"job {job_id} did not finish within {timeout_s:g}s (it keeps running; "
+                                       "cancel it or wait again)")
+            self._receive(wait)
+            self._heartbeat()
+
+    def poll(self) -> list[tuple[str, JobEvent]]:
+        """Everything that arrived, without blocking: [(job_id, event)], only the newest progress / preview / mesh
+        per job. For a GUI timer; raises ServerUnavailable when the server stopped answering heartbeats."""
+        self._receive(0)
+        self._heartbeat()
+        out = []
+        for job_id, box in list(self._inbox.items()):
+            while box:
+                out.append((job_id, box.popleft()))
+            del self._inbox[job_id]
+        return out
+
+    def pump(self, seconds: float) -> list[tuple[str, JobEvent]]:
+        """Like poll() but waits up to ``seconds`` for the first message (for scripts and `blender -b`)."""
+        self._receive(seconds)
+        return self.poll()
+
+    def cancel(self, job_id: str) -> dict:
+        """Ask the server to stop the job (within one step); harmless when repeated or after it ended."""
+        return self._request("cancel", job_id=job_id).payload["status"]
+
+    def status(self, job_id: str) -> dict:
+        return self._request("status", job_id=job_id).payload["status"]
+
+    def list_jobs(self, limit: int = 100) -> list[dict]:
+        """The server's jobs, newest first: [{job_id, state, prompt, step, ...}]."""
+        return list(self._request("list_jobs", payload={"limit": int(limit)}).payload["jobs"])
+
+    def fetch_result(self, job_id: str, out_dir: Path | str) -> list[Path]:
+        """Download a finished job's result files into ``out_dir`` (checked by size and SHA-256); their paths."""
+        out_dir = Path(out_dir)
+        files = self._request("fetch_result", job_id=job_id).payload["files"]
+        paths = []
+        for info in files:
+            name = str(info.get("name", ""))
+            target = (out_dir / name).resolve()
+            if not name or name.startswith("/") or ".." in Path(name).parts or out_dir.resolve() not in target.parents:
+                raise ProtocolError("bad_field", f"the server offered a result file named {name!r}, which would land "
+                                                 f"outside {out_dir}; refusing it")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            partial = target.with_name(target.name + ".part")
+            digest, offset = hashlib.sha256(), 0
+            with open(partial, "wb") as f:
+                while True:
+                    chunk = self._request("fetch_result", job_id=job_id,
+                                          payload={"name": name, "offset": offset}).payload
+                    data = chunk["data"]
+                    f.write(data.data)
+                    digest.update(data.data)
+                    offset += len(data)
+                    if chunk["eof"] or len(data) == 0:
+                        break
+            if offset != info.get("size", offset) or digest.hexdigest() != info.get("sha256", digest.hexdigest()):
+                partial.unlink(missing_ok=True)
+                raise ServerError("corrupt_transfer", f"{name} arrived damaged ({offset} bytes, expected "
+                                                      f"{info.get('size')}); fetch it again")
+            os.replace(partial, target)
+            paths.append(target)
+        return paths
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self._sock.disable_monitor()
+        except zmq.ZMQError:
+            pass
+        self._monitor.close(0)
+        self._sock.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+def _key(value) -> bytes:
+    return value.encode("ascii") if isinstance(value, str) else bytes(value)
