@@ -141,15 +141,6 @@ def _as_list(value) -> list:
 
 
 def _run_instant(spec: JobSpec, output_path: Path, started: float) -> Iterator[JobEvent]:
-    try:
-        from ..generators import load_generator  # noqa: F401
-    except ImportError:
-        yield Failed(
-            "no_generator",
-            "instant mode needs an amortized generator, and this backend has none installed yet; "
-            "use mode='optimize' (the default)",
-        )
-        return
     from ..generators.instant import run_instant
 
     yield from run_instant(spec, output_path, started)

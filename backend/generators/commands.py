@@ -1,0 +1,65 @@
+"""`dreamstill train-generator`: amortized training over a prompt corpus (torchrun for several processes)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+from .config import CHECKPOINT_NAME, TOY_CORPORA, GeneratorTrainConfig
+
+ARCHITECTURES = ("3dconv", "hyper-ingp", "triplane")
+
+
+def register(subparsers) -> None:
+    d = GeneratorTrainConfig()
+    p = subparsers.add_parser(
+        "train-generator", help="train a prompt-amortized generator (instant mode) by score distillation",
+        description="Train G(y) over a corpus. Several processes: torchrun --nproc_per_node N -m "
+                    "dreamstill.backend.cli train-generator ...",
+    )
+    p.add_argument("--arch", choices=ARCHITECTURES, default=d.arch)
+    p.add_argument("--method", choices=["asd", "sds", "csd", "vsd"], default=d.method)
+    p.add_argument("--corpus", default=d.corpus, help=f"{', '.join(TOY_CORPORA)} or a file with one prompt a line")
+    p.add_argument("--prior", default=d.prior)
+    p.add_argument("-o", "--output", type=Path, required=True, help="folder for checkpoints and render grids")
+    p.add_argument("--steps", type=int, default=d.steps)
+    p.add_argument("--prompts-per-step", type=int, default=d.prompts_per_step)
+    p.add_argument("--views-per-prompt", type=int, default=d.views_per_prompt)
+    p.add_argument("--resolution", type=int, default=d.resolution)
+    p.add_argument("--num-samples", type=int, default=d.num_samples)
+    p.add_argument("--guidance", type=float, default=d.guidance)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
+    p.add_argument("--grid-every", type=int, default=d.grid_every)
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="method option")
+    p.add_argument("--arch-option", action="append", default=[], metavar="KEY=VALUE", help="architecture option")
+    p.add_argument("--resume", action="store_true", help="continue from OUTPUT/generator.pt")
+    p.set_defaults(func=train_generator)
+
+
+def train_generator(args: argparse.Namespace) -> int:
+    from ..cli_args import parse_options
+    from .train import GeneratorTrainer, distributed_context
+
+    if args.steps < 1 or args.prompts_per_step < 1 or args.views_per_prompt < 1:
+        raise SystemExit("train-generator: --steps, --prompts-per-step and --views-per-prompt must be >= 1")
+    config = GeneratorTrainConfig(
+        arch=args.arch, method=args.method, corpus=args.corpus, prior=args.prior, steps=args.steps,
+        prompts_per_step=args.prompts_per_step, views_per_prompt=args.views_per_prompt, resolution=args.resolution,
+        num_samples=args.num_samples, guidance=args.guidance, lr=args.lr, seed=args.seed,
+        checkpoint_every=args.checkpoint_every, grid_every=args.grid_every, options=parse_options(args.option),
+        arch_options=parse_options(args.arch_option),
+    )
+    rank, world_size = distributed_context()
+    trainer = GeneratorTrainer(config, args.output, rank=rank, world_size=world_size)
+    checkpoint = args.output / CHECKPOINT_NAME
+    if args.resume and checkpoint.exists():
+        trainer.load(checkpoint)
+    if rank == 0:
+        args.output.mkdir(parents=True, exist_ok=True)
+        (args.output / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=1))
+    trainer.train()
+    return 0

@@ -1,0 +1,69 @@
+"""Amortized-training settings and the prompt corpora (light: no torch models imported here)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+CHECKPOINT_NAME = "generator.pt"
+
+
+@dataclass
+class GeneratorTrainConfig:
+    arch: str = "hyper-ingp"
+    method: str = "asd"
+    corpus: str = "toy2000"
+    prior: str = "builtin"
+    steps: int = 2000
+    prompts_per_step: int = 4
+    views_per_prompt: int = 1
+    resolution: int = 0  # 0 = the prior's native size
+    num_samples: int = 32
+    guidance: float = 0.0  # 0 = the method's default
+    lr: float = 4e-3  # ScaleDreamer's released configs: Adam betas (0, 0.99), lr 0.004
+    seed: int = 0
+    checkpoint_every: int = 200
+    grid_every: int = 500
+    options: dict = dataclasses.field(default_factory=dict)  # method options, e.g. {"eta": 0.1}
+    arch_options: dict = dataclasses.field(default_factory=dict)  # e.g. {"spectral_norm": true}
+
+
+# --- corpora ---------------------------------------------------------------------------------------------------
+TOY_CORPORA = {"toy16": 16, "toy256": 256, "toy2000": 2000}
+
+
+def load_corpus(name: str, split: str = "train") -> list[str]:
+    """Toy-world corpora of growing size (the analogues of MG15, DF415 and AT2520), or a file with one prompt a line.
+
+    ``split="heldout"`` gives the held-out compositions (their parts seen in training, the combination not).
+    The n-prompt corpus is a fixed-seed sample of the training split, always containing the 64 single objects
+    when n >= 256.
+    """
+    import torch
+
+    from ..priors.builtin.world import split_prompts
+
+    train, heldout = split_prompts(seed=0)
+    if split == "heldout":
+        return heldout
+    if name in TOY_CORPORA:
+        n = TOY_CORPORA[name]
+        singles = [p for p in train if " on top of " not in p and " next to " not in p]
+        comps = [p for p in train if p not in set(singles)]
+        g = torch.Generator().manual_seed(1234)
+        comps = [comps[i] for i in torch.randperm(len(comps), generator=g).tolist()]
+        if n < len(singles):
+            order = torch.randperm(len(singles), generator=g).tolist()
+            half = n // 2
+            return [singles[i] for i in order[:half]] + comps[: n - half]
+        return singles + comps[: n - len(singles)]
+    path = Path(name)
+    if not path.exists():
+        raise FileNotFoundError(f"corpus {name!r}: not a built-in corpus ({', '.join(TOY_CORPORA)}) nor a file")
+    prompts = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    if not prompts:
+        raise ValueError(f"corpus file {path} has no prompts (one prompt a line)")
+    return prompts
+
+

@@ -1,0 +1,167 @@
+"""Amortized training (ScaleDreamer Sec. 3): one generator G_theta over a prompt corpus, by score distillation.
+
+Each step draws a minibatch of prompts y_1..y_P from the corpus, makes their fields G_theta(y_p) in one forward
+pass, renders each from V random cameras, and applies the same surrogate loss as per-prompt optimization,
+    L = sum_p 0.5 ||z_p - sg(z_p - grad_p)||^2 / (P V),
+so d L / d theta = sum_p grad_p^T dz_p/dtheta. The method (ASD by default) is the ordinary ``distill`` method.
+
+Data-parallel training: launched with torchrun, each rank draws its own prompts (seed + rank) and DDP averages
+gradients (gloo on CPU, NCCL on GPU), so the replicas stay identical.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..distill import make_method
+from ..distill.base import DistillInput, surrogate_loss
+from ..fields import Background
+from ..priors import load_prior
+from ..priors.base import TextEmbedding
+from ..render import render
+from ..render.cameras import orbit_cameras, sample_cameras
+from . import build_generator
+from .config import CHECKPOINT_NAME, GeneratorTrainConfig, load_corpus
+
+# --- training --------------------------------------------------------------------------------------------------
+class GeneratorTrainer:
+    def __init__(self, config: GeneratorTrainConfig, out_dir: Path, prior=None, rank: int = 0, world_size: int = 1):
+        self.config, self.out_dir = config, Path(out_dir)
+        self.rank, self.world_size = rank, world_size
+        self.prior = prior if prior is not None else load_prior(config.prior)
+        self.device = self.prior.device
+        self.prompts = load_corpus(config.corpus)
+        self.text = self._encode(self.prompts)
+        self.uncond = self.prior.encode_text([""])
+        torch.manual_seed(config.seed)  # identical initial weights on every rank
+        self.generator = build_generator(config.arch, self.text.tokens.shape[-1], **config.arch_options).to(self.device)
+        self.background = Background().to(self.device)
+        self.model = self.generator
+        if world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.model = DistributedDataParallel(self.generator)
+        self.method = make_method(config.method, self.prior, guidance=config.guidance, **config.options)
+        self.optimizer = torch.optim.Adam(self.generator.parameters(), lr=config.lr, betas=(0.0, 0.99), eps=1e-8)
+        self.sample_generator = torch.Generator().manual_seed(config.seed * 1000 + rank)
+        self.noise_generator = torch.Generator(self.device).manual_seed(config.seed * 1000 + rank + 1)
+        self.resolution = config.resolution or self.prior.image_size
+        self.step = 0
+
+    def _encode(self, prompts: list[str], chunk: int = 256) -> TextEmbedding:
+        parts = [self.prior.encode_text(prompts[i : i + chunk]) for i in range(0, len(prompts), chunk)]
+        return TextEmbedding.cat(parts)
+
+    def _rows(self, idx: list[int]) -> TextEmbedding:
+        pooled = None if self.text.pooled is None else self.text.pooled[idx]
+        return TextEmbedding(self.text.tokens[idx], pooled)
+
+    def train_step(self) -> float:
+        c = self.config
+        idx = torch.randint(len(self.prompts), (c.prompts_per_step,), generator=self.sample_generator).tolist()
+        text = self._rows(idx)
+        fields = self.model(text)
+        zs, cams_all, opac = [], [], []
+        for p in range(len(idx)):
+            cams = sample_cameras(c.views_per_prompt, self.sample_generator).to(self.device)
+            out = render(fields[p], cams, self.resolution, self.resolution, self.background, shading="albedo",
+                         num_samples=c.num_samples, generator=self.noise_generator)
+            zs.append(self.prior.encode_images(out.rgb.permute(0, 3, 1, 2)))
+            cams_all.append(cams.as_condition())
+            opac.append(out.opacity.permute(0, 3, 1, 2))
+        z = torch.cat(zs)
+        opacity = F.interpolate(torch.cat(opac), size=z.shape[-2:], mode="bilinear", align_corners=False)
+        cond = text.repeat(c.views_per_prompt)
+        result = self.method.gradient(DistillInput(
+            z=z, cond=cond, uncond=self.uncond, step=self.step, total_steps=c.steps, generator=self.noise_generator,
+            camera=torch.cat(cams_all), opacity=opacity.detach()))
+        loss = surrogate_loss(z, result.grad)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.step += 1
+        return float(loss.detach())
+
+    # --- checkpoints -------------------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {
+            "config": dataclasses.asdict(self.config),
+            "step": self.step,
+            "generator": self.generator.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "sample_generator": self.sample_generator.get_state(),
+            "noise_generator": self.noise_generator.get_state(),
+        }
+
+    def save(self, path: Path | None = None) -> Path:
+        path = Path(path or self.out_dir / CHECKPOINT_NAME)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        torch.save(self.state_dict(), tmp)
+        tmp.replace(path)
+        return path
+
+    def load(self, path: Path) -> None:
+        state = torch.load(path, map_location=self.device, weights_only=True)
+        if state["config"] != dataclasses.asdict(self.config):
+            raise ValueError(f"{path} was trained with another configuration; resume with the same flags")
+        self.step = state["step"]
+        self.generator.load_state_dict(state["generator"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.sample_generator.set_state(state["sample_generator"])
+        self.noise_generator.set_state(state["noise_generator"])
+
+    @torch.no_grad()
+    def render_grid(self, prompts: list[str], views: int = 4, size: int = 64):
+        """(rows = prompts, columns = views) uint8 image grid of the current generator."""
+        from ..engine.images import contact_sheet
+
+        text = self._encode(prompts)
+        fields = self.generator(text)
+        images = []
+        for p in range(len(prompts)):
+            out = render(fields[p], orbit_cameras(views).to(self.device), size, size, self.background,
+                         num_samples=2 * self.config.num_samples)
+            images += [(img.clamp(0, 1) * 255).byte().cpu().numpy() for img in out.rgb]
+        return contact_sheet(images, columns=views)
+
+    def train(self, progress: bool = True) -> None:
+        from tqdm import tqdm
+
+        from ..engine.images import save_png
+
+        c = self.config
+        bar = tqdm(total=c.steps, initial=self.step, disable=not progress or self.rank != 0, unit="step")
+        start = time.perf_counter()
+        while self.step < c.steps:
+            loss = self.train_step()
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
+            if self.rank == 0 and c.checkpoint_every and self.step % c.checkpoint_every == 0:
+                self.save()
+            if self.rank == 0 and c.grid_every and self.step % c.grid_every == 0:
+                save_png(self.render_grid(self.prompts[:4]), self.out_dir / f"grid_{self.step:06d}.png")
+        bar.close()
+        if self.rank == 0:
+            self.save()
+            (self.out_dir / "train_log.json").write_text(
+                json.dumps({"steps": self.step, "seconds": time.perf_counter() - start}, indent=1))
+
+
+def distributed_context() -> tuple[int, int]:
+    """(rank, world_size) under torchrun (initialising the process group: NCCL on GPU, gloo on CPU), else (0, 1)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), world_size
