@@ -1,10 +1,18 @@
-"""Shared fixtures. Tests never touch the network: HF_HUB_OFFLINE is set before anything imports huggingface_hub."""
+"""Shared fixtures. Tests never touch the network: HF_HUB_OFFLINE is set before anything imports huggingface_hub.
+
+torch runs with ONE intra-op thread in tests (override: DREAMSTILL_TEST_THREADS=N). On the shared 2-core machine
+several test processes run at once, and OpenMP threads spinning against each other made a 3-call tiny-UNet test
+take 33 s with 2 threads against 0.9 s with 1 (load average ~12).
+"""
 
 import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(int(os.environ.get("DREAMSTILL_TEST_THREADS", "1")))
 
 
 @pytest.fixture(scope="session")

@@ -305,3 +305,28 @@ def test_sd21_base_config_has_the_published_parameter_counts():
         ]
     assert counts == [865_910_724, 83_653_863, 340_387_840]
     assert math.isclose(stack["vae"]["scaling_factor"], 0.18215)
+
+
+def test_unet_forward_accepts_another_unet(tiny_prior, monkeypatch, generator):
+    """VSD runs its LoRA'd copy through the same conversion: unet= replaces self.unet for that call only."""
+    v = torch.randn(1, 3, 16, 16, generator=generator)
+    x_t = torch.randn(1, 3, 16, 16, generator=generator)
+    fake = FixedUNet(tiny_prior.unet.config, v)
+    monkeypatch.setattr(tiny_prior, "prediction_type", "v_prediction")
+    got = tiny_prior.unet_forward(x_t, torch.tensor([300]), tiny_prior.encode_text(["a"]), unet=fake,
+                                  cross_attention_kwargs={"scale": 0.5})
+    alpha, sigma = tiny_prior.alpha_sigma(torch.tensor([300]))
+    torch.testing.assert_close(got, alpha * v + sigma * x_t)
+    assert fake.calls[0][2] == {"cross_attention_kwargs": {"scale": 0.5}}
+    assert isinstance(tiny_prior.unet, torch.nn.Module) and tiny_prior.unet is not fake
+
+
+def test_builtin_without_weights_raises_prior_not_found(monkeypatch):
+    clear_prior_cache()
+
+    def missing(device=None, dtype=None):
+        raise FileNotFoundError("weights are missing from /nowhere")
+
+    monkeypatch.setitem(sys.modules, "dreamstill.backend.priors.builtin", SimpleNamespace(load_builtin_prior=missing))
+    with pytest.raises(PriorNotFoundError, match="/nowhere"):
+        load_prior("builtin", device="cpu")

@@ -44,7 +44,12 @@ def _load_uncached(name: str, device: torch.device, dtype: torch.dtype) -> Prior
                 f"the built-in prior is not installed (backend/priors/builtin could not be imported: {error}). "
                 f"Reinstall dreamstill, or pass a prior folder / hub id instead"
             ) from error
-        return load_builtin_prior(device=device, dtype=dtype)
+        try:
+            return load_builtin_prior(device=device, dtype=dtype)
+        except PriorNotFoundError:
+            raise
+        except FileNotFoundError as error:  # weights missing from the package: one error type for callers
+            raise PriorNotFoundError(f"the built-in prior's weights are missing: {error}") from error
     seed = _parse_tiny(name)
     if seed is not None:
         from .tiny import build_tiny_prior

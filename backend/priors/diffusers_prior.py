@@ -358,14 +358,18 @@ class DiffusersPrior(Prior):
         t: torch.Tensor | int,
         text: TextEmbedding,
         camera: torch.Tensor | None = None,
+        unet: torch.nn.Module | None = None,
         **unet_kwargs,
     ) -> torch.Tensor:
         """The UNet's output at (x_t, t; text, camera), converted to eps_hat, float32 (B, C, h, w).
 
-        Follows the caller's grad mode (VSD trains a LoRA through it). ``unet_kwargs`` go to the UNet call
-        (e.g. cross_attention_kwargs={"scale": ...}, or class_labels to override the camera features).
+        Follows the caller's grad mode (VSD trains a LoRA through it). ``unet`` runs another network with the same
+        interface in place of ``self.unet`` (e.g. VSD's LoRA'd copy of it), with the same pixel_unshuffle, camera
+        features and prediction-type conversion. ``unet_kwargs`` go to the UNet call (e.g.
+        cross_attention_kwargs={"scale": ...}, or class_labels to override the camera features).
         Camera-conditioned priors feed class_labels = camera_features(camera) (backend/priors/camera.py).
         """
+        unet = self.unet if unet is None else unet
         if x_t.ndim != 4 or x_t.shape[1] != self.channels:
             raise ValueError(
                 f"x_t must be (B, {self.channels}, h, w) in this prior's model space, got {tuple(x_t.shape)}"
@@ -377,10 +381,10 @@ class DiffusersPrior(Prior):
         t = self._timesteps(t, b)
         text = text.expand_to(b)
         tokens = text.tokens.to(self.device, self.dtype)
-        if tokens.shape[-1] != self.unet.config.cross_attention_dim:
+        if tokens.shape[-1] != unet.config.cross_attention_dim:
             raise ValueError(
                 f"text embedding width {tokens.shape[-1]} does not match the UNet's cross_attention_dim "
-                f"{self.unet.config.cross_attention_dim}: encode the prompts with this prior's encode_text"
+                f"{unet.config.cross_attention_dim}: encode the prompts with this prior's encode_text"
             )
         if self.supports_camera and "class_labels" not in unet_kwargs:
             if camera is None:
@@ -397,7 +401,7 @@ class DiffusersPrior(Prior):
         x_in = x_t.to(self.dtype)
         if r > 1:
             x_in = F.pixel_unshuffle(x_in, r)
-        out = self.unet(x_in, t, encoder_hidden_states=tokens, **unet_kwargs).sample
+        out = unet(x_in, t, encoder_hidden_states=tokens, **unet_kwargs).sample
         if out.shape[1] == 2 * x_in.shape[1]:  # learned variance: keep the mean part
             out = out[:, : x_in.shape[1]]
         if r > 1:
