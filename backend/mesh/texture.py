@@ -1,0 +1,330 @@
+"""UV unwrapping (xatlas) and albedo texture baking.
+
+Conventions (the same as ``Mesh``): UV origin at the bottom-left of the image, texture row 0 at the top. Texel
+(row r, column c) of a T x T texture has its centre at
+
+    u = (c + 1/2) / T,        v = 1 - (r + 1/2) / T,
+
+so in "pixel coordinates" p = (u T - 1/2, (1 - v) T - 1/2) texel centres are the integer points (c, r).
+
+Baking. Each triangle (a, b, c) is rasterised in pixel coordinates: a texel centre p is inside when its barycentric
+coordinates
+
+    w_b = ((p - a) x (c - a)) / ((b - a) x (c - a)),   w_c = ((b - a) x (p - a)) / ((b - a) x (c - a)),
+    w_a = 1 - w_b - w_c
+
+are all >= 0 (x is the 2D cross product). The texel's 3D point is w_a A + w_b B + w_c C with A, B, C the triangle's
+world positions, and its colour is albedo_fn there. Seams are then padded: ``padding`` times, every empty texel with
+at least one filled 8-neighbour takes the mean of those neighbours, so bilinear lookups and mipmaps near chart borders
+do not bleed the background in.
+
+xatlas is slow on big, smooth meshes (a 100 k-face marching-cubes mesh took minutes with its default chart options;
+limiting a chart's area to 1/256 of the mesh area brings that to seconds) and it has open segmentation-fault bugs on
+some inputs (jpcy/xatlas#151, microsoft/TRELLIS#329). So by default it runs in a child Python process: a crash
+becomes a ``TextureBakeError`` that says to use vertex colours (texture_size=0), not a dead worker.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from typing import Callable, NamedTuple
+
+import numpy as np
+import torch
+
+from .extract import _infer_device, albedo_to_uint8, evaluate_points
+from .types import Mesh
+
+
+class TextureBakeError(RuntimeError):
+    """UV unwrapping or baking failed; the message says what to change (usually: texture_size=0, vertex colours)."""
+
+
+XATLAS_MISSING = (
+    "Texture baking needs the 'xatlas' package for UV unwrapping, and it is not installed. "
+    "Run `pip install xatlas`, or ask for vertex colours only (texture_size=0)."
+)
+
+
+@dataclass(frozen=True)
+class UnwrapConfig:
+    """xatlas options.
+
+    Attributes:
+        max_chart_area_fraction: a chart's area is at most this fraction of the mesh's surface area (xatlas
+            ChartOptions.max_chart_area); small charts keep xatlas fast on dense marching-cubes meshes. 0 = no limit.
+        max_iterations: xatlas chart growing/seeding iterations (ChartOptions.max_iterations; more = better charts,
+            slower).
+        atlas_padding: texels between charts asked of the packer (PackOptions.padding).
+        isolate: run xatlas in a child process so that its crashes cannot take this process down.
+    """
+
+    max_chart_area_fraction: float = 1.0 / 256.0
+    max_iterations: int = 1
+    atlas_padding: int = 2
+    isolate: bool = True
+
+
+class BakedTexture(NamedTuple):
+    uvs: np.ndarray  # (N', 2) float32, origin bottom-left
+    vertices: np.ndarray  # (N', 3) float32, the input vertices split along UV seams
+    faces: np.ndarray  # (M, 3) int32 into the split vertices
+    texture: np.ndarray  # (size, size, 3) uint8, row 0 at the top
+
+
+# The child process: reads positions/indices/options from an .npz, writes vmapping/indices/uvs to another .npz.
+# Exit code 3 = xatlas missing; 4 = more than one atlas. Only numpy and xatlas are imported (fast start).
+_CHILD = r"""
+import sys
+import numpy as np
+try:
+    import xatlas
+except ImportError:
+    sys.exit(3)
+d = np.load(sys.argv[1])
+atlas = xatlas.Atlas()
+atlas.add_mesh(d["positions"], d["indices"])
+co = xatlas.ChartOptions()
+co.max_iterations = int(d["max_iterations"])
+if float(d["max_chart_area"]) > 0:
+    co.max_chart_area = float(d["max_chart_area"])
+po = xatlas.PackOptions()
+po.resolution = int(d["resolution"])
+po.padding = int(d["padding"])
+po.bilinear = True
+atlas.generate(co, po)
+if atlas.atlas_count != 1:
+    sys.exit(4)
+vmapping, indices, uvs = atlas[0]
+np.savez(sys.argv[2], vmapping=vmapping, indices=indices, uvs=uvs)
+"""
+
+
+def xatlas_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("xatlas") is not None
+
+
+def unwrap_uv(
+    vertices: np.ndarray, faces: np.ndarray, size: int, config: UnwrapConfig = UnwrapConfig()
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """xatlas unwrap. Returns (vmapping (N',) index of each new vertex in ``vertices``, faces' (M, 3) int32 into the
+    new vertices, uvs (N', 2) float32 in [0, 1])."""
+    if not xatlas_available():
+        raise ImportError(XATLAS_MISSING)
+    positions = np.ascontiguousarray(vertices, np.float32)
+    indices = np.ascontiguousarray(faces, np.uint32)
+    a, b, c = (positions[indices[:, k]].astype(np.float64) for k in range(3))
+    total_area = 0.5 * float(np.linalg.norm(np.cross(b - a, c - a), axis=1).sum())
+    opts = dict(
+        max_iterations=np.int64(config.max_iterations),
+        max_chart_area=np.float64(config.max_chart_area_fraction * total_area),
+        resolution=np.int64(size),
+        padding=np.int64(config.atlas_padding),
+    )
+    if config.isolate:
+        vmapping, new_faces, uvs = _unwrap_in_child(positions, indices, opts)
+    else:
+        vmapping, new_faces, uvs = _unwrap_here(positions, indices, opts)
+    return vmapping.astype(np.int64), new_faces.astype(np.int32), uvs.astype(np.float32)
+
+
+def _unwrap_here(positions, indices, opts):
+    import xatlas
+
+    atlas = xatlas.Atlas()
+    atlas.add_mesh(positions, indices)
+    co = xatlas.ChartOptions()
+    co.max_iterations = int(opts["max_iterations"])
+    if float(opts["max_chart_area"]) > 0:
+        co.max_chart_area = float(opts["max_chart_area"])
+    po = xatlas.PackOptions()
+    po.resolution = int(opts["resolution"])
+    po.padding = int(opts["padding"])
+    po.bilinear = True
+    atlas.generate(co, po)
+    if atlas.atlas_count != 1:
+        raise TextureBakeError(f"xatlas packed the charts into {atlas.atlas_count} atlases; use a larger texture_size")
+    return atlas[0]
+
+
+def _unwrap_in_child(positions, indices, opts):
+    with tempfile.TemporaryDirectory(prefix="dreamstill_xatlas_") as tmp:
+        src, dst = os.path.join(tmp, "in.npz"), os.path.join(tmp, "out.npz")
+        np.savez(src, positions=positions, indices=indices, **opts)
+        proc = subprocess.run([sys.executable, "-c", _CHILD, src, dst], capture_output=True, text=True)
+        if proc.returncode == 3:
+            raise ImportError(XATLAS_MISSING)
+        if proc.returncode == 4:
+            raise TextureBakeError("xatlas packed the charts into several atlases; use a larger texture_size")
+        if proc.returncode != 0:
+            how = (
+                f"was killed by {signal.Signals(-proc.returncode).name}"
+                if proc.returncode < 0 and -proc.returncode in signal.valid_signals()
+                else f"exited with code {proc.returncode}"
+            )
+            raise TextureBakeError(
+                f"UV unwrapping with xatlas {how} on this mesh ({len(positions)} vertices, {len(indices)} faces); "
+                f"xatlas has known crashes on some meshes. Export with vertex colours instead (texture_size=0), "
+                f"or change mesh_resolution. {proc.stderr.strip()[-500:]}"
+            )
+        with np.load(dst) as out:
+            return out["vmapping"], out["indices"], out["uvs"]
+
+
+def rasterize_uv(uvs: np.ndarray, faces: np.ndarray, size: int, batch: int = 1 << 22):
+    """Which triangle covers each texel centre, and where.
+
+    Returns (texel_index (K,) flat row-major indices into a size x size image, face_index (K,), bary (K, 3) float64
+    barycentric weights of the face's corners). A texel inside several triangles (shared edges) appears once per
+    triangle; later entries win when written in order.
+    """
+    px = np.empty((len(uvs), 2), np.float64)
+    px[:, 0] = uvs[:, 0].astype(np.float64) * size - 0.5
+    px[:, 1] = (1.0 - uvs[:, 1].astype(np.float64)) * size - 0.5
+    tri = px[faces]  # (M, 3, 2)
+    a, b, c = tri[:, 0], tri[:, 1], tri[:, 2]
+    den = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0])
+    x0 = np.clip(np.ceil(tri[:, :, 0].min(1)), 0, size - 1).astype(np.int64)
+    x1 = np.clip(np.floor(tri[:, :, 0].max(1)), 0, size - 1).astype(np.int64)
+    y0 = np.clip(np.ceil(tri[:, :, 1].min(1)), 0, size - 1).astype(np.int64)
+    y1 = np.clip(np.floor(tri[:, :, 1].max(1)), 0, size - 1).astype(np.int64)
+    nx = np.maximum(x1 - x0 + 1, 0)
+    ny = np.maximum(y1 - y0 + 1, 0)
+    nx[np.abs(den) < 1e-12] = 0  # degenerate in UV: covers no texel centre
+    count = nx * ny
+    texels, face_ids, barys = [], [], []
+    ends = np.cumsum(count)
+    start_face = 0
+    while start_face < len(faces):
+        # take faces until about `batch` candidate texels
+        base = ends[start_face - 1] if start_face else 0
+        stop = int(np.searchsorted(ends, base + batch, side="right"))
+        stop = max(stop, start_face + 1)
+        fid = np.arange(start_face, stop)
+        cnt = count[fid]
+        f = np.repeat(fid, cnt)
+        if len(f):
+            local = np.arange(len(f)) - np.repeat(np.cumsum(cnt) - cnt, cnt)
+            col = x0[f] + local % nx[f]
+            row = y0[f] + local // nx[f]
+            pa, pb, pc = a[f], b[f], c[f]
+            dx, dy = col - pa[:, 0], row - pa[:, 1]
+            wb = (dx * (pc[:, 1] - pa[:, 1]) - dy * (pc[:, 0] - pa[:, 0])) / den[f]
+            wc = ((pb[:, 0] - pa[:, 0]) * dy - (pb[:, 1] - pa[:, 1]) * dx) / den[f]
+            wa = 1.0 - wb - wc
+            eps = -1e-9
+            inside = (wa >= eps) & (wb >= eps) & (wc >= eps)
+            texels.append((row * size + col)[inside])
+            face_ids.append(f[inside])
+            barys.append(np.clip(np.stack([wa, wb, wc], axis=1)[inside], 0.0, 1.0))
+        start_face = stop
+    if not texels:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 3))
+    return np.concatenate(texels), np.concatenate(face_ids), np.concatenate(barys)
+
+
+def dilate(image: np.ndarray, filled: np.ndarray, iterations: int) -> tuple[np.ndarray, np.ndarray]:
+    """Grow the filled region of ``image`` (H, W, C) float by ``iterations`` texels (8-neighbourhood means)."""
+    image = image.copy()
+    filled = filled.copy()
+    h, w = filled.shape
+    for _ in range(iterations):
+        if filled.all():
+            break
+        m = np.pad(filled.astype(np.float64), 1)
+        v = np.pad(image * filled[..., None], ((1, 1), (1, 1), (0, 0)))
+        acc = np.zeros_like(image)
+        cnt = np.zeros((h, w))
+        for dy in (0, 1, 2):
+            for dx in (0, 1, 2):
+                if dy == 1 and dx == 1:
+                    continue
+                acc += v[dy : dy + h, dx : dx + w]
+                cnt += m[dy : dy + h, dx : dx + w]
+        grow = ~filled & (cnt > 0)
+        if not grow.any():
+            break
+        image[grow] = acc[grow] / cnt[grow][:, None]
+        filled = filled | grow
+    return image, filled
+
+
+def bake_texture(
+    vertices: np.ndarray,
+    faces: np.ndarray,
+    albedo_fn: Callable[[torch.Tensor], torch.Tensor],
+    size: int = 512,
+    padding: int = 4,
+    chunk: int = 65536,
+    device: torch.device | str | None = None,
+    unwrap: UnwrapConfig = UnwrapConfig(),
+    background: tuple[int, int, int] = (0, 0, 0),
+) -> BakedTexture:
+    """Unwrap (xatlas), rasterise in UV space, evaluate ``albedo_fn`` at the texels' 3D points, pad the seams.
+
+    Returns BakedTexture(uvs, vertices', faces', texture): the mesh split along UV seams with per-vertex UVs (origin
+    bottom-left) and a (size, size, 3) uint8 texture (row 0 at the top). Texels that no chart reaches, even after
+    padding, get ``background``.
+    """
+    vmapping, new_faces, uvs, texture = _bake(vertices, faces, albedo_fn, size, padding, chunk, device, unwrap,
+                                              background)
+    return BakedTexture(uvs, np.ascontiguousarray(np.asarray(vertices, np.float32)[vmapping]), new_faces, texture)
+
+
+def _bake(vertices, faces, albedo_fn, size, padding, chunk, device, unwrap, background):
+    if not 4 <= size <= 8192:
+        raise ValueError(f"texture size must be in 4..8192 texels, got {size} (use texture_size=0 for vertex colours)")
+    if padding < 0:
+        raise ValueError(f"padding must be >= 0 texels, got {padding}")
+    vertices = np.asarray(vertices, np.float32)
+    faces = np.asarray(faces, np.int64)
+    if len(faces) == 0:
+        raise ValueError("cannot bake a texture for a mesh with no faces")
+    device = torch.device(device) if device is not None else _infer_device(albedo_fn)
+    vmapping, new_faces, uvs = unwrap_uv(vertices, faces, size, unwrap)
+    new_vertices = vertices[vmapping]
+
+    texel, face_id, bary = rasterize_uv(uvs, new_faces, size)
+    corners = new_vertices[new_faces[face_id]].astype(np.float64)  # (K, 3, 3)
+    points = np.einsum("kc,kcd->kd", bary, corners).astype(np.float32)
+    albedo = evaluate_points(albedo_fn, points, chunk, device, "albedo_fn")
+    if albedo.shape != (len(points), 3):
+        raise ValueError(f"albedo_fn must return (N, 3) colours in [0, 1], got shape {albedo.shape}")
+    image = np.zeros((size * size, 3), np.float64)
+    filled = np.zeros(size * size, bool)
+    image[texel] = np.clip(np.nan_to_num(albedo, nan=0.0), 0.0, 1.0)
+    filled[texel] = True
+    image, filled = dilate(image.reshape(size, size, 3), filled.reshape(size, size), padding)
+    image[~filled] = np.asarray(background, np.float64) / 255.0
+    return vmapping, new_faces, uvs, albedo_to_uint8(image)
+
+
+def bake_mesh(
+    mesh: Mesh,
+    albedo_fn: Callable[[torch.Tensor], torch.Tensor],
+    size: int = 512,
+    padding: int = 4,
+    chunk: int = 65536,
+    device: torch.device | str | None = None,
+    unwrap: UnwrapConfig = UnwrapConfig(),
+) -> Mesh:
+    """``bake_texture`` on a Mesh: returns a new Mesh with uvs and texture (vertex colours, if any, follow the split)."""
+    vmapping, new_faces, uvs, texture = _bake(mesh.vertices, mesh.faces, albedo_fn, size, padding, chunk, device,
+                                              unwrap, (0, 0, 0))
+    colors = mesh.vertex_colors[vmapping] if mesh.vertex_colors is not None else None
+    return Mesh(vertices=mesh.vertices[vmapping], faces=new_faces, vertex_colors=colors, uvs=uvs, texture=texture)
+
+
+def sample_texture(texture: np.ndarray, uv: np.ndarray) -> np.ndarray:
+    """Nearest-texel lookup of (K, 2) UVs (origin bottom-left) in a (H, W, C) texture with row 0 at the top."""
+    h, w = texture.shape[:2]
+    col = np.clip(np.floor(uv[:, 0] * w), 0, w - 1).astype(np.int64)
+    row = np.clip(np.floor((1.0 - uv[:, 1]) * h), 0, h - 1).astype(np.int64)
+    return texture[row, col]
