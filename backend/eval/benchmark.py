@@ -1,0 +1,382 @@
+"""The toy benchmark: run methods over fixed toy-world prompts and seeds, score every asset, print a table.
+
+For each method m, prompt y_i and seed s: optimise an asset (engine.AssetOptimizer), render V views all around it
+(metrics.evaluation_cameras: 8 azimuths x elevations 0, 20, 45 and 80 degrees), score each view against the whole
+benchmark prompt set with the toy-world scorer (R@1 and similarity, ScaleDreamer's protocol), extract its mesh and
+compare it with the ground-truth SDF (volumetric IoU after normalising scale and the rotation about Z), and keep the
+renders to measure the spread across seeds. Figures are averaged over seeds, then over prompts.
+
+A pseudo-method "groundtruth" draws the world's own scenes through the same pipeline: the ceiling of every metric
+(and a check of the pipeline itself).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .metrics import evaluation_cameras, geometry_iou, occupancy_from_mesh, occupancy_from_sdf, pairwise_diversity
+from .metrics import r_at_1 as r_at_1_of
+from .metrics import similarity as similarity_of
+
+# 8 single objects (every shape and colour once) and 8 compositions (both relations, every shape and colour again).
+BENCHMARK_PROMPTS: tuple[str, ...] = (
+    "a red cube",
+    "a blue sphere",
+    "a yellow cone",
+    "a green cylinder",
+    "a purple torus",
+    "an orange capsule",
+    "a cyan pyramid",
+    "a pink octahedron",
+    "a red cube on top of a blue sphere",
+    "a green cone next to a yellow torus",
+    "a yellow sphere on top of a purple cube",
+    "a blue cylinder next to an orange sphere",
+    "a pink cone on top of a green cylinder",
+    "a cyan cube next to a red pyramid",
+    "an orange torus on top of a cyan capsule",
+    "a purple octahedron next to a pink cube",
+)
+QUICK_PROMPTS: tuple[str, ...] = (
+    "a red cube",
+    "a yellow cone",
+    "a red cube on top of a blue sphere",
+    "a green cone next to a yellow torus",
+)
+PSEUDO_METHODS = ("groundtruth",)
+
+
+class NotAvailableError(RuntimeError):
+    """A part of the benchmark needs a module that is not installed yet."""
+
+
+@dataclass
+class BenchmarkConfig:
+    methods: tuple[str, ...] = ("sds",)
+    prior: str = "builtin"
+    steps: int = 0  # 0 = the JobSpec default
+    seeds: int = 3
+    prompts: tuple[str, ...] = BENCHMARK_PROMPTS
+    prompt_set: tuple[str, ...] = BENCHMARK_PROMPTS  # the prompts R@1 chooses among
+    guidance: float = 0.0
+    options: dict = field(default_factory=dict)
+    n_azimuth: int = 8
+    elevations: tuple[float, ...] = (0.0, 20.0, 45.0, 80.0)
+    render_size: int = 32
+    shading: str = "albedo"  # how assets are drawn for scoring (the scorer was trained on flat and shaded renders)
+    mesh_resolution: int = 64
+    geometry_resolution: int = 48
+    device: str | None = None
+
+    @staticmethod
+    def quick(**overrides) -> "BenchmarkConfig":
+        """The smoke setting: 4 prompts, 2 seeds, 80 steps (R@1 still over the full benchmark prompt set)."""
+        base = dict(prompts=QUICK_PROMPTS, seeds=2, steps=80)
+        base.update({k: v for k, v in overrides.items() if v is not None})
+        return BenchmarkConfig(**base)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# assets
+
+
+class GroundTruthAsset:
+    """The world's scene itself, behind the same render / extract_mesh interface as engine.AssetOptimizer."""
+
+    seconds_per_step = 0.0
+
+    def __init__(self, prompt: str):
+        from ..priors.builtin import world
+
+        self.world = world
+        self.scene = world.parse_prompt(prompt)
+
+    def render(self, cameras, height: int, width: int, shading: str = "albedo"):
+        w = self.world
+        cfg = w.RenderConfig(ambient=1.0, diffuse=0.0) if shading == "albedo" else w.RenderConfig()
+        rgb, mask = w.render_scenes([self.scene] * len(cameras), cameras, height, cfg, return_mask=True)
+        return _Rendered(rgb.permute(0, 2, 3, 1), mask.permute(0, 2, 3, 1))
+
+    def extract_mesh(self, resolution: int = 64, texture_size: int | None = None):
+        from skimage.measure import marching_cubes
+
+        bound = self.world.BOUND_RADIUS
+        occ_pts = torch.linspace(-bound, bound, resolution)
+        x, y, z = torch.meshgrid(occ_pts, occ_pts, occ_pts, indexing="ij")
+        sdf = self.world.scene_sdf(self.scene, torch.stack([x, y, z], -1).view(-1, 3)).view(resolution, resolution, resolution)
+        step = 2 * bound / (resolution - 1)
+        verts, faces, _, _ = marching_cubes(sdf.numpy(), level=0.0, spacing=(step, step, step))
+        return _MeshLike((verts - bound).astype(np.float32), faces.astype(np.int64))
+
+
+@dataclass
+class _Rendered:
+    rgb: torch.Tensor
+    opacity: torch.Tensor
+
+
+@dataclass
+class _MeshLike:
+    vertices: np.ndarray
+    faces: np.ndarray
+
+
+def make_asset(method: str, prompt: str, seed: int, cfg: BenchmarkConfig, prior):
+    """Optimise one asset; returns (asset with render/extract_mesh, seconds spent optimising, seconds per step)."""
+    if method == "groundtruth":
+        return GroundTruthAsset(prompt), 0.0, 0.0
+    from dreamstill.protocol import JobSpec
+
+    from ..engine import AssetOptimizer
+
+    kwargs = dict(prompt=prompt, method=method, seed=seed, prior=cfg.prior, guidance=cfg.guidance,
+                  options=dict(cfg.options), preview_every=0, mesh_resolution=cfg.mesh_resolution, texture_size=0)
+    if cfg.steps:
+        kwargs["steps"] = cfg.steps
+    opt = AssetOptimizer(JobSpec(**kwargs), prior=prior)
+    start = time.perf_counter()
+    for _ in opt.run():
+        pass
+    return opt, time.perf_counter() - start, opt.seconds_per_step
+
+
+def load_generator_assets(checkpoint: str):
+    """issue 7: a prompt-amortized generator as an asset factory prompt -> asset (render / extract_mesh)."""
+    try:
+        from .. import generators
+    except ImportError as err:  # pragma: no cover - the package exists as a stub
+        raise NotAvailableError(f"amortized generators are not available yet ({err})") from None
+    load = getattr(generators, "load_generator", None)
+    if load is None:
+        raise NotAvailableError(
+            "`dreamstill eval --generator` is not available yet: dreamstill.backend.generators has no load_generator(); "
+            "it arrives with prompt-amortized generation (issue 7). Evaluate per-prompt methods with --method meanwhile."
+        )
+    gen = load(checkpoint)
+    if not hasattr(gen, "asset"):
+        raise NotAvailableError("the loaded generator has no asset(prompt) method returning something with "
+                                "render(cameras, height, width) and extract_mesh(resolution)")
+    return gen
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# scoring one asset
+
+
+@dataclass
+class AssetScore:
+    method: str
+    prompt: str
+    seed: int
+    r_at_1: float
+    similarity: float
+    geometry: float
+    seconds_per_step: float
+    seconds_per_asset: float
+    renders: torch.Tensor = field(repr=False, default=None)  # (V, 3, H, W)
+    features: torch.Tensor = field(repr=False, default=None)  # (V, D) scorer features
+
+
+_GT_OCCUPANCY: dict[str, object] = {}
+
+
+def ground_truth_occupancy(prompt: str, resolution: int = 64):
+    key = f"{prompt}|{resolution}"
+    if key not in _GT_OCCUPANCY:
+        from ..priors.builtin import world
+
+        scene = world.parse_prompt(prompt)
+        b = world.BOUND_RADIUS
+        _GT_OCCUPANCY[key] = occupancy_from_sdf(lambda p: world.scene_sdf(scene, p), -b, b, resolution)
+    return _GT_OCCUPANCY[key]
+
+
+def score_asset(asset, prompt: str, scorer, cfg: BenchmarkConfig, cameras=None) -> dict:
+    """R@1, similarity (over the views, against cfg.prompt_set), geometry IoU, and the renders and features."""
+    cams = cameras if cameras is not None else evaluation_cameras(cfg.n_azimuth, cfg.elevations)
+    out = asset.render(cams, cfg.render_size, cfg.render_size, shading=cfg.shading)
+    images = out.rgb.permute(0, 3, 1, 2).float().cpu().clamp(0, 1)
+    prompt_set = list(cfg.prompt_set)
+    if prompt not in prompt_set:
+        raise ValueError(f"prompt {prompt!r} is not in the R@1 prompt set; add it to prompt_set")
+    target = prompt_set.index(prompt)
+    scores = scorer.score(images, prompt_set, cams)
+    geometry = 0.0
+    try:
+        mesh = asset.extract_mesh(cfg.mesh_resolution, texture_size=0)
+        if len(mesh.faces):
+            pred = occupancy_from_mesh(mesh.vertices, mesh.faces, cfg.geometry_resolution)
+            geometry = geometry_iou(pred, ground_truth_occupancy(prompt))
+    except ValueError:  # EmptyFieldError is a ValueError: nothing to mesh, geometry 0
+        geometry = 0.0
+    return {
+        "r_at_1": r_at_1_of(scores, target),
+        "similarity": similarity_of(scores, target),
+        "geometry": geometry,
+        "renders": images,
+        "features": scorer.embed(images, cams),
+    }
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# the run
+
+
+def _mean(xs):
+    xs = [x for x in xs if x == x]  # drop NaN
+    return sum(xs) / len(xs) if xs else float("nan")
+
+
+def run_benchmark(cfg: BenchmarkConfig, scorer=None, log=print, generator=None) -> dict:
+    """Run every method of cfg over its prompts and seeds. Returns the JSON-ready result:
+
+    {"config", "overall" (first method), "by_method": {m: overall}, "per_prompt": [rows], "grid": [rows drawn]}
+    where overall = {"r_at_1", "similarity", "geometry", "diversity", "diversity_features", "seconds_per_step",
+    "seconds_per_asset", "r_at_1_single", "r_at_1_composition", "assets"}.
+    ``generator`` (issue 7) replaces the per-prompt optimisation by generator.asset(prompt).
+    """
+    from .scorer import load_scorer
+
+    scorer = scorer or load_scorer()
+    for p in cfg.prompts:
+        if p not in cfg.prompt_set:
+            raise ValueError(f"benchmark prompt {p!r} is missing from the R@1 prompt set")
+    needs_prior = generator is None and any(m not in PSEUDO_METHODS for m in cfg.methods)
+    prior = None
+    if needs_prior:
+        from ..priors import load_prior
+
+        prior = load_prior(cfg.prior, device=cfg.device)
+    cams = evaluation_cameras(cfg.n_azimuth, cfg.elevations)
+    rows, by_method, grid = [], {}, []
+    for method in cfg.methods:
+        method_rows = []
+        for prompt in cfg.prompts:
+            seeds_out = []
+            for seed in range(cfg.seeds):
+                if generator is not None:
+                    start = time.perf_counter()
+                    asset = generator.asset(prompt, seed=seed)
+                    secs, sps = time.perf_counter() - start, 0.0
+                else:
+                    asset, secs, sps = make_asset(method, prompt, seed, cfg, prior)
+                t_mesh = time.perf_counter()
+                s = score_asset(asset, prompt, scorer, cfg, cams)
+                secs_asset = secs + (time.perf_counter() - t_mesh if method not in PSEUDO_METHODS else 0.0)
+                seeds_out.append((seed, s, sps, secs_asset))
+                log(f"{method:>11} | {prompt:<44} | seed {seed} | R@1 {s['r_at_1']:.2f} sim {s['similarity']:.3f} "
+                    f"IoU {s['geometry']:.2f} | {secs_asset:.1f} s")
+            renders = torch.stack([s["renders"] for _, s, _, _ in seeds_out])
+            feats = torch.stack([s["features"] for _, s, _, _ in seeds_out])
+            row = {
+                "method": method,
+                "prompt": prompt,
+                "composition": " on top of " in prompt or " next to " in prompt,
+                "r_at_1": _mean([s["r_at_1"] for _, s, _, _ in seeds_out]),
+                "similarity": _mean([s["similarity"] for _, s, _, _ in seeds_out]),
+                "geometry": _mean([s["geometry"] for _, s, _, _ in seeds_out]),
+                "diversity": pairwise_diversity(renders),
+                "diversity_features": pairwise_diversity(feats),
+                "seconds_per_step": _mean([sps for _, _, sps, _ in seeds_out]),
+                "seconds_per_asset": _mean([t for _, _, _, t in seeds_out]),
+                "seeds": [{"seed": seed, "r_at_1": s["r_at_1"], "similarity": s["similarity"],
+                           "geometry": s["geometry"], "seconds_per_asset": t} for seed, s, _, t in seeds_out],
+            }
+            method_rows.append(row)
+            grid.append((f"{method}: {prompt}", renders[0]))
+        rows += method_rows
+        by_method[method] = summarise(method_rows)
+    result = {
+        "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
+        "overall": by_method[cfg.methods[0]],
+        "by_method": by_method,
+        "per_prompt": rows,
+    }
+    result["_grid"] = grid  # tensors for save_grid; dropped by save_json
+    return result
+
+
+def summarise(rows: list[dict]) -> dict:
+    single = [r for r in rows if not r["composition"]]
+    comp = [r for r in rows if r["composition"]]
+    keys = ("r_at_1", "similarity", "geometry", "diversity", "diversity_features", "seconds_per_step",
+            "seconds_per_asset")
+    out = {k: _mean([r[k] for r in rows]) for k in keys}
+    out["r_at_1_single"] = _mean([r["r_at_1"] for r in single])
+    out["r_at_1_composition"] = _mean([r["r_at_1"] for r in comp])
+    out["assets"] = sum(len(r["seeds"]) for r in rows)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# output
+
+
+def _fmt(x: float, digits: int = 3) -> str:
+    return "n/a" if x != x else f"{x:.{digits}f}"
+
+
+def format_table(result: dict) -> str:
+    """One line per method: R@1 (all / single objects / compositions), similarity, geometry IoU, diversity,
+    seconds per step and per asset."""
+    head = f"{'method':<12} {'R@1':>6} {'R@1 1obj':>8} {'R@1 2obj':>8} {'sim':>6} {'geom IoU':>8} {'divers.':>7} " \
+           f"{'s/step':>7} {'s/asset':>8} {'assets':>6}"
+    lines = [head, "-" * len(head)]
+    for m, o in result["by_method"].items():
+        lines.append(
+            f"{m:<12} {_fmt(o['r_at_1']):>6} {_fmt(o['r_at_1_single']):>8} {_fmt(o['r_at_1_composition']):>8} "
+            f"{_fmt(o['similarity']):>6} {_fmt(o['geometry']):>8} {_fmt(o['diversity']):>7} "
+            f"{_fmt(o['seconds_per_step']):>7} {_fmt(o['seconds_per_asset'], 1):>8} {o['assets']:>6}"
+        )
+    return "\n".join(lines)
+
+
+def save_json(result: dict, path: str | Path) -> None:
+    data = {k: v for k, v in result.items() if not k.startswith("_")}
+
+    def clean(x):
+        if isinstance(x, float) and (math.isnan(x) or math.isinf(x)):
+            return None
+        if isinstance(x, dict):
+            return {k: clean(v) for k, v in x.items()}
+        if isinstance(x, list):
+            return [clean(v) for v in x]
+        return x
+
+    Path(path).write_text(json.dumps(clean(data), indent=2))
+
+
+def save_grid(result: dict, path: str | Path, cell: int = 64, views_per_row: int = 8) -> None:
+    """PNG grid: one row per (method, prompt) (seed 0), the first ``views_per_row`` views at 20 degrees elevation and
+    the top-down ones, each row under a caption strip."""
+    from PIL import Image, ImageDraw
+
+    grid = result["_grid"]
+    if not grid:
+        raise ValueError("nothing to draw: the benchmark produced no assets")
+    cfg = result["config"]
+    n_az, elevs = cfg["n_azimuth"], cfg["elevations"]
+    ring = lambda e: [elevs.index(e) * n_az + k for k in range(n_az)]  # noqa: E731
+    pick = (ring(20.0) if 20.0 in elevs else list(range(n_az)))[:views_per_row]
+    top = max(elevs)
+    if top != 20.0:
+        pick += ring(top)[: max(1, views_per_row // 4)]
+    label_h = 12
+    width = cell * len(pick)
+    sheet = Image.new("RGB", (width, len(grid) * (cell + label_h)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for r, (label, renders) in enumerate(grid):
+        y = r * (cell + label_h)
+        draw.text((2, y), label[: width // 6], fill=(0, 0, 0))
+        for c, v in enumerate(pick):
+            img = (renders[v].permute(1, 2, 0).clamp(0, 1).numpy() * 255).round().astype(np.uint8)
+            sheet.paste(Image.fromarray(img).resize((cell, cell), Image.NEAREST), (c * cell, y + label_h))
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(path)

@@ -1,0 +1,144 @@
+"""`dreamstill eval` (the toy benchmark) and `dreamstill train-scorer` (the toy-world scorer)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    ev = subparsers.add_parser(
+        "eval",
+        help="score methods on the toy benchmark: R@1, similarity, geometry, diversity, time",
+        description="Run score-distillation methods over the fixed toy-world benchmark (16 prompts, single objects "
+        "and compositions) and score each asset with the toy-world scorer (R@1 and similarity over views all around, "
+        "top-down included) and against the ground-truth shape (volumetric IoU).",
+    )
+    ev.add_argument("--method", default="sds", help="one method (sds, csd, vsd, l2vsd, ssd, fsd, asd, or groundtruth)")
+    ev.add_argument("--methods", default=None, help="comma-separated methods compared in one table, e.g. sds,asd")
+    ev.add_argument("--prior", default="builtin", help="prior name: builtin, tiny, a diffusers folder or hub id")
+    ev.add_argument("--steps", type=int, default=None, help="optimisation steps per asset (default: JobSpec's)")
+    ev.add_argument("--seeds", type=int, default=None, help="seeds per prompt (default 3; --quick: 2)")
+    ev.add_argument("--prompts-limit", type=int, default=None, help="use only the first N benchmark prompts")
+    ev.add_argument("--quick", action="store_true", help="smoke setting: 4 prompts, 2 seeds, 80 steps")
+    ev.add_argument("--guidance", type=float, default=0.0, help="CFG scale; 0 = each method's default")
+    ev.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="method option (JSON value)")
+    ev.add_argument("--shading", choices=("albedo", "lambertian"), default="albedo", help="how views are drawn")
+    ev.add_argument("--json", type=Path, default=None, help="write the figures to this JSON file")
+    ev.add_argument("--grid", type=Path, default=Path("dreamstill_eval.png"), help="PNG grid of renders")
+    ev.add_argument("--scorer", type=Path, default=None, help="scorer folder (default: the shipped weights)")
+    ev.add_argument("--device", default=None, help="cpu or cuda (default: the prior's choice)")
+    ev.add_argument("--generator", default=None, metavar="CKPT", help="evaluate a prompt-amortized generator")
+    ev.add_argument("--prompts", choices=("train", "heldout"), default=None,
+                    help="with --generator: training prompts or held-out compositions")
+    ev.add_argument("--scorer-check", action="store_true",
+                    help="only measure the scorer: R@1 on held-out ground-truth renders of the benchmark prompts")
+    ev.set_defaults(func=run_eval)
+
+    tr = subparsers.add_parser("train-scorer", help="train the toy-world scorer (seeded; reproduces shipped weights)")
+    tr.add_argument("-o", "--output", type=Path, default=None, help="folder (default: the shipped scorer_weights/)")
+    tr.add_argument("--images", type=int, default=None, help="training renders")
+    tr.add_argument("--epochs", type=int, default=None)
+    tr.add_argument("--seed", type=int, default=None)
+    tr.add_argument("--threads", type=int, default=None, help="torch threads (default 1: the box is shared)")
+    tr.set_defaults(func=run_train_scorer)
+
+
+def _methods(args) -> tuple[str, ...]:
+    from dreamstill.protocol import METHODS
+
+    from .benchmark import PSEUDO_METHODS
+
+    names = [m.strip() for m in (args.methods.split(",") if args.methods else [args.method]) if m.strip()]
+    for m in names:
+        if m not in METHODS and m not in PSEUDO_METHODS:
+            raise SystemExit(f"dreamstill eval: unknown method {m!r}; choose from {', '.join(METHODS + PSEUDO_METHODS)}")
+    if not names:
+        raise SystemExit("dreamstill eval: --methods is empty; give e.g. --methods sds,asd")
+    return tuple(dict.fromkeys(names))
+
+
+def generator_prompts(which: str, n: int = 16, seed: int = 0) -> list[str]:
+    """A fixed sample of n prompts from the world's train or held-out split (split_prompts(seed))."""
+    import random
+
+    from ..priors.builtin import world
+
+    train, heldout = world.split_prompts(seed)
+    pool = train if which == "train" else heldout
+    rng = random.Random(1234 + seed)
+    return sorted(rng.sample(pool, min(n, len(pool))), key=pool.index)
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from ..cli_args import parse_options
+    from . import benchmark as B
+    from .scorer import load_scorer
+
+    try:
+        scorer = load_scorer(args.scorer)
+    except FileNotFoundError as err:
+        print(f"dreamstill eval: {err}", file=sys.stderr)
+        return 2
+    if args.scorer_check:
+        from .scorer import evaluate_scorer
+
+        report = evaluate_scorer(scorer, list(B.BENCHMARK_PROMPTS))
+        for k, v in report.items():
+            print(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}")
+        return 0
+
+    methods = _methods(args)
+    overrides = dict(methods=methods, prior=args.prior, guidance=args.guidance, options=parse_options(args.option),
+                     shading=args.shading, device=args.device)
+    if args.steps is not None:
+        if args.steps < 1:
+            raise SystemExit("dreamstill eval: --steps must be at least 1")
+        overrides["steps"] = args.steps
+    if args.seeds is not None:
+        if args.seeds < 1:
+            raise SystemExit("dreamstill eval: --seeds must be at least 1")
+        overrides["seeds"] = args.seeds
+    cfg = B.BenchmarkConfig.quick(**overrides) if args.quick else B.BenchmarkConfig(**overrides)
+    if args.prompts_limit:
+        cfg.prompts = cfg.prompts[: args.prompts_limit]
+
+    generator = None
+    if args.generator is not None or args.prompts is not None:
+        if args.generator is None:
+            raise SystemExit("dreamstill eval: --prompts train|heldout goes with --generator CKPT")
+        try:
+            generator = B.load_generator_assets(args.generator)
+        except B.NotAvailableError as err:
+            print(f"dreamstill eval: {err}", file=sys.stderr)
+            return 2
+        prompts = generator_prompts(args.prompts or "train")
+        cfg.prompts = tuple(prompts[:4] if args.quick else prompts)
+        cfg.prompt_set = tuple(prompts)
+        cfg.methods = (f"generator:{Path(args.generator).name}",)
+
+    result = B.run_benchmark(cfg, scorer=scorer, log=print, generator=generator)
+    print()
+    print(B.format_table(result))
+    if args.grid:
+        B.save_grid(result, args.grid)
+        print(f"render grid: {args.grid}")
+    if args.json:
+        B.save_json(result, args.json)
+        print(f"figures: {args.json}")
+    return 0
+
+
+def run_train_scorer(args: argparse.Namespace) -> int:
+    from .scorer import WEIGHTS_DIR, ScorerTrainConfig, train_scorer
+
+    cfg = ScorerTrainConfig()
+    for name, value in (("n_images", args.images), ("epochs", args.epochs), ("seed", args.seed),
+                        ("threads", args.threads)):
+        if value is not None:
+            setattr(cfg, name, value)
+    out = args.output or WEIGHTS_DIR
+    train_scorer(out, cfg, log=lambda s: print(s, flush=True))
+    print(f"scorer weights: {out}")
+    return 0
