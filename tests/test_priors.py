@@ -287,7 +287,8 @@ def test_text_embedding_width_mismatch_is_explained(tiny_prior):
 
 
 def test_sd21_base_config_has_the_published_parameter_counts():
-    """Built on the meta device (no memory): UNet 865,910,724, VAE 83,653,863, OpenCLIP-H text (23 layers) 340,387,840."""
+    """Built on the meta device (no memory): UNet 865,910,724, VAE 83,653,863, OpenCLIP-H text (23 layers)
+    340,387,840 parameters, the counts of the published stabilityai/stable-diffusion-2-1-base weights."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 

@@ -62,7 +62,9 @@ def load_prior(name: str, device: torch.device | str | None = None, dtype: torch
     """The prior called ``name`` on ``device`` (default: CUDA if available, else CPU) in ``dtype`` (default: bf16 on
     CUDA, fp32 on CPU), loaded once per process. Raises PriorNotFoundError when its weights are not here."""
     if not isinstance(name, str) or not name.strip():
-        raise ValueError(f"prior name must be a non-empty string (\"builtin\", \"tiny\", a folder or a hub id), got {name!r}")
+        raise ValueError(
+            f"prior name must be a non-empty string (\"builtin\", \"tiny\", a folder or a hub id), got {name!r}"
+        )
     name = name.strip()
     device = torch.device(device) if device is not None else default_device()
     dtype = dtype if dtype is not None else default_dtype(device)

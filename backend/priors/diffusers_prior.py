@@ -139,7 +139,9 @@ def read_dreamstill_json(folder: Path) -> dict:
         raise ValueError(f"{path}: pixel_unshuffle must be an integer >= 1, got {r!r}")
     size = data.get("image_size")
     if size is not None and (not isinstance(size, int) or size < 1 or size % r):
-        raise ValueError(f"{path}: image_size must be a positive integer divisible by pixel_unshuffle={r}, got {size!r}")
+        raise ValueError(
+            f"{path}: image_size must be a positive integer divisible by pixel_unshuffle={r}, got {size!r}"
+        )
     extras.update(pixel_unshuffle=r, image_size=size)
     return extras
 
@@ -260,7 +262,9 @@ class DiffusersPrior(Prior):
 
         try:
             scheduler = DDPMScheduler.from_config(DDPMScheduler.load_config(folder, subfolder="scheduler"))
-            unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", torch_dtype=dtype, local_files_only=True)
+            unet = UNet2DConditionModel.from_pretrained(
+                folder, subfolder="unet", torch_dtype=dtype, local_files_only=True
+            )
             text_encoder = CLIPTextModel.from_pretrained(
                 folder, subfolder="text_encoder", dtype=dtype, local_files_only=True
             )
