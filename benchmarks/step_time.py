@@ -21,9 +21,9 @@ import torch.nn.functional as F
 
 def load(prior_name: str, device: str, dtype: torch.dtype):
     if prior_name == "sd21-random":
-        from dreamstill.backend.priors.tiny import build_sd21_random_prior
+        from dreamstill.backend.priors.tiny import build_random_prior
 
-        return build_sd21_random_prior(device=device, dtype=dtype)
+        return build_random_prior("sd21-base", with_vae=True, device=device, dtype=dtype)
     from dreamstill.backend.priors import load_prior
 
     return load_prior(prior_name, device=device, dtype=dtype)
