@@ -36,10 +36,12 @@ class Cameras:
         """(B, 4, 4) camera-to-world matrices (columns: right, up, back, position)."""
         eye = self.position
         forward = torch.nn.functional.normalize(-eye, dim=-1)
-        up_hint = torch.tensor([0.0, 0.0, 1.0], device=eye.device).expand_as(eye)
-        right = torch.nn.functional.normalize(torch.cross(forward, up_hint, dim=-1), dim=-1)
+        # right = normalize(forward x Z) = (-sin a, cos a, 0) in closed form: the same for |elevation| < 90 and still
+        # defined straight above or below the object (elevation +-90), where the cross product vanishes
+        a = torch.deg2rad(self.azimuth).to(eye.dtype)
+        right = torch.stack([-a.sin(), a.cos(), torch.zeros_like(a)], -1)
         up = torch.cross(right, forward, dim=-1)
-        m = torch.eye(4, device=eye.device).repeat(len(self), 1, 1)
+        m = torch.eye(4, device=eye.device, dtype=eye.dtype).repeat(len(self), 1, 1)
         m[:, :3, 0], m[:, :3, 1], m[:, :3, 2], m[:, :3, 3] = right, up, -forward, eye
         return m
 
@@ -50,10 +52,10 @@ class Cameras:
     def rays(self, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Ray origins and unit directions, each (B, H, W, 3); pixel centres, row 0 at the top."""
         focal = 0.5 * height / torch.tan(0.5 * torch.deg2rad(self.fov))  # (B,)
-        dev = self.elevation.device
+        dev, dt = self.elevation.device, self.elevation.dtype
         j, i = torch.meshgrid(
-            torch.arange(height, device=dev, dtype=torch.float32) + 0.5,
-            torch.arange(width, device=dev, dtype=torch.float32) + 0.5,
+            torch.arange(height, device=dev, dtype=dt) + 0.5,
+            torch.arange(width, device=dev, dtype=dt) + 0.5,
             indexing="ij",
         )
         f = focal.view(-1, 1, 1)

@@ -1,0 +1,304 @@
+"""Multiresolution hash-grid encoding (Instant-NGP, Mueller et al. 2022, Sec. 3) in plain PyTorch.
+
+Symbols as in the paper:
+    L      levels, F features per level, T = 2^log2_hashmap_size table entries per level,
+    N_min  base (coarsest) resolution, N_max finest resolution,
+    b      growth factor  b = exp((ln N_max - ln N_min) / (L - 1))        (paper Eq. 3)
+    N_l    resolution of level l:  N_l = floor(N_min * b^l)                (paper Eq. 2)
+
+An input x in [0, 1]^3 is scaled per level to p = x * N_l. Its cell is the voxel with integer corner
+v0 = floor(p) (clamped to N_l - 1 so x = 1 stays inside) and the local coordinate is w = p - v0 in [0, 1]^3.
+Each of the 8 corners v = v0 + (cx, cy, cz) looks up an F-vector in the level's table and the level's feature is the
+trilinear blend  sum_c prod_k (cx_k w_k + (1 - cx_k)(1 - w_k)) * table_l[index_l(v)].
+
+index_l is
+    dense:   x + y (N_l + 1) + z (N_l + 1)^2              when (N_l + 1)^3 <= T (the level fits: 1:1, no collisions)
+    hashed:  (x * 1  xor  y * 2654435761  xor  z * 805459861) mod T     (paper Eq. 4, pi_1 = 1)
+A dense level's table holds exactly (N_l + 1)^3 rows, a hashed level's T rows; all levels live in one parameter
+(rows offset per level). Products are taken in int64; since T is a power of two, ``mod T`` is ``& (T - 1)`` and
+equals the uint32 arithmetic of the reference implementation (the low bits of the product do not depend on the
+wrap-around). Table entries are initialised U(-1e-4, 1e-4) (paper Sec. 4).
+
+The output concatenates the levels, level-major: (..., L * F), [level 0 features, level 1 features, ...].
+
+The torch path computes all levels at once per chunk of points (int64 index math, one gather, one weighted sum), and
+chunks the points so the (n, L, 8) temporaries stay in cache. Everything is ordinary autograd, so gradients with
+respect to both the table and the input (and second derivatives, for analytic normals) come for free.
+
+tiny-cuda-nn is used when it imports, CUDA is present and the config's backend allows it (``tcnn_available``).
+tcnn's grid convention differs slightly (it offsets positions by half a cell and rounds resolutions up), so a
+tcnn-backed encoding is its own parameter layout, not the torch table; pick ``backend="torch"`` for bit-for-bit
+portable checkpoints.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+PRIMES = (1, 2654435761, 805459861)
+
+_BACKENDS = ("auto", "torch", "tcnn")
+
+
+def tcnn_available() -> bool:
+    """True when tiny-cuda-nn imports and a CUDA device is present (never required)."""
+    if not torch.cuda.is_available():
+        return False
+    try:
+        import tinycudann  # noqa: F401
+    except Exception:  # ImportError, or a broken build raising anything at import
+        return False
+    return True
+
+
+@dataclass
+class HashGridConfig:
+    """Instant-NGP encoding hyper-parameters. ``per_level_scale`` None derives b from ``max_resolution``."""
+
+    n_levels: int = 8
+    n_features_per_level: int = 2
+    log2_hashmap_size: int = 15
+    base_resolution: int = 16
+    max_resolution: int = 128
+    per_level_scale: float | None = None
+    init_scale: float = 1e-4
+    backend: str = "auto"  # "auto" (tcnn on CUDA when it imports), "torch", or "tcnn" (must import)
+    chunk_size: int = 4096  # points per chunk on the torch path (keeps temporaries in cache)
+
+    def validate(self) -> "HashGridConfig":
+        def bad(name, why):
+            raise ValueError(f"HashGridConfig.{name} {why}")
+
+        if self.n_levels < 1:
+            bad("n_levels", f"is {self.n_levels}; use 1 or more levels (8 or 16 is usual)")
+        if self.n_features_per_level < 1:
+            bad("n_features_per_level", f"is {self.n_features_per_level}; use 1, 2, 4 or 8")
+        if not 4 <= self.log2_hashmap_size <= 30:
+            bad("log2_hashmap_size", f"is {self.log2_hashmap_size}; use 4..30 (Instant-NGP uses 14..24)")
+        if self.base_resolution < 1:
+            bad("base_resolution", f"is {self.base_resolution}; use 1 or more (16 is usual)")
+        if self.per_level_scale is None and self.max_resolution < self.base_resolution:
+            bad("max_resolution", f"is {self.max_resolution}; it must be >= base_resolution ({self.base_resolution})")
+        if self.per_level_scale is not None and self.per_level_scale < 1.0:
+            bad("per_level_scale", f"is {self.per_level_scale}; use >= 1 (or None to derive it from max_resolution)")
+        if self.backend not in _BACKENDS:
+            bad("backend", f"is {self.backend!r}; use one of {_BACKENDS}")
+        if self.chunk_size < 1:
+            bad("chunk_size", f"is {self.chunk_size}; use a positive number of points")
+        return self
+
+    @property
+    def growth_factor(self) -> float:
+        """b = exp((ln N_max - ln N_min) / (L - 1)), or ``per_level_scale`` when given."""
+        if self.per_level_scale is not None:
+            return float(self.per_level_scale)
+        if self.n_levels == 1:
+            return 1.0
+        return math.exp((math.log(self.max_resolution) - math.log(self.base_resolution)) / (self.n_levels - 1))
+
+    @property
+    def resolutions(self) -> list[int]:
+        """N_l = floor(N_min * b^l); a 1e-6 slack keeps N_{L-1} = N_max despite rounding in b."""
+        b = self.growth_factor
+        return [int(math.floor(self.base_resolution * b**level + 1e-6)) for level in range(self.n_levels)]
+
+    @property
+    def table_size(self) -> int:
+        """T, the entries of a hashed level."""
+        return 2**self.log2_hashmap_size
+
+    @property
+    def dense_levels(self) -> list[bool]:
+        """Level l is indexed densely when its (N_l + 1)^3 vertices fit in T."""
+        return [(n + 1) ** 3 <= self.table_size for n in self.resolutions]
+
+    @property
+    def level_sizes(self) -> list[int]:
+        """Rows of each level's table: (N_l + 1)^3 for dense levels, T for hashed ones."""
+        return [(n + 1) ** 3 if d else self.table_size for n, d in zip(self.resolutions, self.dense_levels)]
+
+    @property
+    def output_dim(self) -> int:
+        return self.n_levels * self.n_features_per_level
+
+
+# --- the index maps, exposed for tests and for anyone re-implementing the encoding ---------------------------------
+
+
+def dense_index(corner: torch.Tensor, resolution: int) -> torch.Tensor:
+    """x + y (N+1) + z (N+1)^2 for int64 corners (..., 3) of a level with resolution N."""
+    corner = corner.long()
+    side = resolution + 1
+    return corner[..., 0] + corner[..., 1] * side + corner[..., 2] * (side * side)
+
+
+def spatial_hash(corner: torch.Tensor, log2_hashmap_size: int) -> torch.Tensor:
+    """(x * 1 xor y * 2654435761 xor z * 805459861) mod T, T = 2^log2_hashmap_size, for int64 corners (..., 3)."""
+    corner = corner.long()
+    h = (corner[..., 0] * PRIMES[0]) ^ (corner[..., 1] * PRIMES[1]) ^ (corner[..., 2] * PRIMES[2])
+    return h & (2**log2_hashmap_size - 1)
+
+
+# corner c = cx + 2 cy + 4 cz, the order used for indices and weights alike
+CORNERS = torch.tensor([[c & 1, (c >> 1) & 1, (c >> 2) & 1] for c in range(8)], dtype=torch.long)
+
+
+def level_lookup(x: torch.Tensor, config: HashGridConfig, level: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reference (one level, unvectorised): row indices within the level's table (n, 8) and trilinear weights (n, 8).
+
+    x: (n, 3) in [0, 1]. Used by the tests to check the fast path; slow but obviously right.
+    """
+    n_l = config.resolutions[level]
+    p = x * n_l
+    v0 = p.floor().clamp(0, n_l - 1)
+    w = p - v0
+    corners = v0.long()[:, None, :] + CORNERS.to(x.device)[None]  # (n, 8, 3)
+    if config.dense_levels[level]:
+        idx = dense_index(corners, n_l)
+    else:
+        idx = spatial_hash(corners, config.log2_hashmap_size)
+    c = CORNERS.to(x.device, x.dtype)[None]  # (1, 8, 3)
+    weights = (c * w[:, None, :] + (1 - c) * (1 - w[:, None, :])).prod(-1)
+    return idx, weights
+
+
+class HashGridEncoding(nn.Module):
+    """x (..., 3) in [0, 1]^3 -> (..., L * F) features. Inputs outside the cube are clamped onto it."""
+
+    def __init__(self, config: HashGridConfig | None = None, generator: torch.Generator | None = None):
+        super().__init__()
+        self.config = cfg = (config or HashGridConfig()).validate()
+        self.output_dim = cfg.output_dim
+        use_tcnn = cfg.backend == "tcnn" or (cfg.backend == "auto" and tcnn_available())
+        self._tcnn = None
+        if use_tcnn:
+            self._tcnn = self._make_tcnn(cfg)
+            return
+
+        sizes = cfg.level_sizes
+        offsets = [0]
+        for s in sizes:
+            offsets.append(offsets[-1] + s)
+        # feature-major (F, rows): gathering columns of a (F, S) table is several times faster on CPU than rows
+        table = torch.rand(cfg.n_features_per_level, offsets[-1], generator=generator)
+        self.table = nn.Parameter((table * 2 - 1) * cfg.init_scale)
+
+        res = cfg.resolutions
+        dense = cfg.dense_levels
+        self.n_dense = n_dense = sum(dense)
+        if any(dense[n_dense:]):
+            raise AssertionError("dense levels must be a prefix (resolutions grow with the level)")
+        # int32 index math is exact when every intermediate value fits: (N+2) * T for the hash (primes reduced mod T
+        # first, which leaves the low bits unchanged) and the total row count for the dense index.
+        mask = cfg.table_size - 1
+        fits32 = (max(res) + 2) * cfg.table_size < 2**31 and offsets[-1] < 2**31
+        self._index_dtype = torch.int32 if fits32 else torch.long
+        primes = [p & mask for p in PRIMES] if fits32 else list(PRIMES)
+        # constants for the vectorised lookup (non-persistent buffers: they follow .to() but are not checkpointed)
+        self.register_buffer("_res", torch.tensor(res, dtype=torch.float32), persistent=False)
+        idt = self._index_dtype
+        self.register_buffer("_offsets", torch.tensor(offsets[:-1], dtype=idt), persistent=False)
+        side = torch.tensor([r + 1 for r in res[:n_dense]], dtype=torch.long)
+        strides = torch.stack([torch.ones_like(side), side, side * side], -1)  # (L_dense, 3)
+        dense_corner = (CORNERS[:, None, :] * strides[None]).sum(-1)  # (8, L_dense)
+        self.register_buffer("_dense_stride", strides.to(idt), persistent=False)
+        self.register_buffer("_dense_corner", dense_corner.to(idt), persistent=False)
+        self.register_buffer("_primes", torch.tensor(primes, dtype=idt), persistent=False)
+
+    @staticmethod
+    def _make_tcnn(cfg: HashGridConfig):
+        if not tcnn_available():
+            raise RuntimeError(
+                "HashGridConfig.backend='tcnn' but tiny-cuda-nn does not import or there is no CUDA device; "
+                "use backend='auto' or 'torch'"
+            )
+        import tinycudann as tcnn
+
+        return tcnn.Encoding(
+            3,
+            {
+                "otype": "HashGrid",
+                "n_levels": cfg.n_levels,
+                "n_features_per_level": cfg.n_features_per_level,
+                "log2_hashmap_size": cfg.log2_hashmap_size,
+                "base_resolution": cfg.base_resolution,
+                "per_level_scale": cfg.growth_factor,
+            },
+            dtype=torch.float32,
+        )
+
+    @property
+    def uses_tcnn(self) -> bool:
+        return self._tcnn is not None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != 3:
+            raise ValueError(f"HashGridEncoding expects points (..., 3) in [0, 1]^3, got shape {tuple(x.shape)}")
+        lead = x.shape[:-1]
+        x = x.reshape(-1, 3).clamp(0.0, 1.0)
+        if self._tcnn is not None:
+            if not x.is_cuda:
+                raise RuntimeError("this encoding uses tiny-cuda-nn and needs CUDA inputs; build it with backend='torch'")
+            out = self._tcnn(x).float()
+        else:
+            x = x.to(self.table.dtype)
+            step = self.config.chunk_size
+            if x.shape[0] <= step:
+                out = self._encode(x)
+            else:
+                out = torch.cat([self._encode(c) for c in x.split(step)], 0)
+        return out.reshape(*lead, self.output_dim)
+
+    def _encode(self, x: torch.Tensor) -> torch.Tensor:
+        """All levels at once for one chunk: x (n, 3) in [0, 1] -> (n, L * F).
+
+        Layout is level/corner-major and point-minor, (2_z, 2_y, 2_x, L, n), so every elementwise op runs over
+        contiguous memory; trilinear interpolation is three lerps (z, then y, then x).
+        """
+        cfg = self.config
+        n, n_levels, n_dense = x.shape[0], cfg.n_levels, self.n_dense
+        res = self._res.to(x.dtype)
+        p = res[:, None, None] * x.t()[None]  # (L, 3, n)
+        v0 = p.detach().floor().clamp_(min=0).minimum((res - 1)[:, None, None])
+        w = p - v0  # local coordinates in [0, 1]; they carry the gradient to x
+        v0 = v0.to(self._index_dtype)
+
+        parts = []
+        if n_dense:
+            vd = v0[:n_dense]
+            st = self._dense_stride
+            base = vd[:, 0] * st[:, 0:1] + vd[:, 1] * st[:, 1:2] + vd[:, 2] * st[:, 2:3] + self._offsets[:n_dense, None]
+            parts.append(base[None] + self._dense_corner[:, :, None])  # (8, Ld, n)
+        if n_dense < n_levels:
+            vh = v0[n_dense:]  # (Lh, 3, n)
+            pr = self._primes
+            hx = vh[:, 0] * pr[0]
+            hy = vh[:, 1] * pr[1]
+            hz = vh[:, 2] * pr[2]
+            hx = torch.stack([hx, hx + pr[0]])  # (2, Lh, n): corner offsets 0 and 1 along x
+            hy = torch.stack([hy, hy + pr[1]])
+            hz = torch.stack([hz, hz + pr[2]])
+            h = (hz[:, None, None] ^ hy[None, :, None] ^ hx[None, None, :]) & (cfg.table_size - 1)
+            parts.append(h.reshape(8, n_levels - n_dense, n) + self._offsets[n_dense:, None])
+        idx = parts[0] if len(parts) == 1 else torch.cat(parts, 1)  # (8, L, n), corner c = cx + 2 cy + 4 cz
+
+        n_f = cfg.n_features_per_level
+        # int64 for the gather: index_add_ (its backward) is many times slower with int32 indices
+        f = self.table.index_select(1, idx.reshape(-1).long()).view(n_f, 2, 2, 2, n_levels, n)
+        wx, wy, wz = w.unbind(1)  # (L, n) each
+        # unbind rather than two selects: its backward is one stack instead of two zero-filled copies
+        f = torch.lerp(*f.unbind(1), wz)  # along z: (F, 2y, 2x, L, n)
+        f = torch.lerp(*f.unbind(1), wy)  # along y: (F, 2x, L, n)
+        f = torch.lerp(*f.unbind(1), wx)  # along x: (F, L, n)
+        return f.permute(2, 1, 0).reshape(n, n_levels * n_f)
+
+    def level_table(self, level: int) -> torch.Tensor:
+        """The rows of one level, (rows, F) (a view into the (F, rows) parameter)."""
+        if self._tcnn is not None:
+            raise RuntimeError("a tiny-cuda-nn encoding keeps its own parameter layout")
+        start = int(self._offsets[level])
+        return self.table[:, start : start + self.config.level_sizes[level]].t()
