@@ -87,26 +87,13 @@ class Client:
         self.timeout_s = float(timeout_s)
         self.heartbeat_s = float(heartbeat_s)
         self._ctx = context or zmq.Context.instance()
-        sock = self._sock = self._ctx.socket(zmq.DEALER)
-        sock.setsockopt(zmq.LINGER, 500)  # a last cancel still leaves; close never hangs for long
-        sock.setsockopt(zmq.ROUTING_ID, b"ds" + secrets.token_bytes(14))
-        sock.setsockopt(zmq.IMMEDIATE, 1)  # queue nothing while disconnected: a dead server is noticed at once
-        sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
-        sock.setsockopt(zmq.RCVHWM, 64)
-        sock.setsockopt(zmq.HEARTBEAT_IVL, 1000)
-        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 5000)
-        sock.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
+        self._routing_id = b"ds" + secrets.token_bytes(14)
         self.curve = server_public_key is not None
         if self.curve:
             public, secret = client_keys if client_keys is not None else zmq.curve_keypair()
-            sock.curve_serverkey = _key(server_public_key)
-            sock.curve_publickey = _key(public)
-            sock.curve_secretkey = _key(secret)
-        self._monitor = sock.get_monitor_socket(
-            zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-            | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_SUCCEEDED)
+            self._curve = (_key(server_public_key), _key(public), _key(secret))
         self._handshake_problem: str | None = None
-        sock.connect(self.address)
+        self._open_socket()
         self._rids = itertools.count(1)
         self._replies: dict[str, Message] = {}
         self._inbox: dict[str, deque] = {}
@@ -121,12 +108,45 @@ class Client:
         self.closed = False
 
     # ------------------------------------------------------------------ plumbing
+    def _open_socket(self) -> None:
+        """A DEALER with this client's fixed routing id (so the server's subscriptions survive a reconnect)."""
+        sock = self._sock = self._ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 500)  # a last cancel still leaves; close never hangs for long
+        sock.setsockopt(zmq.ROUTING_ID, self._routing_id)
+        sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+        sock.setsockopt(zmq.RCVHWM, 64)
+        sock.setsockopt(zmq.HEARTBEAT_IVL, 1000)
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 5000)
+        sock.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
+        if self.curve:
+            sock.curve_serverkey, sock.curve_publickey, sock.curve_secretkey = self._curve
+        self._monitor = sock.get_monitor_socket(
+            zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+            | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_SUCCEEDED)
+        sock.connect(self.address)
+
+    def _close_socket(self, linger: int | None = None) -> None:
+        try:
+            self._sock.disable_monitor()
+        except zmq.ZMQError:
+            pass
+        self._monitor.close(0)
+        self._sock.close(linger)
+
+    def _reset(self) -> None:
+        """After a timeout: drop whatever requests still wait to be sent (a submit must not reach a server that
+        comes back later, after the caller was told it failed) and connect afresh."""
+        self._close_socket(linger=0)
+        self._open_socket()
+        self._ping_since, self._last_heard = None, time.monotonic()
+
     def _unavailable(self, what: str) -> ServerUnavailable:
         self._read_monitor()
         text = (f"no answer from the Dreamstill server at {self.address} {what} (waited {self.timeout_s:g}s); "
                 "is `dreamstill serve` running there?")
         if self._handshake_problem:
             text += f" The connection was refused: {self._handshake_problem}."
+        self._reset()
         return ServerUnavailable(text)
 
     def _read_monitor(self) -> None:
@@ -150,7 +170,7 @@ class Client:
                                            "client and server both use CURVE keys (or both do not)")
 
     def _send(self, frames: list, what: str) -> None:
-        """Send, waiting up to timeout_s for a connection (IMMEDIATE: nothing is queued while disconnected)."""
+        """Send; waits (up to timeout_s) only when the outgoing queue is full."""
         if self.closed:
             raise RuntimeError("this Client is closed; make a new one")
         deadline = time.monotonic() + self.timeout_s
@@ -233,14 +253,13 @@ class Client:
         if self._ping_since is None:
             self._ping_since = now
         elif now - self._ping_since > self.timeout_s:
-            self._ping_since, self._last_heard = None, now  # the next call starts a fresh round
-            raise self._unavailable("to heartbeat pings")
+            raise self._unavailable("to heartbeat pings")  # resets: the next call starts a fresh round
         if now - self._last_ping >= min(1.0, self.heartbeat_s):
             self._last_ping = now
             try:
                 self._sock.send_multipart(encode(Message("ping", rid=f"hb{next(self._rids)}")), flags=zmq.NOBLOCK)
             except zmq.Again:
-                pass  # not connected (yet): keep trying until the deadline above
+                pass  # outgoing queue full: keep trying until the deadline above
 
     def _request(self, kind: str, *, job_id: str | None = None, payload=None, what: str = "") -> Message:
         rid = str(next(self._rids))
@@ -377,12 +396,7 @@ class Client:
         if self.closed:
             return
         self.closed = True
-        try:
-            self._sock.disable_monitor()
-        except zmq.ZMQError:
-            pass
-        self._monitor.close(0)
-        self._sock.close()
+        self._close_socket()
 
     def __enter__(self) -> "Client":
         return self

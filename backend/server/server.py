@@ -516,6 +516,8 @@ class Server:
                 self._worker_failures = 0
                 if worker.load_error:
                     log.error("worker: %s", worker.load_error)
+            elif header.get("type") == "_exiting":
+                worker.retiring = True
             return
         peek_header(frames)  # version check
         job = self.jobs.get(header.get("job"))
@@ -593,7 +595,7 @@ class Server:
 
     def _dispatch(self) -> None:
         worker = self.worker
-        if worker is None or not worker.ready or worker.job_id is not None or not self.queue:
+        if worker is None or not worker.ready or worker.retiring or worker.job_id is not None or not self.queue:
             return
         job = self.jobs[self.queue.popleft()]
         self._task_seq += 1
@@ -602,4 +604,7 @@ class Server:
         self.store.log(job.id, {"type": "started", "t": job.stored.started, "worker_pid": worker.pid})
         if not worker.run(job.id, job.task_seq, job.stored.spec.to_dict(), self.store.job_dir(job.id)):
             log.warning("worker pid %s did not take job %s; restarting it", worker.pid, job.id)
+            worker.job_id, worker.retiring = None, True
+            job.stored.state = "queued"
+            self.queue.appendleft(job.id)  # the next worker runs it
             worker.kill()

@@ -148,6 +148,8 @@ def worker_main(endpoint: str, runner, cancel_seq) -> None:
                     (out_dir / "error.log").write_text(traceback.format_exc())
                 except OSError:
                     pass
+                if fatal:  # tell the server first, so it hands the next job to a fresh worker instead
+                    _send_json(sock, {"type": "_exiting", "reason": code})
                 sock.send_multipart(encode(Failed(code, message), job_id=job_id), copy=False)
             if fatal:
                 return
@@ -185,6 +187,7 @@ class WorkerHandle:
         self.load_error: str | None = None
         self.pid: int | None = self.proc.pid
         self.job_id: str | None = None
+        self.retiring = False  # said it will exit (after a fatal error): give it no more jobs
 
     def run(self, job_id: str, seq: int, spec_dict: dict, out_dir: Path, resume: bool = False) -> bool:
         """Hand one job to the (ready, idle) worker; False when it cannot take it (then treat it as dead)."""
