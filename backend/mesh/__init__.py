@@ -1,6 +1,30 @@
-"""Mesh extraction (marching cubes), UV unwrapping and texture baking, and export (glb/obj/ply)."""
+"""Mesh extraction (marching cubes), UV unwrapping and texture baking, and export (glb/obj/ply).
 
+    mesh = extract_mesh(field.density, bound, resolution=128, albedo_fn=field.albedo)   # may raise EmptyFieldError
+    mesh = bake_mesh(mesh, field.albedo, size=512)                                       # uvs + texture
+    export_mesh(mesh, "out/asset.glb")                                                   # or .obj / .ply
+"""
+
+from .export import FORMATS, export_mesh, glb_bytes_of, load_mesh, resolve_format
 from .extract import auto_threshold, extract_mesh
+from .texture import BakedTexture, TextureBakeError, UnwrapConfig, bake_mesh, bake_texture, xatlas_available
 from .types import EmptyFieldError, ExtractedMesh, Mesh
 
-__all__ = ["EmptyFieldError", "ExtractedMesh", "Mesh", "auto_threshold", "extract_mesh"]
+__all__ = [
+    "FORMATS",
+    "BakedTexture",
+    "EmptyFieldError",
+    "ExtractedMesh",
+    "Mesh",
+    "TextureBakeError",
+    "UnwrapConfig",
+    "auto_threshold",
+    "bake_mesh",
+    "bake_texture",
+    "export_mesh",
+    "extract_mesh",
+    "glb_bytes_of",
+    "load_mesh",
+    "resolve_format",
+    "xatlas_available",
+]
