@@ -167,3 +167,10 @@ def test_bad_sizes():
         bake_texture(v, f, red_if_x_positive, size=0)
     with pytest.raises(ValueError, match="padding"):
         bake_texture(v, f, red_if_x_positive, size=16, padding=-1)
+
+
+def test_mesh_form_returns_a_textured_mesh(sphere):
+    out = bake_texture(sphere, red_if_x_positive, size=32, padding=1)
+    assert isinstance(out, Mesh) and out.texture.shape == (32, 32, 3) and out.num_faces == sphere.num_faces
+    with pytest.raises(TypeError, match="albedo_fn"):
+        bake_texture(sphere.vertices, sphere.faces)

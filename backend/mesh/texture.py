@@ -257,22 +257,31 @@ def dilate(image: np.ndarray, filled: np.ndarray, iterations: int) -> tuple[np.n
 
 
 def bake_texture(
-    vertices: np.ndarray,
-    faces: np.ndarray,
-    albedo_fn: Callable[[torch.Tensor], torch.Tensor],
+    vertices: np.ndarray | Mesh,
+    faces: np.ndarray | Callable[[torch.Tensor], torch.Tensor],
+    albedo_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
     size: int = 512,
     padding: int = 4,
     chunk: int = 65536,
     device: torch.device | str | None = None,
     unwrap: UnwrapConfig = UnwrapConfig(),
     background: tuple[int, int, int] = (0, 0, 0),
-) -> BakedTexture:
+) -> BakedTexture | Mesh:
     """Unwrap (xatlas), rasterise in UV space, evaluate ``albedo_fn`` at the texels' 3D points, pad the seams.
 
     Returns BakedTexture(uvs, vertices', faces', texture): the mesh split along UV seams with per-vertex UVs (origin
     bottom-left) and a (size, size, 3) uint8 texture (row 0 at the top). Texels that no chart reaches, even after
     padding, get ``background``.
+
+    Also accepts ``bake_texture(mesh, albedo_fn, size=...)`` with a ``Mesh`` and then returns a textured ``Mesh``
+    (the same as ``bake_mesh``).
     """
+    if isinstance(vertices, Mesh):
+        if albedo_fn is not None or not callable(faces):
+            raise TypeError("call bake_texture(mesh, albedo_fn, size=...) or bake_texture(vertices, faces, albedo_fn)")
+        return bake_mesh(vertices, faces, size=size, padding=padding, chunk=chunk, device=device, unwrap=unwrap)
+    if albedo_fn is None:
+        raise TypeError("bake_texture(vertices, faces, albedo_fn): albedo_fn is missing")
     vmapping, new_faces, uvs, texture = _bake(vertices, faces, albedo_fn, size, padding, chunk, device, unwrap,
                                               background)
     return BakedTexture(uvs, np.ascontiguousarray(np.asarray(vertices, np.float32)[vmapping]), new_faces, texture)
