@@ -10,7 +10,6 @@ import signal
 import threading
 import time
 
-import numpy as np
 import pytest
 import zmq
 from hypothesis import HealthCheck, given, settings
@@ -358,8 +357,8 @@ def test_end_to_end_with_the_real_engine(tmp_path):
             job = c.submit(real)
             events = list(c.events(job, timeout_s=300))
             last = events[-1]
-            if isinstance(last, Failed) and last.code in ("missing_weights", "internal_error"):
-                pytest.skip(f"the engine cannot run this job here: {last.message}")
+            if isinstance(last, Failed) and (last.code == "missing_weights" or "ImportError" in last.message):
+                pytest.skip(f"the engine cannot run this job here yet: {last.message}")
             assert isinstance(last, Done), last
             assert [e.step for e in events if isinstance(e, Progress)][-1] == 5
             paths = c.fetch_result(job, tmp_path / "out")
