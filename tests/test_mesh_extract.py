@@ -7,7 +7,9 @@ import pytest
 import torch
 import trimesh
 
-from dreamstill.backend.mesh import EmptyFieldError, extract_mesh, auto_threshold
+from scipy.optimize import brentq
+
+from dreamstill.backend.mesh import EmptyFieldError, extract_mesh, silhouette_threshold
 from dreamstill.backend.mesh.export import export_mesh
 from dreamstill.backend.mesh.extract import remove_small_components
 
@@ -43,16 +45,42 @@ def test_sphere_is_watertight_outward_and_has_the_right_radius():
     assert m.threshold == 50.0 and m.removed_components == 0
 
 
-def test_auto_threshold_is_ln2_over_render_step_and_finds_that_level():
-    tau = auto_threshold(1.0)
-    assert tau == pytest.approx(math.log(2) * 48 / 2.0)
-    assert auto_threshold(2.0, render_step=0.01) == pytest.approx(math.log(2) / 0.01)
-    # peak 2 tau: the level sigma = tau is the sphere of radius R
-    m = extract_mesh(cone_density(peak=2 * tau), bound=1.0, resolution=48)
-    assert m.threshold == pytest.approx(tau)
+def cone_chord_depth(rho, peak, a):
+    """Optical depth of the chord at distance rho from the centre of sigma = peak * (1 - |x| / a):
+    int_{-L}^{L} peak (1 - sqrt(rho^2 + t^2) / a) dt = peak (L - rho^2 / a * ln((L + a) / rho)), L = sqrt(a^2 - rho^2).
+    """
+    length = math.sqrt(a * a - rho * rho)
+    return peak * (length - rho * rho / a * math.log((length + a) / rho))
+
+
+@pytest.mark.parametrize("coarse", [32, 0])
+def test_auto_threshold_matches_the_half_opaque_silhouette(coarse):
+    # a soft, young field (peak density 8, like the initial blob): the mesh is where chords become half opaque
+    peak, a = 8.0, 0.6
+    rho = brentq(lambda r: cone_chord_depth(r, peak, a) - math.log(2), 1e-3, a - 1e-6)
+    m = extract_mesh(cone_density(peak=peak, radius=a / 2), bound=1.0, resolution=48, coarse_resolution=coarse)
+    assert m.threshold == pytest.approx(peak * (1 - rho / a), rel=0.15)
+    assert abs(np.linalg.norm(m.vertices, axis=1).mean() - rho) < 0.03 * rho
+    assert as_trimesh(m).is_watertight
+
+
+def test_auto_threshold_finds_a_sharp_wall():
+    def ball(x):  # sigma jumps from 0 to 500 within ~0.01 of |x| = R
+        return 500.0 * torch.sigmoid((R - x.norm(dim=-1)) / 0.002)
+
+    m = extract_mesh(ball, bound=1.0, resolution=48, threshold="auto")
     assert abs(np.linalg.norm(m.vertices, axis=1).mean() - R) < 0.02 * R
-    m2 = extract_mesh(cone_density(peak=2 * tau), bound=1.0, resolution=48, threshold="auto")
-    assert m2.threshold == pytest.approx(tau)
+    assert 0 < m.threshold < 500
+
+
+def test_silhouette_threshold_closed_form():
+    grid = np.zeros((4, 4, 4), np.float32)
+    grid[1:3, 1:3, 1:3] = 10.0  # a 2x2x2 block: 4 rays per axis with depth 20 h
+    grid[0, 0, 0] = 1.0  # a faint speck: its rays have depth h (not half opaque)
+    tau, n, depth = silhouette_threshold(grid, [0.1, 0.1, 0.1])
+    assert n == 12 and depth == pytest.approx(2.0)
+    assert tau == pytest.approx(0.5 * (10.0 + 1.0))  # between the 12th and 13th largest ray maxima
+    assert silhouette_threshold(grid, [0.01] * 3)[0] is None  # depth 0.2 < ln 2: nothing is half opaque
 
 
 def test_coarse_to_fine_box_matches_full_grid_and_is_tight():
@@ -98,9 +126,11 @@ def test_remove_small_components_reindexes_faces():
 
 def test_empty_field_raises_and_nothing_is_written(tmp_path):
     out = tmp_path / "asset.glb"
-    with pytest.raises(EmptyFieldError, match="threshold"):
-        m = extract_mesh(lambda x: torch.full((len(x),), 3.0), bound=1.0, resolution=32)
+    with pytest.raises(EmptyFieldError, match="half opaque"):  # faint fog: optical depth 0.2 across the box
+        m = extract_mesh(lambda x: torch.full((len(x),), 0.1), bound=1.0, resolution=32)
         export_mesh(m, out)
+    with pytest.raises(EmptyFieldError, match="lower threshold"):
+        extract_mesh(lambda x: torch.full((len(x),), 0.1), bound=1.0, resolution=32, threshold=1.0)
     assert list(tmp_path.iterdir()) == []
 
 

@@ -6,7 +6,7 @@
 """
 
 from .export import FORMATS, export_mesh, glb_bytes_of, load_mesh, resolve_format
-from .extract import auto_threshold, extract_mesh
+from .extract import extract_mesh, silhouette_threshold
 from .texture import BakedTexture, TextureBakeError, UnwrapConfig, bake_mesh, bake_texture, xatlas_available
 from .types import EmptyFieldError, ExtractedMesh, Mesh
 
@@ -18,7 +18,6 @@ __all__ = [
     "Mesh",
     "TextureBakeError",
     "UnwrapConfig",
-    "auto_threshold",
     "bake_mesh",
     "bake_texture",
     "export_mesh",
@@ -26,5 +25,6 @@ __all__ = [
     "glb_bytes_of",
     "load_mesh",
     "resolve_format",
+    "silhouette_threshold",
     "xatlas_available",
 ]

@@ -9,17 +9,22 @@ The surface is the level set S = {x : sigma(x) = tau} of the density sampled on 
 marching cubes (Lorensen & Cline 1987; skimage's Lewiner variant), with faces oriented so that normals point out of
 the dense region (towards decreasing sigma).
 
-Automatic threshold (``threshold=None``). Volume rendering composites samples with alpha_i = 1 - exp(-sigma_i
-delta_i) (NeRF, Mildenhall et al. 2020, Eq. 3), delta_i being the distance between samples along the ray. We call a
-point "solid" when one render step of it is at least half opaque:
+Automatic threshold (``threshold=None``): match the rendered silhouette. Volume rendering makes a ray opaque
+according to its optical depth D(r) = int sigma(r(t)) dt, with opacity 1 - exp(-D) (NeRF, Mildenhall et al. 2020,
+Eq. 3). On the grid, every grid line along x, y and z is such a ray (D = h * sum of sigma along it). Let
 
-    alpha = 1 - exp(-tau * delta) = 1/2   <=>   tau = ln 2 / delta.
+    n = #{rays with 1 - exp(-D) >= 1/2, i.e. D >= ln 2}          (the half-opaque silhouette, in rays)
+    m(r) = max of sigma along ray r.
 
-This ties the mesh to what the renders show, does not depend on the grid resolution (so coarse and fine grids and a
-user's resolution choice see the same surface), and does not move when floaters or a spike raise the maximum
-density (a fraction-of-max rule would). ``render_step`` is delta; its default 2 * bound / 48 is the step of the
-default renderer (48 samples across the scene box). For reference threestudio's fixed default is tau = 25; with
-bound 1 this rule gives tau = ln 2 * 24 ~ 16.6.
+tau is chosen so that the same number of rays meets the solid {sigma >= tau}: the midpoint between the n-th and
+(n+1)-th largest m(r). So the mesh's silhouettes along the three axes cover as many rays as the renders' half-opaque
+silhouettes do. The rule has no units and no tuning constant: it gives a surface for a young, soft field (the initial
+density blob, peak sigma ~ 10, renders as a solid ball and meshes as one), for a trained field with sharp walls (any
+tau inside the jump gives the same surface), it ignores faint fog that no ray sees as half opaque, and it does not
+move with the grid resolution the way a per-sample rule (alpha = 1 - exp(-tau delta) >= 1/2) would, nor with a
+density spike the way a fraction-of-max rule would. (threestudio's default is a fixed tau = 25; its 'auto' is the
+mean of the positive field.) tau is estimated on the coarse grid (on the fine grid when coarse-to-fine is off).
+Hidden cavities are not seen by any ray and do not influence tau.
 
 Coarse-to-fine: a ``coarse_resolution``^3 grid over the whole box [-bound, bound]^3 finds the occupied region
 (sigma >= tau); the fine grid covers only that region's bounding box padded by one coarse cell, with (nearly) cubic
@@ -46,18 +51,23 @@ AlbedoFn = Callable[[torch.Tensor], torch.Tensor]
 
 # Fewer faces than this is not a surface (an isolated occupied grid point alone yields 8 triangles).
 MIN_FACES = 12
-DEFAULT_RENDER_SAMPLES = 48
 
 
-def auto_threshold(bound: float, render_step: float | None = None) -> float:
-    """tau = ln 2 / delta: the density at which one render step of length delta is half opaque.
+def silhouette_threshold(grid: np.ndarray, spacing) -> tuple[float | None, int, float]:
+    """The automatic level tau of the module docstring, from a density grid with the given (3,) cell sizes.
 
-    ``render_step`` defaults to 2 * bound / 48 (the default renderer's step across the scene box).
+    Returns (tau or None when no axis ray is half opaque, n = number of half-opaque rays, largest optical depth).
     """
-    delta = render_step if render_step is not None else 2.0 * bound / DEFAULT_RENDER_SAMPLES
-    if not delta > 0:
-        raise ValueError(f"render_step must be > 0, got {delta}")
-    return math.log(2.0) / delta
+    depth = np.concatenate([grid.sum(axis=a, dtype=np.float64).ravel() * float(spacing[a]) for a in range(3)])
+    peak = np.concatenate([grid.max(axis=a).ravel() for a in range(3)]).astype(np.float64)
+    n = int(np.count_nonzero(depth >= math.log(2.0)))
+    if n == 0:
+        return None, 0, float(depth.max())
+    peak = -np.sort(-peak)  # descending
+    tau = float(peak[n - 1]) if n == len(peak) else 0.5 * float(peak[n - 1] + peak[n])
+    if not tau > 0:  # a half-opaque ray has positive density somewhere, so only a degenerate tie gets here
+        tau = float(peak[n - 1])
+    return tau, n, float(depth.max())
 
 
 def _infer_device(fn: Callable) -> torch.device:
@@ -197,7 +207,6 @@ def extract_mesh(
     min_component_fraction: float = 0.05,
     chunk: int = 65536,
     coarse_resolution: int = 32,
-    render_step: float | None = None,
     device: torch.device | str | None = None,
 ) -> ExtractedMesh:
     """Extract the surface {sigma = tau} of a density field inside [-bound, bound]^3.
@@ -206,16 +215,16 @@ def extract_mesh(
         density_fn: (N, 3) float32 world points -> (N,) density sigma.
         bound: half-size of the scene box.
         resolution: samples along the longest side of the fine grid (the fine box when coarse-to-fine is on).
-        threshold: the level tau; None (or "auto") = ln 2 / render_step (see the module docstring).
+        threshold: the level tau; None (or "auto") matches the rendered silhouette (see the module docstring).
         albedo_fn: optional (N, 3) -> (N, 3) albedo in [0, 1]; gives ``vertex_colors``.
         min_component_fraction: parts with area below this fraction of the largest part are removed (0 keeps all).
         chunk: points per call of the field.
-        coarse_resolution: samples per side of the coarse occupancy grid; 0 disables coarse-to-fine.
-        render_step: delta for the automatic threshold; default 2 * bound / 48.
+        coarse_resolution: samples per side of the coarse grid (occupied box and automatic tau); 0 = full box only.
         device: where to put the query points; default the device of the module ``density_fn`` is bound to, else CPU.
 
     Raises:
-        EmptyFieldError: nothing above the threshold, or fewer than MIN_FACES faces remain.
+        EmptyFieldError: no ray is half opaque (automatic threshold) or nothing reaches the threshold, or fewer than
+            MIN_FACES faces remain.
     """
     if not bound > 0:
         raise ValueError(f"bound must be > 0 (the half-size of the scene box), got {bound}")
@@ -231,32 +240,45 @@ def extract_mesh(
         if threshold != "auto":
             raise ValueError(f"threshold must be a number, None or 'auto', got {threshold!r}")
         threshold = None
-    tau = auto_threshold(bound, render_step) if threshold is None else float(threshold)
-    if not tau > 0:
+    auto = threshold is None
+    tau = None if auto else float(threshold)
+    if not auto and not tau > 0:
         raise ValueError(f"threshold must be a density > 0, got {tau}")
     device = torch.device(device) if device is not None else _infer_device(density_fn)
 
     full_lo = np.full(3, -bound, np.float32)
     full_hi = np.full(3, bound, np.float32)
     lo, hi = full_lo, full_hi
-    max_seen = -np.inf
+    max_seen, max_depth = -np.inf, 0.0
     if coarse_resolution:
         caxes = _axes(full_lo, full_hi, (coarse_resolution,) * 3)
         coarse = sample_density_grid(density_fn, caxes, chunk, device)
         max_seen = float(coarse.max())
-        box = _fine_box(coarse, caxes, tau, bound)
+        if auto:
+            tau, _, max_depth = silhouette_threshold(coarse, [2.0 * bound / (coarse_resolution - 1)] * 3)
+        box = _fine_box(coarse, caxes, tau, bound) if tau is not None else None
         if box is not None:
             lo, hi = box
     counts = _fine_counts(lo, hi, resolution)
     axes = _axes(lo, hi, counts)
+    spacing = np.array([(hi[i] - lo[i]) / (counts[i] - 1) for i in range(3)], np.float32)
     grid = sample_density_grid(density_fn, axes, chunk, device)
     max_seen = max(max_seen, float(grid.max()))
+    if tau is None:  # automatic, and the coarse grid saw no half-opaque ray (or coarse-to-fine is off)
+        tau, _, depth = silhouette_threshold(grid, spacing)
+        max_depth = max(max_depth, depth)
+        if tau is None:
+            raise EmptyFieldError(
+                f"The field has no surface: no ray through the scene is even half opaque (largest optical depth "
+                f"{max_depth:.3g} < ln 2; largest density {max_seen:.4g}). Optimise for more steps, or pass an "
+                f"explicit threshold below the largest density (e.g. threshold={0.5 * max(max_seen, 0):.4g})."
+            )
 
-    how = "automatic threshold ln2/render_step" if threshold is None else "threshold"
+    how = "automatic (silhouette) threshold" if auto else "threshold"
     if not float(grid.max()) >= tau:
         raise EmptyFieldError(
             f"The field has no surface: its largest density is {max_seen:.4g}, below the {how} {tau:.4g}, so "
-            f"nothing is opaque. Optimise for more steps, or pass a lower threshold (e.g. {0.5 * max(max_seen, 0):.4g})."
+            f"nothing is solid. Optimise for more steps, or pass a lower threshold (e.g. {0.5 * max(max_seen, 0):.4g})."
         )
     spacing = np.array([(hi[i] - lo[i]) / (counts[i] - 1) for i in range(3)], np.float32)
     verts, faces = marching_cubes_density(grid, tau, lo, spacing)
