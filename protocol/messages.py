@@ -161,7 +161,7 @@ def _check_arrays(kind: str, arrays: dict[str, np.ndarray], rid: str | None, dee
                                                  f"{_SIZE_LIMITS[want]}", rid)
     if kind == "mesh" and deep and arrays["faces"].size:
         faces, count = arrays["faces"], arrays["vertices"].shape[0]
-        if int(faces.min()) < 0 or int(faces.max()) >= count:
+        if int(faces.view(np.uint32).max()) >= count:  # one pass: negatives wrap to >= 2**31
             raise ProtocolError("bad_array", f"mesh: face indices must lie in 0..{count - 1} (the vertex count)", rid)
     if kind == "mesh" and deep and not np.isfinite(arrays["vertices"]).all():
         raise ProtocolError("bad_array", "mesh: vertices must be finite numbers", rid)

@@ -60,6 +60,7 @@ class ServerConfig:
     poll_ms: int = 50
     sndhwm: int = 64  # messages queued per client before the server holds back
     max_worker_start_failures: int = 3  # workers dying before ready in a row: stop restarting
+    retain_finished: int = 8  # finished jobs whose newest preview / mesh stay in memory for late attaches
 
 
 @dataclass
@@ -132,6 +133,7 @@ class Server:
         self._task_seq = 0
         self._dirty: set[str] = set()
         self._outbox: dict[bytes, deque] = {}
+        self._retained: deque[str] = deque()
         self._stop = threading.Event()
         self._bound = threading.Event()
         self._bind_error: BaseException | None = None
@@ -546,6 +548,12 @@ class Server:
         self.store.log_event(job.id, event, force=True)
         job.seq += 1
         job.terminal_frames = (job.seq, frames if frames is not None else encode(event, job_id=job.id))
+        self._retained.append(job.id)  # keep the big frames (preview, mesh) of the last few finished jobs only
+        while len(self._retained) > self.config.retain_finished:
+            old = self.jobs.get(self._retained.popleft())
+            if old is not None:
+                old.latest.pop("preview", None)
+                old.latest.pop("mesh", None)
         if self.worker is not None and self.worker.job_id == job.id:
             self.worker.job_id = None
         self._dirty.add(job.id)
