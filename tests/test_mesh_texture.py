@@ -83,6 +83,14 @@ def test_bake_gives_each_surface_point_its_colour(sphere, baked):
     far = np.abs(centroid[:, 0]) > 0.05
     expected = np.where((centroid[:, 0] > 0)[:, None], RED, BLUE)
     assert (colour[far] == expected[far]).all(1).mean() > 0.99
+    assert not (texture == 0).all(-1).any()  # unreached texels get the mean colour, not black
+
+
+def test_in_process_unwrap_matches_the_child_process(sphere):
+    a = tex.unwrap_uv(sphere.vertices, sphere.faces, 64, UnwrapConfig(isolate=True))
+    b = tex.unwrap_uv(sphere.vertices, sphere.faces, 64, UnwrapConfig(isolate=False))
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
 
 
 def read_glb(data: bytes):

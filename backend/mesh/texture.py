@@ -265,13 +265,13 @@ def bake_texture(
     chunk: int = 65536,
     device: torch.device | str | None = None,
     unwrap: UnwrapConfig = UnwrapConfig(),
-    background: tuple[int, int, int] = (0, 0, 0),
+    background: tuple[int, int, int] | None = None,
 ) -> BakedTexture | Mesh:
     """Unwrap (xatlas), rasterise in UV space, evaluate ``albedo_fn`` at the texels' 3D points, pad the seams.
 
     Returns BakedTexture(uvs, vertices', faces', texture): the mesh split along UV seams with per-vertex UVs (origin
     bottom-left) and a (size, size, 3) uint8 texture (row 0 at the top). Texels that no chart reaches, even after
-    padding, get ``background``.
+    padding, get ``background`` (default: the mean baked colour, so mipmaps do not darken chart borders).
 
     Also accepts ``bake_texture(mesh, albedo_fn, size=...)`` with a ``Mesh`` and then returns a textured ``Mesh``
     (the same as ``bake_mesh``).
@@ -311,7 +311,11 @@ def _bake(vertices, faces, albedo_fn, size, padding, chunk, device, unwrap, back
     image[texel] = np.clip(np.nan_to_num(albedo, nan=0.0), 0.0, 1.0)
     filled[texel] = True
     image, filled = dilate(image.reshape(size, size, 3), filled.reshape(size, size), padding)
-    image[~filled] = np.asarray(background, np.float64) / 255.0
+    if background is None:
+        fill = image[filled].mean(axis=0) if filled.any() else np.zeros(3)
+    else:
+        fill = np.asarray(background, np.float64) / 255.0
+    image[~filled] = fill
     return vmapping, new_faces, uvs, albedo_to_uint8(image)
 
 
@@ -326,7 +330,7 @@ def bake_mesh(
 ) -> Mesh:
     """``bake_texture`` on a Mesh: returns a new Mesh with uvs and texture (vertex colours, if any, follow the split)."""
     vmapping, new_faces, uvs, texture = _bake(mesh.vertices, mesh.faces, albedo_fn, size, padding, chunk, device,
-                                              unwrap, (0, 0, 0))
+                                              unwrap, None)
     colors = mesh.vertex_colors[vmapping] if mesh.vertex_colors is not None else None
     return Mesh(vertices=mesh.vertices[vmapping], faces=new_faces, vertex_colors=colors, uvs=uvs, texture=texture)
 
