@@ -350,7 +350,7 @@ def test_dead_server_is_noticed():
 @pytest.mark.slow
 def test_end_to_end_with_the_real_engine(tmp_path):
     pytest.importorskip("dreamstill.backend.engine", reason="the engine (run_job) is not importable here")
-    real = JobSpec(prompt="a red cube", prior="tiny", steps=5, resolution=32, mesh_resolution=32, texture_size=0,
+    real = JobSpec(prompt="a red cube", prior="tiny", steps=3, resolution=32, mesh_resolution=32, texture_size=0,
                    batch_size=1, preview_every=2, seed=1)
     with Server("tcp://127.0.0.1:*", store_dir=tmp_path / "store") as srv:
         with Client(srv.address, timeout_s=60) as c:
@@ -360,7 +360,7 @@ def test_end_to_end_with_the_real_engine(tmp_path):
             if isinstance(last, Failed) and (last.code == "missing_weights" or "ImportError" in last.message):
                 pytest.skip(f"the engine cannot run this job here yet: {last.message}")
             assert isinstance(last, Done), last
-            assert [e.step for e in events if isinstance(e, Progress)][-1] == 5
+            assert [e.step for e in events if isinstance(e, Progress)][-1] == 3
             paths = c.fetch_result(job, tmp_path / "out")
             glb = [p for p in paths if p.suffix == ".glb"]
             assert glb and glb[0].read_bytes()[:4] == b"glTF"

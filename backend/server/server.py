@@ -232,14 +232,18 @@ class Server:
             poller.register(self._sock, zmq.POLLIN)
             if self.worker is not None:
                 poller.register(self.worker.sock, zmq.POLLIN)
-            timeout = self._flush()
-            ready = dict(poller.poll(timeout))
-            if self._sock in ready:
-                self._drain_clients()
-            if self.worker is not None and self.worker.sock in ready:
-                self._drain_worker()
-            self._check_worker()
-            self._dispatch()
+            try:
+                timeout = self._flush()
+                ready = dict(poller.poll(timeout))
+                if self._sock in ready:
+                    self._drain_clients()
+                if self.worker is not None and self.worker.sock in ready:
+                    self._drain_worker()
+                self._check_worker()
+                self._dispatch()
+            except Exception:  # a bug of ours must not take the server down with every queued job
+                log.exception("error in the server loop; continuing")
+                time.sleep(0.1)
 
     def _shutdown(self) -> None:
         for job in self.jobs.values():

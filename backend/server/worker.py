@@ -61,10 +61,13 @@ def _send_json(sock, header: dict, flags: int = 0) -> None:
 def worker_main(endpoint: str, runner, cancel_seq) -> None:
     """Entry point of the worker process (a spawn target: module-level, plain arguments)."""
     import multiprocessing
+    import signal
 
     import zmq
 
     from dreamstill.protocol import Failed, JobSpec
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in the server's terminal: the server stops us in order
     from dreamstill.protocol.messages import EVENT_TYPES, TERMINAL, encode
     from dreamstill.protocol.wire import ProtocolError
 
