@@ -122,7 +122,9 @@ def sample_density_grid(
         if sigma.ndim == 2 and sigma.shape[1] == 1:
             sigma = sigma[:, 0]
         if sigma.shape != (len(pts),):
-            raise ValueError(f"density_fn must map (N, 3) points to (N,) densities, got {tuple(sigma.shape)} for N={len(pts)}")
+            raise ValueError(
+                f"density_fn must map (N, 3) points to (N,) densities, got {tuple(sigma.shape)} for N={len(pts)}"
+            )
         grid[i0 : i0 + len(sx)] = sigma.detach().float().cpu().numpy().reshape(len(sx), ny, nz)
     np.nan_to_num(grid, copy=False, nan=0.0, posinf=np.finfo(np.float32).max, neginf=0.0)
     return grid

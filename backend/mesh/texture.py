@@ -328,7 +328,7 @@ def bake_mesh(
     device: torch.device | str | None = None,
     unwrap: UnwrapConfig = UnwrapConfig(),
 ) -> Mesh:
-    """``bake_texture`` on a Mesh: returns a new Mesh with uvs and texture (vertex colours, if any, follow the split)."""
+    """``bake_texture`` on a Mesh: a new Mesh with uvs and texture (vertex colours, if any, follow the split)."""
     vmapping, new_faces, uvs, texture = _bake(mesh.vertices, mesh.faces, albedo_fn, size, padding, chunk, device,
                                               unwrap, None)
     colors = mesh.vertex_colors[vmapping] if mesh.vertex_colors is not None else None
