@@ -231,6 +231,17 @@ def test_density_field_render_has_gradients_and_shapes():
     assert out.normal is not None and render(field, cams, 4, 4).normal is None
 
 
+def test_analytic_and_finite_difference_normals_agree_on_the_blob():
+    field = DensityField(DensityFieldConfig(grid=HashGridConfig(backend="torch")), generator=gen(14))
+    cams = orbit_cameras(2, elevation=20.0)
+    a = render(field, cams, 10, 10, shading="lambertian", normal_method="analytic")
+    b = render(field, cams, 10, 10, shading="lambertian", normal_method="finite_difference", normal_weight_threshold=0)
+    torch.testing.assert_close(a.normal, b.normal, atol=2e-3, rtol=0)
+    torch.testing.assert_close(a.rgb, b.rgb, atol=2e-3, rtol=0)
+    with pytest.raises(ValueError, match="analytic"):
+        render(Sphere(), cams, 4, 4, shading="lambertian", normal_method="analytic")
+
+
 def test_occupancy_skipping_keeps_the_image_and_evaluates_less():
     field = Sphere(r=0.4, density=5.0)
     cams = orbit_cameras(2, elevation=15.0)

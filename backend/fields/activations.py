@@ -39,3 +39,17 @@ def density_activation(name: str):
         return DENSITY_ACTIVATIONS[name]
     except KeyError:
         raise ValueError(f"density activation {name!r} is unknown; use one of {sorted(DENSITY_ACTIVATIONS)}") from None
+
+
+def activation_derivative(name: str, z: torch.Tensor) -> torch.Tensor:
+    """act'(z) for the density activations (trunc_exp's clamped derivative), in differentiable ops."""
+    if name == "softplus":
+        return torch.sigmoid(z)
+    if name == "trunc_exp":
+        return torch.exp(z.clamp(max=15.0))
+    if name == "exp":
+        return torch.exp(z)
+    if name == "relu":
+        return (z > 0).to(z.dtype)
+    density_activation(name)  # raises with the list of names
+    raise ValueError(f"no derivative for density activation {name!r}")

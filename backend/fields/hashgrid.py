@@ -236,6 +236,25 @@ class HashGridEncoding(nn.Module):
         return self._tcnn is not None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._run(x, with_jacobian=False)[0]
+
+    def forward_with_jacobian(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features (..., L F) and their Jacobian with respect to x, (..., L F, 3), from the same gather.
+
+        With the corner values c_{zyx} of a cell, a = lerp_z(c_0, c_1), b = lerp_y(a_0, a_1), f = lerp_x(b_0, b_1):
+            df/dw_x = b_1 - b_0,   df/dw_y = lerp_x(a_1 - a_0),   df/dw_z = lerp_x(lerp_y(c_1 - c_0)),
+        and dw/dx = N_l. Written in ordinary differentiable ops, so a loss on it (normals) trains the table with
+        first-order autograd only. Zero where the input was clamped onto the cube is not enforced (in-cube inputs).
+        """
+        if self._tcnn is not None:
+            raise NotImplementedError("tiny-cuda-nn encodings have no Jacobian here; use finite-difference normals")
+        return self._run(x, with_jacobian=True)
+
+    @property
+    def supports_jacobian(self) -> bool:
+        return self._tcnn is None
+
+    def _run(self, x: torch.Tensor, with_jacobian: bool):
         if x.shape[-1] != 3:
             raise ValueError(f"HashGridEncoding expects points (..., 3) in [0, 1]^3, got shape {tuple(x.shape)}")
         lead = x.shape[:-1]
@@ -243,18 +262,19 @@ class HashGridEncoding(nn.Module):
         if self._tcnn is not None:
             if not x.is_cuda:
                 raise RuntimeError("this encoding uses tiny-cuda-nn and needs CUDA inputs; build it with backend='torch'")
-            out = self._tcnn(x).float()
-        else:
-            x = x.to(self.table.dtype)
-            step = self.config.chunk_size
-            if x.shape[0] <= step:
-                out = self._encode(x)
-            else:
-                out = torch.cat([self._encode(c) for c in x.split(step)], 0)
-        return out.reshape(*lead, self.output_dim)
+            return self._tcnn(x).float().reshape(*lead, self.output_dim), None
+        x = x.to(self.table.dtype)
+        step = self.config.chunk_size
+        parts = [self._encode(c, with_jacobian) for c in x.split(step)] if x.shape[0] > step else [self._encode(x, with_jacobian)]
+        out = parts[0][0] if len(parts) == 1 else torch.cat([p[0] for p in parts], 0)
+        out = out.reshape(*lead, self.output_dim)
+        if not with_jacobian:
+            return out, None
+        jac = parts[0][1] if len(parts) == 1 else torch.cat([p[1] for p in parts], 0)
+        return out, jac.reshape(*lead, self.output_dim, 3)
 
-    def _encode(self, x: torch.Tensor) -> torch.Tensor:
-        """All levels at once for one chunk: x (n, 3) in [0, 1] -> (n, L * F).
+    def _encode(self, x: torch.Tensor, with_jacobian: bool = False):
+        """All levels at once for one chunk: x (n, 3) in [0, 1] -> (n, L * F) [and the Jacobian (n, L * F, 3)].
 
         Layout is level/corner-major and point-minor, (2_z, 2_y, 2_x, L, n), so every elementwise op runs over
         contiguous memory; trilinear interpolation is three lerps (z, then y, then x).
@@ -288,13 +308,24 @@ class HashGridEncoding(nn.Module):
 
         n_f = cfg.n_features_per_level
         # int64 for the gather: index_add_ (its backward) is many times slower with int32 indices
-        f = self.table.index_select(1, idx.reshape(-1).long()).view(n_f, 2, 2, 2, n_levels, n)
+        c = self.table.index_select(1, idx.reshape(-1).long()).view(n_f, 2, 2, 2, n_levels, n)
         wx, wy, wz = w.unbind(1)  # (L, n) each
         # unbind rather than two selects: its backward is one stack instead of two zero-filled copies
-        f = torch.lerp(*f.unbind(1), wz)  # along z: (F, 2y, 2x, L, n)
-        f = torch.lerp(*f.unbind(1), wy)  # along y: (F, 2x, L, n)
-        f = torch.lerp(*f.unbind(1), wx)  # along x: (F, L, n)
-        return f.permute(2, 1, 0).reshape(n, n_levels * n_f)
+        c0, c1 = c.unbind(1)
+        a = torch.lerp(c0, c1, wz)  # along z: (F, 2y, 2x, L, n)
+        a0, a1 = a.unbind(1)
+        b = torch.lerp(a0, a1, wy)  # along y: (F, 2x, L, n)
+        b0, b1 = b.unbind(1)
+        f = torch.lerp(b0, b1, wx)  # along x: (F, L, n)
+        out = f.permute(2, 1, 0).reshape(n, n_levels * n_f)
+        if not with_jacobian:
+            return out, None
+        dz = torch.lerp(*(c1 - c0).unbind(1), wy)  # (F, 2x, L, n)
+        dfdz = torch.lerp(*dz.unbind(1), wx)
+        dfdy = torch.lerp(*(a1 - a0).unbind(1), wx)
+        dfdx = b1 - b0
+        jac = torch.stack([dfdx, dfdy, dfdz], -1) * res[None, :, None, None]  # (F, L, n, 3), dw/dx = N_l
+        return out, jac.permute(2, 1, 0, 3).reshape(n, n_levels * n_f, 3)
 
     def level_table(self, level: int) -> torch.Tensor:
         """The rows of one level, (rows, F) (a view into the (F, rows) parameter)."""

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .activations import density_activation
+from .activations import activation_derivative, density_activation
 from .base import Field
 from .hashgrid import HashGridConfig, HashGridEncoding
 from .occupancy import OccupancyGrid
@@ -118,12 +118,68 @@ class DensityField(Field):
             return cfg.blob_density * torch.exp(-(x * x).sum(-1) / (2 * cfg.blob_radius**2))
         return x.new_zeros(x.shape[:-1])
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def density_bias_gradient(self, x: torch.Tensor) -> torch.Tensor:
+        """grad_x b(x), (N, 3)."""
+        cfg = self.config
+        if cfg.density_bias == "blob_magic3d":
+            return -(cfg.blob_density / cfg.blob_radius) * torch.nn.functional.normalize(x, dim=-1, eps=1e-12)
+        if cfg.density_bias == "blob_dreamfusion":
+            return self.density_bias(x)[:, None] * (-x / cfg.blob_radius**2)
+        return torch.zeros_like(x)
+
+    def _check(self, x: torch.Tensor):
         if x.ndim != 2 or x.shape[-1] != 3:
             raise ValueError(f"DensityField expects world points (N, 3), got shape {tuple(x.shape)}")
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self._check(x)
         u = (x / self.bound + 1) * 0.5
         raw = self.mlp(self.encoding(u))
         sigma = self._activation(raw[:, 0] + self.density_bias(x))
         if self.config.clip_to_bound:
             sigma = sigma * ((x * x).sum(-1) <= self.bound**2)
         return sigma, torch.sigmoid(raw[:, 1:4])
+
+    @property
+    def supports_analytic_gradient(self) -> bool:
+        return self.encoding.supports_jacobian
+
+    def forward_with_gradient(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(sigma, albedo, grad_x sigma) in one pass, the gradient in closed form (no double backward).
+
+        With z = s(h(u)) + b(x), u = (x / bound + 1) / 2 and sigma = act(z):
+            grad_x sigma = act'(z) (J_h(u)^T grad_h s / (2 bound) + grad_x b),
+        grad_h s is the MLP's input gradient of its density output, back-propagated by hand through the
+        Linear/ReLU stack (v <- v W for a Linear, v <- v * [pre > 0] for a ReLU), J_h from
+        ``HashGridEncoding.forward_with_jacobian``. Every step is an ordinary differentiable op, so a loss on the
+        normals trains the field with first-order autograd.
+        """
+        self._check(x)
+        u = (x / self.bound + 1) * 0.5
+        feats, jac = self.encoding.forward_with_jacobian(u)
+        h, masks = feats, []
+        layers = list(self.mlp)
+        for layer in layers:
+            if isinstance(layer, nn.ReLU):
+                masks.append(h > 0)
+                h = torch.relu(h)
+            else:
+                h = layer(h)
+        raw = h
+        v = layers[-1].weight[0].expand(x.shape[0], -1)  # d s / d (last hidden)
+        for layer in reversed(layers[:-1]):
+            if isinstance(layer, nn.ReLU):
+                v = v * masks.pop()
+            else:
+                v = v @ layer.weight
+        ds_du = torch.einsum("nj,njk->nk", v, jac)
+        z = raw[:, 0] + self.density_bias(x)
+        sigma = self._activation(z)
+        grad = activation_derivative(self.config.density_activation, z)[:, None] * (
+            ds_du / (2 * self.bound) + self.density_bias_gradient(x)
+        )
+        if self.config.clip_to_bound:
+            inside = (x * x).sum(-1) <= self.bound**2
+            sigma = sigma * inside
+            grad = grad * inside[:, None]
+        return sigma, torch.sigmoid(raw[:, 1:4]), grad
