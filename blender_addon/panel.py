@@ -1,0 +1,139 @@
+"""The "Dreamstill" tab in the 3D viewport's sidebar: drawing only (operators do the work)."""
+
+from __future__ import annotations
+
+from bpy.types import Panel, UIList
+
+from .properties import ACTIVE_STATES
+
+
+class DreamstillPanel:
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "Dreamstill"
+
+
+def _status(layout, settings) -> None:
+    if settings.status:
+        box = layout.box()
+        box.alert = settings.status_error
+        for i, line in enumerate(_wrap(settings.status, 48)[:6]):
+            box.label(text=line, icon=("ERROR" if settings.status_error else "INFO") if i == 0 else "BLANK1")
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    lines, line = [], ""
+    for word in text.split():
+        if line and len(line) + 1 + len(word) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}".strip()
+    return lines + ([line] if line else [])
+
+
+class VIEW3D_PT_dreamstill(DreamstillPanel, Panel):
+    bl_label = "Dreamstill"
+
+    def draw(self, context):
+        layout = self.layout
+        s = context.scene.dreamstill
+        row = layout.row(align=True)
+        row.prop(s, "server", text="", placeholder="tcp://127.0.0.1:5555 (preferences)")
+        row.operator("dreamstill.connect", text="", icon="LINKED")
+        row.operator("dreamstill.start_backend", text="", icon="PLAY")
+        layout.prop(s, "prompt", text="")
+        layout.prop(s, "negative_prompt")
+        col = layout.column(align=True)
+        col.prop(s, "method")
+        col.prop(s, "mode")
+        col.prop(s, "preset")
+        sub = layout.column(align=True)
+        sub.enabled = s.preset == "CUSTOM"
+        sub.prop(s, "steps")
+        sub.prop(s, "resolution")
+        row = layout.row(align=True)
+        row.prop(s, "seed")
+        row.prop(s, "guidance")
+        row = layout.row(align=True)
+        row.scale_y = 1.4
+        row.operator("dreamstill.generate", icon="SHADERFX")
+        row.operator("dreamstill.cancel", icon="CANCEL")
+        item = s.find_job(s.active_job) if s.active_job else None
+        if item is not None:
+            if item.state == "SUBMITTED":
+                text = (f"{item.step}/{item.total}  loss {item.loss:.3g}  {item.eta_s:.0f} s left"
+                        if item.total else "Queued")
+                layout.progress(factor=item.fraction, type="BAR", text=text)
+            else:
+                layout.label(text=f"{item.prompt}: {item.state.lower()}")
+        _status(layout, s)
+        if s.preview_image is not None:
+            s.preview_image.preview_ensure()
+            layout.template_icon(icon_value=s.preview_image.preview.icon_id, scale=8.0)
+
+
+class VIEW3D_PT_dreamstill_camera(DreamstillPanel, Panel):
+    bl_label = "Camera"
+    bl_parent_id = "VIEW3D_PT_dreamstill"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context):
+        s = context.scene.dreamstill
+        col = self.layout.column(align=True)
+        for lo, hi, label in (("elevation_min", "elevation_max", "Elevation"), ("fov_min", "fov_max", "FOV"),
+                              ("distance_min", "distance_max", "Distance")):
+            row = col.row(align=True)
+            row.label(text=label)
+            row.prop(s, lo, text="")
+            row.prop(s, hi, text="")
+
+
+class VIEW3D_PT_dreamstill_advanced(DreamstillPanel, Panel):
+    bl_label = "Advanced"
+    bl_parent_id = "VIEW3D_PT_dreamstill"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context):
+        s = context.scene.dreamstill
+        col = self.layout.column()
+        for name in ("prior", "mesh_resolution", "texture_size", "preview_every", "mesh_every", "options_json"):
+            col.prop(s, name)
+        row = col.row(align=True)
+        row.operator("dreamstill.use_spec")
+        row.operator("dreamstill.use_spec", text="Vary Seed").new_seed = True
+        col.operator("dreamstill.import_result", icon="IMPORT")
+        col.operator("dreamstill.stop_backend", icon="X")
+
+
+class DREAMSTILL_UL_queue(UIList):
+    def draw_item(self, context, layout, data, item, icon, active_data, active_propname, index=0):
+        icons = {"PENDING": "TIME", "SUBMITTED": "SORTTIME", "DONE": "CHECKMARK", "FAILED": "ERROR",
+                 "CANCELLED": "CANCEL"}
+        row = layout.row()
+        row.label(text=item.prompt, icon=icons.get(item.state, "DOT"))
+        if item.state in ACTIVE_STATES and item.total:
+            row.label(text=f"{100 * item.fraction:.0f}%")
+
+
+class VIEW3D_PT_dreamstill_batch(DreamstillPanel, Panel):
+    bl_label = "Batch"
+    bl_parent_id = "VIEW3D_PT_dreamstill"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context):
+        s = context.scene.dreamstill
+        layout = self.layout
+        layout.prop(s, "batch_prompts")
+        layout.prop(s, "batch_text")
+        layout.prop(s, "batch_file")
+        layout.prop(s, "batch_spacing")
+        row = layout.row(align=True)
+        row.operator("dreamstill.batch", icon="MESH_GRID")
+        row.operator("dreamstill.resume", icon="FILE_REFRESH")
+        if len(s.queue):
+            layout.template_list("DREAMSTILL_UL_queue", "", s, "queue", s, "queue_index", rows=4)
+
+
+classes = (DREAMSTILL_UL_queue, VIEW3D_PT_dreamstill, VIEW3D_PT_dreamstill_camera, VIEW3D_PT_dreamstill_advanced,
+           VIEW3D_PT_dreamstill_batch)
