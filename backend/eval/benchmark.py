@@ -147,23 +147,44 @@ def make_asset(method: str, prompt: str, seed: int, cfg: BenchmarkConfig, prior)
     return opt, time.perf_counter() - start, opt.seconds_per_step
 
 
-def load_generator_assets(checkpoint: str):
-    """issue 7: a prompt-amortized generator as an asset factory prompt -> asset (render / extract_mesh)."""
-    try:
-        from .. import generators
-    except ImportError as err:  # pragma: no cover - the package exists as a stub
-        raise NotAvailableError(f"amortized generators are not available yet ({err})") from None
-    load = getattr(generators, "load_generator", None)
-    if load is None:
-        raise NotAvailableError(
-            "`dreamstill eval --generator` is not available yet: dreamstill.backend.generators has no load_generator(); "
-            "it arrives with prompt-amortized generation (issue 7). Evaluate per-prompt methods with --method meanwhile."
-        )
-    gen = load(checkpoint)
-    if not hasattr(gen, "asset"):
-        raise NotAvailableError("the loaded generator has no asset(prompt) method returning something with "
-                                "render(cameras, height, width) and extract_mesh(resolution)")
-    return gen
+class GeneratorAssets:
+    """issue 7: a prompt-amortized generator as an asset factory: asset(prompt, seed) runs one forward pass
+    (generators.instant.InstantAsset) and returns something with render / extract_mesh."""
+
+    def __init__(self, checkpoint: str, mesh_resolution: int = 64):
+        try:
+            from ..generators.instant import InstantAsset, load_generator
+        except ImportError as err:
+            raise NotAvailableError(
+                f"`dreamstill eval --generator` is not available: the amortized generators could not be imported ({err})"
+            ) from None
+        self.checkpoint = checkpoint
+        self.mesh_resolution = mesh_resolution
+        self._asset_cls = InstantAsset
+        try:
+            _, _, self.config = load_generator(checkpoint)
+        except FileNotFoundError as err:
+            raise NotAvailableError(str(err)) from None
+
+    def prompts(self, split: str, n: int = 16, seed: int = 0) -> list[str]:
+        """A fixed sample of n prompts of the generator's corpus ("train") or of the held-out compositions."""
+        from ..generators.config import load_corpus
+
+        pool = load_corpus(self.config.corpus, split)
+        g = torch.Generator().manual_seed(1234 + seed)
+        idx = sorted(torch.randperm(len(pool), generator=g)[: min(n, len(pool))].tolist())
+        return [pool[i] for i in idx]
+
+    def asset(self, prompt: str, seed: int = 0):
+        from dreamstill.protocol import JobSpec
+
+        spec = JobSpec(prompt=prompt, mode="instant", generator=self.checkpoint, seed=seed, texture_size=0,
+                       mesh_resolution=self.mesh_resolution)
+        return self._asset_cls(spec)
+
+
+def load_generator_assets(checkpoint: str, mesh_resolution: int = 64) -> GeneratorAssets:
+    return GeneratorAssets(checkpoint, mesh_resolution)
 
 
 # ------------------------------------------------------------------------------------------------------------------

@@ -59,18 +59,6 @@ def _methods(args) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
-def generator_prompts(which: str, n: int = 16, seed: int = 0) -> list[str]:
-    """A fixed sample of n prompts from the world's train or held-out split (split_prompts(seed))."""
-    import random
-
-    from ..priors.builtin import world
-
-    train, heldout = world.split_prompts(seed)
-    pool = train if which == "train" else heldout
-    rng = random.Random(1234 + seed)
-    return sorted(rng.sample(pool, min(n, len(pool))), key=pool.index)
-
-
 def run_eval(args: argparse.Namespace) -> int:
     from ..cli_args import parse_options
     from . import benchmark as B
@@ -109,14 +97,15 @@ def run_eval(args: argparse.Namespace) -> int:
         if args.generator is None:
             raise SystemExit("dreamstill eval: --prompts train|heldout goes with --generator CKPT")
         try:
-            generator = B.load_generator_assets(args.generator)
+            generator = B.load_generator_assets(args.generator, cfg.mesh_resolution)
         except B.NotAvailableError as err:
             print(f"dreamstill eval: {err}", file=sys.stderr)
             return 2
-        prompts = generator_prompts(args.prompts or "train")
+        prompts = generator.prompts(args.prompts or "train")
         cfg.prompts = tuple(prompts[:4] if args.quick else prompts)
         cfg.prompt_set = tuple(prompts)
-        cfg.methods = (f"generator:{Path(args.generator).name}",)
+        cfg.seeds = 1 if args.seeds is None else cfg.seeds  # one forward pass per prompt: nothing random
+        cfg.methods = (f"generator:{args.generator}",)
 
     result = B.run_benchmark(cfg, scorer=scorer, log=print, generator=generator)
     print()

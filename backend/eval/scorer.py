@@ -233,10 +233,11 @@ def load_scorer(folder: str | Path | None = None, device="cpu") -> ToyScorer:
 @dataclass
 class ScorerTrainConfig:
     n_images: int = 12288
-    epochs: int = 12
+    epochs: int = 8
     batch_size: int = 128
     lr: float = 2e-3
     weight_decay: float = 1e-4
+    warmup_steps: int = 100
     seed: int = 0
     render_chunk: int = 128
     single_fraction: float = 0.35
@@ -337,7 +338,7 @@ def train_scorer(out_dir: str | Path | None = None, config: ScorerTrainConfig | 
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     total = cfg.epochs * steps_per_epoch
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / 100) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total))
+        opt, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup_steps)) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total))
     )
     g = torch.Generator().manual_seed(cfg.seed + 1)
     model.train()
