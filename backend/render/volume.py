@@ -256,35 +256,24 @@ def render(
     )
 
 
-def _evaluate(field, pts: torch.Tensor, mask: torch.Tensor | None, with_gradient: bool = False):
-    """sigma (R, S), albedo (R, S, 3) [and grad sigma (R, S, 3)] at pts (R, S, 3), only where ``mask`` (else 0)."""
-    r, s = pts.shape[:2]
-    flat = pts.reshape(-1, 3)
-    idx = None if mask is None else mask.reshape(-1).nonzero().squeeze(1)
-    x = flat if idx is None else flat[idx]
-    outs = field.forward_with_gradient(x) if with_gradient else field(x)
-    shapes = ((r, s), (r, s, 3), (r, s, 3))
-    if idx is None:
-        return [v.reshape(shp) for v, shp in zip(outs, shapes)], x.shape[0]
-    full = []
-    for v, shp in zip(outs, shapes):
-        z = torch.zeros((r * s,) + v.shape[1:], device=pts.device, dtype=v.dtype)
-        full.append(z.index_copy(0, idx, v).reshape(shp))
-    return full, idx.numel()
+def _sample_index(mask: torch.Tensor | None, r: int, s: int, device) -> torch.Tensor:
+    """Flat indices (into R * S) of the samples to evaluate: the occupied ones, or all."""
+    if mask is None:
+        return torch.arange(r * s, device=device)
+    return mask.reshape(-1).nonzero().squeeze(1)
 
 
 def _density_only(field, pts: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     r, s = pts.shape[:2]
-    flat = pts.reshape(-1, 3)
-    if mask is None:
-        return field.density(flat).reshape(r, s)
-    idx = mask.reshape(-1).nonzero().squeeze(1)
-    sigma_m = field.density(flat[idx])
+    idx = _sample_index(mask, r, s, pts.device)
+    sigma_m = field.density(pts.reshape(-1, 3)[idx])
     return torch.zeros(r * s, device=pts.device, dtype=sigma_m.dtype).index_copy(0, idx, sigma_m).reshape(r, s)
 
 
 def _render_rays(field, o, d, near, far, cam, occ, shading, want_normal, light_pos, light_dir_cam, ambient,
                  num_samples, num_importance, generator, normal_method, normal_eps, normal_weight_threshold) -> dict:
+    """Render R rays. Only evaluated samples (index list ``idx``) carry colours and normals: their weighted sums go
+    straight into per-ray accumulators, since a skipped sample has sigma = 0 and so weight 0."""
     t = stratified_samples(near, far, num_samples, generator)  # (R, S)
     if num_importance > 0:
         with torch.no_grad():
@@ -294,42 +283,48 @@ def _render_rays(field, o, d, near, far, cam, occ, shading, want_normal, light_p
             w = composite_weights(_density_only(field, pts, mask), edges.diff(dim=-1))
             t_fine = sample_pdf(edges, w, num_importance, generator)
         t = torch.sort(torch.cat([t, t_fine], -1), -1).values
+    r, s = t.shape
     delta = interval_edges(t, near, far).diff(dim=-1)
     pts = o[:, None] + t[..., None] * d[:, None]  # (R, S, 3)
     mask = occ.query(pts) if occ is not None else None
-    analytic = want_normal and normal_method == "analytic"
-    values, n_eval = _evaluate(field, pts, mask, with_gradient=analytic)
-    sigma, albedo = values[0], values[1]
-    weights = composite_weights(sigma, delta)  # (R, S)
+    idx = _sample_index(mask, r, s, pts.device)  # (M,)
+    ray = torch.div(idx, s, rounding_mode="floor")
+    x = pts.reshape(-1, 3)[idx]
 
-    out = {"weights": weights, "t": t, "n_evaluated": n_eval}
-    normal = None
+    analytic = want_normal and normal_method == "analytic"
     if analytic:
-        normal = -torch.nn.functional.normalize(values[2], dim=-1, eps=1e-12)
-        out["normal"] = (weights[..., None] * normal).sum(-2)
+        sigma_m, albedo_m, grad_m = field.forward_with_gradient(x)
+    else:
+        sigma_m, albedo_m = field(x)
+    sigma = torch.zeros(r * s, device=pts.device, dtype=sigma_m.dtype).index_copy(0, idx, sigma_m).reshape(r, s)
+    weights = composite_weights(sigma, delta)  # (R, S)
+    w_m = weights.reshape(-1).index_select(0, idx)[:, None]  # (M, 1)
+
+    def accumulate(values: torch.Tensor) -> torch.Tensor:  # sum_i w_i v_i per ray
+        return torch.zeros(r, values.shape[-1], device=pts.device, dtype=values.dtype).index_add(0, ray, w_m * values)
+
+    out = {"weights": weights, "t": t, "n_evaluated": int(idx.numel())}
+    normal_m = None
+    if analytic:
+        normal_m = -torch.nn.functional.normalize(grad_m, dim=-1, eps=1e-12)
     elif want_normal:
-        r, s = sigma.shape
-        keep = (weights.detach() > normal_weight_threshold).reshape(-1)
-        if mask is not None:
-            keep &= mask.reshape(-1)
-        idx = keep.nonzero().squeeze(1)
-        n_sel = normals_from_density(field.density, pts.reshape(-1, 3)[idx], normal_method, normal_eps)
-        normal = torch.zeros(r * s, 3, device=pts.device, dtype=n_sel.dtype).index_copy(0, idx, n_sel).reshape(r, s, 3)
-        out["normal"] = (weights[..., None] * normal).sum(-2)
+        keep = (w_m.detach()[:, 0] > normal_weight_threshold).nonzero().squeeze(1)
+        n_sel = normals_from_density(field.density, x[keep], normal_method, normal_eps)
+        normal_m = torch.zeros(x.shape[0], 3, device=x.device, dtype=n_sel.dtype).index_copy(0, keep, n_sel)
+    if want_normal:
+        out["normal"] = accumulate(normal_m)
 
     if shading == "albedo":
-        color = albedo
+        color_m = albedo_m
     else:
         if light_pos is not None:
-            light = torch.nn.functional.normalize(light_pos[cam][:, None, :] - pts, dim=-1)
+            light = torch.nn.functional.normalize(light_pos[cam[ray]] - x, dim=-1)
         else:
-            light = light_dir_cam[cam][:, None, :].expand_as(pts)
-        color = shade(shading, albedo, normal, light, ambient)
+            light = light_dir_cam[cam[ray]]
+        color_m = shade(shading, albedo_m, normal_m, light, ambient)
 
     opacity = weights.sum(-1, keepdim=True)
     out["opacity"] = opacity
-    out["rgb"] = (weights[..., None] * color).sum(-2)
+    out["rgb"] = accumulate(color_m)
     out["depth"] = (weights * t).sum(-1, keepdim=True) / opacity.clamp_min(1e-6)
-    if not want_normal:
-        out.pop("normal", None)
     return out
