@@ -301,7 +301,7 @@ class DREAMSTILL_OT_resume(Operator):
         if problems:
             return _fail(self, settings, problems[0])
         if _blocking(self):
-            return _wait(self, settings, None)
+            return _wait(self, settings, [i.job_id for i in settings.queue if i.job_id in session.STATE.jobs])
         return {"FINISHED"}
 
 

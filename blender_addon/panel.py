@@ -68,8 +68,7 @@ class VIEW3D_PT_dreamstill(DreamstillPanel, Panel):
             else:
                 layout.label(text=f"{item.prompt}: {item.state.lower()}")
         _status(layout, s)
-        if s.preview_image is not None:
-            s.preview_image.preview_ensure()
+        if s.preview_image is not None and s.preview_image.preview is not None:
             layout.template_icon(icon_value=s.preview_image.preview.icon_id, scale=8.0)
 
 

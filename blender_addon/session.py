@@ -78,8 +78,19 @@ def prefs():
 
 def address_for(server: str) -> str:
     """The address to use: the operator's / panel's ``server`` when set, else the preferences'."""
-    address = (server or "").strip() or (prefs().address or "").strip() or DEFAULT_ADDRESS
-    return client_api().check_address(address)
+    address = client_api().check_address((server or "").strip() or (prefs().address or "").strip() or DEFAULT_ADDRESS)
+    if not bpy.app.online_access and not is_local(address):
+        raise ValueError(f"{address} is on another machine and Blender's online access is off: allow it in "
+                         "Preferences > System > Network, or run the backend on this machine")
+    return address
+
+
+def is_local(address: str) -> bool:
+    """True for ipc:// and inproc:// addresses and tcp:// on loopback (127.x, ::1, localhost)."""
+    if not address.startswith("tcp://"):
+        return True
+    host = address[len("tcp://"):].rsplit(":", 1)[0].strip("[]")
+    return host in ("localhost", "::1") or host.startswith("127.")
 
 
 def output_dir() -> Path:
@@ -177,9 +188,8 @@ def apply_events(job: LiveJob, events: list) -> None:
         item.eta_s, item.elapsed_s = progress.eta_s, progress.elapsed_s
     preview = newest.get(protocol.Preview)
     if preview is not None and settings.active_job == job.job_id:
-        settings.preview_image = live.set_image(settings.preview_image, "Dreamstill Preview", preview.rgba)
-        if settings.preview_image.preview is not None:
-            settings.preview_image.preview.reload()
+        image = settings.preview_image = live.set_image(settings.preview_image, "Dreamstill Preview", preview.rgba)
+        image.preview_ensure().reload()  # the panel's thumbnail (draw() must not create it)
     mesh = newest.get(protocol.MeshUpdate)
     obj = asset_object(item)
     if mesh is not None and obj is not None:
@@ -320,11 +330,16 @@ def resume(scenes=None) -> list[str]:
     ones. Returns messages about items that could not be resumed (they stay in the queue for a later try)."""
     api = client_api()
     problems = []
+    down: dict[str, str] = {}  # address -> why; each address is tried once, so a dead backend costs one timeout
     for scene in scenes if scenes is not None else bpy.data.scenes:
         for item in scene.dreamstill.queue:
             if item.state not in ("PENDING", "SUBMITTED") or item.job_id in STATE.jobs:
                 continue
+            if item.address in down:
+                item.message = down[item.address]
+                continue
             try:
+                client_for(item.address).ping()
                 ensure_object(scene, item)
                 if item.state == "SUBMITTED" and item.job_id:
                     try:
@@ -337,7 +352,8 @@ def resume(scenes=None) -> list[str]:
                         item.message = "resubmitted: the backend did not know the job (a fresh job store)"
                 submit_item(scene, item)
             except api.ServerUnavailable as err:
-                item.message = f"not resumed: {err}"
+                item.message = down[item.address] = f"not resumed (press Resume once the backend runs): {err}"
+                drop_client(item.address)
                 problems.append(item.message)
             except (ValueError, OSError, api.ServerError) as err:
                 item.state, item.message = "FAILED", f"not resumed: {err}"

@@ -377,3 +377,136 @@ def test_backend_killed_mid_job_fails_the_job(addon, scene, tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+# ------------------------------------------------------------------------------------------------ panel, backend
+class FakeLayout:
+    """Stands in for UILayout (no window here): checks every property and operator the panel names exists."""
+
+    def __init__(self, log):
+        self.log = log
+
+    def _child(self, *args, **kwargs):
+        return FakeLayout(self.log)
+
+    row = column = box = split = _child
+
+    def prop(self, data, name, **kwargs):
+        assert name in data.bl_rna.properties, f"the panel draws a missing property {name!r}"
+        self.log.append(("prop", name))
+
+    def operator(self, idname, **kwargs):
+        category, name = idname.split(".")
+        op = getattr(getattr(bpy.ops, category), name)
+        props = {p.identifier for p in op.get_rna_type().properties}
+        self.log.append(("operator", idname))
+
+        class Props:
+            def __setattr__(self, key, value):
+                assert key in props, f"{idname} has no property {key!r}"
+
+        return Props()
+
+    def label(self, **kwargs):
+        self.log.append(("label", kwargs.get("text", "")))
+
+    def progress(self, **kwargs):
+        assert 0.0 <= kwargs["factor"] <= 1.0
+        self.log.append(("progress", kwargs["text"]))
+
+    def template_icon(self, **kwargs):
+        self.log.append(("icon", kwargs["icon_value"]))
+
+    def template_list(self, listtype, list_id, data, prop, active_data, active_prop, **kwargs):
+        assert listtype in dir(bpy.types) and prop in data.bl_rna.properties
+        assert active_prop in active_data.bl_rna.properties
+        self.log.append(("list", prop))
+
+
+def draw_all_panels(addon):
+    from types import SimpleNamespace
+
+    panel = sys.modules[ADDON_MODULE + ".panel"]
+    log = []
+    for cls in panel.classes:
+        if hasattr(cls, "draw") and cls.__name__.startswith("VIEW3D_PT"):
+            cls.draw(SimpleNamespace(layout=FakeLayout(log)), bpy.context)
+    return log
+
+
+def test_panels_draw_existing_properties_and_operators(addon, scene, server):
+    settings = scene.dreamstill
+    log = draw_all_panels(addon)
+    assert ("operator", "dreamstill.generate") in log and ("prop", "prompt") in log
+    assert not any(kind == "progress" for kind, _ in log)
+    bpy.ops.dreamstill.generate(prompt="a red cube", server=server, **fast())
+    settings.queue[0].state, settings.queue[0].total = "SUBMITTED", 6  # draw as if it were running
+    log = draw_all_panels(addon)
+    assert ("progress", "6/6  loss 0.167  0 s left") in log
+    assert ("list", "queue") in log and any(kind == "icon" for kind, _ in log)
+    settings.preset = "DRAFT"
+    assert (settings.steps, settings.mesh_resolution, settings.texture_size) == (300, 64, 256)
+
+
+def test_start_and_stop_a_local_backend(addon, scene, tmp_path):
+    session = session_of(addon)
+    address = f"tcp://127.0.0.1:{free_port()}"
+    with pytest.raises(RuntimeError, match="exited with code 3.*boom"):
+        bpy.ops.dreamstill.start_backend(server=address, wait_s=30,
+                                         command=f'{sys.executable} -c "print(\'boom\'); raise SystemExit(3)"')
+    command = (f"{sys.executable} -m dreamstill.backend.cli serve --bind {{address}} --store {tmp_path / 'store'} "
+               f"--runner {FAKE_RUNNER}")
+    assert bpy.ops.dreamstill.start_backend(server=address, command=command, wait_s=90) == {"FINISHED"}
+    process = session.STATE.backend.process
+    try:
+        assert "Backend running" in scene.dreamstill.status
+        assert bpy.ops.dreamstill.generate(prompt="a red cube", server=address, **fast()) == {"FINISHED"}
+        assert scene.dreamstill.queue[0].state == "DONE"
+        # the worker process dies mid-job: the server reports it and the job fails with that reason
+        with pytest.raises(RuntimeError, match="worker"):
+            bpy.ops.dreamstill.generate(prompt="a crashing cube", server=address,
+                                        **fast(steps=50, options={"fake_exit_at": 3}))
+        assert scene.dreamstill.queue[1].state == "FAILED"
+    finally:
+        assert bpy.ops.dreamstill.stop_backend() == {"FINISHED"}
+    assert process.poll() is not None and session.STATE.backend is None
+
+
+def test_only_loopback_without_online_access(addon, scene):
+    session = session_of(addon)
+    assert session.is_local("tcp://127.0.0.1:5555") and session.is_local("tcp://[::1]:5555")
+    assert session.is_local("ipc:///tmp/ds.sock") and not session.is_local("tcp://10.0.0.2:5555")
+    if not bpy.app.online_access:
+        with pytest.raises(RuntimeError, match="online access"):
+            bpy.ops.dreamstill.connect(server="tcp://10.0.0.2:5555")
+
+
+def test_import_result_downloads_and_reports_an_unreadable_file(addon, scene, server):
+    """The fake runner's result is random bytes named asset.glb: it is fetched, and the import error is clear."""
+    bpy.ops.dreamstill.generate(prompt="a red cube", server=server, **fast())
+    item = scene.dreamstill.queue[0]
+    with pytest.raises(RuntimeError, match="could not import"):
+        bpy.ops.dreamstill.import_result(job_id=item.job_id)
+    fetched = Path(_USER) / "results" / item.job_id / "asset.glb"
+    assert fetched.stat().st_size == 1000
+    with pytest.raises(RuntimeError, match="finished Dreamstill object"):
+        bpy.ops.dreamstill.import_result(job_id="no-such-job")
+
+
+def test_resume_with_the_backend_down_tries_each_address_once(addon, scene, server):
+    session = session_of(addon)
+    address = f"tcp://127.0.0.1:{free_port()}"
+    settings = scene.dreamstill
+    for prompt in ("a", "b", "c"):
+        item = settings.queue.add()
+        item.prompt, item.address, item.state = prompt, address, "PENDING"
+        item.spec_json = session.spec_json(session.JobSpec(prompt=prompt, steps=3))
+    started = time.monotonic()
+    problems = session.resume([scene])
+    assert len(problems) == 1  # one timeout for the address, not one per item
+    assert time.monotonic() - started < 3 * 3.0
+    assert all("not resumed" in i.message and i.state == "PENDING" for i in settings.queue)
+    for item in settings.queue:  # the backend is back (here: another address): Resume sends them
+        item.address = server
+    assert bpy.ops.dreamstill.resume() == {"FINISHED"}
+    assert [i.state for i in settings.queue] == ["DONE"] * 3
