@@ -26,8 +26,10 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import itertools
+import weakref
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -36,6 +38,7 @@ from torch import nn
 from ..priors.base import TextEmbedding
 
 CAMERA_INPUT_DIM = 16  # flattened camera-to-world 4x4
+_ADAPTER_IDS = itertools.count()
 
 # call_unet(unet, x_t, t, text, camera) -> eps (float32): how the prior turns a UNet call into an epsilon prediction
 UnetCall = Callable[[nn.Module, torch.Tensor, torch.Tensor, TextEmbedding, "torch.Tensor | None"], torch.Tensor]
@@ -64,8 +67,7 @@ class LoRAConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     seed: int = 0
     copy_unet: bool = True
-    adapter_name: str = "vsd"
-    extra: dict = field(default_factory=dict)
+    adapter_name: str = "vsd"  # a per-instance number is appended, so several score nets can share one UNet
 
     def __post_init__(self):
         if self.rank < 1:
@@ -114,6 +116,12 @@ def math_attention():
         yield
 
 
+def _release_unet(hook, shared_unet, adapter_name: str) -> None:
+    hook.remove()
+    if shared_unet is not None and adapter_name in getattr(shared_unet, "peft_config", {}):
+        shared_unet.delete_adapters(adapter_name)
+
+
 def _time_embedding_dim(unet) -> int:
     return unet.time_embedding.linear_2.out_features
 
@@ -134,6 +142,7 @@ class LoRAScoreNet(nn.Module):
         if config.copy_unet:
             unet = copy.deepcopy(unet)
         unet.requires_grad_(False)
+        self.adapter_name = f"{config.adapter_name}{next(_ADAPTER_IDS)}"
         dev = next(unet.parameters()).device
         with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
             torch.manual_seed(config.seed)
@@ -144,12 +153,12 @@ class LoRAScoreNet(nn.Module):
                     init_lora_weights="gaussian",
                     target_modules=list(config.target_modules),
                 ),
-                adapter_name=config.adapter_name,
+                adapter_name=self.adapter_name,
             )
             self.camera_mlp = CameraMLP(_time_embedding_dim(unet)).to(dev)
         self.unet = unet
         # adapters in float32 whatever the UNet's dtype (bf16 LoRA weights train poorly); peft casts the input
-        tag = f".{config.adapter_name}."
+        tag = f".{self.adapter_name}."
         self._lora_names = [n for n, _ in unet.named_parameters() if "lora_" in n and tag in n]
         if not self._lora_names:
             raise RuntimeError(f"no LoRA layers were injected; the UNet has no modules named {config.target_modules}")
@@ -158,8 +167,26 @@ class LoRAScoreNet(nn.Module):
                 p.data = p.data.float()
                 p.requires_grad_(True)
         self._pose_emb: torch.Tensor | None = None
-        self._hook = unet.time_embedding.register_forward_hook(self._add_pose)
+        # the hook holds only a weak reference, so a UNet shared with the prior does not keep this net alive
+        ref = weakref.ref(self)
+
+        def add_pose(module, inputs, output):
+            me = ref()
+            if me is None or me._pose_emb is None:
+                return output
+            return output + me._pose_emb.to(output.dtype)
+
+        hook = unet.time_embedding.register_forward_hook(add_pose)
+        shared = None if config.copy_unet else unet
+        self._release = weakref.finalize(self, _release_unet, hook, shared, self.adapter_name)
+        if config.copy_unet:  # a private copy keeps only this adapter on, for good (the copy may carry disabled ones)
+            unet.enable_adapters()
+            unet.set_adapter(self.adapter_name)
         self._set_active(False)
+
+    def close(self) -> None:
+        """Remove the camera hook and (for a shared UNet) the adapter from the UNet; also runs on garbage collection."""
+        self._release()
 
     # --- adapter switching (matters only when the UNet is shared with the prior) ----------------------------------
     def _set_active(self, on: bool) -> None:
@@ -168,7 +195,7 @@ class LoRAScoreNet(nn.Module):
             return
         if on:
             self.unet.enable_adapters()
-            self.unet.set_adapter(self.config.adapter_name)
+            self.unet.set_adapter(self.adapter_name)
         else:
             self.unet.disable_adapters()
 
@@ -184,11 +211,6 @@ class LoRAScoreNet(nn.Module):
             if not self.config.copy_unet:
                 for p in self.trainable().values():
                     p.requires_grad_(True)
-
-    def _add_pose(self, module, inputs, output):
-        if self._pose_emb is None:
-            return output
-        return output + self._pose_emb.to(output.dtype)
 
     # --- parameters ----------------------------------------------------------------------------------------------
     def trainable(self) -> "OrderedDict[str, torch.Tensor]":
@@ -215,21 +237,9 @@ class LoRAScoreNet(nn.Module):
         last_module = lora[order[-1]].rsplit(".lora_", 1)[0]
         return [n for n in lora if n.rsplit(".lora_", 1)[0] == last_module]
 
-    def phi_state_dict(self) -> dict[str, torch.Tensor]:
-        return {k: v.detach().clone() for k, v in self.trainable().items()}
-
-    def load_phi_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        mine = self.trainable()
-        missing = set(mine) - set(state)
-        extra = set(state) - set(mine)
-        if missing or extra:
-            raise ValueError(
-                f"LoRA state does not match this score model (rank/target modules differ?): "
-                f"missing {sorted(missing)[:3]}, unexpected {sorted(extra)[:3]}"
-            )
-        with torch.no_grad():
-            for k, p in mine.items():
-                p.copy_(state[k].to(p.device, p.dtype))
+    def portable_name(self, name: str) -> str:
+        """A parameter name without this instance's adapter id (what checkpoints store)."""
+        return name.replace(f".{self.adapter_name}.", ".adapter.")
 
     # --- eps_phi ---------------------------------------------------------------------------------------------------
     def forward(

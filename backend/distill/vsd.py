@@ -237,28 +237,35 @@ class TrainedScoreModel:
             losses.append(loss.item())
         return {"lora_loss": sum(losses) / len(losses)} if losses else {}
 
+    def _portable(self, name: str) -> str:
+        rename = getattr(self.net, "portable_name", None)
+        return rename(name) if rename is not None else name
+
     def state_dict(self) -> dict:
         return {
-            "phi": {k: v.detach().cpu().clone() for k, v in self.net.trainable().items()},
-            "optimizer": self.optimizer.state_dict(),
+            "phi": {self._portable(k): v.detach().cpu().clone() for k, v in self.net.trainable().items()},
+            "optimizer": copy.deepcopy(self.optimizer.state_dict()),  # a snapshot, not the live moments
             "updates": self.updates,
         }
 
     def load_state_dict(self, state: dict) -> None:
-        mine = self.net.trainable()
+        mine = {self._portable(k): p for k, p in self.net.trainable().items()}
         phi = state["phi"]
         if set(phi) != set(mine):
             raise ValueError(
                 "the checkpoint's score model does not match this one (different rank, target modules or prior?): "
                 f"{len(set(phi) - set(mine))} unexpected and {len(set(mine) - set(phi))} missing tensors"
             )
+        for k, p in mine.items():
+            if phi[k].shape != p.shape:
+                raise ValueError(
+                    f"score-model tensor {k} has shape {tuple(phi[k].shape)} in the checkpoint, {tuple(p.shape)} "
+                    "here: build the method with the same options"
+                )
         with torch.no_grad():
             for k, p in mine.items():
-                if phi[k].shape != p.shape:
-                    raise ValueError(f"score-model tensor {k} has shape {tuple(phi[k].shape)} in the checkpoint, "
-                                     f"{tuple(p.shape)} here: build the method with the same options")
                 p.copy_(phi[k].to(p.device, p.dtype))
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
         self.updates = int(state.get("updates", 0))
 
 
