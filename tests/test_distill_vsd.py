@@ -204,7 +204,9 @@ def test_fresh_lora_equals_frozen_prior_and_prior_stays_frozen(tiny):
 def test_l2vsd_jvp_equals_central_difference(tiny):
     """Delta eps_first = J_phi(x_t) v (forward mode) equals (eps_{phi+hv} - eps_{phi-hv}) / 2h, full and last-layer."""
     prior, cond, uncond = tiny
-    z = torch.rand(2, *prior.latent_shape, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    c, h, w = prior.latent_shape
+    # channels-last, as a renderer's (B, H, W, 3) output permuted: forward-mode group_norm needs contiguous inputs
+    z = (torch.rand(2, h, w, c, generator=torch.Generator().manual_seed(2)) * 2 - 1).permute(0, 3, 1, 2)
     for last_layer in (False, True):
         m = make_method("l2vsd", prior, eta=1.0, last_layer=last_layer, lora_lr=1e-2)
         inp = _inp(z, cond, uncond, seed=3)

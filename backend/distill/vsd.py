@@ -201,7 +201,7 @@ class TrainedScoreModel:
         t = torch.randint(lo, hi + 1, (b,), generator=g, device=g.device).to(z.device)
         eps = torch.randn(z.shape, generator=g, device=g.device, dtype=torch.float32).to(z.device)
         drop = torch.rand(b, generator=g, device=g.device).to(z.device) < self.config.camera_dropout
-        return self.prior.add_noise(z, eps, t), t, eps, self.pose(inp, drop)
+        return self.prior.add_noise(z, eps, t).contiguous(), t, eps, self.pose(inp, drop)
 
     # --- eps_phi -----------------------------------------------------------------------------------------------
     def eps(self, x_t, t, inp: DistillInput) -> torch.Tensor:
@@ -318,8 +318,11 @@ class VSD(ScoreDistillation):
         self.score = build_score_model(prior, self.config, score_model, score_net)
 
     def noisy(self, inp: DistillInput):
-        """(z, t, eps, x_t) of the distillation sample: t then eps from ``inp.generator`` (SDS's order)."""
-        z = inp.z.detach()
+        """(z, t, eps, x_t) of the distillation sample: t then eps from ``inp.generator`` (SDS's order).
+
+        z is made contiguous: renders often arrive channels-last, and forward-mode group_norm (L2-VSD's jvp) needs
+        contiguous inputs."""
+        z = inp.z.detach().contiguous()
         t = self.sample_t(inp)
         eps = self.sample_noise(inp)
         return z, t, eps, self.prior.add_noise(z, eps, t)
