@@ -178,6 +178,9 @@ def render(
     ``light_dir`` ((3,) or (B, 3), pointing towards the light), or a point light at each camera (a headlight).
     ambient: l_a of DreamFusion's shading; the diffuse light is 1 - ambient (0.1 / 0.9 as threestudio).
     generator: stratified jitter and importance draws; None renders deterministically (bin midpoints).
+    need_normal: also return composited world normals for albedo renders (lit renders always do).
+    normal_method: "auto" (closed form when the field offers ``forward_with_gradient``, else finite differences),
+    "analytic", "finite_difference" (step ``normal_eps``) or "autograd".
     occupancy: None uses ``field.occupancy`` when the field has one (refreshed automatically on renders with grad
     enabled), False disables skipping, or pass an OccupancyGrid.
     chunk_rays: rays per chunk (bounds memory for large renders without gradients).
