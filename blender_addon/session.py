@@ -13,6 +13,7 @@ load (:func:`resume`). Faults end up in the queue item and the panel's status li
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import shlex
@@ -59,6 +60,7 @@ class _State:
         self.clients: dict = {}
         self.jobs: dict[str, LiveJob] = {}
         self.backend: Backend | None = None
+        self.atexit_registered = False
 
 
 STATE = _State()
@@ -380,6 +382,9 @@ def start_backend(address: str, command: str) -> Backend:
     finally:
         log.close()
     STATE.backend = Backend(process, address, log_path, argv)
+    if not STATE.atexit_registered:  # quitting Blender must not leave a GPU process behind
+        atexit.register(stop_backend)
+        STATE.atexit_registered = True
     return STATE.backend
 
 

@@ -129,6 +129,15 @@ def session_of(addon):
     return sys.modules[ADDON_MODULE + ".session"]
 
 
+@pytest.fixture
+def short_timeout(addon):
+    """Fault tests: the backend counts as down after 1.5 s of silence (the other tests allow 3 s)."""
+    prefs = bpy.context.preferences.addons[ADDON_MODULE].preferences
+    prefs.timeout_s = 1.5
+    yield
+    prefs.timeout_s = 3.0
+
+
 # ------------------------------------------------------------------------------------------------ the zip
 def test_zip_holds_manifest_protocol_and_local_wheel(addon_zip):
     import tomllib
@@ -332,7 +341,7 @@ def test_cancel(addon, scene, server):
     assert bpy.data.objects[item.object_name]["dreamstill_state"] == "cancelled"
 
 
-def test_backend_down_gives_a_clear_message(addon, scene):
+def test_backend_down_gives_a_clear_message(addon, scene, short_timeout):
     """Operators called from a script raise RuntimeError with the message; the panel's status shows it too."""
     address = f"tcp://127.0.0.1:{free_port()}"
     settings = scene.dreamstill
@@ -351,7 +360,7 @@ def test_backend_down_gives_a_clear_message(addon, scene):
     assert len(scene.dreamstill.queue) == 1  # bad input queued nothing
 
 
-def test_backend_killed_mid_job_fails_the_job(addon, scene, tmp_path):
+def test_backend_killed_mid_job_fails_the_job(addon, scene, tmp_path, short_timeout):
     port = free_port()
     proc = start_server(tmp_path / "store", port)
     address = f"tcp://127.0.0.1:{port}"
@@ -493,7 +502,7 @@ def test_import_result_downloads_and_reports_an_unreadable_file(addon, scene, se
         bpy.ops.dreamstill.import_result(job_id="no-such-job")
 
 
-def test_resume_with_the_backend_down_tries_each_address_once(addon, scene, server):
+def test_resume_with_the_backend_down_tries_each_address_once(addon, scene, server, short_timeout):
     session = session_of(addon)
     address = f"tcp://127.0.0.1:{free_port()}"
     settings = scene.dreamstill
@@ -504,7 +513,7 @@ def test_resume_with_the_backend_down_tries_each_address_once(addon, scene, serv
     started = time.monotonic()
     problems = session.resume([scene])
     assert len(problems) == 1  # one timeout for the address, not one per item
-    assert time.monotonic() - started < 3 * 3.0
+    assert time.monotonic() - started < 3 * 1.5
     assert all("not resumed" in i.message and i.state == "PENDING" for i in settings.queue)
     for item in settings.queue:  # the backend is back (here: another address): Resume sends them
         item.address = server
@@ -599,3 +608,29 @@ def test_real_engine_job_textured_asset_import_and_render(addon, scene, tmp_path
     render_scene([obj, imported[0]], out)
     pixels = bpy.data.images.load(str(out)).pixels[:]
     assert len(pixels) == 480 * 270 * 4 and np.std(np.asarray(pixels).reshape(-1, 4)[:, :3]) > 0.02
+
+
+def test_apply_events_uses_only_the_newest_update_of_each_kind(addon, scene, monkeypatch):
+    """A tick that finds several meshes and progress events applies one mesh (the last) and the last progress."""
+    session = session_of(addon)
+    live = sys.modules[ADDON_MODULE + ".live"]
+    ev = sys.modules[ADDON_MODULE + "._vendor.dreamstill_protocol.events"]
+    settings = scene.dreamstill
+    item = settings.queue.add()
+    item.prompt, item.job_id, item.state, item.spec_json = "x", "job-1", "SUBMITTED", '{"prompt": "x"}'
+    session.ensure_object(scene, item)
+    applied = []
+    monkeypatch.setattr(live, "apply_update", lambda obj, update: applied.append(update.step))
+    job = session.LiveJob("job-1", "tcp://127.0.0.1:1", scene.name)
+    session.STATE.jobs["job-1"] = job
+    mesh = [ev.MeshUpdate(step=s, vertices=np.zeros((3, 3), np.float32), faces=np.array([[0, 1, 2]], np.int32))
+            for s in (10, 20, 30)]
+    session.apply_events(job, [ev.Progress(10, 100, 0.5, 9.0), mesh[0], ev.Progress(20, 100, 0.4, 8.0), mesh[1],
+                               mesh[2], ev.Progress(30, 100, 0.3, 7.0)])
+    assert applied == [30] and (item.step, item.total, item.loss) == (30, 100, pytest.approx(0.3))
+    assert item.state == "SUBMITTED" and "job-1" in session.STATE.jobs
+    session.apply_events(job, [ev.Failed("out_of_memory", "lower the resolution")])
+    assert item.state == "FAILED" and "lower the resolution" in item.message and "out_of_memory" in item.message
+    assert settings.status_error and "job-1" not in session.STATE.jobs
+    obj = bpy.data.objects[item.object_name]
+    assert obj["dreamstill_state"] == "failed"
