@@ -67,7 +67,7 @@ def test_two_process_torchrun_keeps_replicas_identical(tmp_path):
     script = Path(__file__).parent / "helpers" / "ddp_generator_step.py"
     env = dict(os.environ, OMP_NUM_THREADS="1")
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "0",
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
          str(script), str(tmp_path), corpus_file(tmp_path)],
         capture_output=True, text=True, env=env, timeout=600,
     )

@@ -120,7 +120,7 @@ def run_job(
         yield Failed("unwritable_output", f"cannot write {output_path}: {err}; choose a writable path")
         return
     yield Done(files=files, seconds=time.perf_counter() - started,
-               metrics={"seconds_per_step": optimizer.seconds_per_step})
+               metrics={"seconds_per_step": optimizer.seconds_per_step, "warnings": optimizer.warnings})
 
 
 def _try_mesh(optimizer, step: int, final: bool) -> MeshUpdate | None:

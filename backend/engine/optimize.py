@@ -29,7 +29,7 @@ from ..distill import make_method
 from ..distill.base import DistillInput, surrogate_loss
 from ..fields import Background, DensityField, DensityFieldConfig
 from ..priors import Prior, load_prior
-from ..render import render
+from ..render import render, sample_light_positions
 from ..render.cameras import Cameras, orbit_cameras, sample_cameras, with_view_suffix
 
 
@@ -65,6 +65,7 @@ class AssetOptimizer:
         self.noise_generator = torch.Generator(self.device).manual_seed(spec.seed + 1)
         self.step = 0
         self.seconds_per_step = 0.0
+        self.warnings: list[str] = []
         self._text_cache: dict[str, object] = {}
         self.uncond = self.prior.encode_text([spec.negative_prompt])
 
@@ -97,9 +98,10 @@ class AssetOptimizer:
             spec.fov_range,
         ).to(self.device)
         shading = self._shading()
+        lights = None if shading == "albedo" else sample_light_positions(cams, self.camera_generator)
         out = render(
             self.field, cams, self.resolution, self.resolution, self.background, shading=shading,
-            num_samples=self.defaults.num_samples, generator=self.noise_generator,
+            light_positions=lights, num_samples=self.defaults.num_samples, generator=self.noise_generator,
         )
         rgb = out.rgb.permute(0, 3, 1, 2)
         z = self.prior.encode_images(rgb)
@@ -156,26 +158,12 @@ class AssetOptimizer:
         rgba = torch.cat([out.rgb[0], out.opacity[0]], -1).clamp(0, 1)
         return (rgba * 255).round().byte().cpu().numpy()
 
-    def density_fn(self, points: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return self.field.density(points.to(self.device)).float().cpu()
-
-    def albedo_fn(self, points: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return self.field(points.to(self.device))[1].float().cpu()
-
     def extract_mesh(self, resolution: int | None = None, texture_size: int | None = None):
-        """Marching cubes of the density, then vertex colours, or a baked UV texture when texture_size > 0."""
-        from ..mesh import bake_texture, extract_mesh
+        """Marching cubes of the density with vertex colours, plus a baked UV texture when texture_size > 0."""
+        from .meshing import field_to_mesh
 
-        mesh = extract_mesh(
-            self.density_fn, self.field.bound, resolution=resolution or self.spec.mesh_resolution,
-            albedo_fn=self.albedo_fn,
-        )
         size = self.spec.texture_size if texture_size is None else texture_size
-        if size:
-            mesh = bake_texture(mesh, self.albedo_fn, size=size)
-        return mesh
+        return field_to_mesh(self.field, self.device, resolution or self.spec.mesh_resolution, size, self.warnings)
 
     # --- checkpoints -----------------------------------------------------------------------------------------
     def state_dict(self) -> dict:

@@ -60,6 +60,7 @@ class InstantAsset:
 
         self.background = Background().to(self.prior.device)
         self.device = self.prior.device
+        self.warnings: list[str] = []
 
     @torch.no_grad()
     def render(self, cameras, height: int, width: int, shading: str = "albedo"):
@@ -69,20 +70,10 @@ class InstantAsset:
                       num_samples=2 * self.config.num_samples)
 
     def extract_mesh(self, resolution: int | None = None, texture_size: int | None = None):
-        from ..mesh import bake_texture, extract_mesh
+        from ..engine.meshing import field_to_mesh
 
-        def density(x):
-            with torch.no_grad():
-                return self.field.density(x.to(self.device)).float().cpu()
-
-        def albedo(x):
-            with torch.no_grad():
-                return self.field(x.to(self.device))[1].float().cpu()
-
-        mesh = extract_mesh(density, self.field.bound, resolution=resolution or self.spec.mesh_resolution,
-                            albedo_fn=albedo)
         size = self.spec.texture_size if texture_size is None else texture_size
-        return bake_texture(mesh, albedo, size=size) if size else mesh
+        return field_to_mesh(self.field, self.device, resolution or self.spec.mesh_resolution, size, self.warnings)
 
 
 def run_instant(spec: JobSpec, output_path: Path, started: float) -> Iterator[JobEvent]:
@@ -104,4 +95,4 @@ def run_instant(spec: JobSpec, output_path: Path, started: float) -> Iterator[Jo
     files = export_mesh(mesh, output_path, spec.output_format)
     files = [str(f) for f in (files if isinstance(files, (list, tuple)) else [files])]
     files.append(str(write_views(asset, output_path.with_name(output_path.stem + "_views.png"))))
-    yield Done(files=files, seconds=time.perf_counter() - started)
+    yield Done(files=files, seconds=time.perf_counter() - started, metrics={"warnings": asset.warnings})
