@@ -278,7 +278,7 @@ def test_normals_point_down_the_density_gradient(method):
 def test_normals_of_the_hash_field_carry_gradients_to_the_table():
     f = small_field()
     x = torch.rand(64, 3, generator=gen(16)) - 0.5
-    for method in ("autograd", "finite_difference"):
+    for method in ("analytic", "autograd", "finite_difference"):
         f.zero_grad(set_to_none=True)
         n = f.normals(x, method=method)
         assert torch.isfinite(n).all()
@@ -286,6 +286,7 @@ def test_normals_of_the_hash_field_carry_gradients_to_the_table():
         assert f.encoding.table.grad is not None and f.encoding.table.grad.abs().sum() > 0
     with torch.no_grad():
         assert not f.normals(x, method="autograd").requires_grad
+    torch.testing.assert_close(f.normals(x), f.normals(x, method="autograd"), atol=1e-5, rtol=1e-5)
 
 
 def test_unknown_normal_method():
@@ -306,6 +307,12 @@ def test_occupancy_grid_marks_a_ball_and_skips_the_rest():
     assert 0.02 < grid.occupied_fraction < 0.15  # ball of radius 0.4 (+1 cell dilation) in a 2^3 box
     calls = [grid.maybe_update(ball) for _ in range(5)]
     assert calls == [True, False, False, False, True]
+
+
+def test_occupancy_grid_of_an_empty_field_skips_nothing():
+    grid = OccupancyGrid(bound=1.0, resolution=8, threshold=0.1)
+    grid.update(lambda x: torch.zeros(x.shape[0]))
+    assert grid.occupied.all() and int(grid.updates) == 1
 
 
 def test_occupancy_state_round_trips_through_state_dict():

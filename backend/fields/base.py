@@ -65,8 +65,9 @@ class Field(nn.Module):
     def albedo(self, x: torch.Tensor) -> torch.Tensor:
         return self(x)[1]
 
-    def density_gradient(self, x: torch.Tensor, method: str = "finite_difference", eps: float = 1e-2) -> torch.Tensor:
+    def density_gradient(self, x: torch.Tensor, method: str = "autograd", eps: float = 1e-2) -> torch.Tensor:
         return density_gradient(self.density, x, method, eps)
 
-    def normals(self, x: torch.Tensor, method: str = "finite_difference", eps: float = 1e-2) -> torch.Tensor:
-        return normals_from_density(self.density, x, method, eps)
+    def normals(self, x: torch.Tensor, method: str = "autograd", eps: float = 1e-2) -> torch.Tensor:
+        """n = -normalize(grad_x sigma): "autograd" (exact) or "finite_difference" (central, step eps)."""
+        return -torch.nn.functional.normalize(self.density_gradient(x, method, eps), dim=-1, eps=1e-12)

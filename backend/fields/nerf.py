@@ -94,7 +94,8 @@ def make_mlp(n_in: int, n_out: int, hidden: int, n_hidden_layers: int, generator
 
 
 class DensityField(Field):
-    """forward(x (N, 3) world) -> (sigma (N,), albedo (N, 3)); density(x) -> (N,); normals(x) from base.Field."""
+    """forward(x (N, 3) world) -> (sigma (N,), albedo (N, 3)); density(x) -> (N,); normals(x) -> (N, 3) unit,
+    -normalize(grad_x sigma), closed form by default ("analytic"), or "autograd" / "finite_difference"."""
 
     def __init__(self, config: DensityFieldConfig | None = None, generator: torch.Generator | None = None):
         super().__init__()
@@ -139,6 +140,18 @@ class DensityField(Field):
         if self.config.clip_to_bound:
             sigma = sigma * ((x * x).sum(-1) <= self.bound**2)
         return sigma, torch.sigmoid(raw[:, 1:4])
+
+    def density_gradient(self, x: torch.Tensor, method: str = "analytic", eps: float = 1e-2) -> torch.Tensor:
+        """grad_x sigma: "analytic" (closed form, equal to autograd's, first-order graph only), "autograd" or
+        "finite_difference"."""
+        if method == "analytic":
+            if self.supports_analytic_gradient:
+                return self.forward_with_gradient(x)[2]
+            method = "finite_difference"  # tiny-cuda-nn encodings: no Jacobian, no double backward
+        return super().density_gradient(x, method, eps)
+
+    def normals(self, x: torch.Tensor, method: str = "analytic", eps: float = 1e-2) -> torch.Tensor:
+        return super().normals(x, method, eps)
 
     @property
     def supports_analytic_gradient(self) -> bool:

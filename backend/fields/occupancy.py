@@ -4,7 +4,8 @@ An R^3 grid over the box [-bound, bound]^3 keeps, per cell, a running maximum of
     D_cell <- max(decay * D_cell, sigma(x_cell)),   x_cell = cell centre + U(-1/2, 1/2) cell jitter,
 and a cell is occupied when D_cell > threshold, dilated by one cell so a surface between two cell centres is never
 cut. The renderer evaluates the field only at samples in occupied cells; skipped samples get sigma = 0. Before the
-first update every cell is occupied, so an untouched grid changes nothing.
+first update every cell is occupied, so an untouched grid changes nothing; an update that finds no dense cell at
+all also marks every cell occupied (an empty field must still get gradients).
 
 With threshold 0.1 and the default sampling (48 samples over a chord of at most 2 units, delta ~ 0.04) a skipped
 sample has alpha = 1 - exp(-sigma delta) < 0.4%.
@@ -65,7 +66,12 @@ class OccupancyGrid(nn.Module):
         fresh = torch.isinf(self.density)
         self.density.copy_(torch.where(fresh, sigma, torch.maximum(self.density * self.decay, sigma)))
         dense = (self.density > self.threshold).float()[None, None]
-        self.occupied.copy_(torch.nn.functional.max_pool3d(dense, 3, stride=1, padding=1)[0, 0] > 0)
+        occupied = torch.nn.functional.max_pool3d(dense, 3, stride=1, padding=1)[0, 0] > 0
+        if not occupied.any():
+            # nothing above the threshold anywhere: skipping everything would leave no gradient to grow geometry
+            # from, so render everything until something is dense again
+            occupied.fill_(True)
+        self.occupied.copy_(occupied)
         self.updates += 1
 
     @torch.no_grad()
