@@ -302,3 +302,25 @@ def test_float64_cameras_give_float64_rays():
     cams = Cameras(*(v.double() for v in (cams.elevation, cams.azimuth, cams.distance, cams.fov)))
     o, d = cams.rays(4, 4)
     assert d.dtype == torch.float64 and o.dtype == torch.float64
+
+
+def test_a_density_field_fits_target_renders():
+    """End to end: photometric loss through the renderer (occupancy skipping on, lit and unlit) trains the field."""
+    target_field = Sphere(r=0.35, density=50.0, color=(0.9, 0.1, 0.1))
+    cams = orbit_cameras(3, elevation=15.0)
+    with torch.no_grad():
+        target = render(target_field, cams, 12, 12, num_samples=32)
+    field = DensityField(DensityFieldConfig(grid=HashGridConfig(backend="torch"), occupancy_update_every=5),
+                         generator=gen(15))
+    opt = torch.optim.Adam(field.parameters(), lr=2e-2, betas=(0.9, 0.99), eps=1e-15)
+    losses = []
+    for step in range(40):
+        out = render(field, cams, 12, 12, num_samples=32, generator=gen(100 + step),
+                     shading="lambertian" if step % 4 == 3 else "albedo")
+        loss = (out.rgb - target.rgb).square().mean() + (out.opacity - target.opacity).square().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert sum(losses[-4:]) / 4 < 0.3 * sum(losses[:4]) / 4
+    assert int(field.occupancy.updates) == 8
