@@ -9,6 +9,7 @@ Blender runs without a window here, so ``bpy.app.timers`` never fire: tests use 
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -106,6 +107,7 @@ def addon(addon_zip):
     assert not bpy.app.timers.is_registered(session.timer_tick)
     assert not session.STATE.clients and all(c.closed for c in clients)
     assert not any(getattr(h, "__module__", "").startswith(ADDON_MODULE) for h in bpy.app.handlers.load_post)
+    shutil.rmtree(_USER, ignore_errors=True)
 
 
 @pytest.fixture
