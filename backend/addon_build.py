@@ -14,8 +14,8 @@ or downloaded there with ``pip download --only-binary=:all: --platform TAG --pyt
 for *this* machine's platform is still built by re-packing the pyzmq that is installed here into a wheel; zips for
 platforms whose wheels cannot be had are skipped with a message saying what to fetch.
 
-By default one zip per Blender platform is written (``dreamstill-0.1.0-linux_x64.zip``, 1.3 to 2.5 MB rather than
-6 MB for all platforms: each holds only its own two wheels); ``--single-zip`` writes one zip for every platform.
+By default one zip per Blender platform is written (``dreamstill-0.1.0-linux_x64.zip``, 1.3 to 2.5 MB against 5.5 MB for
+all platforms: each holds only its own two wheels); ``--single-zip`` writes one zip for every platform.
 Zips are reproducible: sorted entries and a fixed timestamp.
 """
 

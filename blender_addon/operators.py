@@ -69,7 +69,12 @@ class DREAMSTILL_OT_connect(Operator):
         try:
             api = client_api()
             address = session.address_for(self.server or settings.server)
-            rtt = session.client_for(address).ping()
+            client = session.client_for(address)
+            saved, client.timeout_s = client.timeout_s, min(client.timeout_s, 3.0)  # a pong is immediate:
+            try:  # do not freeze the UI for the whole timeout when nothing listens
+                rtt = client.ping()
+            finally:
+                client.timeout_s = saved
         except ImportError as err:
             return _fail(self, settings, str(err))
         except api.ServerUnavailable as err:  # before OSError: it is a ConnectionError

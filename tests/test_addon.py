@@ -175,6 +175,8 @@ def test_build_picks_the_right_wheels_per_platform(tmp_path):
         assert sorted(w[2:] for w in listed) == inside and len(inside) == 2
         assert all(plat in WheelName.parse(w).blender_platforms for w in listed)
         assert {"cp311", "cp312"} == {WheelName.parse(w).python_tags[0] for w in listed}
+    again = build_addon(tmp_path / "again", wheels_dir=wheels, offline=True, log=lambda *_: None)
+    assert [p.read_bytes() for p in again] == [p.read_bytes() for p in built]  # reproducible zips
     single = build_addon(tmp_path / "one", wheels_dir=wheels, offline=True, single_zip=True, log=lambda *_: None)
     assert len(single) == 1 and single[0].stat().st_size > max(p.stat().st_size for p in built)
 
