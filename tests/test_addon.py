@@ -638,3 +638,12 @@ def test_apply_events_uses_only_the_newest_update_of_each_kind(addon, scene, mon
     assert settings.status_error and "job-1" not in session.STATE.jobs
     obj = bpy.data.objects[item.object_name]
     assert obj["dreamstill_state"] == "failed"
+
+
+def test_blender_installed_the_bundled_pyzmq_wheel(addon):
+    """Blender unpacked the zip's wheel (re-packed from this machine's pyzmq) into the extensions' site-packages."""
+    site = Path(_USER) / "extensions" / ".local" / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}"
+    packages = site / "site-packages"
+    assert (packages / "zmq" / "__init__.py").is_file()
+    assert any(p.suffix == ".so" or ".so." in p.name for p in (packages / "zmq").rglob("*"))
+    assert list(packages.glob("pyzmq-*.dist-info/RECORD"))
