@@ -189,13 +189,19 @@ def apply_events(job: LiveJob, events: list) -> None:
         item.step, item.total, item.loss = progress.step, progress.total, progress.loss
         item.eta_s, item.elapsed_s = progress.eta_s, progress.elapsed_s
     preview = newest.get(protocol.Preview)
-    if preview is not None and settings.active_job == job.job_id:
-        image = settings.preview_image = live.set_image(settings.preview_image, "Dreamstill Preview", preview.rgba)
-        image.preview_ensure().reload()  # the panel's thumbnail (draw() must not create it)
     mesh = newest.get(protocol.MeshUpdate)
     obj = asset_object(item)
-    if mesh is not None and obj is not None:
-        live.apply_update(obj, mesh)
+    try:
+        if preview is not None and settings.active_job == job.job_id:
+            image = settings.preview_image = live.set_image(settings.preview_image, "Dreamstill Preview",
+                                                            preview.rgba)
+            image.preview_ensure().reload()  # the panel's thumbnail (draw() must not create it)
+        if mesh is not None and obj is not None:
+            live.apply_update(obj, mesh)
+    except (ValueError, TypeError, RuntimeError) as err:  # a malformed update: stop this job, keep what is there
+        _finish(job, item, "FAILED", f"Failed: the add-on could not apply an update from the backend ({err})",
+                error=True)
+        return
     if isinstance(end, protocol.Done):
         if obj is not None:
             obj["dreamstill_spec"] = item.spec_json

@@ -633,6 +633,14 @@ def test_apply_events_uses_only_the_newest_update_of_each_kind(addon, scene, mon
                                mesh[2], ev.Progress(30, 100, 0.3, 7.0)])
     assert applied == [30] and (item.step, item.total, item.loss) == (30, 100, pytest.approx(0.3))
     assert item.state == "SUBMITTED" and "job-1" in session.STATE.jobs
+    bad = ev.MeshUpdate(step=40, vertices=np.zeros((3, 3), np.float32), faces=np.array([[0, 1, 7]], np.int32))
+    monkeypatch.undo()  # the real apply_update: a face that points past the vertices fails the job cleanly
+    item2 = settings.queue.add()
+    item2.prompt, item2.job_id, item2.state = "y", "job-2", "SUBMITTED"
+    session.ensure_object(scene, item2)
+    job2 = session.STATE.jobs["job-2"] = session.LiveJob("job-2", "tcp://127.0.0.1:1", scene.name)
+    session.apply_events(job2, [bad])
+    assert item2.state == "FAILED" and "could not apply" in item2.message and "job-2" not in session.STATE.jobs
     session.apply_events(job, [ev.Failed("out_of_memory", "lower the resolution")])
     assert item.state == "FAILED" and "lower the resolution" in item.message and "out_of_memory" in item.message
     assert settings.status_error and "job-1" not in session.STATE.jobs
