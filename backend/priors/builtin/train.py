@@ -415,8 +415,8 @@ def train(
         for e, v in zip(ema, ck["ema"]):
             e.copy_(v)
         opt.load_state_dict(ck["optimizer"])
-        gen.set_state(ck["rng_cpu"])
-        dev_gen.set_state(ck["rng_device"].cpu() if dev.type == "cpu" else ck["rng_device"].cpu())
+        gen.set_state(ck["rng_cpu"].cpu())
+        dev_gen.set_state(ck["rng_device"].cpu())
         step = ck["step"]
         history = ck["history"]
         running = history[-1][1] if history else None
@@ -517,7 +517,7 @@ def sample_ddim(prior, prompts: list[str], cameras, steps: int = 50, guidance: f
     for t in sched.timesteps:
         tt = torch.full((b,), int(t), device=prior.device, dtype=torch.long)
         eps, _, _ = prior.predict_eps_cfg(x, tt, cond, uncond, guidance, cam)
-        x = sched.step(eps, t, x).prev_sample
+        x = sched.step(eps, t, x, use_clipped_model_output=True).prev_sample
     return prior.decode(x)
 
 
