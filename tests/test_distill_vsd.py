@@ -195,6 +195,9 @@ def test_fresh_lora_equals_frozen_prior_and_prior_stays_frozen(tiny):
         torch.testing.assert_close(vsd.score.eps(x, t, inp), before, rtol=1e-5, atol=1e-5)
         vsd.score.fit(z, inp, 2)
         assert (vsd.score.eps(x, t, inp) - before).abs().max() > 1e-4
+        # the camera MLP is live after training: swapping the two cameras changes eps_phi (the base UNet ignores them)
+        swapped = DistillInput(z, cond, uncond, 0, 1, inp.generator, camera=CAMERA.flip(0))
+        assert (vsd.score.eps(x, t, inp) - vsd.score.eps(x, t, swapped)).abs().max() > 1e-6
         torch.testing.assert_close(prior.predict_eps(x, t, cond.expand_to(2)), before, rtol=0, atol=0)
         vsd.score.net.close()
     assert not getattr(prior.unet, "peft_config", {}), "the shared adapter was not removed"
@@ -282,3 +285,29 @@ def test_checkpoint_round_trip_of_lora_state(tiny):
         torch.testing.assert_close(x, y, rtol=0, atol=1e-7)  # the AdamW moments came along too
     with pytest.raises(ValueError, match="same options"):
         make_method("vsd", prior, lora_rank=2).load_state_dict(state)
+
+
+def test_lora_path_on_a_camera_conditioned_v_prediction_prior():
+    """The LoRA goes through the prior's own unet_forward: v -> eps conversion and the prior's camera features
+    (class_labels) still apply; a fresh LoRA equals the prior, and VSD / L2-VSD gradients are finite."""
+    from dreamstill.backend.priors.tiny import build_tiny_prior
+
+    prior = build_tiny_prior(seed=1, image_size=8, camera=True, prediction_type="v_prediction")
+    cond, uncond = prior.encode_text(["a blue cone"]), prior.encode_text([""])
+    z = torch.rand(2, *prior.latent_shape, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    t = torch.tensor([300, 900])
+    x = prior.add_noise(z, torch.randn(z.shape, generator=torch.Generator().manual_seed(1)), t)
+    for name in ("vsd", "l2vsd"):
+        m = make_method(name, prior, lora_lr=1e-2)
+        inp = _inp(z, cond, uncond)
+        torch.testing.assert_close(m.score.eps(x, t, inp), prior.predict_eps(x, t, cond.expand_to(2), CAMERA))
+        out = m.gradient(inp)
+        assert out.grad.shape == z.shape and torch.isfinite(out.grad).all()
+        assert out.info["lora_loss"] > 0
+    # camera dropout zeroes the LoRA's pose input, row by row, with probability camera_dropout
+    m = make_method("vsd", prior, camera_dropout=1.0)
+    _, _, _, pose = m.score.training_sample(z, _inp(z, cond, uncond))
+    assert torch.equal(pose, torch.zeros_like(pose))
+    m = make_method("vsd", prior, camera_dropout=0.0)
+    _, _, _, pose = m.score.training_sample(z, _inp(z, cond, uncond))
+    assert (pose.abs().sum(1) > 0).all()
