@@ -21,7 +21,7 @@ def register(subparsers) -> None:
     ev.add_argument("--steps", type=int, default=None, help="optimisation steps per asset (default: JobSpec's)")
     ev.add_argument("--seeds", type=int, default=None, help="seeds per prompt (default 3; --quick: 2)")
     ev.add_argument("--prompts-limit", type=int, default=None, help="use only the first N benchmark prompts")
-    ev.add_argument("--quick", action="store_true", help="smoke setting: 4 prompts, 2 seeds, 80 steps")
+    ev.add_argument("--quick", action="store_true", help="smoke setting: 4 prompts, 2 seeds, 50 steps")
     ev.add_argument("--guidance", type=float, default=0.0, help="CFG scale; 0 = each method's default")
     ev.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="method option (JSON value)")
     ev.add_argument("--shading", choices=("albedo", "lambertian"), default="albedo", help="how views are drawn")
