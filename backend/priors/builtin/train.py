@@ -465,7 +465,7 @@ def train(
         with torch.no_grad():
             torch._foreach_lerp_(ema, [p.detach().float() for p in params], 1 - d)
         step += 1
-        value = float(loss)
+        value = float(loss.detach())
         running = value if running is None else 0.98 * running + 0.02 * value
         bar.update(1)
         if step % cfg.log_every == 0 or step == stop:
