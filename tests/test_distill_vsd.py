@@ -162,6 +162,19 @@ def test_l2vsd_with_eta_zero_is_vsd(gauss):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
 
 
+def test_l2vsd_eta_reduction_scales_the_tangent_by_the_element_count(gauss):
+    """eta_reduction="mean" is an SGD step on the mean MSE: v = -2 eta Delta / D. With D = 2, (mean, eta = 2) and
+    (sum, eta = 1) take the same tangent and give the same gradient; a larger eta moves the gradient."""
+    prior, cond, uncond = gauss
+    z = prior.sample(8, torch.Generator().manual_seed(6)) + 0.5
+    grads = {}
+    for key, opts in {"mean2": dict(eta=2.0), "sum1": dict(eta=1.0, eta_reduction="sum"), "mean1": dict(eta=1.0)}.items():
+        m = make_method("l2vsd", prior, score_net=GaussianScoreNet(prior.alphas_cumprod, 2), lora_lr=0.05, **opts)
+        grads[key] = m.gradient(DistillInput(z, cond, uncond, 0, 10, torch.Generator().manual_seed(0))).grad
+    torch.testing.assert_close(grads["mean2"], grads["sum1"], rtol=1e-5, atol=1e-7)
+    assert (grads["mean2"] - grads["mean1"]).abs().max() > 1e-6
+
+
 def test_options_are_checked(gauss):
     prior, _, _ = gauss
     with pytest.raises(ValueError, match="order"):
@@ -172,6 +185,8 @@ def test_options_are_checked(gauss):
         L2VSD(prior, score_model=lambda x, t: x)
     with pytest.raises(ValueError, match="accepts"):
         make_method("l2vsd", prior, etta=0.1)
+    with pytest.raises(ValueError, match="eta_reduction"):
+        make_method("l2vsd", prior, eta_reduction="max")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -211,7 +226,7 @@ def test_l2vsd_jvp_equals_central_difference(tiny):
     # channels-last, as a renderer's (B, H, W, 3) output permuted: forward-mode group_norm needs contiguous inputs
     z = (torch.rand(2, h, w, c, generator=torch.Generator().manual_seed(2)) * 2 - 1).permute(0, 3, 1, 2)
     for last_layer in (False, True):
-        m = make_method("l2vsd", prior, eta=1.0, last_layer=last_layer, lora_lr=1e-2)
+        m = make_method("l2vsd", prior, eta=1.0, eta_reduction="sum", last_layer=last_layer, lora_lr=1e-2)
         inp = _inp(z, cond, uncond, seed=3)
         m.score.fit(z, inp, 1)  # move off B = 0 so every LoRA factor carries a tangent
         zz, t, eps, x_t = m.noisy(inp)
