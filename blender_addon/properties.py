@@ -38,13 +38,13 @@ MODE_ITEMS = [
 
 # name: (steps, resolution, mesh_resolution, texture_size)
 PRESETS = {
-    "DRAFT": (300, 0, 64, 256),
-    "STANDARD": (1000, 0, 128, 512),
+    "DRAFT": (150, 0, 64, 256),
+    "STANDARD": (400, 0, 128, 512),
     "HIGH": (5000, 128, 256, 1024),
 }
 PRESET_ITEMS = [
-    ("DRAFT", "Draft", "300 steps, prior resolution, 64^3 mesh, 256 px texture"),
-    ("STANDARD", "Standard", "1000 steps, prior resolution, 128^3 mesh, 512 px texture"),
+    ("DRAFT", "Draft", "150 steps, prior resolution, 64^3 mesh, 256 px texture"),
+    ("STANDARD", "Standard", "400 steps (the default), prior resolution, 128^3 mesh, 512 px texture"),
     ("HIGH", "High", "5000 steps, 128 px renders, 256^3 mesh, 1024 px texture"),
     ("CUSTOM", "Custom", "Set steps and resolutions by hand"),
 ]
@@ -71,7 +71,7 @@ def job_annotations() -> dict:
         "method": EnumProperty(name="Method", items=METHOD_ITEMS, default="sds",
                                description="Score distillation method"),
         "mode": EnumProperty(name="Mode", items=MODE_ITEMS, default="optimize"),
-        "steps": IntProperty(name="Steps", default=1000, min=1, max=100_000, soft_max=20_000,
+        "steps": IntProperty(name="Steps", default=400, min=1, max=100_000, soft_max=20_000,
                              description="Optimization steps"),
         "resolution": IntProperty(name="Resolution", default=0, min=0, max=1024,
                                   description="Rendered image size fed to the prior (0 = the prior's own)"),

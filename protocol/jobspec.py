@@ -38,7 +38,7 @@ class JobSpec:
     prompt: str
     method: str = "sds"
     mode: str = "optimize"
-    steps: int = 1000
+    steps: int = 400  # enough for the built-in prior (about 3-5 min on a 2-core CPU); SD wants 2,000-10,000
     resolution: int = 0
     seed: int = 0
     guidance: float = 0.0  # 0 = the method's paper default (e.g. 100 for SDS, 7.5 for VSD/ASD)
