@@ -458,7 +458,7 @@ def test_panels_draw_existing_properties_and_operators(addon, scene, server):
     assert ("progress", "6/6  loss 0.167  0 s left") in log
     assert ("list", "queue") in log and any(kind == "icon" for kind, _ in log)
     settings.preset = "DRAFT"
-    assert (settings.steps, settings.mesh_resolution, settings.texture_size) == (300, 64, 256)
+    assert (settings.steps, settings.mesh_resolution, settings.texture_size) == (150, 64, 256)
 
 
 def test_start_and_stop_a_local_backend(addon, scene, tmp_path):
