@@ -67,7 +67,7 @@ def test_eval_groundtruth_with_the_shipped_scorer_is_near_perfect(tmp_path):
     assert main(["eval", "--quick", "--method", "groundtruth", "--seeds", "1", "--json", str(out_json),
                  "--grid", str(tmp_path / "g.png")]) == 0
     overall = json.loads(out_json.read_text())["overall"]
-    assert overall["r_at_1"] >= 0.9
+    assert overall["r_at_1"] >= 0.8  # among 96 prompts incl. look-alikes and swapped pairs
     assert overall["geometry"] > 0.85
 
 

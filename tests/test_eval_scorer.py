@@ -46,6 +46,34 @@ def test_score_is_the_geometric_mean_of_head_probabilities():
         model.score(x, prompts, cams.as_condition()[:2])
 
 
+def test_next_to_pairs_are_read_in_image_order():
+    rows = lambda az: torch.tensor([[10.0, a, 2.75, 45.0] for a in az])  # noqa: E731
+    # the caption's first object sits at -Y: on the left seen from the front (azimuth 0), on the right from the back;
+    # exactly side-on the object in front counts as the left one (at +90 degrees that is the second object)
+    assert S.pair_swapped(rows([0.0, 60.0, -60.0, -90.0, 90.0, 120.0, 180.0])).tolist() == [
+        False, False, False, False, True, True, True]
+    t = S.prompt_targets(["a red cube next to a blue sphere", "a red cube on top of a blue sphere"])
+    sw = S.swap_pairs(t)
+    assert sw[0].tolist() == [t[0, 0].item()] + t[0, 3:5].tolist() + t[0, 1:3].tolist()
+    assert torch.equal(sw[1], t[1])  # "on top of" has a fixed order: nothing to swap
+    assert torch.equal(S.image_order_targets(t, rows([180.0, 180.0]))[0], sw[0])
+
+
+def test_next_to_order_follows_the_camera_and_is_marginalised_without_one():
+    torch.manual_seed(0)
+    model = S.ToyScorer(S.ScorerConfig(camera=False)).eval()
+    x = torch.rand(2, 3, 32, 32)
+    ab, ba = "a red cube next to a blue sphere", "a blue sphere next to a red cube"
+    front = torch.tensor([[10.0, 0.0, 2.75, 45.0]] * 2)
+    back = torch.tensor([[10.0, 180.0, 2.75, 45.0]] * 2)
+    # seen from the back, "A next to B" is what "B next to A" is from the front
+    assert torch.allclose(model.log_likelihood(x, [ab], back), model.log_likelihood(x, [ba], front), atol=1e-5)
+    none = model.log_likelihood(x, [ab, ba], None)
+    assert torch.allclose(none[:, 0], none[:, 1], atol=1e-5)
+    expected = torch.logaddexp(model.log_likelihood(x, [ab], front), model.log_likelihood(x, [ab], back)) - math.log(2)
+    assert torch.allclose(none[:, :1], expected, atol=1e-5)
+
+
 def test_weights_round_trip(tmp_path):
     torch.manual_seed(1)
     model = S.ToyScorer().eval()
@@ -86,10 +114,10 @@ def test_training_separates_two_prompts_on_a_tiny_set():
 @pytest.mark.skipif(not SHIPPED, reason="scorer weights not shipped yet")
 def test_shipped_scorer_ranks_ground_truth_renders_first():
     scorer = S.load_scorer()
-    prompts = ["a red cube", "a red cylinder", "a yellow cone", "a blue torus", "a green capsule",
+    prompts = ["a red cube", "a red cylinder", "a yellow cone", "a yellow pyramid", "a blue torus", "a green capsule",
                "a red cube on top of a blue sphere", "a blue sphere on top of a red cube",
                "a green cone next to a yellow torus", "a yellow torus next to a green cone"]
-    cams = evaluation_cameras(n_azimuth=4, elevations=(10.0, 45.0, 80.0))
+    cams = evaluation_cameras(n_azimuth=4, elevations=(20.0, 45.0, 80.0), azimuth_offset=30.0)
     flat = W.RenderConfig(ambient=1.0, diffuse=0.0, steps=40)
     for i, p in enumerate(prompts):
         x = W.render_scenes([W.parse_prompt(p)] * len(cams), cams, 32, flat)

@@ -72,7 +72,7 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.scorer_check:
         from .scorer import evaluate_scorer
 
-        report = evaluate_scorer(scorer, list(B.BENCHMARK_PROMPTS))
+        report = evaluate_scorer(scorer, list(B.BENCHMARK_PROMPTS), list(B.BENCHMARK_PROMPT_SET))
         for k, v in report.items():
             print(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}")
         return 0
