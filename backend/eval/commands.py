@@ -29,6 +29,8 @@ def register(subparsers) -> None:
     ev.add_argument("--grid", type=Path, default=Path("dreamstill_eval.png"), help="PNG grid of renders")
     ev.add_argument("--scorer", type=Path, default=None, help="scorer folder (default: the shipped weights)")
     ev.add_argument("--device", default=None, help="cpu or cuda (default: the prior's choice)")
+    ev.add_argument("--prompt-index", type=int, action="append", default=[], metavar="N",
+                    help="evaluate only benchmark prompt N (repeatable; for splitting a run across processes)")
     ev.add_argument("--generator", default=None, metavar="CKPT", help="evaluate a prompt-amortized generator")
     ev.add_argument("--prompts", choices=("train", "heldout"), default=None,
                     help="with --generator: training prompts or held-out compositions")
@@ -91,6 +93,11 @@ def run_eval(args: argparse.Namespace) -> int:
     cfg = B.BenchmarkConfig.quick(**overrides) if args.quick else B.BenchmarkConfig(**overrides)
     if args.prompts_limit:
         cfg.prompts = cfg.prompts[: args.prompts_limit]
+    if args.prompt_index:
+        bad = [i for i in args.prompt_index if not 0 <= i < len(cfg.prompts)]
+        if bad:
+            raise SystemExit(f"dreamstill eval: --prompt-index {bad} out of range 0..{len(cfg.prompts) - 1}")
+        cfg.prompts = tuple(cfg.prompts[i] for i in args.prompt_index)
 
     generator = None
     if args.generator is not None or args.prompts is not None:

@@ -25,7 +25,8 @@ from ..distill.base import DistillInput, surrogate_loss
 from ..fields import Background
 from ..priors import load_prior
 from ..priors.base import TextEmbedding
-from ..render import render
+from ..engine.optimize import EngineDefaults
+from ..render import render, sample_light_positions
 from ..render.cameras import orbit_cameras, sample_cameras
 from . import build_generator
 from .config import CHECKPOINT_NAME, GeneratorTrainConfig, load_corpus
@@ -63,6 +64,14 @@ class GeneratorTrainer:
         pooled = None if self.text.pooled is None else self.text.pooled[idx]
         return TextEmbedding(self.text.tokens[idx], pooled)
 
+    def _shading(self) -> str:
+        """As per-prompt optimization (engine.EngineDefaults): albedo first, then mostly lambertian."""
+        d = EngineDefaults()
+        if self.step < d.lambertian_after * self.config.steps:
+            return "albedo"
+        return "lambertian" if torch.rand((), generator=self.sample_generator).item() < d.shading_probability \
+            else "albedo"
+
     def train_step(self) -> float:
         c = self.config
         idx = torch.randint(len(self.prompts), (c.prompts_per_step,), generator=self.sample_generator).tolist()
@@ -71,8 +80,10 @@ class GeneratorTrainer:
         zs, cams_all, opac = [], [], []
         for p in range(len(idx)):
             cams = sample_cameras(c.views_per_prompt, self.sample_generator).to(self.device)
-            out = render(fields[p], cams, self.resolution, self.resolution, self.background, shading="albedo",
-                         num_samples=c.num_samples, generator=self.noise_generator)
+            shading = self._shading()
+            lights = None if shading == "albedo" else sample_light_positions(cams, self.sample_generator)
+            out = render(fields[p], cams, self.resolution, self.resolution, self.background, shading=shading,
+                         light_positions=lights, num_samples=c.num_samples, generator=self.noise_generator)
             zs.append(self.prior.encode_images(out.rgb.permute(0, 3, 1, 2)))
             cams_all.append(cams.as_condition())
             opac.append(out.opacity.permute(0, 3, 1, 2))
