@@ -572,7 +572,7 @@ def render_scene(objects, path: Path, size=(480, 270), samples=16) -> None:
 
 @pytest.mark.slow
 def test_real_engine_job_textured_asset_import_and_render(addon, scene, tmp_path):
-    """`dreamstill serve` with the real engine and the tiny random prior: the streamed asset has the baked texture,
+    """`dreamstill serve` with the real engine and the built-in prior: the streamed asset has the baked texture,
     the downloaded .glb imports to the same place (Z up survives the glTF round trip), and Cycles renders it.
     Set DREAMSTILL_ADDON_RENDER=docs/addon_render.png to keep the picture."""
     port = free_port()
@@ -585,16 +585,16 @@ def test_real_engine_job_textured_asset_import_and_render(addon, scene, tmp_path
         wait_ready(address, proc)
         prefs = bpy.context.preferences.addons[ADDON_MODULE].preferences
         prefs.timeout_s = 30.0  # the worker imports torch before its first answer
-        result = bpy.ops.dreamstill.generate(prompt="a red cube", server=address, prior="tiny", steps=2,
-                                             resolution=32, mesh_resolution=32, texture_size=32, preview_every=1,
-                                             mesh_every=0, timeout=240)
+        result = bpy.ops.dreamstill.generate(prompt="a red cube", server=address, prior="builtin", steps=60,
+                                             resolution=32, mesh_resolution=48, texture_size=64, preview_every=20,
+                                             mesh_every=0, timeout=400)
         assert result == {"FINISHED"}
         item = scene.dreamstill.queue[0]
         assert item.state == "DONE", item.message
         obj = bpy.data.objects[item.object_name]
         assert len(obj.data.vertices) > 100 and len(obj.data.polygons) > 100
         image = bpy.data.images[obj["dreamstill_texture"]]
-        assert tuple(image.size) == (32, 32) and image.packed_file is not None
+        assert tuple(image.size) == (64, 64) and image.packed_file is not None
         links = obj.active_material.node_tree.nodes["Principled BSDF"].inputs["Base Color"].links
         assert links[0].from_node.image == image and "UVMap" in obj.data.uv_layers
         assert bpy.ops.dreamstill.import_result(job_id=item.job_id) == {"FINISHED"}
