@@ -71,7 +71,6 @@ def test_eval_groundtruth_with_the_shipped_scorer_is_near_perfect(tmp_path):
     assert overall["geometry"] > 0.85
 
 
-@pytest.mark.slow
 def test_eval_quick_runs_a_real_method_end_to_end(tmp_path, capsys, random_scorer):
     """The engine path: SDS with the tiny random prior, one step, two seeds, one prompt."""
     out_json = tmp_path / "r.json"

@@ -1,10 +1,11 @@
 """The toy benchmark: run methods over fixed toy-world prompts and seeds, score every asset, print a table.
 
 For each method m, prompt y_i and seed s: optimise an asset (engine.AssetOptimizer), render V views all around it
-(metrics.evaluation_cameras: 8 azimuths x elevations 0, 20, 45 and 80 degrees), score each view against the whole
-benchmark prompt set with the toy-world scorer (R@1 and similarity, ScaleDreamer's protocol), extract its mesh and
-compare it with the ground-truth SDF (volumetric IoU after normalising scale and the rotation about Z), and keep the
-renders to measure the spread across seeds. Figures are averaged over seeds, then over prompts.
+(metrics.evaluation_cameras: 8 azimuths x elevations 0, 20, 45 and 80 degrees, flat albedo), score each view against
+the whole prompt set with the toy-world scorer (R@1 and similarity, ScaleDreamer's protocol; the set is the 16
+benchmark prompts plus 80 hard negatives: the same colour in every other shape, look-alike shapes, swapped pairs),
+extract its mesh and compare it with the ground-truth SDF (volumetric IoU after normalising scale and the rotation
+about Z), and keep the renders to measure the spread across seeds. Figures are averaged over seeds, then over prompts.
 
 A pseudo-method "groundtruth" draws the world's own scenes through the same pipeline: the ceiling of every metric
 (and a check of the pipeline itself).
