@@ -269,8 +269,8 @@ def load_scorer(folder: str | Path | None = None, device="cpu") -> ToyScorer:
 
 @dataclass
 class ScorerTrainConfig:
-    n_images: int = 12288
-    epochs: int = 20
+    n_images: int = 32768
+    epochs: int = 16
     batch_size: int = 128
     lr: float = 3e-3
     weight_decay: float = 1e-4
@@ -294,34 +294,40 @@ def sample_scorer_cameras(n: int, generator: torch.Generator, spread: bool):
     return sample_cameras(n, generator)
 
 
-def render_training_set(n: int, seed: int, chunk: int = 128, single_fraction: float = 0.35, prompts=None, log=None):
+def render_training_set(n: int, seed: int, chunk: int = 128, single_fraction: float = 0.35, prompts=None, log=None,
+                        chunks: range | None = None):
     """n renders of random scenes: (images uint8 (n, 3, 32, 32), cameras (n, 4), targets (n, 5)).
 
-    Chunks cycle through shadings: lambertian with a jittered light and random ambient/diffuse (half the chunks),
-    flat albedo (a quarter; what an unshaded render of a distilled asset looks like) and the world's default light.
+    Chunk i (of ``chunk`` images) draws from its own generator seeded (seed, i), so chunks can be rendered in
+    parallel (``chunks`` picks a sub-range; concatenating every sub-range in order gives the full set). Chunks
+    cycle through shadings: flat albedo (half; what the benchmark draws), lambertian with a jittered light and random
+    ambient/diffuse (a quarter), and the world's default light; cameras alternate between the distillation range and
+    one that reaches nearly top-down.
     """
     w = _world()
-    g = torch.Generator().manual_seed(seed)
+    n_chunks = math.ceil(n / chunk)
+    chunks = range(n_chunks) if chunks is None else chunks
     images, cams, targets = [], [], []
     t0 = time.perf_counter()
-    for i, start in enumerate(range(0, n, chunk)):
-        m = min(chunk, n - start)
+    for done, i in enumerate(chunks):
+        g = torch.Generator().manual_seed(seed * 1_000_003 + i)
+        m = min(chunk, n - i * chunk)
         scenes = w.sample_scenes(m, g, prompts=prompts, single_fraction=single_fraction)
-        c = sample_scorer_cameras(m, g, spread=bool(i % 2))
+        c = sample_scorer_cameras(m, g, spread=bool((i // 4) % 2))
         kind = i % 4
         if kind in (0, 2):
+            cfg = w.RenderConfig(steps=40, ambient=1.0, diffuse=0.0)
+        elif kind == 1:
             u = torch.rand(2, generator=g).tolist()
             cfg = w.RenderConfig(steps=40, ambient=0.3 + 0.2 * u[0], diffuse=0.5 + 0.25 * u[1], light_jitter=0.35)
-        elif kind == 1:
-            cfg = w.RenderConfig(steps=40, ambient=1.0, diffuse=0.0)
         else:
             cfg = w.RenderConfig(steps=40)
         rgb = w.render_scenes(scenes, c, 32, cfg, generator=g)
         images.append((rgb * 255).round().to(torch.uint8))
         cams.append(c.as_condition())
         targets.append(torch.tensor([scene_targets(s) for s in scenes]))
-        if log and (i % 10 == 0):
-            log(f"rendered {start + m}/{n} images ({time.perf_counter() - t0:.0f} s)")
+        if log and (done % 20 == 0):
+            log(f"rendered {done + 1}/{len(chunks)} chunks ({time.perf_counter() - t0:.0f} s)")
     return torch.cat(images), torch.cat(cams), torch.cat(targets)
 
 
