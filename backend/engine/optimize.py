@@ -29,6 +29,7 @@ from ..distill import make_method
 from ..distill.base import DistillInput, surrogate_loss
 from ..fields import Background, DensityField, DensityFieldConfig
 from ..priors import Prior, load_prior
+from ..priors.base import TextEmbedding
 from ..render import render, sample_light_positions
 from ..render.cameras import Cameras, orbit_cameras, sample_cameras, with_view_suffix
 
@@ -78,8 +79,6 @@ class AssetOptimizer:
             emb = self.prior.encode_text(missing)
             for i, p in enumerate(missing):
                 self._text_cache[p] = emb.tokens[i : i + 1], None if emb.pooled is None else emb.pooled[i : i + 1]
-        from ..priors.base import TextEmbedding
-
         tokens = torch.cat([self._text_cache[p][0] for p in prompts])
         pooled = None if self._text_cache[prompts[0]][1] is None else torch.cat([self._text_cache[p][1] for p in prompts])
         return TextEmbedding(tokens, pooled)
