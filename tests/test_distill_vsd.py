@@ -326,3 +326,28 @@ def test_lora_path_on_a_camera_conditioned_v_prediction_prior():
     m = make_method("vsd", prior, camera_dropout=0.0)
     _, _, _, pose = m.score.training_sample(z, _inp(z, cond, uncond))
     assert (pose.abs().sum(1) > 0).all()
+
+
+def test_l2vsd_lora_runs_in_float32_under_a_bf16_prior():
+    """Under a bf16 prior L2-VSD's LoRA copy is float32 (the jvp never mixes dtypes; on CUDA bf16 it failed with
+    "expected mat1 and mat2 to have the same dtype"), the prior itself stays bf16, and the first-order term matches
+    the one of the same prior in float32 (only the UNet copy's input rounding differs)."""
+    from dreamstill.backend.priors.tiny import build_tiny_prior
+
+    z = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    terms = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        prior = build_tiny_prior(seed=1, image_size=8, camera=True, prediction_type="v_prediction", dtype=dtype)
+        cond, uncond = prior.encode_text(["a blue cone"]), prior.encode_text([""])
+        m = make_method("l2vsd", prior, eta=1.0, eta_reduction="sum", lora_lr=1e-2)
+        assert prior.unet.dtype == dtype
+        assert {p.dtype for p in m.score.net.unet.parameters()} == {torch.float32}
+        inp = _inp(z, cond, uncond, seed=3)
+        m.score.fit(z, inp, 1)
+        zz, t, eps, x_t = m.noisy(inp)
+        terms[dtype] = m.lookahead_terms(x_t, t, inp, zz)[1]
+        assert torch.isfinite(m.gradient(_inp(z, cond, uncond, seed=4)).grad).all()
+    a, b = terms[torch.float32], terms[torch.bfloat16]
+    assert a.norm() > 0 and (a - b).norm() / a.norm() < 0.05
+    with pytest.raises(ValueError, match="copy_unet"):
+        make_method("vsd", build_tiny_prior(seed=1, image_size=8), lora_dtype="float32", lora_copy_unet=False)

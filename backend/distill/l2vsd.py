@@ -33,6 +33,9 @@ Code versus paper:
   parameter tensor.
 - The camera MLP is part of phi and gets a tangent too (the spec leaves it open).
 - Forward-mode AD runs under the MATH attention kernel (flash/efficient SDPA kernels have no forward-AD formula).
+- The LoRA's UNet copy runs in float32 (``lora_dtype="float32"``) whatever the prior's dtype: the jvp then never
+  mixes a float32 tangent or adapter with bf16 weights (which failed on CUDA under bf16: "expected mat1 and mat2 to
+  have the same dtype"), and the first-order term, ~1e-2 of eps, is not lost to bf16's 3 significant digits.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ class L2VSDConfig(VSDConfig):
     eta: float = 0.01
     eta_reduction: str = "mean"  # "mean": v = -2 eta Delta / D (an SGD step on the mean MSE); "sum": v = -2 eta Delta
     last_layer: bool = False
+    lora_dtype: str = "float32"
 
     def __post_init__(self):
         super().__post_init__()
@@ -65,6 +69,8 @@ class L2VSDConfig(VSDConfig):
             raise ValueError("L2-VSD has its own order (linearized lookahead); leave `order` unset or use method vsd")
         if self.lora_steps_per_iter < 1:
             raise ValueError("L2-VSD needs lora_steps_per_iter >= 1 (its correction is the score model's next step)")
+        if self.lora_dtype == "float32" and not self.lora_copy_unet:
+            self.lora_dtype = ""  # a shared UNet keeps the prior's dtype
 
 
 class L2VSD(VSD):

@@ -56,6 +56,7 @@ class LoRAConfig:
     copy_unet: True gives the LoRA its own copy of the prior's UNet (the prior stays untouched, at the memory cost of
         one more UNet); False injects the adapter into the prior's own UNet and disables it around every call that is
         not ours, which saves that memory but mutates a shared object.
+    dtype: the copy's dtype (e.g. torch.float32 under a bf16 prior); None keeps the prior's. Needs copy_unet.
     """
 
     rank: int = 4
@@ -68,8 +69,11 @@ class LoRAConfig:
     seed: int = 0
     copy_unet: bool = True
     adapter_name: str = "vsd"  # a per-instance number is appended, so several score nets can share one UNet
+    dtype: torch.dtype | None = None
 
     def __post_init__(self):
+        if self.dtype is not None and not self.copy_unet:
+            raise ValueError("a LoRA dtype other than the prior's needs its own UNet copy: set copy_unet=True")
         if self.rank < 1:
             raise ValueError(f"LoRA rank is {self.rank}; use a positive integer (PD uses 4)")
         if not 0.0 <= self.camera_dropout <= 1.0:
@@ -141,6 +145,8 @@ class LoRAScoreNet(nn.Module):
         self.call_unet = call_unet or default_call_unet
         if config.copy_unet:
             unet = copy.deepcopy(unet)
+            if config.dtype is not None:
+                unet = unet.to(config.dtype)
         unet.requires_grad_(False)
         self.adapter_name = f"{config.adapter_name}{next(_ADAPTER_IDS)}"
         dev = next(unet.parameters()).device

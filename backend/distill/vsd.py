@@ -72,6 +72,7 @@ class VSDConfig(DistillConfig):
     camera_dropout: probability of a zero camera while the LoRA trains (threestudio: 0.1).
     lora_seed: seeds the adapters' initialisation.
     lora_copy_unet: True (default) gives the LoRA a private copy of the prior's UNet; False shares it (less memory).
+    lora_dtype: "float32" runs that copy in float32 under a bf16/fp16 prior; "" (default) keeps the prior's dtype.
     """
 
     max_step_percent: ScheduledValue = field(default_factory=lambda: [0.2, 0.98, 0.5, 0.2])
@@ -86,9 +87,12 @@ class VSDConfig(DistillConfig):
     camera_dropout: float = 0.1
     lora_seed: int = 0
     lora_copy_unet: bool = True
+    lora_dtype: str = ""
 
     def __post_init__(self):
         super().__post_init__()
+        if self.lora_dtype not in ("", "float32", "bfloat16", "float16"):
+            raise ValueError(f"lora_dtype is {self.lora_dtype!r}; use '' (the prior's), 'float32', 'bfloat16' or 'float16'")
         if self.order not in ORDERS:
             raise ValueError(f"unknown VSD order {self.order!r}; choose one of {', '.join(ORDERS)}")
         if self.lora_steps_per_iter < 0:
@@ -108,6 +112,7 @@ class VSDConfig(DistillConfig):
             weight_decay=self.lora_weight_decay,
             seed=self.lora_seed,
             copy_unet=self.lora_copy_unet,
+            dtype=getattr(torch, self.lora_dtype) if self.lora_dtype else None,
         )
 
 

@@ -103,6 +103,7 @@ class BenchmarkConfig:
     prior: str = "builtin"
     steps: int = 0  # 0 = the JobSpec default
     seeds: int = 3
+    seed_start: int = 0  # seeds are seed_start, seed_start + 1, ... (to split a run across processes)
     prompts: tuple[str, ...] = BENCHMARK_PROMPTS
     prompt_set: tuple[str, ...] = BENCHMARK_PROMPT_SET  # the prompts R@1 chooses among
     guidance: float = 0.0
@@ -351,7 +352,7 @@ def run_benchmark(cfg: BenchmarkConfig, scorer=None, log=print, generator=None) 
         method_rows = []
         for prompt in cfg.prompts:
             seeds_out = []
-            for seed in range(cfg.seeds):
+            for seed in range(cfg.seed_start, cfg.seed_start + cfg.seeds):
                 if generator is not None:
                     start = time.perf_counter()
                     asset = generator.asset(prompt, seed=seed)

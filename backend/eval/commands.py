@@ -20,6 +20,7 @@ def register(subparsers) -> None:
     ev.add_argument("--prior", default="builtin", help="prior name: builtin, tiny, a diffusers folder or hub id")
     ev.add_argument("--steps", type=int, default=None, help="optimisation steps per asset (default: JobSpec's)")
     ev.add_argument("--seeds", type=int, default=None, help="seeds per prompt (default 3; --quick: 2)")
+    ev.add_argument("--seed-start", type=int, default=0, help="first seed (seeds are N, N+1, ...; to split a run)")
     ev.add_argument("--prompts-limit", type=int, default=None, help="use only the first N benchmark prompts")
     ev.add_argument("--quick", action="store_true", help="smoke setting: 4 prompts, 2 seeds, 50 steps")
     ev.add_argument("--guidance", type=float, default=0.0, help="CFG scale; 0 = each method's default")
@@ -90,6 +91,9 @@ def run_eval(args: argparse.Namespace) -> int:
         if args.seeds < 1:
             raise SystemExit("dreamstill eval: --seeds must be at least 1")
         overrides["seeds"] = args.seeds
+    if args.seed_start < 0:
+        raise SystemExit("dreamstill eval: --seed-start must be at least 0")
+    overrides["seed_start"] = args.seed_start
     cfg = B.BenchmarkConfig.quick(**overrides) if args.quick else B.BenchmarkConfig(**overrides)
     if args.prompts_limit:
         cfg.prompts = cfg.prompts[: args.prompts_limit]

@@ -384,7 +384,8 @@ class DiffusersPrior(Prior):
         b = x_t.shape[0]
         t = self._timesteps(t, b)
         text = text.expand_to(b)
-        tokens = text.tokens.to(self.device, self.dtype)
+        dtype = getattr(unet, "dtype", self.dtype)  # a VSD LoRA copy may run in float32 under a bf16 prior
+        tokens = text.tokens.to(self.device, dtype)
         if tokens.shape[-1] != unet.config.cross_attention_dim:
             raise ValueError(
                 f"text embedding width {tokens.shape[-1]} does not match the UNet's cross_attention_dim "
@@ -399,10 +400,10 @@ class DiffusersPrior(Prior):
             camera = camera.to(self.device, torch.float32)
             if camera.shape != (b, 4):
                 raise ValueError(f"camera must be (B, 4) = ({b}, 4), got {tuple(camera.shape)}")
-            unet_kwargs["class_labels"] = camera_features(camera).to(self.dtype)
+            unet_kwargs["class_labels"] = camera_features(camera).to(dtype)
 
         x_t = x_t.to(self.device).float()
-        x_in = x_t.to(self.dtype)
+        x_in = x_t.to(dtype)
         if r > 1:
             x_in = F.pixel_unshuffle(x_in, r)
         out = unet(x_in, t, encoder_hidden_states=tokens, **unet_kwargs).sample
