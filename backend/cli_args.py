@@ -14,9 +14,12 @@ def add_job_arguments(parser: argparse.ArgumentParser) -> None:
     d = JobSpec(prompt="-")
     g = parser.add_argument_group("job")
     g.add_argument("--method", choices=METHODS, default=d.method, help="score-distillation method")
-    g.add_argument("--mode", choices=MODES, default=d.mode, help="optimize one asset, or instant (amortized generator)")
+    g.add_argument("--mode", choices=MODES, default=None,
+                   help=f"optimize one asset, or instant (amortized generator); default {d.mode}, or instant when "
+                        "--generator is given")
     g.add_argument("--prior", default=d.prior, help="'builtin' (offline toy-world prior), a local diffusers folder or a hub id")
-    g.add_argument("--generator", default=d.generator, help="amortized generator for --mode instant")
+    g.add_argument("--generator", default=None,
+                   help=f"amortized generator (folder or generator.pt; default {d.generator!r}); implies --mode instant")
     g.add_argument("--steps", type=int, default=d.steps)
     g.add_argument("--resolution", type=int, default=d.resolution, help="render size; 0 = the prior's native size")
     g.add_argument("--seed", type=int, default=d.seed)
@@ -69,9 +72,9 @@ def spec_from_args(args: argparse.Namespace, prompt: str, output: Path | None = 
     return JobSpec(
         prompt=prompt,
         method=args.method,
-        mode=args.mode,
+        mode=args.mode or ("instant" if args.generator else JobSpec.mode),
         prior=args.prior,
-        generator=args.generator,
+        generator=args.generator or JobSpec.generator,
         steps=args.steps,
         resolution=args.resolution,
         seed=args.seed,

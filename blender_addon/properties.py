@@ -39,12 +39,12 @@ MODE_ITEMS = [
 # name: (steps, resolution, mesh_resolution, texture_size)
 PRESETS = {
     "DRAFT": (150, 0, 64, 256),
-    "STANDARD": (400, 0, 128, 512),
+    "STANDARD": (400, 0, 0, 512),
     "HIGH": (5000, 128, 256, 1024),
 }
 PRESET_ITEMS = [
     ("DRAFT", "Draft", "150 steps, prior resolution, 64^3 mesh, 256 px texture"),
-    ("STANDARD", "Standard", "400 steps (the default), prior resolution, 128^3 mesh, 512 px texture"),
+    ("STANDARD", "Standard", "400 steps (the default), prior resolution, 128^3 mesh (64^3 instant), 512 px texture"),
     ("HIGH", "High", "5000 steps, 128 px renders, 256^3 mesh, 1024 px texture"),
     ("CUSTOM", "Custom", "Set steps and resolutions by hand"),
 ]
@@ -75,8 +75,8 @@ def job_annotations() -> dict:
                              description="Optimization steps"),
         "resolution": IntProperty(name="Resolution", default=0, min=0, max=1024,
                                   description="Rendered image size fed to the prior (0 = the prior's own)"),
-        "mesh_resolution": IntProperty(name="Mesh Resolution", default=128, min=16, max=512,
-                                       description="Marching-cubes grid size"),
+        "mesh_resolution": IntProperty(name="Mesh Resolution", default=0, min=0, max=512,
+                                       description="Marching-cubes grid size (0 = the mode's: 128 optimize, 64 instant)"),
         "texture_size": IntProperty(name="Texture Size", default=512, min=0, max=4096,
                                     description="Baked texture size in pixels (0 = vertex colours only)"),
         "seed": IntProperty(name="Seed", default=0, min=0, description="Same seed and settings = same asset"),

@@ -19,6 +19,7 @@ MAX_PROMPT_CHARS = 1000
 MAX_STEPS = 100_000
 MIN_RESOLUTION, MAX_RESOLUTION = 16, 1024
 MAX_MESH_RESOLUTION = 512
+MESH_RESOLUTION_BY_MODE = {"optimize": 128, "instant": 64}  # JobSpec.mesh_resolution = 0
 MAX_TEXTURE_SIZE = 4096
 
 
@@ -52,12 +53,18 @@ class JobSpec:
     batch_size: int = 4  # views per optimization step
     lr: float = 0.0  # 0 = the engine's default
     output_format: str = "glb"
-    mesh_resolution: int = 128  # marching-cubes grid
+    mesh_resolution: int = 0  # marching-cubes grid; 0 = the mode's default (MESH_RESOLUTION_BY_MODE)
     texture_size: int = 512  # 0 = vertex colours only
     preview_every: int = 50
     mesh_every: int = 0  # 0 = only the final mesh
     checkpoint_every: int = 0
     options: dict = field(default_factory=dict)  # method-specific overrides (e.g. {"eta": 0.1} for ASD)
+
+    @property
+    def mesh_grid(self) -> int:
+        """The marching-cubes resolution: mesh_resolution, or the mode's default when it is 0 (an instant job's
+        mesh is 64^3, so that texture unwrap and bake keep prompt -> .glb within about a second on a CPU)."""
+        return self.mesh_resolution or MESH_RESOLUTION_BY_MODE[self.mode]
 
     def validate(self) -> "JobSpec":
         """Raise JobSpecError naming the first bad field; return self when all is well."""
@@ -97,8 +104,8 @@ class JobSpec:
             bad("lr", "must be >= 0 (0 = default)")
         if self.output_format not in FORMATS:
             bad("output_format", f"unknown format {self.output_format!r}; choose one of {', '.join(FORMATS)}")
-        if not 16 <= self.mesh_resolution <= MAX_MESH_RESOLUTION:
-            bad("mesh_resolution", f"is {self.mesh_resolution}; use 16..{MAX_MESH_RESOLUTION}")
+        if self.mesh_resolution != 0 and not 16 <= self.mesh_resolution <= MAX_MESH_RESOLUTION:
+            bad("mesh_resolution", f"is {self.mesh_resolution}; use 0 (the mode's default) or 16..{MAX_MESH_RESOLUTION}")
         if self.texture_size != 0 and not 16 <= self.texture_size <= MAX_TEXTURE_SIZE:
             bad("texture_size", f"is {self.texture_size}; use 0 (vertex colours) or 16..{MAX_TEXTURE_SIZE}")
         for name in ("preview_every", "mesh_every", "checkpoint_every"):

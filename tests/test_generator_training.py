@@ -94,6 +94,20 @@ def test_instant_job_returns_a_mesh(tiny_prior, tmp_path, monkeypatch):
     assert mesh.final and len(mesh.faces) > 0 and mesh.vertex_colors is not None
 
 
+def test_cli_generator_flag_implies_instant_mode():
+    from dreamstill.backend.cli import build_parser
+    from dreamstill.backend.cli_args import spec_from_args
+
+    def spec(*argv):
+        args = build_parser().parse_args(["generate", "a red cube", *argv])
+        return spec_from_args(args, args.prompt, args.output)
+
+    assert (spec().mode, spec().generator) == ("optimize", "builtin")
+    assert (spec("--generator", "g.pt").mode, spec("--generator", "g.pt").generator) == ("instant", "g.pt")
+    assert (spec("--mode", "instant").mode, spec("--mode", "instant").generator) == ("instant", "builtin")
+    assert spec("--mode", "optimize", "--generator", "g.pt").mode == "optimize"
+
+
 def test_missing_generator_fails_clearly(tmp_path):
     from dreamstill.backend.engine import run_job
     from dreamstill.protocol import Failed, JobSpec

@@ -200,6 +200,14 @@ def test_spec_limits_are_checked_on_both_sides():
         assert field in str(err.value) or "wrong type" in str(err.value)
 
 
+def test_mesh_resolution_zero_means_the_modes_default():
+    assert JobSpec(prompt="a cube").validate().mesh_grid == 128
+    assert JobSpec(prompt="a cube", mode="instant").validate().mesh_grid == 64
+    assert JobSpec(prompt="a cube", mode="instant", mesh_resolution=96).validate().mesh_grid == 96
+    with pytest.raises(JobSpecError, match="mesh_resolution.*0 .the mode's default. or 16"):
+        JobSpec(prompt="a cube", mesh_resolution=8).validate()
+
+
 def test_expect_limits_direction():
     with pytest.raises(ProtocolError, match="not accepted here"):
         decode(encode(EVENT_EXAMPLES["done"], job_id="j"), expect=REQUESTS)

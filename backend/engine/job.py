@@ -128,7 +128,7 @@ def _try_mesh(optimizer, step: int, final: bool) -> MeshUpdate | None:
     from ..mesh import EmptyFieldError
 
     try:
-        return mesh_update(optimizer.extract_mesh(resolution=min(64, optimizer.spec.mesh_resolution), texture_size=0),
+        return mesh_update(optimizer.extract_mesh(resolution=min(64, optimizer.spec.mesh_grid), texture_size=0),
                            step, final)
     except EmptyFieldError:
         return None
