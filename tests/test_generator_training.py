@@ -108,6 +108,27 @@ def test_cli_generator_flag_implies_instant_mode():
     assert spec("--mode", "optimize", "--generator", "g.pt").mode == "optimize"
 
 
+def test_exported_generator_drops_the_optimizer_and_still_serves(tiny_prior, tmp_path):
+    import torch
+
+    from dreamstill.backend.cli import main
+    from dreamstill.backend.engine import run_job
+    from dreamstill.backend.generators.train import GeneratorTrainer
+    from dreamstill.protocol import Done, JobSpec
+
+    trainer = GeneratorTrainer(tiny_config(corpus_file(tmp_path), steps=1), tmp_path / "gen", prior=tiny_prior)
+    trainer.train_step()
+    trainer.save()
+    assert main(["export-generator", str(tmp_path / "gen"), str(tmp_path / "small.pt")]) == 0
+    state = torch.load(tmp_path / "small.pt", weights_only=True)
+    assert set(state) == {"config", "step", "generator"} and state["step"] == 1
+    spec = JobSpec(prompt="a red cube", mode="instant", generator=str(tmp_path / "small.pt"), mesh_resolution=32,
+                   texture_size=0)
+    assert isinstance(list(run_job(spec, tmp_path / "out"))[-1], Done)
+    with pytest.raises(SystemExit, match="not found"):
+        main(["export-generator", str(tmp_path / "nothing"), str(tmp_path / "x.pt")])
+
+
 def test_missing_generator_fails_clearly(tmp_path):
     from dreamstill.backend.engine import run_job
     from dreamstill.protocol import Failed, JobSpec

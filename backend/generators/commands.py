@@ -39,6 +39,15 @@ def register(subparsers) -> None:
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT/generator.pt")
     p.set_defaults(func=train_generator)
 
+    e = subparsers.add_parser(
+        "export-generator", help="strip a training checkpoint to what instant mode loads (config + weights)",
+        description="Write CKPT's generator weights and training config, without the optimizer state, to OUT "
+                    "(e.g. backend/generators/builtin/generator.pt, the one `--generator builtin` loads).",
+    )
+    e.add_argument("checkpoint", type=Path, help="a train-generator folder or its generator.pt")
+    e.add_argument("output", type=Path, help="the .pt file to write")
+    e.set_defaults(func=export_generator)
+
 
 def train_generator(args: argparse.Namespace) -> int:
     from ..cli_args import parse_options
@@ -62,4 +71,20 @@ def train_generator(args: argparse.Namespace) -> int:
         args.output.mkdir(parents=True, exist_ok=True)
         (args.output / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=1))
     trainer.train()
+    return 0
+
+
+def export_generator(args: argparse.Namespace) -> int:
+    import torch
+
+    from .instant import GeneratorNotFoundError, resolve_checkpoint
+
+    try:
+        source = resolve_checkpoint(str(args.checkpoint))
+    except GeneratorNotFoundError as err:
+        raise SystemExit(f"export-generator: {err}")
+    state = torch.load(source, map_location="cpu", weights_only=True)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({k: state[k] for k in ("config", "step", "generator")}, args.output)
+    print(f"{args.output}: step {state['step']}, {args.output.stat().st_size / 1e6:.1f} MB")
     return 0
