@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# ScaleDreamer's table in the toy world: method (asd, sds, csd, vsd) x corpus (toy16, toy256, toy2000) x architecture
+# (hyper-ingp, 3dconv, triplane), each generator trained for the same STEPS, then scored on its training prompts and
+# on the held-out compositions. JOBS runs at a time (meant for a GPU; on a 2-core CPU use JOBS=2 and few STEPS).
+#
+#   OUT=out/gen_grid STEPS=3000 JOBS=6 bash benchmarks/generator_grid.sh
+#   python benchmarks/generator_table.py out/gen_grid        # the table again, from the JSON files
+set -u
+OUT=${OUT:-out/gen_grid}
+STEPS=${STEPS:-3000}
+JOBS=${JOBS:-6}
+ARCHS=${ARCHS:-"hyper-ingp 3dconv triplane"}
+METHODS=${METHODS:-"asd sds csd vsd"}
+CORPORA=${CORPORA:-"toy16 toy256 toy2000"}
+PY=${PY:-python3}
+mkdir -p "$OUT"
+
+one() {  # arch method corpus
+  local dir="$OUT/$1_$2_$3"
+  $PY -m dreamstill.backend.cli train-generator --arch "$1" --method "$2" --corpus "$3" --steps "$STEPS" \
+      --grid-every 0 --resume -o "$dir" > "$dir.train.log" 2>&1 || return
+  for split in train heldout; do
+    $PY -m dreamstill.backend.cli eval --generator "$dir" --prompts $split --json "$dir.$split.json" \
+        --grid "$dir.$split.png" > "$dir.$split.log" 2>&1
+  done
+}
+
+for arch in $ARCHS; do for method in $METHODS; do for corpus in $CORPORA; do
+  while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do sleep 5; done
+  one "$arch" "$method" "$corpus" &
+done; done; done
+wait
+$PY benchmarks/generator_table.py "$OUT"
