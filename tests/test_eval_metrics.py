@@ -84,6 +84,17 @@ def test_voxelised_mesh_volumes_match_closed_form():
     assert occ.sample(torch.zeros(1, 3)).item() == 0.0  # the hole is empty
 
 
+def test_a_mesh_with_an_inner_shell_voxelises_as_the_solid_it_encloses():
+    """Marching cubes of a distilled field can give an inner surface inside the outer one; parity alone would count
+    the inside of the inner shell as empty (ball minus ball). The solid is what the outer surface encloses."""
+    outer = trimesh.creation.icosphere(subdivisions=4, radius=0.5)
+    inner = trimesh.creation.icosphere(subdivisions=4, radius=0.3)
+    both = trimesh.util.concatenate([outer, inner])
+    occ = occupancy_from_mesh(both.vertices, both.faces, 48)
+    assert occ.volume == pytest.approx(4 / 3 * math.pi * 0.5**3, rel=0.06)
+    assert occ.sample(torch.zeros(1, 3)).item() == 1.0
+
+
 def test_sdf_occupancy_volume_and_sampling():
     occ = occupancy_from_sdf(box_sdf(0.5), -1.0, 1.0, 40)
     assert occ.volume == pytest.approx(1.0, rel=0.01)

@@ -212,10 +212,32 @@ def _parity_inside(tri: torch.Tensor, axis: int, centres_1d: torch.Tensor, jitte
     return inside.permute(*perm)
 
 
+def _surface_cells(tri: torch.Tensor, lo: float, hi: float, resolution: int) -> torch.Tensor:
+    """(R, R, R) bool: the cells a triangle passes through, from points on every triangle spaced at most half a cell
+    apart (a barycentric grid of k + 1 points a side, k from the longest edge)."""
+    cell = (hi - lo) / resolution
+    longest = (tri - tri.roll(1, dims=1)).norm(dim=-1).max().item()
+    k = max(1, min(16, math.ceil(longest / (0.5 * cell))))
+    ij = torch.tensor([(i, j) for i in range(k + 1) for j in range(k + 1 - i)], dtype=torch.float32) / k
+    bary = torch.cat([ij, 1 - ij.sum(1, keepdim=True)], 1)  # (P, 3)
+    cells = torch.zeros(resolution**3, dtype=torch.bool)
+    for chunk in tri.split(max(1, 2_000_000 // len(bary))):
+        pts = torch.einsum("pk,mkd->mpd", bary, chunk).reshape(-1, 3)
+        idx = ((pts - lo) / cell).floor().long().clamp(0, resolution - 1)
+        cells[(idx[:, 0] * resolution + idx[:, 1]) * resolution + idx[:, 2]] = True
+    return cells.view(resolution, resolution, resolution)
+
+
 def occupancy_from_mesh(vertices, faces, resolution: int = 64, lo: float | None = None, hi: float | None = None) -> Occupancy:
-    """Voxelise a triangle mesh: a cell is inside when the ray-parity test says so along at least two of the three
-    axes (a majority vote that forgives a small hole or a ray grazing an edge). The box defaults to the mesh's
-    bounding cube padded by 10 %."""
+    """Voxelise a triangle mesh as the solid its outer surface encloses.
+
+    A cell is inside when the ray-parity test says so along at least two of the three axes (a majority vote that
+    forgives a small hole or a ray grazing an edge), or when it lies in a cavity of the surface's own cells (what
+    scipy's binary_fill_holes fills): a distilled field often has an inner shell as well as the outer one, which
+    parity alone counts as a hollow, so a solid octahedron scored IoU 0.07. The box defaults to the mesh's bounding
+    cube padded by 10 %."""
+    from scipy.ndimage import binary_fill_holes
+
     v = torch.as_tensor(vertices, dtype=torch.float32)
     f = torch.as_tensor(faces, dtype=torch.long)
     if v.ndim != 2 or v.shape[1] != 3 or f.ndim != 2 or f.shape[1] != 3:
@@ -231,7 +253,9 @@ def occupancy_from_mesh(vertices, faces, resolution: int = 64, lo: float | None 
     votes = torch.zeros(resolution, resolution, resolution)
     for axis, jit in zip(range(3), [(0.123, 0.317), (0.271, 0.089), (0.197, 0.413)]):
         votes += _parity_inside(tri, axis, ax, jit).float()
-    return Occupancy((votes >= 2).float(), lo, hi)
+    surface = _surface_cells(tri, lo, hi, resolution)
+    cavity = torch.from_numpy(binary_fill_holes(surface.numpy())) & ~surface
+    return Occupancy(((votes >= 2) | cavity).float(), lo, hi)
 
 
 def _rotation_z(theta: float) -> torch.Tensor:
