@@ -50,6 +50,32 @@ def test_eval_groundtruth_prints_table_and_writes_json_and_grid(tmp_path, capsys
     assert Image.open(out_png).size[0] > 0
 
 
+def test_rescore_of_saved_assets_reproduces_the_table(tmp_path, capsys, random_scorer):
+    """--json keeps every asset's renders and mesh; --rescore scores them again without optimising: the same figures,
+    and files from two runs (split by seed) merge into one table."""
+    runs = []
+    for seed in (0, 1):
+        out = tmp_path / f"s{seed}.json"
+        assert main(["eval", "--quick", "--methods", "sds", "--prior", "tiny", "--steps", "1", "--seeds", "1",
+                     "--seed-start", str(seed), "--prompts-limit", "2", "--scorer", str(random_scorer),
+                     "--json", str(out), "--grid", str(tmp_path / "g.png")]) == 0
+        runs.append(json.loads(out.read_text()))
+    merged = tmp_path / "merged.json"
+    assert main(["eval", "--rescore", str(tmp_path / "s0.assets.pt"), str(tmp_path / "s1.assets.pt"),
+                 "--scorer", str(random_scorer), "--json", str(merged), "--grid", str(tmp_path / "m.png")]) == 0
+    data = json.loads(merged.read_text())
+    assert data["overall"]["assets"] == 4
+    for i, row in enumerate(data["per_prompt"]):
+        seeds = {s["seed"]: s for s in row["seeds"]}
+        assert sorted(seeds) == [0, 1]
+        for run in runs:
+            (old,) = run["per_prompt"][i]["seeds"]
+            for key in ("r_at_1", "similarity", "geometry"):
+                assert seeds[old["seed"]][key] == pytest.approx(old[key], abs=0.02), key
+    assert main(["eval", "--rescore", str(tmp_path / "none.pt"), "--scorer", str(random_scorer)]) == 2
+    assert "none.pt" in capsys.readouterr().err
+
+
 def test_eval_error_paths(capsys, random_scorer, tmp_path):
     with pytest.raises(SystemExit, match="unknown method"):
         main(["eval", "--method", "nope", "--scorer", str(random_scorer)])

@@ -228,6 +228,57 @@ def load_generator_assets(checkpoint: str, mesh_resolution: int = 64) -> Generat
     return GeneratorAssets(checkpoint, mesh_resolution)
 
 
+class SavedAsset:
+    """An asset kept by an earlier run (its evaluation renders and mesh), behind render / extract_mesh, so a table
+    can be scored again (a new scorer, a fixed metric) without optimising anything."""
+
+    def __init__(self, record: dict):
+        self.record = record
+
+    def render(self, cameras, height: int, width: int, shading: str = "albedo") -> _Rendered:
+        renders = self.record["renders"]
+        if len(cameras) != renders.shape[0] or (height, width) != tuple(renders.shape[-2:]):
+            raise ValueError(f"saved renders are {tuple(renders.shape)}; rescore with the run's cameras and size")
+        rgb = renders.permute(0, 2, 3, 1).float() / 255
+        return _Rendered(rgb, torch.ones_like(rgb[..., :1]))
+
+    def extract_mesh(self, resolution: int | None = None, texture_size: int = 0) -> _MeshLike:
+        if self.record["vertices"] is None:
+            raise ValueError("the run kept no mesh for this asset (the field was empty)")
+        return _MeshLike(self.record["vertices"].numpy(), self.record["faces"].numpy())
+
+
+class SavedAssets:
+    """Assets from ``dreamstill eval --json F`` (written to F's .assets.pt), by (method, prompt, seed)."""
+
+    def __init__(self, paths):
+        self.records = [r for p in paths for r in torch.load(p, weights_only=True)]
+        if not self.records:
+            raise ValueError("the saved-asset files hold no assets")
+        self.prompt_set = tuple(self.records[0]["prompt_set"])
+        if any(tuple(r["prompt_set"]) != self.prompt_set for r in self.records):
+            raise ValueError("the saved assets were scored against different prompt sets; rescore them apart")
+        self.by_key = {(r["method"], r["prompt"], r["seed"]): r for r in self.records}
+
+    def config(self, **overrides) -> BenchmarkConfig:
+        cfg = BenchmarkConfig(**overrides)
+        cfg.methods = tuple(dict.fromkeys(r["method"] for r in self.records))
+        cfg.prompts = tuple(dict.fromkeys(r["prompt"] for r in self.records))
+        cfg.prompt_set = self.prompt_set
+        return cfg
+
+    def seeds(self, method: str, prompt: str) -> list[int]:
+        return sorted(s for m, p, s in self.by_key if (m, p) == (method, prompt))
+
+    def asset(self, method: str, prompt: str, seed: int):
+        r = self.by_key[(method, prompt, seed)]
+        return SavedAsset(r), r["seconds_per_asset"], r["seconds_per_step"]
+
+
+def save_assets(result: dict, path: str | Path) -> None:
+    torch.save(result["_assets"], path)
+
+
 # ------------------------------------------------------------------------------------------------------------------
 # scoring one asset
 
@@ -270,7 +321,7 @@ def score_asset(asset, prompt: str, scorer, cfg: BenchmarkConfig, cameras=None) 
         raise ValueError(f"prompt {prompt!r} is not in the R@1 prompt set; add it to prompt_set")
     target = prompt_set.index(prompt)
     scores = scorer.score(images, prompt_set, cams)
-    geometry, mesh_seconds = 0.0, 0.0
+    geometry, mesh_seconds, mesh = 0.0, 0.0, None
     try:
         start = time.perf_counter()
         mesh = asset.extract_mesh(cfg.mesh_resolution, texture_size=0)
@@ -287,6 +338,7 @@ def score_asset(asset, prompt: str, scorer, cfg: BenchmarkConfig, cameras=None) 
         "mesh_seconds": mesh_seconds,
         "renders": images,
         "features": scorer.embed(images, cams),
+        "mesh": mesh,
     }
 
 
@@ -326,13 +378,15 @@ def _mean(xs):
     return sum(xs) / len(xs) if xs else float("nan")
 
 
-def run_benchmark(cfg: BenchmarkConfig, scorer=None, log=print, generator=None) -> dict:
+def run_benchmark(cfg: BenchmarkConfig, scorer=None, log=print, generator=None, saved: SavedAssets | None = None) -> dict:
     """Run every method of cfg over its prompts and seeds. Returns the JSON-ready result:
 
     {"config", "overall" (first method), "by_method": {m: overall}, "per_prompt": [rows], "grid": [rows drawn]}
     where overall = {"r_at_1", "similarity", "geometry", "diversity", "diversity_features", "seconds_per_step",
     "seconds_per_asset", "r_at_1_single", "r_at_1_composition", "assets"}.
-    ``generator`` (issue 7) replaces the per-prompt optimisation by generator.asset(prompt).
+    ``generator`` (issue 7) replaces the per-prompt optimisation by generator.asset(prompt); ``saved`` by the assets
+    of an earlier run (SavedAssets: scored again, nothing optimised). result["_assets"] keeps every asset's renders
+    and mesh for save_assets.
     """
     from .scorer import load_scorer
 
@@ -340,20 +394,23 @@ def run_benchmark(cfg: BenchmarkConfig, scorer=None, log=print, generator=None) 
     for p in cfg.prompts:
         if p not in cfg.prompt_set:
             raise ValueError(f"benchmark prompt {p!r} is missing from the R@1 prompt set")
-    needs_prior = generator is None and any(m not in PSEUDO_METHODS for m in cfg.methods)
+    needs_prior = generator is None and saved is None and any(m not in PSEUDO_METHODS for m in cfg.methods)
     prior = None
     if needs_prior:
         from ..priors import load_prior
 
         prior = load_prior(cfg.prior, device=cfg.device)
     cams = evaluation_cameras(cfg.n_azimuth, cfg.elevations)
-    rows, by_method, grid = [], {}, []
+    rows, by_method, grid, kept = [], {}, [], []
     for method in cfg.methods:
         method_rows = []
         for prompt in cfg.prompts:
             seeds_out = []
-            for seed in range(cfg.seed_start, cfg.seed_start + cfg.seeds):
-                if generator is not None:
+            seeds = saved.seeds(method, prompt) if saved else range(cfg.seed_start, cfg.seed_start + cfg.seeds)
+            for seed in seeds:
+                if saved is not None:
+                    asset, secs, sps = saved.asset(method, prompt, seed)
+                elif generator is not None:
                     start = time.perf_counter()
                     asset = generator.asset(prompt, seed=seed)
                     secs, sps = time.perf_counter() - start, 0.0
@@ -361,8 +418,14 @@ def run_benchmark(cfg: BenchmarkConfig, scorer=None, log=print, generator=None) 
                     asset, secs, sps = make_asset(method, prompt, seed, cfg, prior)
                 s = score_asset(asset, prompt, scorer, cfg, cams)
                 # time to make the asset: optimisation (or the generator's forward pass) plus mesh extraction
-                secs_asset = secs + (s["mesh_seconds"] if method not in PSEUDO_METHODS else 0.0)
+                secs_asset = secs + (s["mesh_seconds"] if method not in PSEUDO_METHODS and saved is None else 0.0)
                 seeds_out.append((seed, s, sps, secs_asset))
+                mesh = s["mesh"]
+                kept.append({"method": method, "prompt": prompt, "seed": seed, "prompt_set": list(cfg.prompt_set),
+                             "renders": (s["renders"] * 255).round().to(torch.uint8),
+                             "vertices": None if mesh is None else torch.as_tensor(np.asarray(mesh.vertices, np.float32)),
+                             "faces": None if mesh is None else torch.as_tensor(np.asarray(mesh.faces, np.int64)),
+                             "seconds_per_asset": secs_asset, "seconds_per_step": sps})
                 log(f"{method:>11} | {prompt:<44} | seed {seed} | R@1 {s['r_at_1']:.2f} sim {s['similarity']:.3f} "
                     f"IoU {s['geometry']:.2f} | {secs_asset:.1f} s")
             renders = torch.stack([s["renders"] for _, s, _, _ in seeds_out])
@@ -392,6 +455,7 @@ def run_benchmark(cfg: BenchmarkConfig, scorer=None, log=print, generator=None) 
         "per_prompt": rows,
     }
     result["_grid"] = grid  # tensors for save_grid; dropped by save_json
+    result["_assets"] = kept  # for save_assets
     return result
 
 

@@ -26,7 +26,11 @@ def register(subparsers) -> None:
     ev.add_argument("--guidance", type=float, default=0.0, help="CFG scale; 0 = each method's default")
     ev.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="method option (JSON value)")
     ev.add_argument("--shading", choices=("albedo", "lambertian"), default="albedo", help="how views are drawn")
-    ev.add_argument("--json", type=Path, default=None, help="write the figures to this JSON file")
+    ev.add_argument("--json", type=Path, default=None,
+                    help="write the figures to this JSON file, and every asset's renders and mesh to FILE.assets.pt")
+    ev.add_argument("--rescore", type=Path, nargs="+", default=None, metavar="ASSETS",
+                    help="score the .assets.pt files of earlier runs again (current scorer and metrics), optimising "
+                         "nothing")
     ev.add_argument("--grid", type=Path, default=Path("dreamstill_eval.png"), help="PNG grid of renders")
     ev.add_argument("--scorer", type=Path, default=None, help="scorer folder (default: the shipped weights)")
     ev.add_argument("--device", default=None, help="cpu or cuda (default: the prior's choice)")
@@ -80,6 +84,14 @@ def run_eval(args: argparse.Namespace) -> int:
             print(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}")
         return 0
 
+    if args.rescore:
+        try:
+            saved = B.SavedAssets(args.rescore)
+        except (OSError, ValueError) as err:
+            print(f"dreamstill eval --rescore: {err}", file=sys.stderr)
+            return 2
+        return _report(B.run_benchmark(saved.config(), scorer=scorer, log=print, saved=saved), args)
+
     methods = _methods(args)
     overrides = dict(methods=methods, prior=args.prior, guidance=args.guidance, options=parse_options(args.option),
                      shading=args.shading, device=args.device)
@@ -118,7 +130,12 @@ def run_eval(args: argparse.Namespace) -> int:
         cfg.seeds = 1 if args.seeds is None else cfg.seeds  # one forward pass per prompt: nothing random
         cfg.methods = (f"generator:{args.generator}",)
 
-    result = B.run_benchmark(cfg, scorer=scorer, log=print, generator=generator)
+    return _report(B.run_benchmark(cfg, scorer=scorer, log=print, generator=generator), args)
+
+
+def _report(result: dict, args: argparse.Namespace) -> int:
+    from . import benchmark as B
+
     print()
     print(B.format_table(result))
     if args.grid:
@@ -126,7 +143,9 @@ def run_eval(args: argparse.Namespace) -> int:
         print(f"render grid: {args.grid}")
     if args.json:
         B.save_json(result, args.json)
-        print(f"figures: {args.json}")
+        assets = args.json.with_suffix(".assets.pt")
+        B.save_assets(result, assets)
+        print(f"figures: {args.json}; assets: {assets}")
     return 0
 
 
