@@ -94,5 +94,6 @@ def run_instant(spec: JobSpec, output_path: Path, started: float) -> Iterator[Jo
     yield mesh_update(mesh, 1, final=True)
     files = export_mesh(mesh, output_path, spec.output_format)
     files = [str(f) for f in (files if isinstance(files, (list, tuple)) else [files])]
-    files.append(str(write_views(asset, output_path.with_name(output_path.stem + "_views.png"))))
+    # a small contact sheet: at 128 px its 4 renders would take longer than everything else in an instant job
+    files.append(str(write_views(asset, output_path.with_name(output_path.stem + "_views.png"), size=64)))
     yield Done(files=files, seconds=time.perf_counter() - started, metrics={"warnings": asset.warnings})
