@@ -8,7 +8,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-KEYS = ("r_at_1", "similarity", "geometry", "diversity", "seconds_per_step", "seconds_per_asset")
+KEYS = ("r_at_1", "r_at_1_prompts", "similarity", "geometry", "diversity", "seconds_per_step", "seconds_per_asset")
 
 
 def main(paths: list[str]) -> None:

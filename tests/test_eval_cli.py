@@ -36,7 +36,7 @@ def test_eval_groundtruth_prints_table_and_writes_json_and_grid(tmp_path, capsys
                  "--scorer", str(random_scorer), "--json", str(out_json), "--grid", str(out_png)])
     assert code == 0
     text = capsys.readouterr().out
-    assert "R@1" in text and "geom IoU" in text and "s/asset" in text and "groundtruth" in text
+    assert "R@1" in text and "R@1 ref" in text and "geom IoU" in text and "s/asset" in text and "groundtruth" in text
     data = json.loads(out_json.read_text())
     for key in ("r_at_1", "similarity", "geometry", "seconds_per_asset", "diversity", "seconds_per_step"):
         assert key in data["overall"]
@@ -70,8 +70,10 @@ def test_rescore_of_saved_assets_reproduces_the_table(tmp_path, capsys, random_s
         assert sorted(seeds) == [0, 1]
         for run in runs:
             (old,) = run["per_prompt"][i]["seeds"]
-            for key in ("r_at_1", "similarity", "geometry"):
+            for key in ("r_at_1", "r_at_1_prompts", "similarity", "geometry"):
                 assert seeds[old["seed"]][key] == pytest.approx(old[key], abs=0.02), key
+            # fewer prompts to choose among (no hard negatives): a view that picks its prompt still does
+            assert old["r_at_1_prompts"] >= old["r_at_1"]
     assert main(["eval", "--rescore", str(tmp_path / "none.pt"), "--scorer", str(random_scorer)]) == 2
     assert "none.pt" in capsys.readouterr().err
 

@@ -106,6 +106,8 @@ class BenchmarkConfig:
     seed_start: int = 0  # seeds are seed_start, seed_start + 1, ... (to split a run across processes)
     prompts: tuple[str, ...] = BENCHMARK_PROMPTS
     prompt_set: tuple[str, ...] = BENCHMARK_PROMPT_SET  # the prompts R@1 chooses among
+    # ScaleDreamer's R@1 chooses among the evaluation prompts alone (no hard negatives): r_at_1_prompts
+    reference_prompts: tuple[str, ...] = BENCHMARK_PROMPTS
     guidance: float = 0.0
     options: dict = field(default_factory=dict)
     n_azimuth: int = 8
@@ -265,6 +267,7 @@ class SavedAssets:
         cfg.methods = tuple(dict.fromkeys(r["method"] for r in self.records))
         cfg.prompts = tuple(dict.fromkeys(r["prompt"] for r in self.records))
         cfg.prompt_set = self.prompt_set
+        cfg.reference_prompts = tuple(self.records[0].get("reference_prompts", BENCHMARK_PROMPTS))
         return cfg
 
     def seeds(self, method: str, prompt: str) -> list[int]:
@@ -321,6 +324,7 @@ def score_asset(asset, prompt: str, scorer, cfg: BenchmarkConfig, cameras=None) 
         raise ValueError(f"prompt {prompt!r} is not in the R@1 prompt set; add it to prompt_set")
     target = prompt_set.index(prompt)
     scores = scorer.score(images, prompt_set, cams)
+    reference = [prompt_set.index(p) for p in cfg.reference_prompts if p in prompt_set]
     geometry, mesh_seconds, mesh = 0.0, 0.0, None
     try:
         start = time.perf_counter()
@@ -333,6 +337,8 @@ def score_asset(asset, prompt: str, scorer, cfg: BenchmarkConfig, cameras=None) 
         geometry = 0.0
     return {
         "r_at_1": r_at_1_of(scores, target),
+        "r_at_1_prompts": r_at_1_of(scores[:, reference], reference.index(target)) if target in reference
+        else float("nan"),
         "similarity": similarity_of(scores, target),
         "geometry": geometry,
         "mesh_seconds": mesh_seconds,
@@ -422,6 +428,7 @@ def run_benchmark(cfg: BenchmarkConfig, scorer=None, log=print, generator=None, 
                 seeds_out.append((seed, s, sps, secs_asset))
                 mesh = s["mesh"]
                 kept.append({"method": method, "prompt": prompt, "seed": seed, "prompt_set": list(cfg.prompt_set),
+                             "reference_prompts": list(cfg.reference_prompts),
                              "renders": (s["renders"] * 255).round().to(torch.uint8),
                              "vertices": None if mesh is None else torch.as_tensor(np.asarray(mesh.vertices, np.float32)),
                              "faces": None if mesh is None else torch.as_tensor(np.asarray(mesh.faces, np.int64)),
@@ -435,13 +442,15 @@ def run_benchmark(cfg: BenchmarkConfig, scorer=None, log=print, generator=None, 
                 "prompt": prompt,
                 "composition": " on top of " in prompt or " next to " in prompt,
                 "r_at_1": _mean([s["r_at_1"] for _, s, _, _ in seeds_out]),
+                "r_at_1_prompts": _mean([s["r_at_1_prompts"] for _, s, _, _ in seeds_out]),
                 "similarity": _mean([s["similarity"] for _, s, _, _ in seeds_out]),
                 "geometry": _mean([s["geometry"] for _, s, _, _ in seeds_out]),
                 "diversity": pairwise_diversity(renders),
                 "diversity_features": pairwise_diversity(feats),
                 "seconds_per_step": _mean([sps for _, _, sps, _ in seeds_out]),
                 "seconds_per_asset": _mean([t for _, _, _, t in seeds_out]),
-                "seeds": [{"seed": seed, "r_at_1": s["r_at_1"], "similarity": s["similarity"],
+                "seeds": [{"seed": seed, "r_at_1": s["r_at_1"], "r_at_1_prompts": s["r_at_1_prompts"],
+                           "similarity": s["similarity"],
                            "geometry": s["geometry"], "seconds_per_asset": t} for seed, s, _, t in seeds_out],
             }
             method_rows.append(row)
@@ -462,7 +471,7 @@ def run_benchmark(cfg: BenchmarkConfig, scorer=None, log=print, generator=None, 
 def summarise(rows: list[dict]) -> dict:
     single = [r for r in rows if not r["composition"]]
     comp = [r for r in rows if r["composition"]]
-    keys = ("r_at_1", "similarity", "geometry", "diversity", "diversity_features", "seconds_per_step",
+    keys = ("r_at_1", "r_at_1_prompts", "similarity", "geometry", "diversity", "diversity_features", "seconds_per_step",
             "seconds_per_asset")
     out = {k: _mean([r[k] for r in rows]) for k in keys}
     out["r_at_1_single"] = _mean([r["r_at_1"] for r in single])
@@ -480,14 +489,15 @@ def _fmt(x: float, digits: int = 3) -> str:
 
 
 def format_table(result: dict) -> str:
-    """One line per method: R@1 (all / single objects / compositions), similarity, geometry IoU, diversity,
-    seconds per step and per asset."""
-    head = f"{'method':<12} {'R@1':>6} {'R@1 1obj':>8} {'R@1 2obj':>8} {'sim':>6} {'geom IoU':>8} {'divers.':>7} " \
+    """One line per method: R@1 among the prompt set with its hard negatives (all / single objects / compositions),
+    R@1 among the reference prompts alone (ScaleDreamer's protocol: the benchmark's 16), similarity, geometry IoU,
+    diversity, seconds per step and per asset."""
+    head = f"{'method':<12} {'R@1':>6} {'R@1 ref':>7} {'R@1 1obj':>8} {'R@1 2obj':>8} {'sim':>6} {'geom IoU':>8} {'divers.':>7} " \
            f"{'s/step':>7} {'s/asset':>8} {'assets':>6}"
     lines = [head, "-" * len(head)]
     for m, o in result["by_method"].items():
         lines.append(
-            f"{m:<12} {_fmt(o['r_at_1']):>6} {_fmt(o['r_at_1_single']):>8} {_fmt(o['r_at_1_composition']):>8} "
+            f"{m:<12} {_fmt(o['r_at_1']):>6} {_fmt(o['r_at_1_prompts']):>7} {_fmt(o['r_at_1_single']):>8} {_fmt(o['r_at_1_composition']):>8} "
             f"{_fmt(o['similarity']):>6} {_fmt(o['geometry']):>8} {_fmt(o['diversity']):>7} "
             f"{_fmt(o['seconds_per_step']):>7} {_fmt(o['seconds_per_asset'], 1):>8} {o['assets']:>6}"
         )

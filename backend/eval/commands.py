@@ -126,7 +126,7 @@ def run_eval(args: argparse.Namespace) -> int:
             return 2
         prompts = generator.prompts(args.prompts or "train")
         cfg.prompts = tuple(prompts[:4] if args.quick else prompts)
-        cfg.prompt_set = tuple(prompts)
+        cfg.prompt_set = cfg.reference_prompts = tuple(prompts)
         cfg.seeds = 1 if args.seeds is None else cfg.seeds  # one forward pass per prompt: nothing random
         cfg.methods = (f"generator:{args.generator}",)
 
