@@ -61,7 +61,7 @@ def main(argv=None) -> int:
     t1 = time.perf_counter()
     mesh = asset.extract_mesh()
     t2 = time.perf_counter()
-    print(f"device {asset.device}, torch threads {torch.get_num_threads()}, mesh resolution {spec.mesh_resolution}, "
+    print(f"device {asset.device}, torch threads {torch.get_num_threads()}, mesh resolution {spec.mesh_grid}, "
           f"texture {spec.texture_size}")
     print(f"load (prior + generator, once per process): {load_s:.2f} s")
     print(f"prompt -> .glb over {len(times)} prompts: median {statistics.median(times):.2f} s, "

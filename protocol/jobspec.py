@@ -63,7 +63,7 @@ class JobSpec:
     @property
     def mesh_grid(self) -> int:
         """The marching-cubes resolution: mesh_resolution, or the mode's default when it is 0 (an instant job's
-        mesh is 64^3, so that texture unwrap and bake keep prompt -> .glb within about a second on a CPU)."""
+        mesh is 64^3: unwrap and texture bake grow with the mesh and would dominate an instant job at 128^3)."""
         return self.mesh_resolution or MESH_RESOLUTION_BY_MODE[self.mode]
 
     def validate(self) -> "JobSpec":
