@@ -30,6 +30,9 @@ def add_job_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--format", choices=FORMATS, default=None, help="output format (default: from the output suffix)")
     g.add_argument("--mesh-resolution", type=int, default=d.mesh_resolution)
     g.add_argument("--texture-size", type=int, default=d.texture_size, help="0 = vertex colours only")
+    g.add_argument("--max-faces", type=int, default=d.max_faces,
+                   help="decimate the mesh to this many faces (0 = the mode's default: all for optimize, 10,000 "
+                        "for instant)")
     g.add_argument("--elevation-range", type=float, nargs=2, default=d.elevation_range, metavar=("LO", "HI"))
     g.add_argument("--distance-range", type=float, nargs=2, default=d.distance_range, metavar=("LO", "HI"))
     g.add_argument("--fov-range", type=float, nargs=2, default=d.fov_range, metavar=("LO", "HI"))
@@ -85,6 +88,7 @@ def spec_from_args(args: argparse.Namespace, prompt: str, output: Path | None = 
         output_format=format_for(output, args.format),
         mesh_resolution=args.mesh_resolution,
         texture_size=args.texture_size,
+        max_faces=args.max_faces,
         elevation_range=tuple(args.elevation_range),
         distance_range=tuple(args.distance_range),
         fov_range=tuple(args.fov_range),

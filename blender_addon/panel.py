@@ -96,7 +96,7 @@ class VIEW3D_PT_dreamstill_advanced(DreamstillPanel, Panel):
     def draw(self, context):
         s = context.scene.dreamstill
         col = self.layout.column()
-        for name in ("prior", "mesh_resolution", "texture_size", "preview_every", "mesh_every", "options_json"):
+        for name in ("prior", "mesh_resolution", "texture_size", "max_faces", "preview_every", "mesh_every", "options_json"):
             col.prop(s, name)
         row = col.row(align=True)
         row.operator("dreamstill.use_spec")

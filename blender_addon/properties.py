@@ -50,7 +50,7 @@ PRESET_ITEMS = [
 ]
 
 JOB_FIELDS = ("prompt", "negative_prompt", "method", "mode", "steps", "resolution", "mesh_resolution", "texture_size",
-              "seed", "guidance", "prior", "elevation_min", "elevation_max", "fov_min", "fov_max", "distance_min",
+              "max_faces", "seed", "guidance", "prior", "elevation_min", "elevation_max", "fov_min", "fov_max", "distance_min",
               "distance_max", "preview_every", "mesh_every", "options_json", "server")
 
 STATE_ITEMS = [
@@ -79,6 +79,9 @@ def job_annotations() -> dict:
                                        description="Marching-cubes grid size (0 = the mode's: 128 optimize, 64 instant)"),
         "texture_size": IntProperty(name="Texture Size", default=512, min=0, max=4096,
                                     description="Baked texture size in pixels (0 = vertex colours only)"),
+        "max_faces": IntProperty(name="Max Faces", default=0, min=0, max=10_000_000, soft_max=500_000,
+                                 description="Decimate the mesh to this many faces (0 = the mode's: all for "
+                                             "optimize, 10,000 for instant)"),
         "seed": IntProperty(name="Seed", default=0, min=0, description="Same seed and settings = same asset"),
         "guidance": FloatProperty(name="Guidance", default=0.0, min=0.0, soft_max=200.0,
                                   description="Classifier-free guidance scale (0 = the method's paper default)"),
@@ -133,7 +136,7 @@ def spec_from(values, prompt: str | None = None) -> JobSpec:
         fov_range=(float(values.fov_min), float(values.fov_max)),
         distance_range=(float(values.distance_min), float(values.distance_max)),
         mesh_resolution=int(values.mesh_resolution), texture_size=int(values.texture_size),
-        preview_every=int(values.preview_every), mesh_every=int(values.mesh_every), options=options)
+        max_faces=int(values.max_faces), preview_every=int(values.preview_every), mesh_every=int(values.mesh_every), options=options)
     return spec.validate()
 
 
@@ -141,7 +144,7 @@ def load_spec_into(settings, spec: JobSpec) -> None:
     """Copy a stored JobSpec back into the panel's settings (to regenerate or vary an asset)."""
     settings.preset = "CUSTOM"
     for name in ("prompt", "negative_prompt", "method", "mode", "steps", "resolution", "mesh_resolution",
-                 "texture_size", "seed", "guidance", "prior", "preview_every", "mesh_every"):
+                 "texture_size", "max_faces", "seed", "guidance", "prior", "preview_every", "mesh_every"):
         setattr(settings, name, getattr(spec, name))
     settings.elevation_min, settings.elevation_max = spec.elevation_range
     settings.fov_min, settings.fov_max = spec.fov_range

@@ -21,6 +21,10 @@ MIN_RESOLUTION, MAX_RESOLUTION = 16, 1024
 MAX_MESH_RESOLUTION = 512
 MESH_RESOLUTION_BY_MODE = {"optimize": 128, "instant": 64}  # JobSpec.mesh_resolution = 0
 MAX_TEXTURE_SIZE = 4096
+# JobSpec.max_faces = 0: an instant job's mesh is decimated to 10,000 faces before its texture bake (the bake grows
+# with the mesh and would dominate the job); an optimized asset keeps every marching-cubes face.
+MAX_FACES_BY_MODE = {"optimize": None, "instant": 10_000}
+MIN_MAX_FACES, MAX_MAX_FACES = 100, 10_000_000
 
 
 class JobSpecError(ValueError):
@@ -55,6 +59,7 @@ class JobSpec:
     output_format: str = "glb"
     mesh_resolution: int = 0  # marching-cubes grid; 0 = the mode's default (MESH_RESOLUTION_BY_MODE)
     texture_size: int = 512  # 0 = vertex colours only
+    max_faces: int = 0  # decimate the mesh to this many faces; 0 = the mode's default (MAX_FACES_BY_MODE)
     preview_every: int = 50
     mesh_every: int = 0  # 0 = only the final mesh
     checkpoint_every: int = 0
@@ -65,6 +70,12 @@ class JobSpec:
         """The marching-cubes resolution: mesh_resolution, or the mode's default when it is 0 (an instant job's
         mesh is 64^3: unwrap and texture bake grow with the mesh and would dominate an instant job at 128^3)."""
         return self.mesh_resolution or MESH_RESOLUTION_BY_MODE[self.mode]
+
+    @property
+    def face_budget(self) -> int | None:
+        """The most faces the final mesh keeps (quadric decimation above it): max_faces, or the mode's default when
+        it is 0 (None = every marching-cubes face)."""
+        return self.max_faces or MAX_FACES_BY_MODE[self.mode]
 
     def validate(self) -> "JobSpec":
         """Raise JobSpecError naming the first bad field; return self when all is well."""
@@ -106,6 +117,8 @@ class JobSpec:
             bad("output_format", f"unknown format {self.output_format!r}; choose one of {', '.join(FORMATS)}")
         if self.mesh_resolution != 0 and not 16 <= self.mesh_resolution <= MAX_MESH_RESOLUTION:
             bad("mesh_resolution", f"is {self.mesh_resolution}; use 0 (the mode's default) or 16..{MAX_MESH_RESOLUTION}")
+        if self.max_faces != 0 and not MIN_MAX_FACES <= self.max_faces <= MAX_MAX_FACES:
+            bad("max_faces", f"is {self.max_faces}; use 0 (the mode's default) or {MIN_MAX_FACES}..{MAX_MAX_FACES}")
         if self.texture_size != 0 and not 16 <= self.texture_size <= MAX_TEXTURE_SIZE:
             bad("texture_size", f"is {self.texture_size}; use 0 (vertex colours) or 16..{MAX_TEXTURE_SIZE}")
         for name in ("preview_every", "mesh_every", "checkpoint_every"):

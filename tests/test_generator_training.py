@@ -79,6 +79,7 @@ def test_two_process_torchrun_keeps_replicas_identical(tmp_path):
 
 
 def test_instant_job_returns_a_mesh(tiny_prior, tmp_path, monkeypatch):
+    from dreamstill.backend.mesh import decimation_available
     from dreamstill.backend.engine import run_job
     from dreamstill.backend.generators.train import GeneratorTrainer
     from dreamstill.protocol import Done, JobSpec, MeshUpdate
@@ -92,6 +93,11 @@ def test_instant_job_returns_a_mesh(tiny_prior, tmp_path, monkeypatch):
     assert isinstance(events[-1], Done), events[-1]
     mesh = next(e for e in events if isinstance(e, MeshUpdate))
     assert mesh.final and len(mesh.faces) > 0 and mesh.vertex_colors is not None
+    assert len(mesh.faces) > 100, len(mesh.faces)
+    if decimation_available():  # the face budget reaches the instant job's mesh
+        spec.max_faces = 100
+        small = next(e for e in run_job(spec, tmp_path / "out2") if isinstance(e, MeshUpdate))
+        assert len(small.faces) <= 100 < len(mesh.faces)
 
 
 def test_cli_generator_flag_implies_instant_mode():

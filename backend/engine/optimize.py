@@ -162,7 +162,8 @@ class AssetOptimizer:
         from .meshing import field_to_mesh
 
         size = self.spec.texture_size if texture_size is None else texture_size
-        return field_to_mesh(self.field, self.device, resolution or self.spec.mesh_grid, size, self.warnings)
+        return field_to_mesh(self.field, self.device, resolution or self.spec.mesh_grid, size, self.warnings,
+                             self.spec.face_budget)
 
     # --- checkpoints -----------------------------------------------------------------------------------------
     def state_dict(self) -> dict:

@@ -73,7 +73,8 @@ class InstantAsset:
         from ..engine.meshing import field_to_mesh
 
         size = self.spec.texture_size if texture_size is None else texture_size
-        return field_to_mesh(self.field, self.device, resolution or self.spec.mesh_grid, size, self.warnings)
+        return field_to_mesh(self.field, self.device, resolution or self.spec.mesh_grid, size, self.warnings,
+                             self.spec.face_budget)
 
 
 def run_instant(spec: JobSpec, output_path: Path, started: float) -> Iterator[JobEvent]:
