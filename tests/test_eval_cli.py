@@ -81,12 +81,31 @@ def test_rescore_of_saved_assets_reproduces_the_table(tmp_path, capsys, random_s
 def test_eval_error_paths(capsys, random_scorer, tmp_path):
     with pytest.raises(SystemExit, match="unknown method"):
         main(["eval", "--method", "nope", "--scorer", str(random_scorer)])
-    with pytest.raises(SystemExit, match="--generator"):
-        main(["eval", "--prompts", "heldout", "--scorer", str(random_scorer)])
+    assert main(["eval", "--prompts", "train", "--corpus", str(tmp_path / "no_corpus.txt"),
+                 "--scorer", str(random_scorer)]) == 2
+    assert "no_corpus.txt" in capsys.readouterr().err
     assert main(["eval", "--generator", str(tmp_path / "missing"), "--scorer", str(random_scorer)]) == 2
     assert "generator" in capsys.readouterr().err
     assert main(["eval", "--scorer", str(tmp_path / "no_scorer")]) == 2
     assert "train-scorer" in capsys.readouterr().err
+
+
+def test_per_prompt_methods_run_on_the_generators_heldout_prompts(tmp_path, random_scorer):
+    """--prompts heldout without --generator: the same 16 held-out compositions the generator is scored on, so a
+    per-prompt method sits in the generator's table; --prompt-index splits them across processes."""
+    from dreamstill.backend.eval.benchmark import sample_corpus_prompts
+    from dreamstill.backend.generators.config import load_corpus
+
+    heldout = sample_corpus_prompts("toy2000", "heldout")
+    assert len(heldout) == 16 and set(heldout) <= set(load_corpus("toy2000", "heldout"))
+    assert not set(heldout) & set(load_corpus("toy2000", "train"))
+    out_json = tmp_path / "h.json"
+    assert main(["eval", "--method", "groundtruth", "--prompts", "heldout", "--prompt-index", "3",
+                 "--prompt-index", "7", "--seeds", "1", "--scorer", str(random_scorer), "--json", str(out_json),
+                 "--grid", str(tmp_path / "g.png")]) == 0
+    data = json.loads(out_json.read_text())
+    assert [r["prompt"] for r in data["per_prompt"]] == [heldout[3], heldout[7]]
+    assert data["per_prompt"][0]["seeds"][0]["geometry"] > 0.85  # the ground-truth shape of that held-out prompt
 
 
 @pytest.mark.skipif(not SHIPPED, reason="scorer weights not shipped yet")

@@ -190,6 +190,17 @@ def make_asset(method: str, prompt: str, seed: int, cfg: BenchmarkConfig, prior)
     return opt, time.perf_counter() - start, opt.seconds_per_step
 
 
+def sample_corpus_prompts(corpus: str, split: str, n: int = 16, seed: int = 0) -> list[str]:
+    """A fixed sample of n prompts of a generator corpus ("train") or of the held-out compositions ("heldout"): the
+    prompts ``dreamstill eval --prompts`` scores a generator, or a per-prompt method beside it, on."""
+    from ..generators.config import load_corpus
+
+    pool = load_corpus(corpus, split)
+    g = torch.Generator().manual_seed(1234 + seed)
+    idx = sorted(torch.randperm(len(pool), generator=g)[: min(n, len(pool))].tolist())
+    return [pool[i] for i in idx]
+
+
 class GeneratorAssets:
     """issue 7: a prompt-amortized generator as an asset factory: asset(prompt, seed) runs one forward pass
     (generators.instant.InstantAsset) and returns something with render / extract_mesh."""
@@ -210,13 +221,7 @@ class GeneratorAssets:
             raise NotAvailableError(str(err)) from None
 
     def prompts(self, split: str, n: int = 16, seed: int = 0) -> list[str]:
-        """A fixed sample of n prompts of the generator's corpus ("train") or of the held-out compositions."""
-        from ..generators.config import load_corpus
-
-        pool = load_corpus(self.config.corpus, split)
-        g = torch.Generator().manual_seed(1234 + seed)
-        idx = sorted(torch.randperm(len(pool), generator=g)[: min(n, len(pool))].tolist())
-        return [pool[i] for i in idx]
+        return sample_corpus_prompts(self.config.corpus, split, n, seed)
 
     def asset(self, prompt: str, seed: int = 0):
         from dreamstill.protocol import JobSpec

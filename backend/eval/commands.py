@@ -38,7 +38,11 @@ def register(subparsers) -> None:
                     help="evaluate only benchmark prompt N (repeatable; for splitting a run across processes)")
     ev.add_argument("--generator", default=None, metavar="CKPT", help="evaluate a prompt-amortized generator")
     ev.add_argument("--prompts", choices=("train", "heldout"), default=None,
-                    help="with --generator: training prompts or held-out compositions")
+                    help="instead of the benchmark, 16 sampled training prompts or held-out compositions of the "
+                         "generator's corpus (or --corpus); per-prompt methods too, to compare with a generator")
+    ev.add_argument("--corpus", default="toy2000",
+                    help="with --prompts train and no --generator: the corpus the prompts are sampled from "
+                         "(default: the shipped generator's, toy2000); the held-out compositions are the toy world's")
     ev.add_argument("--scorer-check", action="store_true",
                     help="only measure the scorer: R@1 on held-out ground-truth renders of the benchmark prompts")
     ev.set_defaults(func=run_eval)
@@ -107,6 +111,26 @@ def run_eval(args: argparse.Namespace) -> int:
         raise SystemExit("dreamstill eval: --seed-start must be at least 0")
     overrides["seed_start"] = args.seed_start
     cfg = B.BenchmarkConfig.quick(**overrides) if args.quick else B.BenchmarkConfig(**overrides)
+
+    generator = None
+    if args.generator is not None:
+        try:
+            generator = B.load_generator_assets(args.generator, cfg.mesh_resolution)
+        except B.NotAvailableError as err:
+            print(f"dreamstill eval: {err}", file=sys.stderr)
+            return 2
+        cfg.seeds = 1 if args.seeds is None else cfg.seeds  # one forward pass per prompt: nothing random
+        cfg.methods = (f"generator:{args.generator}",)
+    if generator is not None or args.prompts is not None:
+        # a corpus's sampled training or held-out prompts instead of the benchmark: R@1 chooses among them
+        corpus = generator.config.corpus if generator is not None else args.corpus
+        try:
+            prompts = B.sample_corpus_prompts(corpus, args.prompts or "train")
+        except (OSError, ValueError) as err:
+            print(f"dreamstill eval: {err}", file=sys.stderr)
+            return 2
+        cfg.prompts = tuple(prompts[:4] if args.quick else prompts)
+        cfg.prompt_set = cfg.reference_prompts = tuple(prompts)
     if args.prompts_limit:
         cfg.prompts = cfg.prompts[: args.prompts_limit]
     if args.prompt_index:
@@ -114,21 +138,6 @@ def run_eval(args: argparse.Namespace) -> int:
         if bad:
             raise SystemExit(f"dreamstill eval: --prompt-index {bad} out of range 0..{len(cfg.prompts) - 1}")
         cfg.prompts = tuple(cfg.prompts[i] for i in args.prompt_index)
-
-    generator = None
-    if args.generator is not None or args.prompts is not None:
-        if args.generator is None:
-            raise SystemExit("dreamstill eval: --prompts train|heldout goes with --generator CKPT")
-        try:
-            generator = B.load_generator_assets(args.generator, cfg.mesh_resolution)
-        except B.NotAvailableError as err:
-            print(f"dreamstill eval: {err}", file=sys.stderr)
-            return 2
-        prompts = generator.prompts(args.prompts or "train")
-        cfg.prompts = tuple(prompts[:4] if args.quick else prompts)
-        cfg.prompt_set = cfg.reference_prompts = tuple(prompts)
-        cfg.seeds = 1 if args.seeds is None else cfg.seeds  # one forward pass per prompt: nothing random
-        cfg.methods = (f"generator:{args.generator}",)
 
     return _report(B.run_benchmark(cfg, scorer=scorer, log=print, generator=generator), args)
 
