@@ -63,6 +63,45 @@ def test_resume_continues_the_same_run(tiny_prior, tmp_path):
     torch.testing.assert_close(weights(resumed), weights(full), rtol=0, atol=0)
 
 
+def test_opacity_terms_match_their_closed_form_and_ramp(tiny_prior, tmp_path):
+    """ScaleDreamer's configs: 20 * mean sqrt(o^2 + 0.01) + lambda_opaque(k) * mean entropy(o), lambda_opaque ramped
+    from 0 at 80% of the steps to 10 at the last."""
+    import math
+
+    from dreamstill.backend.generators.train import GeneratorTrainer
+
+    trainer = GeneratorTrainer(tiny_config(corpus_file(tmp_path), steps=100), tmp_path / "g", prior=tiny_prior)
+    ramp = []
+    for step in (0, 80, 90, 100):
+        trainer.step = step
+        ramp.append(trainer.opaque_weight())
+    assert ramp == pytest.approx([0.0, 0.0, 5.0, 10.0])
+    o = torch.full((2, 1, 4, 4), 0.3, requires_grad=True)
+    trainer.step = 90
+    loss = trainer._opacity_loss(o)
+    entropy = -(0.3 * math.log(0.3) + 0.7 * math.log(0.7))
+    assert float(loss.detach()) == pytest.approx(20 * math.sqrt(0.09 + 0.01) + 5.0 * entropy, rel=1e-5)
+    loss.backward()  # d/do = [20 o / sqrt(o^2 + 0.01) + 5 log((1 - o) / o)] / 32 per pixel
+    expected = (20 * 0.3 / math.sqrt(0.1) + 5.0 * math.log(0.7 / 0.3)) / 32
+    torch.testing.assert_close(o.grad, torch.full_like(o, expected), rtol=1e-5, atol=0)
+
+
+def test_init_from_starts_a_new_run_from_trained_weights(tiny_prior, tmp_path):
+    from dreamstill.backend.generators.train import GeneratorTrainer
+
+    trained = GeneratorTrainer(tiny_config(corpus_file(tmp_path)), tmp_path / "a", prior=tiny_prior)
+    trained.train_step()
+    path = trained.save()
+    tuned = GeneratorTrainer(tiny_config(corpus_file(tmp_path), steps=10, lr=1e-3, seed=3), tmp_path / "b",
+                             prior=tiny_prior)
+    assert not torch.equal(weights(tuned), weights(trained))
+    tuned.init_from(path)
+    assert torch.equal(weights(tuned), weights(trained)) and tuned.step == 0
+    other = GeneratorTrainer(tiny_config(corpus_file(tmp_path), arch="triplane"), tmp_path / "c", prior=tiny_prior)
+    with pytest.raises(ValueError, match="--arch"):
+        other.init_from(path)
+
+
 def test_two_process_torchrun_keeps_replicas_identical(tmp_path):
     script = Path(__file__).parent / "helpers" / "ddp_generator_step.py"
     env = dict(os.environ, OMP_NUM_THREADS="1")

@@ -36,7 +36,13 @@ def register(subparsers) -> None:
     p.add_argument("--grid-every", type=int, default=d.grid_every)
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="method option")
     p.add_argument("--arch-option", action="append", default=[], metavar="KEY=VALUE", help="architecture option")
+    p.add_argument("--lambda-sparsity", type=float, default=d.lambda_sparsity,
+                   help="weight of the mean opacity (ScaleDreamer's configs: 20)")
+    p.add_argument("--lambda-opaque", type=float, default=d.lambda_opaque,
+                   help="weight of the opacity entropy, ramped from 0 over the last fifth (ScaleDreamer's: 10)")
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT/generator.pt")
+    p.add_argument("--init-from", type=Path, default=None, metavar="CKPT",
+                   help="start from this generator's weights (fine-tune: new optimizer and schedule)")
     p.set_defaults(func=train_generator)
 
     e = subparsers.add_parser(
@@ -60,13 +66,21 @@ def train_generator(args: argparse.Namespace) -> int:
         prompts_per_step=args.prompts_per_step, views_per_prompt=args.views_per_prompt, resolution=args.resolution,
         num_samples=args.num_samples, guidance=args.guidance, lr=args.lr, seed=args.seed,
         checkpoint_every=args.checkpoint_every, grid_every=args.grid_every, options=parse_options(args.option),
-        arch_options=parse_options(args.arch_option),
+        arch_options=parse_options(args.arch_option), lambda_sparsity=args.lambda_sparsity,
+        lambda_opaque=args.lambda_opaque,
     )
     rank, world_size = distributed_context()
     trainer = GeneratorTrainer(config, args.output, rank=rank, world_size=world_size)
     checkpoint = args.output / CHECKPOINT_NAME
     if args.resume and checkpoint.exists():
         trainer.load(checkpoint)
+    elif args.init_from is not None:
+        from .instant import GeneratorNotFoundError, resolve_checkpoint
+
+        try:
+            trainer.init_from(resolve_checkpoint(str(args.init_from)))
+        except (GeneratorNotFoundError, ValueError) as err:
+            raise SystemExit(f"train-generator --init-from: {err}")
     if rank == 0:
         args.output.mkdir(parents=True, exist_ok=True)
         (args.output / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=1))

@@ -22,6 +22,9 @@ class GeneratorTrainConfig:
     num_samples: int = 32
     guidance: float = 0.0  # 0 = the method's default
     lr: float = 4e-3  # ScaleDreamer's released configs: Adam betas (0, 0.99), lr 0.004
+    # ScaleDreamer's released configs add two opacity terms to the distillation loss (not in the paper):
+    lambda_sparsity: float = 20.0  # x mean_pixels sqrt(o^2 + 0.01): fog and floaters cost opacity
+    lambda_opaque: float = 10.0  # x mean_pixels BCE(o, o), ramped linearly from 0 over the last fifth of the run
     seed: int = 0
     checkpoint_every: int = 200
     grid_every: int = 500

@@ -5,6 +5,13 @@ pass, renders each from V random cameras, and applies the same surrogate loss as
     L = sum_p 0.5 ||z_p - sg(z_p - grad_p)||^2 / (P V),
 so d L / d theta = sum_p grad_p^T dz_p/dtheta. The method (ASD by default) is the ordinary ``distill`` method.
 
+ScaleDreamer's released configs add two terms on the rendered opacity o (threestudio's sparsity and opaque losses;
+the paper does not mention them), both means over the rendered pixels:
+    lambda_sparsity * mean sqrt(o^2 + 0.01)                  (fog and floaters cost opacity; lambda = 20)
+    lambda_opaque(k) * mean BCE(o, o) = -o log o - (1-o) log(1-o)  (the entropy of o: pushes pixels to 0 or 1)
+with lambda_opaque(k) ramped linearly from 0 at 80% of the steps to 10 at the end. Without them a generator trained
+on the toy world renders semi-transparent clouds whose shapes the scorer cannot tell apart.
+
 Data-parallel training: launched with torchrun, each rank draws its own prompts (seed + rank) and DDP averages
 gradients (gloo on CPU, NCCL on GPU), so the replicas stay identical.
 """
@@ -93,12 +100,37 @@ class GeneratorTrainer:
         result = self.method.gradient(DistillInput(
             z=z, cond=cond, uncond=self.uncond, step=self.step, total_steps=c.steps, generator=self.noise_generator,
             camera=torch.cat(cams_all), opacity=opacity.detach()))
-        loss = surrogate_loss(z, result.grad)
+        loss = surrogate_loss(z, result.grad) + self._opacity_loss(torch.cat(opac))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         self.step += 1
         return float(loss.detach())
+
+    def opaque_weight(self) -> float:
+        """lambda_opaque ramped linearly from 0 at 80% of the run to its full value at the last step."""
+        fraction = self.step / max(self.config.steps, 1)
+        return self.config.lambda_opaque * min(max((fraction - 0.8) / 0.2, 0.0), 1.0)
+
+    def _opacity_loss(self, opacity: torch.Tensor) -> torch.Tensor:
+        c, loss = self.config, opacity.new_zeros(())
+        if c.lambda_sparsity > 0:
+            loss = loss + c.lambda_sparsity * (opacity.pow(2) + 0.01).sqrt().mean()
+        weight = self.opaque_weight()
+        if weight > 0:
+            o = opacity.clamp(1e-3, 1.0 - 1e-3)
+            loss = loss - weight * (o * o.log() + (1 - o) * (1 - o).log()).mean()
+        return loss
+
+    def init_from(self, path: Path) -> None:
+        """Start this run from another run's generator weights (fine-tuning: fresh optimizer, step 0)."""
+        state = torch.load(path, map_location=self.device, weights_only=True)
+        theirs = {k: state["config"].get(k) for k in ("arch", "arch_options", "prior")}
+        ours = {k: getattr(self.config, k) for k in theirs}
+        if theirs != ours:
+            raise ValueError(f"{path} holds a generator with {theirs}; this run is {ours}: use the same --arch, "
+                             f"--arch-option and --prior")
+        self.generator.load_state_dict(state["generator"])
 
     # --- checkpoints -------------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
