@@ -31,6 +31,7 @@ def main(argv=None) -> int:
     ap.add_argument("--prompts", type=int, default=len(PROMPTS))
     ap.add_argument("--mesh-resolution", type=int, default=None, help="default: JobSpec's")
     ap.add_argument("--texture-size", type=int, default=None, help="default: JobSpec's")
+    ap.add_argument("--max-faces", type=int, default=None, help="default: JobSpec's (instant: 10,000)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -42,8 +43,8 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     load_generator(args.generator, args.device)
     load_s = time.perf_counter() - start
-    extra = {k: v for k, v in (("mesh_resolution", args.mesh_resolution), ("texture_size", args.texture_size))
-             if v is not None}
+    extra = {k: v for k, v in (("mesh_resolution", args.mesh_resolution), ("texture_size", args.texture_size),
+                                ("max_faces", args.max_faces)) if v is not None}
     out_dir = Path(tempfile.mkdtemp(prefix="instant_"))
     times = []
     for i, prompt in enumerate(PROMPTS[: args.prompts]):
@@ -62,7 +63,7 @@ def main(argv=None) -> int:
     mesh = asset.extract_mesh()
     t2 = time.perf_counter()
     print(f"device {asset.device}, torch threads {torch.get_num_threads()}, mesh resolution {spec.mesh_grid}, "
-          f"texture {spec.texture_size}")
+          f"texture {spec.texture_size}, max faces {spec.face_budget}")
     print(f"load (prior + generator, once per process): {load_s:.2f} s")
     print(f"prompt -> .glb over {len(times)} prompts: median {statistics.median(times):.2f} s, "
           f"slowest {max(times):.2f} s")

@@ -74,6 +74,15 @@ def test_rescore_of_saved_assets_reproduces_the_table(tmp_path, capsys, random_s
                 assert seeds[old["seed"]][key] == pytest.approx(old[key], abs=0.02), key
             # fewer prompts to choose among (no hard negatives): a view that picks its prompt still does
             assert old["r_at_1_prompts"] >= old["r_at_1"]
+    # runs whose methods covered different prompts merge too: a row for each (method, prompt) that was run
+    assert main(["eval", "--quick", "--method", "groundtruth", "--seeds", "1", "--prompt-index", "2",
+                 "--scorer", str(random_scorer), "--json", str(tmp_path / "gt.json"),
+                 "--grid", str(tmp_path / "g.png")]) == 0
+    assert main(["eval", "--rescore", str(tmp_path / "s0.assets.pt"), str(tmp_path / "gt.assets.pt"),
+                 "--scorer", str(random_scorer), "--json", str(merged), "--grid", str(tmp_path / "m.png")]) == 0
+    rows = json.loads(merged.read_text())["per_prompt"]
+    assert sorted((r["method"], r["prompt"]) for r in rows) == sorted(
+        [("sds", p) for p in QUICK_PROMPTS[:2]] + [("groundtruth", QUICK_PROMPTS[2])])
     assert main(["eval", "--rescore", str(tmp_path / "none.pt"), "--scorer", str(random_scorer)]) == 2
     assert "none.pt" in capsys.readouterr().err
 

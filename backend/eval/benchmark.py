@@ -440,6 +440,8 @@ def run_benchmark(cfg: BenchmarkConfig, scorer=None, log=print, generator=None, 
                              "seconds_per_asset": secs_asset, "seconds_per_step": sps})
                 log(f"{method:>11} | {prompt:<44} | seed {seed} | R@1 {s['r_at_1']:.2f} sim {s['similarity']:.3f} "
                     f"IoU {s['geometry']:.2f} | {secs_asset:.1f} s")
+            if not seeds_out:  # saved runs of this method did not cover this prompt
+                continue
             renders = torch.stack([s["renders"] for _, s, _, _ in seeds_out])
             feats = torch.stack([s["features"] for _, s, _, _ in seeds_out])
             row = {
