@@ -220,9 +220,6 @@ class GeneratorAssets:
         except FileNotFoundError as err:
             raise NotAvailableError(str(err)) from None
 
-    def prompts(self, split: str, n: int = 16, seed: int = 0) -> list[str]:
-        return sample_corpus_prompts(self.config.corpus, split, n, seed)
-
     def asset(self, prompt: str, seed: int = 0):
         from dreamstill.protocol import JobSpec
 

@@ -31,7 +31,7 @@ def decimation_available() -> bool:
     return importlib.util.find_spec("fast_simplification") is not None
 
 
-def decimate(mesh: Mesh, max_faces: int, albedo_fn=None, chunk: int = 65536, device=None) -> Mesh:
+def decimate(mesh: Mesh, max_faces: int, albedo_fn=None) -> Mesh:
     """``mesh`` with at most about ``max_faces`` faces (the mesh itself when it already has no more).
 
     Vertex colours of the result come from ``albedo_fn`` (N, 3) -> (N, 3) in [0, 1] at the new vertices when given,
@@ -58,8 +58,7 @@ def decimate(mesh: Mesh, max_faces: int, albedo_fn=None, chunk: int = 65536, dev
     if albedo_fn is not None:
         from .extract import _infer_device, albedo_to_uint8, evaluate_points
 
-        where = device if device is not None else _infer_device(albedo_fn)
-        colors = albedo_to_uint8(evaluate_points(albedo_fn, vertices, chunk, where, "albedo_fn"))
+        colors = albedo_to_uint8(evaluate_points(albedo_fn, vertices, 65536, _infer_device(albedo_fn), "albedo_fn"))
     elif mesh.vertex_colors is not None:
         from scipy.spatial import cKDTree
 
