@@ -1,6 +1,7 @@
 """Amortized training: a step changes the generator, resume continues the same run, DDP keeps replicas identical,
 instant jobs produce a mesh."""
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -97,6 +98,13 @@ def test_init_from_starts_a_new_run_from_trained_weights(tiny_prior, tmp_path):
     assert not torch.equal(weights(tuned), weights(trained))
     tuned.init_from(path)
     assert torch.equal(weights(tuned), weights(trained)) and tuned.step == 0
+    first_stage = {"config": dataclasses.asdict(trained.config), "step": 1}
+    assert tuned.lineage == [first_stage]
+    tuned.train_step()
+    again = GeneratorTrainer(tiny_config(corpus_file(tmp_path), steps=10, lr=1e-3, seed=3), tmp_path / "d",
+                             prior=tiny_prior)
+    again.init_from(tuned.save())  # a third stage names both earlier ones, oldest first
+    assert again.lineage == [first_stage, {"config": dataclasses.asdict(tuned.config), "step": 1}]
     other = GeneratorTrainer(tiny_config(corpus_file(tmp_path), arch="triplane"), tmp_path / "c", prior=tiny_prior)
     with pytest.raises(ValueError, match="--arch"):
         other.init_from(path)
@@ -166,7 +174,8 @@ def test_exported_generator_drops_the_optimizer_and_still_serves(tiny_prior, tmp
     trainer.save()
     assert main(["export-generator", str(tmp_path / "gen"), str(tmp_path / "small.pt")]) == 0
     state = torch.load(tmp_path / "small.pt", weights_only=True)
-    assert set(state) == {"config", "step", "generator"} and state["step"] == 1
+    assert set(state) == {"config", "step", "lineage", "generator"} and state["step"] == 1
+    assert state["lineage"] == []  # trained from scratch: no earlier stages
     spec = JobSpec(prompt="a red cube", mode="instant", generator=str(tmp_path / "small.pt"), mesh_resolution=32,
                    texture_size=0)
     assert isinstance(list(run_job(spec, tmp_path / "out"))[-1], Done)

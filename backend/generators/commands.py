@@ -99,6 +99,9 @@ def export_generator(args: argparse.Namespace) -> int:
         raise SystemExit(f"export-generator: {err}")
     state = torch.load(source, map_location="cpu", weights_only=True)
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({k: state[k] for k in ("config", "step", "generator")}, args.output)
-    print(f"{args.output}: step {state['step']}, {args.output.stat().st_size / 1e6:.1f} MB")
+    torch.save({k: state[k] for k in ("config", "step", "lineage", "generator") if k in state}, args.output)
+    stages = [f"{s['step']} steps of {s['config']['method']} on {s['config']['corpus']}"
+              for s in state.get("lineage", [])]
+    history = f" (fine-tuned after {'; then '.join(stages)})" if stages else ""
+    print(f"{args.output}: step {state['step']}{history}, {args.output.stat().st_size / 1e6:.1f} MB")
     return 0

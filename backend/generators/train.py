@@ -63,6 +63,7 @@ class GeneratorTrainer:
         self.noise_generator = torch.Generator(self.device).manual_seed(config.seed * 1000 + rank + 1)
         self.resolution = config.resolution or self.prior.image_size
         self.step = 0
+        self.lineage: list[dict] = []  # the earlier runs this one was fine-tuned from: their configs and steps
 
     def _encode(self, prompts: list[str], chunk: int = 256) -> TextEmbedding:
         parts = [self.prior.encode_text(prompts[i : i + chunk]) for i in range(0, len(prompts), chunk)]
@@ -124,7 +125,9 @@ class GeneratorTrainer:
         return loss
 
     def init_from(self, path: Path) -> None:
-        """Start this run from another run's generator weights (fine-tuning: fresh optimizer, step 0)."""
+        """Start this run from another run's generator weights (fine-tuning: fresh optimizer, step 0). The source's
+        config and step join ``lineage``, which checkpoints and exported generators keep: a shipped generator names
+        every stage that made it."""
         state = torch.load(path, map_location=self.device, weights_only=True)
         theirs = {k: state["config"].get(k) for k in ("arch", "arch_options", "prior")}
         ours = {k: getattr(self.config, k) for k in theirs}
@@ -132,12 +135,14 @@ class GeneratorTrainer:
             raise ValueError(f"{path} holds a generator with {theirs}; this run is {ours}: use the same --arch, "
                              f"--arch-option and --prior")
         self.generator.load_state_dict(state["generator"])
+        self.lineage = list(state.get("lineage", [])) + [{"config": state["config"], "step": state["step"]}]
 
     # --- checkpoints -------------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
         return {
             "config": dataclasses.asdict(self.config),
             "step": self.step,
+            "lineage": self.lineage,
             "generator": self.generator.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "sample_generator": self.sample_generator.get_state(),
@@ -157,6 +162,7 @@ class GeneratorTrainer:
         if state["config"] != dataclasses.asdict(self.config):
             raise ValueError(f"{path} was trained with another configuration; resume with the same flags")
         self.step = state["step"]
+        self.lineage = state.get("lineage", [])
         self.generator.load_state_dict(state["generator"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.sample_generator.set_state(state["sample_generator"])
