@@ -18,7 +18,7 @@ mkdir -p "$OUT"
 one() {  # arch method corpus
   local dir="$OUT/$1_$2_$3"
   $PY -m dreamstill.backend.cli train-generator --arch "$1" --method "$2" --corpus "$3" --steps "$STEPS" \
-      --grid-every 0 --resume -o "$dir" > "$dir.train.log" 2>&1 || return
+      --grid-every 0 --resume -o "$dir" > "$dir.training.log" 2>&1 || return
   for split in train heldout; do
     $PY -m dreamstill.backend.cli eval --generator "$dir" --prompts $split --json "$dir.$split.json" \
         --grid "$dir.$split.png" > "$dir.$split.log" 2>&1

@@ -64,6 +64,26 @@ def test_resume_continues_the_same_run(tiny_prior, tmp_path):
     torch.testing.assert_close(weights(resumed), weights(full), rtol=0, atol=0)
 
 
+def test_kept_checkpoints_are_the_run_at_those_steps(tiny_prior, tmp_path):
+    """--keep-checkpoints: checkpoints/step_N.pt is the run at step N (resumable, exportable), not overwritten."""
+    from dreamstill.backend.generators.train import GeneratorTrainer
+
+    trainer = GeneratorTrainer(tiny_config(corpus_file(tmp_path), checkpoint_every=2, keep_checkpoints=True),
+                               tmp_path / "run", prior=tiny_prior)
+    trainer.train(progress=False)
+    kept = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    assert kept == ["step_000002.pt", "step_000004.pt"]
+    replay = GeneratorTrainer(tiny_config(corpus_file(tmp_path), checkpoint_every=2, keep_checkpoints=True),
+                              tmp_path / "replay", prior=tiny_prior)
+    for _ in range(2):
+        replay.train_step()
+    middle = torch.load(tmp_path / "run" / "checkpoints" / "step_000002.pt", weights_only=True)
+    assert middle["step"] == 2
+    for name, value in replay.generator.state_dict().items():
+        torch.testing.assert_close(middle["generator"][name], value, rtol=0, atol=0)
+    assert not torch.equal(weights(trainer), weights(replay))  # the last checkpoint moved on
+
+
 def test_opacity_terms_match_their_closed_form_and_ramp(tiny_prior, tmp_path):
     """ScaleDreamer's configs: 20 * mean sqrt(o^2 + 0.01) + lambda_opaque(k) * mean entropy(o), lambda_opaque ramped
     from 0 at 80% of the steps to 10 at the last."""

@@ -34,6 +34,8 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
     p.add_argument("--grid-every", type=int, default=d.grid_every)
+    p.add_argument("--keep-checkpoints", action="store_true",
+                   help="also keep OUTPUT/checkpoints/step_N.pt at every --checkpoint-every (export-generator takes any)")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="method option")
     p.add_argument("--arch-option", action="append", default=[], metavar="KEY=VALUE", help="architecture option")
     p.add_argument("--lambda-sparsity", type=float, default=d.lambda_sparsity,
@@ -65,7 +67,8 @@ def train_generator(args: argparse.Namespace) -> int:
         arch=args.arch, method=args.method, corpus=args.corpus, prior=args.prior, steps=args.steps,
         prompts_per_step=args.prompts_per_step, views_per_prompt=args.views_per_prompt, resolution=args.resolution,
         num_samples=args.num_samples, guidance=args.guidance, lr=args.lr, seed=args.seed,
-        checkpoint_every=args.checkpoint_every, grid_every=args.grid_every, options=parse_options(args.option),
+        checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints,
+        grid_every=args.grid_every, options=parse_options(args.option),
         arch_options=parse_options(args.arch_option), lambda_sparsity=args.lambda_sparsity,
         lambda_opaque=args.lambda_opaque,
     )

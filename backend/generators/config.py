@@ -27,6 +27,7 @@ class GeneratorTrainConfig:
     lambda_opaque: float = 10.0  # x mean_pixels BCE(o, o), ramped linearly from 0 over the last fifth of the run
     seed: int = 0
     checkpoint_every: int = 200
+    keep_checkpoints: bool = False  # also keep checkpoints/step_NNNNNN.pt at every checkpoint_every (not only the last)
     grid_every: int = 500
     options: dict = dataclasses.field(default_factory=dict)  # method options, e.g. {"eta": 0.1}
     arch_options: dict = dataclasses.field(default_factory=dict)  # e.g. {"spectral_norm": true}

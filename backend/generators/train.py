@@ -196,6 +196,8 @@ class GeneratorTrainer:
             bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
             if self.rank == 0 and c.checkpoint_every and self.step % c.checkpoint_every == 0:
                 self.save()
+                if c.keep_checkpoints:
+                    self.save(self.out_dir / "checkpoints" / f"step_{self.step:06d}.pt")
             if self.rank == 0 and c.grid_every and self.step % c.grid_every == 0:
                 save_png(self.render_grid(self.prompts[:4]), self.out_dir / f"grid_{self.step:06d}.png")
         bar.close()
