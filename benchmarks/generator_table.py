@@ -1,11 +1,13 @@
 """Print ScaleDreamer's table from benchmarks/generator_grid.sh's JSON files: R@1 (train / held-out) by method,
-corpus and architecture, as markdown.
+corpus and architecture, as markdown; with ``--figure PNG``, also one row of renders per run (the first view of its
+first held-out prompts, the same prompts in every row).
 
-    python benchmarks/generator_table.py out/gen_grid
+    python benchmarks/generator_table.py out/gen_grid [--figure docs/generator_grid_heldout.png]
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -19,21 +21,63 @@ def r_at_1(path: Path) -> str:
     return f"{json.loads(path.read_text())['overall']['r_at_1']:.2f}"
 
 
-def main(folder: str) -> int:
-    root = Path(folder)
-    runs = sorted({p.name.split(".")[0] for p in root.glob("*_*_*.train.json")})
+def runs_in(root: Path) -> list[tuple[str, str, str]]:
+    """(arch, method, corpus) of every run with a training-prompt score, corpora in size order."""
+    names = {p.name.split(".")[0] for p in root.glob("*_*_*.train.json")}
+    runs = [tuple(n.rsplit("_", 1)[0].rsplit("_", 1)) + (n.rsplit("_", 1)[1],) for n in names]
+    return sorted(runs, key=lambda r: (r[0], r[1], CORPORA.index(r[2]) if r[2] in CORPORA else len(CORPORA)))
+
+
+def table(root: Path, runs: list[tuple[str, str, str]]) -> str:
+    lines = ["| architecture | method | " + " | ".join(f"{c} train / held-out" for c in CORPORA) + " |",
+             "|---|---|" + "---|" * len(CORPORA)]
+    for arch, method in dict.fromkeys((a, m) for a, m, _ in runs):
+        cells = [f"{r_at_1(root / f'{arch}_{method}_{c}.train.json')} / "
+                 f"{r_at_1(root / f'{arch}_{method}_{c}.heldout.json')}" for c in CORPORA]
+        lines.append(f"| {arch} | {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def figure(root: Path, runs: list[tuple[str, str, str]], path: Path, prompts: int = 8, cell: int = 64) -> None:
+    import torch
+    from PIL import Image, ImageDraw
+
+    label_h = 12
+    rows = []
+    for arch, method, corpus in runs:
+        assets = root / f"{arch}_{method}_{corpus}.heldout.assets.pt"
+        if assets.exists():
+            records = torch.load(assets, weights_only=True)[:prompts]
+            label = f"{arch} {method} {corpus}: held-out R@1 {r_at_1(root / f'{arch}_{method}_{corpus}.heldout.json')}"
+            rows.append((label, [r["renders"][0].permute(1, 2, 0).numpy() for r in records]))
+    if not rows:
+        raise SystemExit(f"no *.heldout.assets.pt in {root}")
+    sheet = Image.new("RGB", (prompts * cell, len(rows) * (cell + label_h)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for r, (label, images) in enumerate(rows):
+        y = r * (cell + label_h)
+        draw.text((2, y), label, fill=(0, 0, 0))
+        for c, img in enumerate(images):
+            sheet.paste(Image.fromarray(img).resize((cell, cell), Image.NEAREST), (c * cell, y + label_h))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(path)
+    print(f"figure: {path} (columns: the first {prompts} held-out prompts, view 0)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("folder", nargs="?", default="out/gen_grid", type=Path)
+    parser.add_argument("--figure", type=Path, default=None, help="PNG of held-out renders, one row per run")
+    args = parser.parse_args(argv)
+    runs = runs_in(args.folder)
     if not runs:
-        print(f"no <arch>_<method>_<corpus>.train.json files in {root}", file=sys.stderr)
+        print(f"no <arch>_<method>_<corpus>.train.json files in {args.folder}", file=sys.stderr)
         return 1
-    pairs = sorted({tuple(r.rsplit("_", 1)[0].rsplit("_", 1)) for r in runs})
-    print("| architecture | method | " + " | ".join(f"{c} train / held-out" for c in CORPORA) + " |")
-    print("|---|---|" + "---|" * len(CORPORA))
-    for arch, method in pairs:
-        cells = [f"{r_at_1(root / f'{arch}_{method}_{c}.train.json')} / {r_at_1(root / f'{arch}_{method}_{c}.heldout.json')}"
-                 for c in CORPORA]
-        print(f"| {arch} | {method} | " + " | ".join(cells) + " |")
+    print(table(args.folder, runs))
+    if args.figure:
+        figure(args.folder, runs, args.figure)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else "out/gen_grid"))
+    sys.exit(main())

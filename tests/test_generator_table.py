@@ -1,0 +1,38 @@
+"""benchmarks/generator_table.py: ScaleDreamer's method x corpus table and its held-out figure from grid files."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+SCRIPT = Path(__file__).parent.parent / "benchmarks" / "generator_table.py"
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("generator_table", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_run(root: Path, name: str, train: float, heldout: float, prompts: int = 3) -> None:
+    for split, r in (("train", train), ("heldout", heldout)):
+        (root / f"{name}.{split}.json").write_text(json.dumps({"overall": {"r_at_1": r}}))
+    renders = [torch.full((2, 3, 8, 8), 40 * i, dtype=torch.uint8) for i in range(prompts)]
+    torch.save([{"renders": x} for x in renders], root / f"{name}.heldout.assets.pt")
+
+
+def test_table_orders_corpora_by_size_and_marks_missing_runs(tmp_path, capsys):
+    table = load_script()
+    write_run(tmp_path, "triplane_asd_toy2000", 0.5, 0.625)
+    write_run(tmp_path, "triplane_asd_toy16", 0.75, 0.25)
+    write_run(tmp_path, "hyper-ingp_sds_toy256", 0.125, 0.0)
+    assert table.main([str(tmp_path), "--figure", str(tmp_path / "fig.png")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2] == "| hyper-ingp | sds | - / - | 0.12 / 0.00 | - / - |"
+    assert lines[3] == "| triplane | asd | 0.75 / 0.25 | - / - | 0.50 / 0.62 |"
+    width, height = Image.open(tmp_path / "fig.png").size
+    assert (width, height) == (8 * 64, 3 * (64 + 12))  # 8 columns; three runs, a label strip each
+    assert table.main([str(tmp_path / "empty")]) == 1
