@@ -23,8 +23,10 @@ def r_at_1(path: Path) -> str:
 
 def runs_in(root: Path) -> list[tuple[str, str, str]]:
     """(arch, method, corpus) of every run with a training-prompt score, corpora in size order."""
-    names = {p.name.split(".")[0] for p in root.glob("*_*_*.train.json")}
-    runs = [tuple(n.rsplit("_", 1)[0].rsplit("_", 1)) + (n.rsplit("_", 1)[1],) for n in names]
+    runs = []
+    for name in {p.name.split(".")[0] for p in root.glob("*_*_*.train.json")}:
+        arch_method, corpus = name.rsplit("_", 1)
+        runs.append((*arch_method.rsplit("_", 1), corpus))
     return sorted(runs, key=lambda r: (r[0], r[1], CORPORA.index(r[2]) if r[2] in CORPORA else len(CORPORA)))
 
 
