@@ -64,6 +64,38 @@ def test_resume_continues_the_same_run(tiny_prior, tmp_path):
     torch.testing.assert_close(weights(resumed), weights(full), rtol=0, atol=0)
 
 
+def test_resume_names_changed_flags_and_accepts_older_checkpoints(tiny_prior, tmp_path):
+    """Resuming with another setting says which one; a checkpoint from before a setting existed resumes when that
+    setting is at its default (the behaviour of the code that wrote it), and not when it is changed."""
+    from dreamstill.backend.generators.train import GeneratorTrainer
+
+    config = tiny_config(corpus_file(tmp_path))
+    path = GeneratorTrainer(config, tmp_path / "run", prior=tiny_prior).save()
+    with pytest.raises(ValueError, match=r"lr=0\.004.*this run has lr=0\.001"):
+        GeneratorTrainer(dataclasses.replace(config, lr=1e-3), tmp_path / "run", prior=tiny_prior).load(path)
+
+    state = torch.load(path, weights_only=True)
+    del state["config"]["keep_checkpoints"]  # as written before --keep-checkpoints existed
+    torch.save(state, path)
+    GeneratorTrainer(config, tmp_path / "run", prior=tiny_prior).load(path)
+    with pytest.raises(ValueError, match="keep_checkpoints=False"):
+        GeneratorTrainer(dataclasses.replace(config, keep_checkpoints=True), tmp_path / "run",
+                         prior=tiny_prior).load(path)
+
+
+def test_cli_bad_corpus_and_changed_resume_fail_cleanly(tmp_path):
+    from dreamstill.backend.cli import main
+
+    with pytest.raises(SystemExit, match="--corpus: corpus 'nope.txt'"):
+        main(["train-generator", "--corpus", "nope.txt", "-o", str(tmp_path / "run")])
+    run = ["train-generator", "--arch", "3dconv", "--prior", "tiny", "--corpus", corpus_file(tmp_path), "--steps", "1",
+           "--prompts-per-step", "1", "--resolution", "16", "--num-samples", "8", "--grid-every", "0",
+           "-o", str(tmp_path / "run")]
+    assert main(run) == 0
+    with pytest.raises(SystemExit, match="--resume: .*seed=0; this run has seed=1"):
+        main(run + ["--resume", "--seed", "1"])
+
+
 def test_kept_checkpoints_are_the_run_at_those_steps(tiny_prior, tmp_path):
     """--keep-checkpoints: checkpoints/step_N.pt is the run at step N (resumable, exportable), not overwritten."""
     from dreamstill.backend.generators.train import GeneratorTrainer

@@ -7,7 +7,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from .config import CHECKPOINT_NAME, TOY_CORPORA, GeneratorTrainConfig
+from .config import CHECKPOINT_NAME, TOY_CORPORA, GeneratorTrainConfig, load_corpus
 
 ARCHITECTURES = ("3dconv", "hyper-ingp", "triplane")
 
@@ -72,11 +72,18 @@ def train_generator(args: argparse.Namespace) -> int:
         arch_options=parse_options(args.arch_option), lambda_sparsity=args.lambda_sparsity,
         lambda_opaque=args.lambda_opaque,
     )
+    try:
+        load_corpus(config.corpus)
+    except (FileNotFoundError, ValueError) as err:
+        raise SystemExit(f"train-generator --corpus: {err}")
     rank, world_size = distributed_context()
     trainer = GeneratorTrainer(config, args.output, rank=rank, world_size=world_size)
     checkpoint = args.output / CHECKPOINT_NAME
     if args.resume and checkpoint.exists():
-        trainer.load(checkpoint)
+        try:
+            trainer.load(checkpoint)
+        except ValueError as err:
+            raise SystemExit(f"train-generator --resume: {err}")
     elif args.init_from is not None:
         from .instant import GeneratorNotFoundError, resolve_checkpoint
 

@@ -159,8 +159,15 @@ class GeneratorTrainer:
 
     def load(self, path: Path) -> None:
         state = torch.load(path, map_location=self.device, weights_only=True)
-        if state["config"] != dataclasses.asdict(self.config):
-            raise ValueError(f"{path} was trained with another configuration; resume with the same flags")
+        # settings added since the checkpoint was written take their defaults (the behaviour of the code that wrote it)
+        saved = {**dataclasses.asdict(GeneratorTrainConfig()), **state["config"]}
+        ours = dataclasses.asdict(self.config)
+        changed = [k for k in ours if saved.get(k) != ours[k]]
+        if changed:
+            was = ", ".join(f"{k}={saved.get(k)!r}" for k in changed)
+            now = ", ".join(f"{k}={ours[k]!r}" for k in changed)
+            raise ValueError(f"{path} was trained with {was}; this run has {now}. Resume with the same flags, "
+                             f"or train into another folder")
         self.step = state["step"]
         self.lineage = state.get("lineage", [])
         self.generator.load_state_dict(state["generator"])
