@@ -1,8 +1,9 @@
-"""Print ScaleDreamer's table from benchmarks/generator_grid.sh's JSON files: R@1 (train / held-out) by method,
-corpus and architecture, as markdown; with ``--figure PNG``, also one row of renders per run (the first view of its
-first held-out prompts, the same prompts in every row).
+"""Print ScaleDreamer's table from benchmarks/generator_grid.sh's JSON files: R@1 and geometry IoU (train / held-out)
+by method, corpus and architecture, as markdown; with ``--figure PNG``, also one row of renders per run (the first
+view of its first held-out prompts, the same prompts in every row); with ``--json OUT``, every run's overall scores
+and prompts in one file.
 
-    python benchmarks/generator_table.py out/gen_grid [--figure docs/generator_grid_heldout.png]
+    python benchmarks/generator_table.py out/gen_grid [--figure docs/generator_grid_heldout.png] [--json grid.json]
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ from pathlib import Path
 CORPORA = ("toy16", "toy256", "toy2000")
 
 
-def r_at_1(path: Path) -> str:
+def score(path: Path, metric: str = "r_at_1") -> str:
+    """One overall score of an eval JSON file, or "-" where the run has not been scored."""
     if not path.exists():
         return "-"
-    return f"{json.loads(path.read_text())['overall']['r_at_1']:.2f}"
+    return f"{json.loads(path.read_text())['overall'][metric]:.2f}"
 
 
 def runs_in(root: Path) -> list[tuple[str, str, str]]:
@@ -30,12 +32,12 @@ def runs_in(root: Path) -> list[tuple[str, str, str]]:
     return sorted(runs, key=lambda r: (r[0], r[1], CORPORA.index(r[2]) if r[2] in CORPORA else len(CORPORA)))
 
 
-def table(root: Path, runs: list[tuple[str, str, str]]) -> str:
+def table(root: Path, runs: list[tuple[str, str, str]], metric: str = "r_at_1") -> str:
     lines = ["| architecture | method | " + " | ".join(f"{c} train / held-out" for c in CORPORA) + " |",
              "|---|---|" + "---|" * len(CORPORA)]
     for arch, method in dict.fromkeys((a, m) for a, m, _ in runs):
-        cells = [f"{r_at_1(root / f'{arch}_{method}_{c}.train.json')} / "
-                 f"{r_at_1(root / f'{arch}_{method}_{c}.heldout.json')}" for c in CORPORA]
+        cells = [f"{score(root / f'{arch}_{method}_{c}.train.json', metric)} / "
+                 f"{score(root / f'{arch}_{method}_{c}.heldout.json', metric)}" for c in CORPORA]
         lines.append(f"| {arch} | {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -50,7 +52,7 @@ def figure(root: Path, runs: list[tuple[str, str, str]], path: Path, prompts: in
         assets = root / f"{arch}_{method}_{corpus}.heldout.assets.pt"
         if assets.exists():
             records = torch.load(assets, weights_only=True)[:prompts]
-            label = f"{arch} {method} {corpus}: held-out R@1 {r_at_1(root / f'{arch}_{method}_{corpus}.heldout.json')}"
+            label = f"{arch} {method} {corpus}: held-out R@1 {score(root / f'{arch}_{method}_{corpus}.heldout.json')}"
             rows.append((label, [r["renders"][0].permute(1, 2, 0).numpy() for r in records]))
     if not rows:
         raise SystemExit(f"no *.heldout.assets.pt in {root}")
@@ -70,12 +72,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder", nargs="?", default="out/gen_grid", type=Path)
     parser.add_argument("--figure", type=Path, default=None, help="PNG of held-out renders, one row per run")
+    parser.add_argument("--json", type=Path, default=None, help="write every run's overall scores and prompts here")
     args = parser.parse_args(argv)
     runs = runs_in(args.folder)
     if not runs:
         print(f"no <arch>_<method>_<corpus>.train.json files in {args.folder}", file=sys.stderr)
         return 1
-    print(table(args.folder, runs))
+    print("R@1 among 16 prompts\n" + table(args.folder, runs))
+    print("\ngeometry IoU\n" + table(args.folder, runs, "geometry"))
+    if args.json:
+        scores = {}
+        for name in ("_".join(run) + f".{split}" for run in runs for split in ("train", "heldout")):
+            if (args.folder / f"{name}.json").exists():
+                data = json.loads((args.folder / f"{name}.json").read_text())
+                scores[name] = {"overall": data["overall"], "prompts": [p["prompt"] for p in data["per_prompt"]]}
+        args.json.write_text(json.dumps(scores, indent=1))
+        print(f"scores: {args.json} ({len(scores)} evaluations)")
     if args.figure:
         figure(args.folder, runs, args.figure)
     return 0

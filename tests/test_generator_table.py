@@ -19,7 +19,8 @@ def load_script():
 
 def write_run(root: Path, name: str, train: float, heldout: float, prompts: int = 3) -> None:
     for split, r in (("train", train), ("heldout", heldout)):
-        (root / f"{name}.{split}.json").write_text(json.dumps({"overall": {"r_at_1": r}}))
+        (root / f"{name}.{split}.json").write_text(json.dumps({
+            "overall": {"r_at_1": r, "geometry": r / 2}, "per_prompt": [{"prompt": f"p{i}"} for i in range(prompts)]}))
     renders = [torch.full((2, 3, 8, 8), 40 * i, dtype=torch.uint8) for i in range(prompts)]
     torch.save([{"renders": x} for x in renders], root / f"{name}.heldout.assets.pt")
 
@@ -29,10 +30,16 @@ def test_table_orders_corpora_by_size_and_marks_missing_runs(tmp_path, capsys):
     write_run(tmp_path, "triplane_asd_toy2000", 0.5, 0.625)
     write_run(tmp_path, "triplane_asd_toy16", 0.75, 0.25)
     write_run(tmp_path, "hyper-ingp_sds_toy256", 0.125, 0.0)
-    assert table.main([str(tmp_path), "--figure", str(tmp_path / "fig.png")]) == 0
+    assert table.main([str(tmp_path), "--figure", str(tmp_path / "fig.png"), "--json", str(tmp_path / "all.json")]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[2] == "| hyper-ingp | sds | - / - | 0.12 / 0.00 | - / - |"
-    assert lines[3] == "| triplane | asd | 0.75 / 0.25 | - / - | 0.50 / 0.62 |"
+    assert lines[0] == "R@1 among 16 prompts"
+    assert lines[3] == "| hyper-ingp | sds | - / - | 0.12 / 0.00 | - / - |"
+    assert lines[4] == "| triplane | asd | 0.75 / 0.25 | - / - | 0.50 / 0.62 |"
+    iou = lines.index("geometry IoU")
+    assert lines[iou + 4] == "| triplane | asd | 0.38 / 0.12 | - / - | 0.25 / 0.31 |"
+    scores = json.loads((tmp_path / "all.json").read_text())
+    assert len(scores) == 6 and scores["triplane_asd_toy16.heldout"]["overall"]["r_at_1"] == 0.25
+    assert scores["triplane_asd_toy16.train"]["prompts"] == ["p0", "p1", "p2"]
     width, height = Image.open(tmp_path / "fig.png").size
     assert (width, height) == (8 * 64, 3 * (64 + 12))  # 8 columns; three runs, a label strip each
     assert table.main([str(tmp_path / "empty")]) == 1
