@@ -1,7 +1,7 @@
-"""Print ScaleDreamer's table from benchmarks/generator_grid.sh's JSON files: R@1 and geometry IoU (train / held-out)
-by method, corpus and architecture, as markdown; with ``--figure PNG``, also one row of renders per run (the first
-view of its first held-out prompts, the same prompts in every row); with ``--json OUT``, every run's overall scores
-and prompts in one file.
+"""Print ScaleDreamer's table from benchmarks/generator_grid.sh's JSON files as markdown: R@1 and geometry IoU
+(train / held-out) by method, corpus and architecture, and ASD's per-prompt R@1 difference from each other method;
+with ``--figure PNG``, also one row of renders per run (the first view of its first held-out prompts, the same
+prompts in every row); with ``--json OUT``, every run's overall scores and prompts in one file.
 
     python benchmarks/generator_table.py out/gen_grid [--figure docs/generator_grid_heldout.png] [--json grid.json]
 """
@@ -32,14 +32,30 @@ def runs_in(root: Path) -> list[tuple[str, str, str]]:
     return sorted(runs, key=lambda r: (r[0], r[1], CORPORA.index(r[2]) if r[2] in CORPORA else len(CORPORA)))
 
 
-def table(root: Path, runs: list[tuple[str, str, str]], metric: str = "r_at_1") -> str:
+def table(rows: list[tuple[str, str]], cell) -> str:
+    """Markdown: one row per (architecture, method), one "train / held-out" column per corpus, cell(arch, method,
+    corpus, split) the text of each half."""
     lines = ["| architecture | method | " + " | ".join(f"{c} train / held-out" for c in CORPORA) + " |",
              "|---|---|" + "---|" * len(CORPORA)]
-    for arch, method in dict.fromkeys((a, m) for a, m, _ in runs):
-        cells = [f"{score(root / f'{arch}_{method}_{c}.train.json', metric)} / "
-                 f"{score(root / f'{arch}_{method}_{c}.heldout.json', metric)}" for c in CORPORA]
+    for arch, method in rows:
+        cells = [f"{cell(arch, method, c, 'train')} / {cell(arch, method, c, 'heldout')}" for c in CORPORA]
         lines.append(f"| {arch} | {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def paired_difference(root: Path, arch: str, reference: str, method: str, corpus: str, split: str) -> str:
+    """Mean per-prompt R@1 of ``reference`` minus ``method`` on the same prompts, +- its standard error
+    (std of the 16 differences / 4): the runs of one corpus column are scored on the same prompts."""
+    paths = [root / f"{arch}_{m}_{corpus}.{split}.json" for m in (reference, method)]
+    if not all(path.exists() for path in paths):
+        return "-"
+    ours, theirs = ({p["prompt"]: p["r_at_1"] for p in json.loads(path.read_text())["per_prompt"]} for path in paths)
+    if ours.keys() != theirs.keys():
+        raise SystemExit(f"{paths[0].name} and {paths[1].name} score different prompts: not paired")
+    diffs = [ours[k] - theirs[k] for k in ours]
+    mean = sum(diffs) / len(diffs)
+    se = (sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1) / len(diffs)) ** 0.5 if len(diffs) > 1 else 0.0
+    return f"{mean:+.2f} ± {se:.2f}"
 
 
 def figure(root: Path, runs: list[tuple[str, str, str]], path: Path, prompts: int = 8, cell: int = 64) -> None:
@@ -72,14 +88,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder", nargs="?", default="out/gen_grid", type=Path)
     parser.add_argument("--figure", type=Path, default=None, help="PNG of held-out renders, one row per run")
+    parser.add_argument("--paired", default="asd", help="method compared per prompt with each other one")
     parser.add_argument("--json", type=Path, default=None, help="write every run's overall scores and prompts here")
     args = parser.parse_args(argv)
     runs = runs_in(args.folder)
     if not runs:
         print(f"no <arch>_<method>_<corpus>.train.json files in {args.folder}", file=sys.stderr)
         return 1
-    print("R@1 among 16 prompts\n" + table(args.folder, runs))
-    print("\ngeometry IoU\n" + table(args.folder, runs, "geometry"))
+    rows = list(dict.fromkeys((arch, method) for arch, method, _ in runs))
+    for title, metric in (("R@1 among 16 prompts", "r_at_1"), ("geometry IoU", "geometry")):
+        print(f"{title}\n" + table(rows, lambda a, m, c, split: score(args.folder / f"{a}_{m}_{c}.{split}.json",
+                                                                      metric)) + "\n")
+    others = [(a, m) for a, m in rows if m != args.paired and (a, args.paired) in rows]
+    if others:
+        print(f"R@1 of {args.paired} minus each other method, same prompts (mean per-prompt difference ± standard "
+              f"error)\n" + table(others, lambda a, m, c, split: paired_difference(args.folder, a, args.paired, m, c,
+                                                                                split)) + "\n")
     if args.json:
         scores = {}
         for name in ("_".join(run) + f".{split}" for run in runs for split in ("train", "heldout")):

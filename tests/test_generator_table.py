@@ -4,6 +4,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
 import torch
 from PIL import Image
 
@@ -17,10 +18,12 @@ def load_script():
     return module
 
 
-def write_run(root: Path, name: str, train: float, heldout: float, prompts: int = 3) -> None:
+def write_run(root: Path, name: str, train: float, heldout: float, prompts: int = 3,
+              per_prompt: tuple[float, ...] = (0.5, 0.5, 0.5)) -> None:
     for split, r in (("train", train), ("heldout", heldout)):
         (root / f"{name}.{split}.json").write_text(json.dumps({
-            "overall": {"r_at_1": r, "geometry": r / 2}, "per_prompt": [{"prompt": f"p{i}"} for i in range(prompts)]}))
+            "overall": {"r_at_1": r, "geometry": r / 2},
+            "per_prompt": [{"prompt": f"p{i}", "r_at_1": per_prompt[i]} for i in range(prompts)]}))
     renders = [torch.full((2, 3, 8, 8), 40 * i, dtype=torch.uint8) for i in range(prompts)]
     torch.save([{"renders": x} for x in renders], root / f"{name}.heldout.assets.pt")
 
@@ -43,3 +46,17 @@ def test_table_orders_corpora_by_size_and_marks_missing_runs(tmp_path, capsys):
     width, height = Image.open(tmp_path / "fig.png").size
     assert (width, height) == (8 * 64, 3 * (64 + 12))  # 8 columns; three runs, a label strip each
     assert table.main([str(tmp_path / "empty")]) == 1
+
+
+def test_paired_difference_is_the_mean_per_prompt_gap_with_its_standard_error(tmp_path, capsys):
+    table = load_script()
+    write_run(tmp_path, "triplane_asd_toy16", 0.5, 0.5, per_prompt=(1.0, 0.5, 0.0))
+    write_run(tmp_path, "triplane_sds_toy16", 0.5, 0.5, per_prompt=(0.25, 0.5, 0.0))
+    assert table.main([str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    # differences (0.75, 0, 0): mean 0.25, sample std 0.433, standard error 0.433 / sqrt(3) = 0.25
+    assert "| triplane | sds | +0.25 ± 0.25 / +0.25 ± 0.25 | - / - | - / - |" in out
+    (tmp_path / "triplane_sds_toy16.train.json").write_text(json.dumps({
+        "overall": {"r_at_1": 0.5, "geometry": 0.1}, "per_prompt": [{"prompt": "other", "r_at_1": 1.0}]}))
+    with pytest.raises(SystemExit, match="different prompts"):
+        table.main([str(tmp_path)])
