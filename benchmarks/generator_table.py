@@ -45,7 +45,7 @@ def table(rows: list[tuple[str, str]], cell) -> str:
 
 def paired_difference(root: Path, arch: str, reference: str, method: str, corpus: str, split: str) -> str:
     """Mean per-prompt R@1 of ``reference`` minus ``method`` on the same prompts, +- its standard error
-    (std of the 16 differences / 4): the runs of one corpus column are scored on the same prompts."""
+    (sample std of the n differences / sqrt(n)): the runs of one corpus column are scored on the same prompts."""
     paths = [root / f"{arch}_{m}_{corpus}.{split}.json" for m in (reference, method)]
     if not all(path.exists() for path in paths):
         return "-"
