@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # ScaleDreamer's table in the toy world: method (asd, sds, csd, vsd) x corpus (toy16, toy256, toy2000) x architecture
 # (hyper-ingp, 3dconv, triplane), each generator trained for the same STEPS, then scored on its training prompts and
-# on the held-out compositions. JOBS runs at a time (meant for a GPU; on a 2-core CPU use JOBS=2 and few STEPS).
+# on the held-out compositions. Cells scored already are skipped; a cell cut short resumes from its checkpoint.
+# JOBS runs at a time (meant for a GPU; on a 2-core CPU use JOBS=2 and few STEPS).
 #
 #   OUT=out/gen_grid STEPS=3000 JOBS=6 bash benchmarks/generator_grid.sh
 #   python benchmarks/generator_table.py out/gen_grid        # the table again, from the JSON files
@@ -17,6 +18,7 @@ mkdir -p "$OUT"
 
 one() {  # arch method corpus
   local dir="$OUT/$1_$2_$3"
+  [ -f "$dir.heldout.json" ] && return  # scored already: delete its JSON files to run it again
   $PY -m dreamstill.backend.cli train-generator --arch "$1" --method "$2" --corpus "$3" --steps "$STEPS" \
       --grid-every 0 --resume -o "$dir" > "$dir.training.log" 2>&1 || return
   for split in train heldout; do
