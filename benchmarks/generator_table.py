@@ -16,11 +16,20 @@ from pathlib import Path
 CORPORA = ("toy16", "toy256", "toy2000")
 
 
-def score(path: Path, metric: str = "r_at_1") -> str:
-    """One overall score of an eval JSON file, or "-" where the run has not been scored."""
-    if not path.exists():
-        return "-"
-    return f"{json.loads(path.read_text())['overall'][metric]:.2f}"
+def load_evals(root: Path, runs: list[tuple[str, str, str]]) -> dict[tuple[str, str, str, str], dict]:
+    """Every scored split of every run, read once: (arch, method, corpus, split) -> the eval JSON."""
+    evals = {}
+    for run in runs:
+        for split in ("train", "heldout"):
+            path = root / f"{'_'.join(run)}.{split}.json"
+            if path.exists():
+                evals[(*run, split)] = json.loads(path.read_text())
+    return evals
+
+
+def score(evaluation: dict | None, metric: str = "r_at_1") -> str:
+    """One overall score of an evaluation, or "-" where the run has not been scored."""
+    return "-" if evaluation is None else f"{evaluation['overall'][metric]:.2f}"
 
 
 def runs_in(root: Path) -> list[tuple[str, str, str]]:
@@ -43,22 +52,22 @@ def table(rows: list[tuple[str, str]], cell) -> str:
     return "\n".join(lines)
 
 
-def paired_difference(root: Path, arch: str, reference: str, method: str, corpus: str, split: str) -> str:
-    """Mean per-prompt R@1 of ``reference`` minus ``method`` on the same prompts, +- its standard error
-    (sample std of the n differences / sqrt(n)): the runs of one corpus column are scored on the same prompts."""
-    paths = [root / f"{arch}_{m}_{corpus}.{split}.json" for m in (reference, method)]
-    if not all(path.exists() for path in paths):
+def paired_difference(ours: dict | None, theirs: dict | None) -> str:
+    """Mean per-prompt R@1 of one run minus another's on the same prompts, +- its standard error (sample std of the
+    n differences / sqrt(n)): the runs of one corpus column are scored on the same prompts."""
+    if ours is None or theirs is None:
         return "-"
-    ours, theirs = ({p["prompt"]: p["r_at_1"] for p in json.loads(path.read_text())["per_prompt"]} for path in paths)
+    ours, theirs = ({p["prompt"]: p["r_at_1"] for p in e["per_prompt"]} for e in (ours, theirs))
     if ours.keys() != theirs.keys():
-        raise SystemExit(f"{paths[0].name} and {paths[1].name} score different prompts: not paired")
+        raise SystemExit(f"runs scored on different prompts cannot be paired: {sorted(ours)} / {sorted(theirs)}")
     diffs = [ours[k] - theirs[k] for k in ours]
     mean = sum(diffs) / len(diffs)
     se = (sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1) / len(diffs)) ** 0.5 if len(diffs) > 1 else 0.0
     return f"{mean:+.2f} ± {se:.2f}"
 
 
-def figure(root: Path, runs: list[tuple[str, str, str]], path: Path, prompts: int = 8, cell: int = 64) -> None:
+def figure(root: Path, runs: list[tuple[str, str, str]], evals: dict, path: Path, prompts: int = 8,
+           cell: int = 64) -> None:
     import torch
     from PIL import Image, ImageDraw
 
@@ -68,7 +77,7 @@ def figure(root: Path, runs: list[tuple[str, str, str]], path: Path, prompts: in
         assets = root / f"{arch}_{method}_{corpus}.heldout.assets.pt"
         if assets.exists():
             records = torch.load(assets, weights_only=True)[:prompts]
-            label = f"{arch} {method} {corpus}: held-out R@1 {score(root / f'{arch}_{method}_{corpus}.heldout.json')}"
+            label = f"{arch} {method} {corpus}: held-out R@1 {score(evals.get((arch, method, corpus, 'heldout')))}"
             rows.append((label, [r["renders"][0].permute(1, 2, 0).numpy() for r in records]))
     if not rows:
         raise SystemExit(f"no *.heldout.assets.pt in {root}")
@@ -95,25 +104,22 @@ def main(argv: list[str] | None = None) -> int:
     if not runs:
         print(f"no <arch>_<method>_<corpus>.train.json files in {args.folder}", file=sys.stderr)
         return 1
+    evals = load_evals(args.folder, runs)
     rows = list(dict.fromkeys((arch, method) for arch, method, _ in runs))
     for title, metric in (("R@1 among 16 prompts", "r_at_1"), ("geometry IoU", "geometry")):
-        print(f"{title}\n" + table(rows, lambda a, m, c, split: score(args.folder / f"{a}_{m}_{c}.{split}.json",
-                                                                      metric)) + "\n")
+        print(f"{title}\n" + table(rows, lambda a, m, c, split: score(evals.get((a, m, c, split)), metric)) + "\n")
     others = [(a, m) for a, m in rows if m != args.paired and (a, args.paired) in rows]
     if others:
         print(f"R@1 of {args.paired} minus each other method, same prompts (mean per-prompt difference ± standard "
-              f"error)\n" + table(others, lambda a, m, c, split: paired_difference(args.folder, a, args.paired, m, c,
-                                                                                split)) + "\n")
+              f"error)\n" + table(others, lambda a, m, c, split: paired_difference(
+                  evals.get((a, args.paired, c, split)), evals.get((a, m, c, split)))) + "\n")
     if args.json:
-        scores = {}
-        for name in ("_".join(run) + f".{split}" for run in runs for split in ("train", "heldout")):
-            if (args.folder / f"{name}.json").exists():
-                data = json.loads((args.folder / f"{name}.json").read_text())
-                scores[name] = {"overall": data["overall"], "prompts": [p["prompt"] for p in data["per_prompt"]]}
+        scores = {f"{a}_{m}_{c}.{split}": {"overall": e["overall"], "prompts": [p["prompt"] for p in e["per_prompt"]]}
+                  for (a, m, c, split), e in evals.items()}
         args.json.write_text(json.dumps(scores, indent=1))
         print(f"scores: {args.json} ({len(scores)} evaluations)")
     if args.figure:
-        figure(args.folder, runs, args.figure)
+        figure(args.folder, runs, evals, args.figure)
     return 0
 
 

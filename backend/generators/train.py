@@ -162,9 +162,9 @@ class GeneratorTrainer:
         # settings added since the checkpoint was written take their defaults (the behaviour of the code that wrote it)
         saved = {**dataclasses.asdict(GeneratorTrainConfig()), **state["config"]}
         ours = dataclasses.asdict(self.config)
-        changed = [k for k in ours if saved.get(k) != ours[k]]
+        changed = [k for k in ours if saved[k] != ours[k]]
         if changed:
-            was = ", ".join(f"{k}={saved.get(k)!r}" for k in changed)
+            was = ", ".join(f"{k}={saved[k]!r}" for k in changed)
             now = ", ".join(f"{k}={ours[k]!r}" for k in changed)
             raise ValueError(f"{path} was trained with {was}; this run has {now}. Resume with the same flags, "
                              f"or train into another folder")
