@@ -1,9 +1,13 @@
 """Print ScaleDreamer's table from benchmarks/generator_grid.sh's JSON files as markdown: R@1 and geometry IoU
 (train / held-out) by method, corpus and architecture, and ASD's per-prompt R@1 difference from each other method;
 with ``--figure PNG``, also one row of renders per run (the first view of its first held-out prompts, the same
-prompts in every row); with ``--json OUT``, every run's overall scores and prompts in one file.
+prompts in every row); with ``--json OUT``, every run's overall and per-prompt scores in one file.
+
+Each source is a grid folder or a file written by ``--json`` (the grid folders are scratch; the JSON file is what a
+docs table is kept as); a run found in several sources is taken from the last. Renders come from folders only.
 
     python benchmarks/generator_table.py out/gen_grid [--figure docs/generator_grid_heldout.png] [--json grid.json]
+    python benchmarks/generator_table.py docs/generator_grid_cpu.json out/gen_grid --json docs/generator_grid_cpu.json
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ CORPORA = ("toy16", "toy256", "toy2000")
 
 
 def load_evals(root: Path, runs: list[tuple[str, str, str]]) -> dict[tuple[str, str, str, str], dict]:
-    """Every scored split of every run, read once: (arch, method, corpus, split) -> the eval JSON."""
+    """Every scored split of every run in a grid folder, read once: (arch, method, corpus, split) -> the eval JSON."""
     evals = {}
     for run in runs:
         for split in ("train", "heldout"):
@@ -27,17 +31,44 @@ def load_evals(root: Path, runs: list[tuple[str, str, str]]) -> dict[tuple[str, 
     return evals
 
 
+def load_source(source: Path) -> dict[tuple[str, str, str, str], dict]:
+    """The evaluations of one source: a grid folder, or a file written by ``--json`` ("arch_method_corpus.split" ->
+    overall scores and, where kept, per-prompt scores; files from before per-prompt scores were kept list only the
+    prompts, and such runs are not paired)."""
+    if source.is_dir():
+        return load_evals(source, runs_in(source))
+    evals = {}
+    for key, evaluation in json.loads(source.read_text()).items():
+        name, split = key.split(".")
+        arch_method, corpus = name.rsplit("_", 1)
+        evals[(*arch_method.rsplit("_", 1), corpus, split)] = evaluation
+    return evals
+
+
+def kept(evaluation: dict) -> dict:
+    """What ``--json`` keeps of an evaluation: its overall scores and each prompt's R@1 and geometry IoU."""
+    if "per_prompt" not in evaluation:
+        return evaluation
+    return {"overall": evaluation["overall"], "per_prompt": [
+        {k: p[k] for k in ("prompt", "r_at_1", "geometry") if k in p} for p in evaluation["per_prompt"]]}
+
+
 def score(evaluation: dict | None, metric: str = "r_at_1") -> str:
     """One overall score of an evaluation, or "-" where the run has not been scored."""
     return "-" if evaluation is None else f"{evaluation['overall'][metric]:.2f}"
 
 
 def runs_in(root: Path) -> list[tuple[str, str, str]]:
-    """(arch, method, corpus) of every run with a training-prompt score, corpora in size order."""
+    """(arch, method, corpus) of every run with a training-prompt score in a grid folder."""
     runs = []
     for name in {p.name.split(".")[0] for p in root.glob("*_*_*.train.json")}:
         arch_method, corpus = name.rsplit("_", 1)
         runs.append((*arch_method.rsplit("_", 1), corpus))
+    return in_order(runs)
+
+
+def in_order(runs) -> list[tuple[str, str, str]]:
+    """Runs sorted by architecture, method, then corpus size."""
     return sorted(runs, key=lambda r: (r[0], r[1], CORPORA.index(r[2]) if r[2] in CORPORA else len(CORPORA)))
 
 
@@ -55,7 +86,7 @@ def table(rows: list[tuple[str, str]], cell) -> str:
 def paired_difference(ours: dict | None, theirs: dict | None) -> str:
     """Mean per-prompt R@1 of one run minus another's on the same prompts, +- its standard error (sample std of the
     n differences / sqrt(n)): the runs of one corpus column are scored on the same prompts."""
-    if ours is None or theirs is None:
+    if ours is None or theirs is None or "per_prompt" not in ours or "per_prompt" not in theirs:
         return "-"
     ours, theirs = ({p["prompt"]: p["r_at_1"] for p in e["per_prompt"]} for e in (ours, theirs))
     if ours.keys() != theirs.keys():
@@ -66,7 +97,7 @@ def paired_difference(ours: dict | None, theirs: dict | None) -> str:
     return f"{mean:+.2f} ± {se:.2f}"
 
 
-def figure(root: Path, runs: list[tuple[str, str, str]], evals: dict, path: Path, prompts: int = 8,
+def figure(roots: list[Path], runs: list[tuple[str, str, str]], evals: dict, path: Path, prompts: int = 8,
            cell: int = 64) -> None:
     import torch
     from PIL import Image, ImageDraw
@@ -74,13 +105,14 @@ def figure(root: Path, runs: list[tuple[str, str, str]], evals: dict, path: Path
     label_h = 12
     rows = []
     for arch, method, corpus in runs:
-        assets = root / f"{arch}_{method}_{corpus}.heldout.assets.pt"
-        if assets.exists():
+        found = [a for a in (r / f"{arch}_{method}_{corpus}.heldout.assets.pt" for r in roots) if a.exists()]
+        if found:
+            assets = found[-1]
             records = torch.load(assets, weights_only=True)[:prompts]
             label = f"{arch} {method} {corpus}: held-out R@1 {score(evals.get((arch, method, corpus, 'heldout')))}"
             rows.append((label, [r["renders"][0].permute(1, 2, 0).numpy() for r in records]))
     if not rows:
-        raise SystemExit(f"no *.heldout.assets.pt in {root}")
+        raise SystemExit(f"no *.heldout.assets.pt in {', '.join(map(str, roots))}")
     sheet = Image.new("RGB", (prompts * cell, len(rows) * (cell + label_h)), "white")
     draw = ImageDraw.Draw(sheet)
     for r, (label, images) in enumerate(rows):
@@ -95,16 +127,22 @@ def figure(root: Path, runs: list[tuple[str, str, str]], evals: dict, path: Path
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("folder", nargs="?", default="out/gen_grid", type=Path)
+    parser.add_argument("sources", nargs="*", default=[Path("out/gen_grid")], type=Path,
+                        help="grid folders or --json files; a run in several is taken from the last")
     parser.add_argument("--figure", type=Path, default=None, help="PNG of held-out renders, one row per run")
     parser.add_argument("--paired", default="asd", help="method compared per prompt with each other one")
-    parser.add_argument("--json", type=Path, default=None, help="write every run's overall scores and prompts here")
+    parser.add_argument("--json", type=Path, default=None, help="write every run's scores (overall, per prompt) here")
     args = parser.parse_args(argv)
-    runs = runs_in(args.folder)
+    evals = {}
+    for source in args.sources:
+        if not source.exists():
+            print(f"{source}: no such grid folder or JSON file", file=sys.stderr)
+            return 1
+        evals.update(load_source(source))
+    runs = in_order({key[:3] for key in evals if key[3] == "train"})
     if not runs:
-        print(f"no <arch>_<method>_<corpus>.train.json files in {args.folder}", file=sys.stderr)
+        print(f"no <arch>_<method>_<corpus>.train scores in {', '.join(map(str, args.sources))}", file=sys.stderr)
         return 1
-    evals = load_evals(args.folder, runs)
     rows = list(dict.fromkeys((arch, method) for arch, method, _ in runs))
     for title, metric in (("R@1 among 16 prompts", "r_at_1"), ("geometry IoU", "geometry")):
         print(f"{title}\n" + table(rows, lambda a, m, c, split: score(evals.get((a, m, c, split)), metric)) + "\n")
@@ -114,12 +152,12 @@ def main(argv: list[str] | None = None) -> int:
               f"error)\n" + table(others, lambda a, m, c, split: paired_difference(
                   evals.get((a, args.paired, c, split)), evals.get((a, m, c, split)))) + "\n")
     if args.json:
-        scores = {f"{a}_{m}_{c}.{split}": {"overall": e["overall"], "prompts": [p["prompt"] for p in e["per_prompt"]]}
-                  for (a, m, c, split), e in evals.items()}
+        scores = {f"{a}_{m}_{c}.{split}": kept(evals[(a, m, c, split)])
+                  for a, m, c in runs for split in ("train", "heldout") if (a, m, c, split) in evals}
         args.json.write_text(json.dumps(scores, indent=1))
         print(f"scores: {args.json} ({len(scores)} evaluations)")
     if args.figure:
-        figure(args.folder, runs, evals, args.figure)
+        figure([s for s in args.sources if s.is_dir()], runs, evals, args.figure)
     return 0
 
 
