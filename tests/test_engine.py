@@ -55,7 +55,9 @@ def test_resume_matches_uninterrupted_run(tiny_prior, tmp_path):
     assert resumed.step == stop_after
     run_all(resumed)
     assert resumed.step == 6
-    torch.testing.assert_close(field_params(resumed), field_params(full), rtol=0, atol=0)
+    # Bitwise on some CPUs; on an AMD EPYC the resumed run differs by ~1e-5 (summation order over freshly loaded
+    # tensors), while a resume that drops Adam's moments is off by ~5e-2 and one that drops the RNG state by more.
+    torch.testing.assert_close(field_params(resumed), field_params(full), rtol=0, atol=1e-4)
 
 
 def test_checkpoint_of_other_spec_is_refused(tiny_prior, tmp_path):
