@@ -145,6 +145,18 @@ def test_single_occupied_sample_is_degenerate():
         extract_mesh(spike, bound=1.0, resolution=32, threshold=50.0, coarse_resolution=0)
 
 
+def test_no_surface_from_skimage_is_an_empty_field_error(monkeypatch):
+    # seen in eval of a 3DConv-Net generator: skimage raised RuntimeError("No surface found at the given iso value.")
+    import skimage.measure
+
+    def no_surface(*args, **kwargs):
+        raise RuntimeError("No surface found at the given iso value.")
+
+    monkeypatch.setattr(skimage.measure, "marching_cubes", no_surface)
+    with pytest.raises(EmptyFieldError, match="no faces"):
+        extract_mesh(lambda x: torch.full((len(x),), 100.0), bound=0.5, resolution=16, threshold=50.0)
+
+
 def test_shape_touching_the_box_is_closed_and_stays_inside():
     m = extract_mesh(lambda x: torch.full((len(x),), 100.0), bound=0.5, resolution=16, threshold=50.0)
     tm = as_trimesh(m)

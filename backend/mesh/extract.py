@@ -157,10 +157,16 @@ def marching_cubes_density(grid: np.ndarray, tau: float, lo: np.ndarray, spacing
 
     padded = np.pad(grid, 1, mode="constant", constant_values=0.0)
     # gradient_direction="ascent": the object of interest has *larger* values inside, which orients faces outward.
-    verts, faces, _, _ = marching_cubes(
-        padded, level=float(tau), spacing=tuple(float(s) for s in spacing), gradient_direction="ascent",
-        allow_degenerate=False,
-    )
+    try:
+        verts, faces, _, _ = marching_cubes(
+            padded, level=float(tau), spacing=tuple(float(s) for s in spacing), gradient_direction="ascent",
+            allow_degenerate=False,
+        )
+    except RuntimeError as err:  # skimage: "No surface found" when every triangle is degenerate (a level at a peak)
+        raise EmptyFieldError(
+            f"The surface at threshold {tau:.4g} has no faces: the field only touches it at isolated samples "
+            f"(largest density {float(grid.max()):.4g}). Optimise for more steps, or pass a lower threshold."
+        ) from err
     verts = verts - spacing[None, :] + lo[None, :]  # undo the pad's one-cell offset
     return verts.astype(np.float32), faces.astype(np.int32)
 
