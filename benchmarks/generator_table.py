@@ -40,8 +40,7 @@ def load_source(source: Path) -> dict[tuple[str, str, str, str], dict]:
     evals = {}
     for key, evaluation in json.loads(source.read_text()).items():
         name, split = key.split(".")
-        arch_method, corpus = name.rsplit("_", 1)
-        evals[(*arch_method.rsplit("_", 1), corpus, split)] = evaluation
+        evals[(*run_of(name), split)] = evaluation
     return evals
 
 
@@ -60,11 +59,13 @@ def score(evaluation: dict | None, metric: str = "r_at_1") -> str:
 
 def runs_in(root: Path) -> list[tuple[str, str, str]]:
     """(arch, method, corpus) of every run with a training-prompt score in a grid folder."""
-    runs = []
-    for name in {p.name.split(".")[0] for p in root.glob("*_*_*.train.json")}:
-        arch_method, corpus = name.rsplit("_", 1)
-        runs.append((*arch_method.rsplit("_", 1), corpus))
-    return in_order(runs)
+    return in_order({run_of(p.name.split(".")[0]) for p in root.glob("*_*_*.train.json")})
+
+
+def run_of(name: str) -> tuple[str, str, str]:
+    """(arch, method, corpus) of a run's name "arch_method_corpus" (arch may hold hyphens, not underscores)."""
+    arch_method, corpus = name.rsplit("_", 1)
+    return (*arch_method.rsplit("_", 1), corpus)
 
 
 def in_order(runs) -> list[tuple[str, str, str]]:

@@ -162,10 +162,10 @@ def marching_cubes_density(grid: np.ndarray, tau: float, lo: np.ndarray, spacing
             padded, level=float(tau), spacing=tuple(float(s) for s in spacing), gradient_direction="ascent",
             allow_degenerate=False,
         )
-    except RuntimeError as err:  # skimage: "No surface found" when every triangle is degenerate (a level at a peak)
+    except RuntimeError as err:  # skimage's "No surface found at the given iso value" (seen on a near-empty field)
         raise EmptyFieldError(
-            f"The surface at threshold {tau:.4g} has no faces: the field only touches it at isolated samples "
-            f"(largest density {float(grid.max()):.4g}). Optimise for more steps, or pass a lower threshold."
+            f"The surface at threshold {tau:.4g} has no faces: marching cubes found none (largest density "
+            f"{float(grid.max()):.4g}). Optimise for more steps, or pass a lower threshold."
         ) from err
     verts = verts - spacing[None, :] + lo[None, :]  # undo the pad's one-cell offset
     return verts.astype(np.float32), faces.astype(np.int32)
