@@ -62,7 +62,7 @@ class WheelName:
     platform_tags: tuple[str, ...]
 
     @classmethod
-    def parse(cls, filename: str) -> "WheelName":
+    def parse(cls, filename: str) -> WheelName:
         stem = Path(filename).name
         if not stem.endswith(".whl"):
             raise BuildError(f"{filename!r} is not a wheel file name (NAME-VERSION-PY-ABI-PLATFORM.whl)")
@@ -99,9 +99,19 @@ class WheelName:
         if not re.fullmatch(r"cp3\d+", py):
             raise BuildError(f"cannot work out a Python version from {self.filename}")
         version = f"3.{py[3:]}"
-        return [f"{self.distribution}=={self.version}", "--only-binary=:all:", "--no-deps",
-                "--platform", self.platform_tags[-1], "--python-version", version,
-                "--implementation", "cp", "--abi", self.abi_tags[0]]
+        return [
+            f"{self.distribution}=={self.version}",
+            "--only-binary=:all:",
+            "--no-deps",
+            "--platform",
+            self.platform_tags[-1],
+            "--python-version",
+            version,
+            "--implementation",
+            "cp",
+            "--abi",
+            self.abi_tags[0],
+        ]
 
 
 def local_platform() -> str:
@@ -145,8 +155,9 @@ def narrow_manifest(text: str, platforms: list[str], wheels: list[str]) -> str:
         return "[\n" + "".join(f'  "{v}",\n' for v in values) + "]"
 
     for key, values in (("platforms", platforms), ("wheels", [f"./wheels/{w}" for w in wheels])):
-        text, count = re.subn(rf"(?ms)^{key}\s*=\s*\[.*?\]", lambda m, v=values, k=key: f"{k} = {array(v)}", text,
-                              count=1)
+        text, count = re.subn(
+            rf"(?ms)^{key}\s*=\s*\[.*?\]", lambda m, v=values, k=key: f"{k} = {array(v)}", text, count=1
+        )
         if count != 1:
             raise BuildError(f"the manifest has no `{key} = [...]` array to fill in")
     tomllib.loads(text)  # still valid TOML
@@ -161,8 +172,10 @@ def repack_installed_wheel(distribution: str, out_dir: Path) -> Path:
     try:
         dist = importlib.metadata.distribution(distribution)
     except importlib.metadata.PackageNotFoundError:
-        raise BuildError(f"{distribution} is not installed here, so it cannot be re-packed offline; "
-                         f"`pip install {distribution}` or pass --wheels-dir with its wheels") from None
+        raise BuildError(
+            f"{distribution} is not installed here, so it cannot be re-packed offline; "
+            f"`pip install {distribution}` or pass --wheels-dir with its wheels"
+        ) from None
     wheel_text = dist.read_text("WHEEL") or ""
     tags = [line.split(":", 1)[1].strip() for line in wheel_text.splitlines() if line.startswith("Tag:")]
     if not tags or any(len(t.split("-")) != 3 for t in tags):
@@ -178,13 +191,17 @@ def repack_installed_wheel(distribution: str, out_dir: Path) -> Path:
 
     name = dist.metadata["Name"].replace("-", "_")
     filename = f"{name}-{dist.version}-{join(0)}-{join(1)}-{join(2)}.whl"
-    files = sorted(str(f) for f in (dist.files or []) if not str(f).startswith("..")
-                   and "__pycache__" not in str(f) and not str(f).endswith(".pyc"))
+    files = sorted(
+        str(f)
+        for f in (dist.files or [])
+        if not str(f).startswith("..") and "__pycache__" not in str(f) and not str(f).endswith(".pyc")
+    )
     record_name = next((f for f in files if f.endswith(".dist-info/RECORD")), None)
     if record_name is None:
         raise BuildError(f"the installed {distribution} has no RECORD; reinstall it with pip")
-    skip = {record_name} | {f for f in files if f.endswith((".dist-info/INSTALLER", ".dist-info/REQUESTED",
-                                                              ".dist-info/direct_url.json"))}
+    skip = {record_name} | {
+        f for f in files if f.endswith((".dist-info/INSTALLER", ".dist-info/REQUESTED", ".dist-info/direct_url.json"))
+    }
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / filename
     rows = []
@@ -258,8 +275,15 @@ def stage_addon(stage: Path, addon_dir: Path, protocol_dir: Path, manifest_text:
     (stage / "blender_manifest.toml").write_text(manifest_text, encoding="utf-8")
 
 
-def build_addon(out_dir: Path | str, *, platforms: list[str] | None = None, single_zip: bool = False,
-                wheels_dir: Path | str | None = None, offline: bool = False, log=print) -> list[Path]:
+def build_addon(
+    out_dir: Path | str,
+    *,
+    platforms: list[str] | None = None,
+    single_zip: bool = False,
+    wheels_dir: Path | str | None = None,
+    offline: bool = False,
+    log=print,
+) -> list[Path]:
     """Build the extension zip(s) into ``out_dir``; returns their paths.
 
     ``platforms``: Blender platform names, "local" for this machine, or None for every platform in the manifest.
@@ -291,18 +315,22 @@ def build_addon(out_dir: Path | str, *, platforms: list[str] | None = None, sing
         paths = [available[w.filename] for w in mine if w.filename in available]
         if missing and plat == here:
             local = repack_installed_wheel("pyzmq", wheels_dir / "local")
-            log(f"  {plat}: using the pyzmq installed here ({local.name}) in place of {', '.join(missing)}; this "
-                "zip then works only in a Blender with the same Python version")
+            log(
+                f"  {plat}: using the pyzmq installed here ({local.name}) in place of {', '.join(missing)}; this "
+                "zip then works only in a Blender with the same Python version"
+            )
             paths = [p for p in paths if p.name != local.name] + [local]
         elif missing:
             log(f"  skipping {plat}: missing {', '.join(missing)} (put them in {wheels_dir} or build online)")
             continue
         per_platform[plat] = paths
     if not per_platform:
-        raise BuildError(f"no platform could be built: the pyzmq wheels are neither in {wheels_dir} nor "
-                         "downloadable; build online once, or use --platform local")
+        raise BuildError(
+            f"no platform could be built: the pyzmq wheels are neither in {wheels_dir} nor "
+            "downloadable; build online once, or use --platform local"
+        )
 
-    groups = ([(None, list(per_platform))] if single_zip else [(p, [p]) for p in per_platform])
+    groups = [(None, list(per_platform))] if single_zip else [(p, [p]) for p in per_platform]
     built = []
     for suffix, plats in groups:
         paths = sorted({p for plat in plats for p in per_platform[plat]}, key=lambda p: p.name)
@@ -320,23 +348,40 @@ def build_addon(out_dir: Path | str, *, platforms: list[str] | None = None, sing
 
 # ---------------------------------------------------------------------------------------------------- CLI
 def register(subparsers) -> None:
-    p = subparsers.add_parser("build-addon", help="build the Blender extension zip(s) (pyzmq wheels, protocol inside)",
-                              description=__doc__.split("\n\n")[0])
+    p = subparsers.add_parser(
+        "build-addon",
+        help="build the Blender extension zip(s) (pyzmq wheels, protocol inside)",
+        description=__doc__.split("\n\n")[0],
+    )
     p.add_argument("-o", "--output", type=Path, required=True, help="folder for the zip(s)")
-    p.add_argument("--platform", action="append", dest="platforms", metavar="NAME",
-                   help="Blender platform (linux-x64, windows-x64, macos-arm64, macos-x64) or 'local'; repeatable; "
-                        "default: every platform in the manifest")
+    p.add_argument(
+        "--platform",
+        action="append",
+        dest="platforms",
+        metavar="NAME",
+        help="Blender platform (linux-x64, windows-x64, macos-arm64, macos-x64) or 'local'; repeatable; "
+        "default: every platform in the manifest",
+    )
     p.add_argument("--single-zip", action="store_true", help="one zip for all platforms instead of one per platform")
-    p.add_argument("--wheels-dir", type=Path, default=None,
-                   help=f"where the wheels are looked for and downloaded to (default {DEFAULT_WHEELS_DIR})")
+    p.add_argument(
+        "--wheels-dir",
+        type=Path,
+        default=None,
+        help=f"where the wheels are looked for and downloaded to (default {DEFAULT_WHEELS_DIR})",
+    )
     p.add_argument("--offline", action="store_true", help="never run pip download (re-pack the local pyzmq instead)")
     p.set_defaults(func=_command)
 
 
 def _command(args: argparse.Namespace) -> int:
     try:
-        build_addon(args.output, platforms=args.platforms, single_zip=args.single_zip, wheels_dir=args.wheels_dir,
-                    offline=args.offline)
+        build_addon(
+            args.output,
+            platforms=args.platforms,
+            single_zip=args.single_zip,
+            wheels_dir=args.wheels_dir,
+            offline=args.offline,
+        )
     except BuildError as err:
         print(f"dreamstill build-addon: {err}", file=sys.stderr)
         return 2

@@ -58,8 +58,10 @@ def generate(args: argparse.Namespace) -> int:
         return 2
     output = args.output.resolve()
     if output.is_dir():
-        print(f"dreamstill generate: {output} is a folder; give a file name such as {output / 'asset.glb'}",
-              file=sys.stderr)
+        print(
+            f"dreamstill generate: {output} is a folder; give a file name such as {output / 'asset.glb'}",
+            file=sys.stderr,
+        )
         return 2
     work_dir = output.with_name(output.stem + ".dreamstill")
 

@@ -14,12 +14,21 @@ def add_job_arguments(parser: argparse.ArgumentParser) -> None:
     d = JobSpec(prompt="-")
     g = parser.add_argument_group("job")
     g.add_argument("--method", choices=METHODS, default=d.method, help="score-distillation method")
-    g.add_argument("--mode", choices=MODES, default=None,
-                   help=f"optimize one asset, or instant (amortized generator); default {d.mode}, or instant when "
-                        "--generator is given")
-    g.add_argument("--prior", default=d.prior, help="'builtin' (offline toy-world prior), a local diffusers folder or a hub id")
-    g.add_argument("--generator", default=None,
-                   help=f"amortized generator (folder or generator.pt; default {d.generator!r}); implies --mode instant")
+    g.add_argument(
+        "--mode",
+        choices=MODES,
+        default=None,
+        help=f"optimize one asset, or instant (amortized generator); default {d.mode}, or instant when "
+        "--generator is given",
+    )
+    g.add_argument(
+        "--prior", default=d.prior, help="'builtin' (offline toy-world prior), a local diffusers folder or a hub id"
+    )
+    g.add_argument(
+        "--generator",
+        default=None,
+        help=f"amortized generator (folder or generator.pt; default {d.generator!r}); implies --mode instant",
+    )
     g.add_argument("--steps", type=int, default=d.steps)
     g.add_argument("--resolution", type=int, default=d.resolution, help="render size; 0 = the prior's native size")
     g.add_argument("--seed", type=int, default=d.seed)
@@ -30,9 +39,12 @@ def add_job_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--format", choices=FORMATS, default=None, help="output format (default: from the output suffix)")
     g.add_argument("--mesh-resolution", type=int, default=d.mesh_resolution)
     g.add_argument("--texture-size", type=int, default=d.texture_size, help="0 = vertex colours only")
-    g.add_argument("--max-faces", type=int, default=d.max_faces,
-                   help="decimate the mesh to this many faces (0 = the mode's default: all for optimize, 10,000 "
-                        "for instant)")
+    g.add_argument(
+        "--max-faces",
+        type=int,
+        default=d.max_faces,
+        help="decimate the mesh to this many faces (0 = the mode's default: all for optimize, 10,000 for instant)",
+    )
     g.add_argument("--elevation-range", type=float, nargs=2, default=d.elevation_range, metavar=("LO", "HI"))
     g.add_argument("--distance-range", type=float, nargs=2, default=d.distance_range, metavar=("LO", "HI"))
     g.add_argument("--fov-range", type=float, nargs=2, default=d.fov_range, metavar=("LO", "HI"))
@@ -40,7 +52,10 @@ def add_job_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--mesh-every", type=int, default=d.mesh_every)
     g.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
     g.add_argument(
-        "--option", action="append", default=[], metavar="KEY=VALUE",
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="method-specific option, VALUE parsed as JSON when it can be (e.g. --option eta=0.1)",
     )
 
@@ -65,7 +80,9 @@ def format_for(output: Path | None, explicit: str | None) -> str:
     if output is not None and output.suffix:
         suffix = output.suffix.lower().lstrip(".")
         if suffix not in FORMATS:
-            raise SystemExit(f"output {output}: unknown suffix .{suffix}; use one of {', '.join('.' + f for f in FORMATS)}")
+            raise SystemExit(
+                f"output {output}: unknown suffix .{suffix}; use one of {', '.join('.' + f for f in FORMATS)}"
+            )
         return suffix
     return "glb"
 

@@ -6,8 +6,8 @@ prompts in every row); with ``--json OUT``, every run's overall and per-prompt s
 Each source is a grid folder or a file written by ``--json`` (the grid folders are scratch; the JSON file is what a
 docs table is kept as); a run found in several sources is taken from the last. Renders come from folders only.
 
-    python benchmarks/generator_table.py out/gen_grid [--figure docs/generator_grid_heldout.png] [--json grid.json]
-    python benchmarks/generator_table.py docs/generator_grid_cpu.json out/gen_grid --json docs/generator_grid_cpu.json
+    python benchmarks/generator_table.py out/gen_grid [--figure docs/results/generator_grid_heldout.png] [--json grid.json]
+    python benchmarks/generator_table.py docs/results/generator_grid_cpu.json out/gen_grid --json docs/results/generator_grid_cpu.json
 """
 
 from __future__ import annotations
@@ -48,8 +48,10 @@ def kept(evaluation: dict) -> dict:
     """What ``--json`` keeps of an evaluation: its overall scores and each prompt's R@1 and geometry IoU."""
     if "per_prompt" not in evaluation:
         return evaluation
-    return {"overall": evaluation["overall"], "per_prompt": [
-        {k: p[k] for k in ("prompt", "r_at_1", "geometry") if k in p} for p in evaluation["per_prompt"]]}
+    return {
+        "overall": evaluation["overall"],
+        "per_prompt": [{k: p[k] for k in ("prompt", "r_at_1", "geometry") if k in p} for p in evaluation["per_prompt"]],
+    }
 
 
 def score(evaluation: dict | None, metric: str = "r_at_1") -> str:
@@ -76,8 +78,10 @@ def in_order(runs) -> list[tuple[str, str, str]]:
 def table(rows: list[tuple[str, str]], cell) -> str:
     """Markdown: one row per (architecture, method), one "train / held-out" column per corpus, cell(arch, method,
     corpus, split) the text of each half."""
-    lines = ["| architecture | method | " + " | ".join(f"{c} train / held-out" for c in CORPORA) + " |",
-             "|---|---|" + "---|" * len(CORPORA)]
+    lines = [
+        "| architecture | method | " + " | ".join(f"{c} train / held-out" for c in CORPORA) + " |",
+        "|---|---|" + "---|" * len(CORPORA),
+    ]
     for arch, method in rows:
         cells = [f"{cell(arch, method, c, 'train')} / {cell(arch, method, c, 'heldout')}" for c in CORPORA]
         lines.append(f"| {arch} | {method} | " + " | ".join(cells) + " |")
@@ -98,8 +102,9 @@ def paired_difference(ours: dict | None, theirs: dict | None) -> str:
     return f"{mean:+.2f} ± {se:.2f}"
 
 
-def figure(roots: list[Path], runs: list[tuple[str, str, str]], evals: dict, path: Path, prompts: int = 8,
-           cell: int = 64) -> None:
+def figure(
+    roots: list[Path], runs: list[tuple[str, str, str]], evals: dict, path: Path, prompts: int = 8, cell: int = 64
+) -> None:
     import torch
     from PIL import Image, ImageDraw
 
@@ -128,8 +133,13 @@ def figure(roots: list[Path], runs: list[tuple[str, str, str]], evals: dict, pat
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("sources", nargs="*", default=[Path("out/gen_grid")], type=Path,
-                        help="grid folders or --json files; a run in several is taken from the last")
+    parser.add_argument(
+        "sources",
+        nargs="*",
+        default=[Path("out/gen_grid")],
+        type=Path,
+        help="grid folders or --json files; a run in several is taken from the last",
+    )
     parser.add_argument("--figure", type=Path, default=None, help="PNG of held-out renders, one row per run")
     parser.add_argument("--paired", default="asd", help="method compared per prompt with each other one")
     parser.add_argument("--json", type=Path, default=None, help="write every run's scores (overall, per prompt) here")
@@ -149,12 +159,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{title}\n" + table(rows, lambda a, m, c, split: score(evals.get((a, m, c, split)), metric)) + "\n")
     others = [(a, m) for a, m in rows if m != args.paired and (a, args.paired) in rows]
     if others:
-        print(f"R@1 of {args.paired} minus each other method, same prompts (mean per-prompt difference ± standard "
-              f"error)\n" + table(others, lambda a, m, c, split: paired_difference(
-                  evals.get((a, args.paired, c, split)), evals.get((a, m, c, split)))) + "\n")
+        print(
+            f"R@1 of {args.paired} minus each other method, same prompts (mean per-prompt difference ± standard "
+            f"error)\n"
+            + table(
+                others,
+                lambda a, m, c, split: paired_difference(
+                    evals.get((a, args.paired, c, split)), evals.get((a, m, c, split))
+                ),
+            )
+            + "\n"
+        )
     if args.json:
-        scores = {f"{a}_{m}_{c}.{split}": kept(evals[(a, m, c, split)])
-                  for a, m, c in runs for split in ("train", "heldout") if (a, m, c, split) in evals}
+        scores = {
+            f"{a}_{m}_{c}.{split}": kept(evals[(a, m, c, split)])
+            for a, m, c in runs
+            for split in ("train", "heldout")
+            if (a, m, c, split) in evals
+        }
         args.json.write_text(json.dumps(scores, indent=1))
         print(f"scores: {args.json} ({len(scores)} evaluations)")
     if args.figure:

@@ -19,8 +19,16 @@ from pathlib import Path
 
 import torch
 
-PROMPTS = ("a red cube", "a green cone next to a yellow torus", "a blue sphere", "a pink cone on top of a green cylinder",
-           "a purple torus", "a cyan cube next to a red pyramid", "an orange capsule", "a yellow sphere on top of a purple cube")
+PROMPTS = (
+    "a red cube",
+    "a green cone next to a yellow torus",
+    "a blue sphere",
+    "a pink cone on top of a green cylinder",
+    "a purple torus",
+    "a cyan cube next to a red pyramid",
+    "an orange capsule",
+    "a yellow sphere on top of a purple cube",
+)
 
 
 def main(argv=None) -> int:
@@ -43,8 +51,15 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     load_generator(args.generator, args.device)
     load_s = time.perf_counter() - start
-    extra = {k: v for k, v in (("mesh_resolution", args.mesh_resolution), ("texture_size", args.texture_size),
-                                ("max_faces", args.max_faces)) if v is not None}
+    extra = {
+        k: v
+        for k, v in (
+            ("mesh_resolution", args.mesh_resolution),
+            ("texture_size", args.texture_size),
+            ("max_faces", args.max_faces),
+        )
+        if v is not None
+    }
     out_dir = Path(tempfile.mkdtemp(prefix="instant_"))
     times = []
     for i, prompt in enumerate(PROMPTS[: args.prompts]):
@@ -62,13 +77,18 @@ def main(argv=None) -> int:
     t1 = time.perf_counter()
     mesh = asset.extract_mesh()
     t2 = time.perf_counter()
-    print(f"device {asset.device}, torch threads {torch.get_num_threads()}, mesh resolution {spec.mesh_grid}, "
-          f"texture {spec.texture_size}, max faces {spec.face_budget}")
+    print(
+        f"device {asset.device}, torch threads {torch.get_num_threads()}, mesh resolution {spec.mesh_grid}, "
+        f"texture {spec.texture_size}, max faces {spec.face_budget}"
+    )
     print(f"load (prior + generator, once per process): {load_s:.2f} s")
-    print(f"prompt -> .glb over {len(times)} prompts: median {statistics.median(times):.2f} s, "
-          f"slowest {max(times):.2f} s")
-    print(f"stages for {PROMPTS[0]!r}: text + forward {t1 - t0:.3f} s, mesh + texture {t2 - t1:.3f} s "
-          f"({len(mesh.vertices)} vertices)")
+    print(
+        f"prompt -> .glb over {len(times)} prompts: median {statistics.median(times):.2f} s, slowest {max(times):.2f} s"
+    )
+    print(
+        f"stages for {PROMPTS[0]!r}: text + forward {t1 - t0:.3f} s, mesh + texture {t2 - t1:.3f} s "
+        f"({len(mesh.vertices)} vertices)"
+    )
     return 0
 
 

@@ -1,5 +1,7 @@
 """R@1 of the built-in prior's DDIM samples (CFG 5, 50 steps) for the 16 benchmark prompts x 4 azimuths."""
+
 import torch
+
 from dreamstill.backend.eval import benchmark as B
 from dreamstill.backend.eval.scorer import load_scorer
 from dreamstill.backend.priors import load_prior

@@ -55,8 +55,10 @@ def wire(vertices: int, repeats: int) -> None:
     ctx.destroy(1000)
     for name, times in (("client -> server", up[1:]), ("server -> client", down[1:])):
         med = statistics.median(times)
-        print(f"wire  {vertices:>9,d}-vertex mesh ({size / 1e6:.1f} MB) {name}: median {med * 1e3:7.1f} ms  "
-              f"{size / med / 1e9:5.2f} GB/s  (min {min(times) * 1e3:.1f} ms)")
+        print(
+            f"wire  {vertices:>9,d}-vertex mesh ({size / 1e6:.1f} MB) {name}: median {med * 1e3:7.1f} ms  "
+            f"{size / med / 1e9:5.2f} GB/s  (min {min(times) * 1e3:.1f} ms)"
+        )
 
 
 def server(vertices: int, repeats: int) -> None:
@@ -79,13 +81,21 @@ def server(vertices: int, repeats: int) -> None:
 
                 quick = JobSpec(prompt="a red cube", steps=1, preview_every=0, options={"fake_step_s": 0.0})
                 cold = first_progress(quick)
-                print(f"server  submit -> first progress, first job (worker start included): {cold * 1e3:8.1f} ms"
-                      f"  ({time.perf_counter() - t0:.2f} s from server start)")
+                print(
+                    f"server  submit -> first progress, first job (worker start included): {cold * 1e3:8.1f} ms"
+                    f"  ({time.perf_counter() - t0:.2f} s from server start)"
+                )
                 warm = [first_progress(quick) for _ in range(repeats)]
-                print(f"server  submit -> first progress, warm worker: median {statistics.median(warm) * 1e3:.2f} ms"
-                      f"  (min {min(warm) * 1e3:.2f}, n={repeats})")
-                big = JobSpec(prompt="a red cube", steps=1, preview_every=0,
-                              options={"fake_step_s": 0.0, "fake_vertices": vertices})
+                print(
+                    f"server  submit -> first progress, warm worker: median {statistics.median(warm) * 1e3:.2f} ms"
+                    f"  (min {min(warm) * 1e3:.2f}, n={repeats})"
+                )
+                big = JobSpec(
+                    prompt="a red cube",
+                    steps=1,
+                    preview_every=0,
+                    options={"fake_step_s": 0.0, "fake_vertices": vertices},
+                )
                 times = []
                 for _ in range(max(1, repeats // 2)):
                     t = time.perf_counter()
@@ -93,8 +103,10 @@ def server(vertices: int, repeats: int) -> None:
                     for event in client.events(job, timeout_s=300):
                         if isinstance(event, MeshUpdate):
                             times.append(time.perf_counter() - t)
-                print(f"server  submit -> final {vertices:,d}-vertex mesh at the client (generation in the worker "
-                      f"included): median {statistics.median(times) * 1e3:.1f} ms")
+                print(
+                    f"server  submit -> final {vertices:,d}-vertex mesh at the client (generation in the worker "
+                    f"included): median {statistics.median(times) * 1e3:.1f} ms"
+                )
 
 
 def main() -> None:

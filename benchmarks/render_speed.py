@@ -33,8 +33,10 @@ def main() -> None:
     field = DensityField(generator=torch.Generator().manual_seed(0)).to(dev)
     background = Background().to(dev)
     cams = sample_cameras(args.views, torch.Generator().manual_seed(0)).to(dev)
-    print(f"device {dev}, threads {torch.get_num_threads()}, {args.views} views {args.size}x{args.size}, "
-          f"{args.samples} samples/ray")
+    print(
+        f"device {dev}, threads {torch.get_num_threads()}, {args.views} views {args.size}x{args.size}, "
+        f"{args.samples} samples/ray"
+    )
     for shading in ("albedo", "lambertian"):
         wall, cpu, evaluated = [], [], 0
         for rep in range(args.reps + 2):
@@ -42,8 +44,9 @@ def main() -> None:
             if dev.type == "cuda":
                 torch.cuda.synchronize()
             t0, c0 = time.perf_counter(), time.process_time()
-            out = render(field, cams, args.size, args.size, background, shading=shading, num_samples=args.samples,
-                         generator=g)
+            out = render(
+                field, cams, args.size, args.size, background, shading=shading, num_samples=args.samples, generator=g
+            )
             out.rgb.mean().backward()
             if dev.type == "cuda":
                 torch.cuda.synchronize()
@@ -52,10 +55,12 @@ def main() -> None:
                 cpu.append(time.process_time() - c0)
             evaluated = out.n_evaluated
         ms = lambda v: f"{1e3 * v:.1f} ms"  # noqa: E731
-        print(f"{shading:10s} wall min {ms(min(wall))} median {ms(statistics.median(wall))} | "
-              f"cpu min {ms(min(cpu))} median {ms(statistics.median(cpu))} | "
-              f"{evaluated} of {args.views * args.size * args.size * args.samples} samples evaluated, "
-              f"occupied cells {field.occupancy.occupied_fraction:.2f}")
+        print(
+            f"{shading:10s} wall min {ms(min(wall))} median {ms(statistics.median(wall))} | "
+            f"cpu min {ms(min(cpu))} median {ms(statistics.median(cpu))} | "
+            f"{evaluated} of {args.views * args.size * args.size * args.samples} samples evaluated, "
+            f"occupied cells {field.occupancy.occupied_fraction:.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -55,40 +55,72 @@ def main() -> None:
         if cuda:
             torch.cuda.synchronize()
 
-    print(f"prior={args.prior} method={args.method} device={args.device} dtype={args.dtype} "
-          f"views/step={args.batch_size} threads={torch.get_num_threads()}")
+    print(
+        f"prior={args.prior} method={args.method} device={args.device} dtype={args.dtype} "
+        f"views/step={args.batch_size} threads={torch.get_num_threads()}"
+    )
     print(f"{'res':>5} {'render':>9} {'encode':>9} {'unet':>9} {'backward':>9} {'total ms':>9} {'peak GiB':>9}")
     for res in args.resolutions:
-        spec = JobSpec(prompt="a red cube", prior=args.prior, method=args.method, steps=1000, resolution=res,
-                       batch_size=args.batch_size)
+        spec = JobSpec(
+            prompt="a red cube",
+            prior=args.prior,
+            method=args.method,
+            steps=1000,
+            resolution=res,
+            batch_size=args.batch_size,
+        )
         opt = AssetOptimizer(spec, prior=prior)
         times: dict[str, list[float]] = {k: [] for k in ("render", "encode", "unet", "backward")}
         if cuda:
             torch.cuda.reset_peak_memory_stats()
         for i in range(args.warmup + args.repeat):
             cams = sample_cameras(args.batch_size, opt.camera_generator).to(opt.device)
-            sync(); t0 = time.perf_counter()
-            out = render(opt.field, cams, res, res, opt.background, shading="lambertian",
-                         num_samples=opt.defaults.num_samples, generator=opt.noise_generator)
-            sync(); t1 = time.perf_counter()
+            sync()
+            t0 = time.perf_counter()
+            out = render(
+                opt.field,
+                cams,
+                res,
+                res,
+                opt.background,
+                shading="lambertian",
+                num_samples=opt.defaults.num_samples,
+                generator=opt.noise_generator,
+            )
+            sync()
+            t1 = time.perf_counter()
             z = prior.encode_images(out.rgb.permute(0, 3, 1, 2))
-            sync(); t2 = time.perf_counter()
+            sync()
+            t2 = time.perf_counter()
             opacity = F.interpolate(out.opacity.permute(0, 3, 1, 2), size=z.shape[-2:], mode="bilinear")
-            result = opt.method.gradient(DistillInput(
-                z=z, cond=opt._text_for(cams), uncond=opt.uncond, step=i, total_steps=1000,
-                generator=opt.noise_generator, camera=cams.as_condition(), opacity=opacity.detach()))
-            sync(); t3 = time.perf_counter()
+            result = opt.method.gradient(
+                DistillInput(
+                    z=z,
+                    cond=opt._text_for(cams),
+                    uncond=opt.uncond,
+                    step=i,
+                    total_steps=1000,
+                    generator=opt.noise_generator,
+                    camera=cams.as_condition(),
+                    opacity=opacity.detach(),
+                )
+            )
+            sync()
+            t3 = time.perf_counter()
             opt.optimizer.zero_grad()
             surrogate_loss(z, result.grad).backward()
             opt.optimizer.step()
-            sync(); t4 = time.perf_counter()
+            sync()
+            t4 = time.perf_counter()
             if i >= args.warmup:
                 for k, v in zip(times, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
                     times[k].append(v * 1000)
         med = {k: statistics.median(v) for k, v in times.items()}
         peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan")
-        print(f"{res:>5} {med['render']:>9.1f} {med['encode']:>9.1f} {med['unet']:>9.1f} {med['backward']:>9.1f} "
-              f"{sum(med.values()):>9.1f} {peak:>9.2f}")
+        print(
+            f"{res:>5} {med['render']:>9.1f} {med['encode']:>9.1f} {med['unet']:>9.1f} {med['backward']:>9.1f} "
+            f"{sum(med.values()):>9.1f} {peak:>9.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -13,9 +13,8 @@ as Blender's; they are spread to the face corners.
 
 from __future__ import annotations
 
-import numpy as np
-
 import bpy
+import numpy as np
 
 COLLECTION = "Dreamstill"
 COLOR_ATTRIBUTE = "Col"
@@ -149,8 +148,9 @@ def apply_update(obj: bpy.types.Object, update) -> None:
     apply_mesh(obj, update.vertices, update.faces, update.vertex_colors, uvs)
     texture = None
     if update.texture is not None and uvs is not None:
-        texture = set_image(bpy.data.images.get(obj.get("dreamstill_texture", "")), f"{obj.name} texture",
-                            update.texture)
+        texture = set_image(
+            bpy.data.images.get(obj.get("dreamstill_texture", "")), f"{obj.name} texture", update.texture
+        )
         obj["dreamstill_texture"] = texture.name
     ensure_material(obj, texture)
     if update.final and texture is not None:

@@ -49,10 +49,19 @@ def _wait(op, settings, job_ids):
 
 
 _WAIT_PROPS = {
-    "wait": BoolProperty(name="Wait", default=True, options={"SKIP_SAVE"},
-                         description="In background mode, block until the job(s) end (timers never fire there)"),
-    "timeout": FloatProperty(name="Timeout", default=0.0, min=0.0, options={"SKIP_SAVE"},
-                             description="Give up waiting after this many seconds (0 = no limit)"),
+    "wait": BoolProperty(
+        name="Wait",
+        default=True,
+        options={"SKIP_SAVE"},
+        description="In background mode, block until the job(s) end (timers never fire there)",
+    ),
+    "timeout": FloatProperty(
+        name="Timeout",
+        default=0.0,
+        min=0.0,
+        options={"SKIP_SAVE"},
+        description="Give up waiting after this many seconds (0 = no limit)",
+    ),
 }
 
 
@@ -61,8 +70,11 @@ class DREAMSTILL_OT_connect(Operator):
 
     bl_idname = "dreamstill.connect"
     bl_label = "Connect"
-    __annotations__ = {"server": StringProperty(name="Server", options={"SKIP_SAVE"},
-                                                description="Backend address (empty = the panel's / preferences')")}
+    __annotations__ = {
+        "server": StringProperty(
+            name="Server", options={"SKIP_SAVE"}, description="Backend address (empty = the panel's / preferences')"
+        )
+    }
 
     def execute(self, context):
         settings = context.scene.dreamstill
@@ -96,10 +108,18 @@ class DREAMSTILL_OT_start_backend(Operator):
     bl_label = "Start Local Backend"
     __annotations__ = {
         "server": StringProperty(name="Server", options={"SKIP_SAVE"}),
-        "command": StringProperty(name="Command", options={"SKIP_SAVE"},
-                                  description="Command line ({address} = the address); empty = preferences"),
-        "wait_s": FloatProperty(name="Wait", default=60.0, min=0.0, options={"SKIP_SAVE"},
-                                description="In background mode, wait this long for the backend to answer"),
+        "command": StringProperty(
+            name="Command",
+            options={"SKIP_SAVE"},
+            description="Command line ({address} = the address); empty = preferences",
+        ),
+        "wait_s": FloatProperty(
+            name="Wait",
+            default=60.0,
+            min=0.0,
+            options={"SKIP_SAVE"},
+            description="In background mode, wait this long for the backend to answer",
+        ),
     }
 
     def execute(self, context):
@@ -109,8 +129,9 @@ class DREAMSTILL_OT_start_backend(Operator):
             backend = session.start_backend(address, self.command or session.prefs().backend_command)
         except (ImportError, ValueError, OSError) as err:
             return _fail(self, settings, str(err))
-        settings.set_status(f"Backend starting (pid {backend.process.pid}), log {backend.log_path}; "
-                            "press Connect in a few seconds")
+        settings.set_status(
+            f"Backend starting (pid {backend.process.pid}), log {backend.log_path}; press Connect in a few seconds"
+        )
         if bpy.app.background and self.wait_s > 0:
             return self._wait_ready(settings, address, backend)
         return {"FINISHED"}
@@ -121,8 +142,9 @@ class DREAMSTILL_OT_start_backend(Operator):
         while time.monotonic() < deadline:
             if backend.process.poll() is not None:
                 session.STATE.backend = None
-                return _fail(self, settings, f"the backend exited with code {backend.process.returncode}: "
-                                             f"{backend.log_tail()}")
+                return _fail(
+                    self, settings, f"the backend exited with code {backend.process.returncode}: {backend.log_tail()}"
+                )
             try:
                 session.client_for(address).ping()
                 settings.set_status(f"Backend running at {address} (pid {backend.process.pid})")
@@ -160,7 +182,7 @@ def _submit(op, context, prompts: list[str], batch_name: str = "", offsets=None)
         item.location = (cursor.x + offset[0], cursor.y + offset[1], cursor.z + offset[2])
         session.ensure_object(context.scene, item)
     api = client_api()
-    for item in list(settings.queue)[len(settings.queue) - len(specs):]:
+    for item in list(settings.queue)[len(settings.queue) - len(specs) :]:
         try:
             job_ids.append(session.submit_item(context.scene, item))
         except api.ServerUnavailable as err:
@@ -184,7 +206,7 @@ class DREAMSTILL_OT_generate(Operator):
         settings = context.scene.dreamstill
         prompt = self.prompt if self.properties.is_property_set("prompt") else settings.prompt
         if not prompt.strip():
-            return _fail(self, settings, "Type a prompt first (e.g. \"a red cube\")")
+            return _fail(self, settings, 'Type a prompt first (e.g. "a red cube")')
         try:
             job_ids, error = _submit(self, context, [prompt])
         except (ImportError, ValueError, OSError) as err:  # JobSpecError is a ValueError
@@ -205,13 +227,18 @@ class DREAMSTILL_OT_batch(Operator):
     bl_label = "Generate Batch"
     bl_options = {"REGISTER", "UNDO"}
     __annotations__ = {
-        **job_annotations(), **_WAIT_PROPS,
-        "prompts": StringProperty(name="Prompts", options={"SKIP_SAVE"},
-                                  description="Prompts separated by ';' or new lines (empty = the panel's source)"),
+        **job_annotations(),
+        **_WAIT_PROPS,
+        "prompts": StringProperty(
+            name="Prompts",
+            options={"SKIP_SAVE"},
+            description="Prompts separated by ';' or new lines (empty = the panel's source)",
+        ),
         "text_name": StringProperty(name="Text", options={"SKIP_SAVE"}, description="Text block, one prompt a line"),
         "filepath": StringProperty(name="File", subtype="FILE_PATH", options={"SKIP_SAVE"}),
-        "spacing": FloatProperty(name="Spacing", default=0.0, min=0.0, options={"SKIP_SAVE"},
-                                 description="Grid spacing (0 = the panel's)"),
+        "spacing": FloatProperty(
+            name="Spacing", default=0.0, min=0.0, options={"SKIP_SAVE"}, description="Grid spacing (0 = the panel's)"
+        ),
     }
 
     def execute(self, context):
@@ -225,8 +252,12 @@ class DREAMSTILL_OT_batch(Operator):
             else:
                 prompts = batch.prompts_from(settings.batch_prompts, settings.batch_text, settings.batch_file)
             if not prompts:
-                return _fail(self, settings, "The batch has no prompts: type them separated by ';', or pick a text "
-                                             "block or a file with one prompt per line")
+                return _fail(
+                    self,
+                    settings,
+                    "The batch has no prompts: type them separated by ';', or pick a text "
+                    "block or a file with one prompt per line",
+                )
             spacing = self.spacing or settings.batch_spacing
             name = batch.batch_name(context.scene)
             job_ids, error = _submit(self, context, prompts, name, batch.grid_offsets(len(prompts), spacing))
@@ -247,8 +278,11 @@ class DREAMSTILL_OT_cancel(Operator):
 
     bl_idname = "dreamstill.cancel"
     bl_label = "Cancel"
-    __annotations__ = {"job_id": StringProperty(name="Job", options={"SKIP_SAVE"},
-                                                description="Job to cancel (empty = every running job of the scene)")}
+    __annotations__ = {
+        "job_id": StringProperty(
+            name="Job", options={"SKIP_SAVE"}, description="Job to cancel (empty = every running job of the scene)"
+        )
+    }
 
     @classmethod
     def poll(cls, context):
@@ -257,8 +291,11 @@ class DREAMSTILL_OT_cancel(Operator):
     def execute(self, context):
         settings = context.scene.dreamstill
         api = client_api()
-        items = [i for i in settings.queue if i.state in {"PENDING", "SUBMITTED"}
-                 and (not self.job_id or i.job_id == self.job_id)]
+        items = [
+            i
+            for i in settings.queue
+            if i.state in {"PENDING", "SUBMITTED"} and (not self.job_id or i.job_id == self.job_id)
+        ]
         for item in items:
             if item.state == "PENDING" or not item.job_id:
                 item.state, item.message = "CANCELLED", "Cancelled before it was sent"
@@ -279,8 +316,9 @@ class DREAMSTILL_OT_wait(Operator):
 
     bl_idname = "dreamstill.wait"
     bl_label = "Wait for Jobs"
-    __annotations__ = {"timeout": FloatProperty(name="Timeout", default=0.0, min=0.0,
-                                                description="Seconds (0 = no limit)")}
+    __annotations__ = {
+        "timeout": FloatProperty(name="Timeout", default=0.0, min=0.0, description="Seconds (0 = no limit)")
+    }
 
     def execute(self, context):
         try:
@@ -326,8 +364,11 @@ class DREAMSTILL_OT_import_result(Operator):
     bl_idname = "dreamstill.import_result"
     bl_label = "Import Result File"
     bl_options = {"REGISTER", "UNDO"}
-    __annotations__ = {"job_id": StringProperty(name="Job", options={"SKIP_SAVE"},
-                                                description="Job id (empty = the active object's job)")}
+    __annotations__ = {
+        "job_id": StringProperty(
+            name="Job", options={"SKIP_SAVE"}, description="Job id (empty = the active object's job)"
+        )
+    }
 
     def execute(self, context):
         settings = context.scene.dreamstill
@@ -379,8 +420,11 @@ class DREAMSTILL_OT_use_spec(Operator):
 
     bl_idname = "dreamstill.use_spec"
     bl_label = "Use Settings of Selected"
-    __annotations__ = {"new_seed": BoolProperty(name="New Seed", default=False, options={"SKIP_SAVE"},
-                                                description="Add one to the seed for a variation")}
+    __annotations__ = {
+        "new_seed": BoolProperty(
+            name="New Seed", default=False, options={"SKIP_SAVE"}, description="Add one to the seed for a variation"
+        )
+    }
 
     @classmethod
     def poll(cls, context):
@@ -399,6 +443,15 @@ class DREAMSTILL_OT_use_spec(Operator):
         return {"FINISHED"}
 
 
-classes = (DREAMSTILL_OT_connect, DREAMSTILL_OT_start_backend, DREAMSTILL_OT_stop_backend, DREAMSTILL_OT_generate,
-           DREAMSTILL_OT_batch, DREAMSTILL_OT_cancel, DREAMSTILL_OT_wait, DREAMSTILL_OT_resume,
-           DREAMSTILL_OT_import_result, DREAMSTILL_OT_use_spec)
+classes = (
+    DREAMSTILL_OT_connect,
+    DREAMSTILL_OT_start_backend,
+    DREAMSTILL_OT_stop_backend,
+    DREAMSTILL_OT_generate,
+    DREAMSTILL_OT_batch,
+    DREAMSTILL_OT_cancel,
+    DREAMSTILL_OT_wait,
+    DREAMSTILL_OT_resume,
+    DREAMSTILL_OT_import_result,
+    DREAMSTILL_OT_use_spec,
+)

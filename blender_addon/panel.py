@@ -62,8 +62,11 @@ class VIEW3D_PT_dreamstill(DreamstillPanel, Panel):
         item = s.find_job(s.active_job) if s.active_job else None
         if item is not None:
             if item.state == "SUBMITTED":
-                text = (f"{item.step}/{item.total}  loss {item.loss:.3g}  {item.eta_s:.0f} s left"
-                        if item.total else "Queued")
+                text = (
+                    f"{item.step}/{item.total}  loss {item.loss:.3g}  {item.eta_s:.0f} s left"
+                    if item.total
+                    else "Queued"
+                )
                 layout.progress(factor=item.fraction, type="BAR", text=text)
             else:
                 layout.label(text=f"{item.prompt}: {item.state.lower()}")
@@ -80,8 +83,11 @@ class VIEW3D_PT_dreamstill_camera(DreamstillPanel, Panel):
     def draw(self, context):
         s = context.scene.dreamstill
         col = self.layout.column(align=True)
-        for lo, hi, label in (("elevation_min", "elevation_max", "Elevation"), ("fov_min", "fov_max", "FOV"),
-                              ("distance_min", "distance_max", "Distance")):
+        for lo, hi, label in (
+            ("elevation_min", "elevation_max", "Elevation"),
+            ("fov_min", "fov_max", "FOV"),
+            ("distance_min", "distance_max", "Distance"),
+        ):
             row = col.row(align=True)
             row.label(text=label)
             row.prop(s, lo, text="")
@@ -96,7 +102,15 @@ class VIEW3D_PT_dreamstill_advanced(DreamstillPanel, Panel):
     def draw(self, context):
         s = context.scene.dreamstill
         col = self.layout.column()
-        for name in ("prior", "mesh_resolution", "texture_size", "max_faces", "preview_every", "mesh_every", "options_json"):
+        for name in (
+            "prior",
+            "mesh_resolution",
+            "texture_size",
+            "max_faces",
+            "preview_every",
+            "mesh_every",
+            "options_json",
+        ):
             col.prop(s, name)
         row = col.row(align=True)
         row.operator("dreamstill.use_spec")
@@ -107,8 +121,13 @@ class VIEW3D_PT_dreamstill_advanced(DreamstillPanel, Panel):
 
 class DREAMSTILL_UL_queue(UIList):
     def draw_item(self, context, layout, data, item, icon, active_data, active_propname, index=0):
-        icons = {"PENDING": "TIME", "SUBMITTED": "SORTTIME", "DONE": "CHECKMARK", "FAILED": "ERROR",
-                 "CANCELLED": "CANCEL"}
+        icons = {
+            "PENDING": "TIME",
+            "SUBMITTED": "SORTTIME",
+            "DONE": "CHECKMARK",
+            "FAILED": "ERROR",
+            "CANCELLED": "CANCEL",
+        }
         row = layout.row()
         row.label(text=item.prompt, icon=icons.get(item.state, "DOT"))
         if item.state in ACTIVE_STATES and item.total:
@@ -134,5 +153,10 @@ class VIEW3D_PT_dreamstill_batch(DreamstillPanel, Panel):
             layout.template_list("DREAMSTILL_UL_queue", "", s, "queue", s, "queue_index", rows=4)
 
 
-classes = (DREAMSTILL_UL_queue, VIEW3D_PT_dreamstill, VIEW3D_PT_dreamstill_camera, VIEW3D_PT_dreamstill_advanced,
-           VIEW3D_PT_dreamstill_batch)
+classes = (
+    DREAMSTILL_UL_queue,
+    VIEW3D_PT_dreamstill,
+    VIEW3D_PT_dreamstill_camera,
+    VIEW3D_PT_dreamstill_advanced,
+    VIEW3D_PT_dreamstill_batch,
+)

@@ -10,17 +10,37 @@ class DREAMSTILL_AP_preferences(AddonPreferences):
     bl_idname = __package__
 
     __annotations__ = {
-        "address": StringProperty(name="Backend Address", default="tcp://127.0.0.1:5555",
-                                  description="Where `dreamstill serve` listens, e.g. tcp://127.0.0.1:5555"),
-        "keys_dir": StringProperty(name="CURVE Keys", subtype="DIR_PATH", default="",
-                                   description="Folder made by `dreamstill keys -o DIR` (server.public, client.public, "
-                                               "client.secret); needed for a backend on another machine"),
-        "backend_command": StringProperty(name="Start Command", default="dreamstill serve --bind {address}",
-                                          description="Command that starts a local backend; {address} is replaced"),
-        "output_dir": StringProperty(name="Output Folder", subtype="DIR_PATH", default="//dreamstill/",
-                                     description="Where result files are downloaded (// = next to the .blend)"),
-        "timeout_s": FloatProperty(name="Timeout", default=10.0, min=0.5, soft_max=120.0, unit="TIME_ABSOLUTE",
-                                   description="Seconds without an answer before the backend counts as down"),
+        "address": StringProperty(
+            name="Backend Address",
+            default="tcp://127.0.0.1:5555",
+            description="Where `dreamstill serve` listens, e.g. tcp://127.0.0.1:5555",
+        ),
+        "keys_dir": StringProperty(
+            name="CURVE Keys",
+            subtype="DIR_PATH",
+            default="",
+            description="Folder made by `dreamstill keys -o DIR` (server.public, client.public, "
+            "client.secret); needed for a backend on another machine",
+        ),
+        "backend_command": StringProperty(
+            name="Start Command",
+            default="dreamstill serve --bind {address}",
+            description="Command that starts a local backend; {address} is replaced",
+        ),
+        "output_dir": StringProperty(
+            name="Output Folder",
+            subtype="DIR_PATH",
+            default="//dreamstill/",
+            description="Where result files are downloaded (// = next to the .blend)",
+        ),
+        "timeout_s": FloatProperty(
+            name="Timeout",
+            default=10.0,
+            min=0.5,
+            soft_max=120.0,
+            unit="TIME_ABSOLUTE",
+            description="Seconds without an answer before the backend counts as down",
+        ),
     }
 
     def draw(self, context):

@@ -14,8 +14,16 @@ import json
 from types import SimpleNamespace
 
 import bpy
-from bpy.props import (BoolProperty, CollectionProperty, EnumProperty, FloatProperty, FloatVectorProperty,
-                       IntProperty, PointerProperty, StringProperty)
+from bpy.props import (
+    BoolProperty,
+    CollectionProperty,
+    EnumProperty,
+    FloatProperty,
+    FloatVectorProperty,
+    IntProperty,
+    PointerProperty,
+    StringProperty,
+)
 from bpy.types import PropertyGroup
 
 from .proto import JobSpec, JobSpecError, protocol
@@ -49,9 +57,30 @@ PRESET_ITEMS = [
     ("CUSTOM", "Custom", "Set steps and resolutions by hand"),
 ]
 
-JOB_FIELDS = ("prompt", "negative_prompt", "method", "mode", "steps", "resolution", "mesh_resolution", "texture_size",
-              "max_faces", "seed", "guidance", "prior", "elevation_min", "elevation_max", "fov_min", "fov_max", "distance_min",
-              "distance_max", "preview_every", "mesh_every", "options_json", "server")
+JOB_FIELDS = (
+    "prompt",
+    "negative_prompt",
+    "method",
+    "mode",
+    "steps",
+    "resolution",
+    "mesh_resolution",
+    "texture_size",
+    "max_faces",
+    "seed",
+    "guidance",
+    "prior",
+    "elevation_min",
+    "elevation_max",
+    "fov_min",
+    "fov_max",
+    "distance_min",
+    "distance_max",
+    "preview_every",
+    "mesh_every",
+    "options_json",
+    "server",
+)
 
 STATE_ITEMS = [
     ("PENDING", "Pending", "Not sent to the backend yet"),
@@ -68,42 +97,86 @@ def job_annotations() -> dict:
     return {
         "prompt": StringProperty(name="Prompt", description="Text to turn into a 3D asset"),
         "negative_prompt": StringProperty(name="Negative", description="What the asset should not look like"),
-        "method": EnumProperty(name="Method", items=METHOD_ITEMS, default="sds",
-                               description="Score distillation method"),
+        "method": EnumProperty(
+            name="Method", items=METHOD_ITEMS, default="sds", description="Score distillation method"
+        ),
         "mode": EnumProperty(name="Mode", items=MODE_ITEMS, default="optimize"),
-        "steps": IntProperty(name="Steps", default=400, min=1, max=100_000, soft_max=20_000,
-                             description="Optimization steps"),
-        "resolution": IntProperty(name="Resolution", default=0, min=0, max=1024,
-                                  description="Rendered image size fed to the prior (0 = the prior's own)"),
-        "mesh_resolution": IntProperty(name="Mesh Resolution", default=0, min=0, max=512,
-                                       description="Marching-cubes grid size (0 = the mode's: 128 optimize, 64 instant)"),
-        "texture_size": IntProperty(name="Texture Size", default=512, min=0, max=4096,
-                                    description="Baked texture size in pixels (0 = vertex colours only)"),
-        "max_faces": IntProperty(name="Max Faces", default=0, min=0, max=10_000_000, soft_max=500_000,
-                                 description="Decimate the mesh to this many faces (0 = the mode's: all for "
-                                             "optimize, 10,000 for instant)"),
+        "steps": IntProperty(
+            name="Steps", default=400, min=1, max=100_000, soft_max=20_000, description="Optimization steps"
+        ),
+        "resolution": IntProperty(
+            name="Resolution",
+            default=0,
+            min=0,
+            max=1024,
+            description="Rendered image size fed to the prior (0 = the prior's own)",
+        ),
+        "mesh_resolution": IntProperty(
+            name="Mesh Resolution",
+            default=0,
+            min=0,
+            max=512,
+            description="Marching-cubes grid size (0 = the mode's: 128 optimize, 64 instant)",
+        ),
+        "texture_size": IntProperty(
+            name="Texture Size",
+            default=512,
+            min=0,
+            max=4096,
+            description="Baked texture size in pixels (0 = vertex colours only)",
+        ),
+        "max_faces": IntProperty(
+            name="Max Faces",
+            default=0,
+            min=0,
+            max=10_000_000,
+            soft_max=500_000,
+            description="Decimate the mesh to this many faces (0 = the mode's: all for optimize, 10,000 for instant)",
+        ),
         "seed": IntProperty(name="Seed", default=0, min=0, description="Same seed and settings = same asset"),
-        "guidance": FloatProperty(name="Guidance", default=0.0, min=0.0, soft_max=200.0,
-                                  description="Classifier-free guidance scale (0 = the method's paper default)"),
-        "prior": StringProperty(name="Prior", default="builtin",
-                                description="Diffusion prior: builtin, a local diffusers folder or a hub id"),
-        "elevation_min": FloatProperty(name="Elevation Min", default=-10.0, min=-90.0, max=90.0,
-                                       description="Lowest camera elevation in degrees"),
-        "elevation_max": FloatProperty(name="Elevation Max", default=45.0, min=-90.0, max=90.0,
-                                       description="Highest camera elevation in degrees"),
+        "guidance": FloatProperty(
+            name="Guidance",
+            default=0.0,
+            min=0.0,
+            soft_max=200.0,
+            description="Classifier-free guidance scale (0 = the method's paper default)",
+        ),
+        "prior": StringProperty(
+            name="Prior",
+            default="builtin",
+            description="Diffusion prior: builtin, a local diffusers folder or a hub id",
+        ),
+        "elevation_min": FloatProperty(
+            name="Elevation Min", default=-10.0, min=-90.0, max=90.0, description="Lowest camera elevation in degrees"
+        ),
+        "elevation_max": FloatProperty(
+            name="Elevation Max", default=45.0, min=-90.0, max=90.0, description="Highest camera elevation in degrees"
+        ),
         "fov_min": FloatProperty(name="FOV Min", default=40.0, min=1.0, max=179.0, description="Degrees"),
         "fov_max": FloatProperty(name="FOV Max", default=50.0, min=1.0, max=179.0, description="Degrees"),
-        "distance_min": FloatProperty(name="Distance Min", default=2.5, min=0.01, soft_max=10.0,
-                                      description="Camera distance from the origin in scene units"),
+        "distance_min": FloatProperty(
+            name="Distance Min",
+            default=2.5,
+            min=0.01,
+            soft_max=10.0,
+            description="Camera distance from the origin in scene units",
+        ),
         "distance_max": FloatProperty(name="Distance Max", default=3.0, min=0.01, soft_max=10.0),
-        "preview_every": IntProperty(name="Preview Every", default=50, min=0,
-                                     description="Send a preview image every N steps (0 = never)"),
-        "mesh_every": IntProperty(name="Mesh Every", default=100, min=0,
-                                  description="Send an intermediate mesh every N steps (0 = only the final one)"),
-        "options_json": StringProperty(name="Options", default="",
-                                       description='Method-specific settings as JSON, e.g. {"eta": 0.1}'),
-        "server": StringProperty(name="Server", default="",
-                                 description="Backend address, e.g. tcp://127.0.0.1:5555 (empty = preferences)"),
+        "preview_every": IntProperty(
+            name="Preview Every", default=50, min=0, description="Send a preview image every N steps (0 = never)"
+        ),
+        "mesh_every": IntProperty(
+            name="Mesh Every",
+            default=100,
+            min=0,
+            description="Send an intermediate mesh every N steps (0 = only the final one)",
+        ),
+        "options_json": StringProperty(
+            name="Options", default="", description='Method-specific settings as JSON, e.g. {"eta": 0.1}'
+        ),
+        "server": StringProperty(
+            name="Server", default="", description="Backend address, e.g. tcp://127.0.0.1:5555 (empty = preferences)"
+        ),
     }
 
 
@@ -124,27 +197,53 @@ def spec_from(values, prompt: str | None = None) -> JobSpec:
     try:
         options = json.loads(text) if text else {}
     except json.JSONDecodeError as err:
-        raise JobSpecError(f"Options: not valid JSON ({err.msg} at character {err.pos}); "
-                           'write e.g. {"eta": 0.1} or leave it empty') from None
+        raise JobSpecError(
+            f'Options: not valid JSON ({err.msg} at character {err.pos}); write e.g. {{"eta": 0.1}} or leave it empty'
+        ) from None
     if not isinstance(options, dict):
         raise JobSpecError('Options: must be a JSON object such as {"eta": 0.1}')
     spec = JobSpec(
-        prompt=(values.prompt if prompt is None else prompt).strip(), negative_prompt=values.negative_prompt,
-        method=values.method, mode=values.mode, steps=int(values.steps), resolution=int(values.resolution),
-        seed=int(values.seed), guidance=float(values.guidance), prior=values.prior.strip() or "builtin",
+        prompt=(values.prompt if prompt is None else prompt).strip(),
+        negative_prompt=values.negative_prompt,
+        method=values.method,
+        mode=values.mode,
+        steps=int(values.steps),
+        resolution=int(values.resolution),
+        seed=int(values.seed),
+        guidance=float(values.guidance),
+        prior=values.prior.strip() or "builtin",
         elevation_range=(float(values.elevation_min), float(values.elevation_max)),
         fov_range=(float(values.fov_min), float(values.fov_max)),
         distance_range=(float(values.distance_min), float(values.distance_max)),
-        mesh_resolution=int(values.mesh_resolution), texture_size=int(values.texture_size),
-        max_faces=int(values.max_faces), preview_every=int(values.preview_every), mesh_every=int(values.mesh_every), options=options)
+        mesh_resolution=int(values.mesh_resolution),
+        texture_size=int(values.texture_size),
+        max_faces=int(values.max_faces),
+        preview_every=int(values.preview_every),
+        mesh_every=int(values.mesh_every),
+        options=options,
+    )
     return spec.validate()
 
 
 def load_spec_into(settings, spec: JobSpec) -> None:
     """Copy a stored JobSpec back into the panel's settings (to regenerate or vary an asset)."""
     settings.preset = "CUSTOM"
-    for name in ("prompt", "negative_prompt", "method", "mode", "steps", "resolution", "mesh_resolution",
-                 "texture_size", "max_faces", "seed", "guidance", "prior", "preview_every", "mesh_every"):
+    for name in (
+        "prompt",
+        "negative_prompt",
+        "method",
+        "mode",
+        "steps",
+        "resolution",
+        "mesh_resolution",
+        "texture_size",
+        "max_faces",
+        "seed",
+        "guidance",
+        "prior",
+        "preview_every",
+        "mesh_every",
+    ):
         setattr(settings, name, getattr(spec, name))
     settings.elevation_min, settings.elevation_max = spec.elevation_range
     settings.fov_min, settings.fov_max = spec.fov_range
@@ -187,18 +286,25 @@ class DREAMSTILL_PG_settings(PropertyGroup):
 
     __annotations__ = {
         **job_annotations(),
-        "preset": EnumProperty(name="Quality", items=PRESET_ITEMS, default="STANDARD", update=_apply_preset,
-                               description="Steps and resolutions in one choice"),
+        "preset": EnumProperty(
+            name="Quality",
+            items=PRESET_ITEMS,
+            default="STANDARD",
+            update=_apply_preset,
+            description="Steps and resolutions in one choice",
+        ),
         "status": StringProperty(name="Status", default=""),
         "status_error": BoolProperty(name="Status Is Error", default=False),
         "active_job": StringProperty(name="Active Job", description="The job the panel follows"),
         "preview_image": PointerProperty(name="Preview", type=bpy.types.Image),
         "queue": CollectionProperty(type=DREAMSTILL_PG_job),
         "queue_index": IntProperty(name="Queue Index", default=0),
-        "batch_prompts": StringProperty(name="Prompts", default="",
-                                        description="Prompts separated by ';' (or use a text block or a file)"),
-        "batch_text": PointerProperty(name="Text", type=bpy.types.Text,
-                                      description="Text block with one prompt per line"),
+        "batch_prompts": StringProperty(
+            name="Prompts", default="", description="Prompts separated by ';' (or use a text block or a file)"
+        ),
+        "batch_text": PointerProperty(
+            name="Text", type=bpy.types.Text, description="Text block with one prompt per line"
+        ),
         "batch_file": StringProperty(name="File", subtype="FILE_PATH", description="Text file, one prompt per line"),
         "batch_spacing": FloatProperty(name="Spacing", default=2.5, min=0.1, description="Grid spacing"),
         "show_camera": BoolProperty(name="Camera", default=False),

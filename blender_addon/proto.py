@@ -12,8 +12,10 @@ except ImportError:
     try:
         from dreamstill import protocol
     except ImportError as err:
-        raise ImportError("the Dreamstill protocol package is missing; install the extension zip made by "
-                          "`dreamstill build-addon -o DIR` (it carries the protocol inside)") from err
+        raise ImportError(
+            "the Dreamstill protocol package is missing; install the extension zip made by "
+            "`dreamstill build-addon -o DIR` (it carries the protocol inside)"
+        ) from err
 
 JobSpec = protocol.JobSpec
 JobSpecError = protocol.JobSpecError
@@ -26,6 +28,8 @@ def client_api():
     try:
         import zmq  # noqa: F401
     except ImportError as err:
-        raise ImportError("pyzmq is not installed in Blender's Python: reinstall the Dreamstill extension zip for "
-                          "this platform (it carries the pyzmq wheels) and restart Blender") from err
+        raise ImportError(
+            "pyzmq is not installed in Blender's Python: reinstall the Dreamstill extension zip for "
+            "this platform (it carries the pyzmq wheels) and restart Blender"
+        ) from err
     return __import__(protocol.__name__ + ".client", fromlist=["Client"])

@@ -74,16 +74,23 @@ def prefs():
         return addon.preferences
     from types import SimpleNamespace
 
-    return SimpleNamespace(address=DEFAULT_ADDRESS, keys_dir="", backend_command="dreamstill serve --bind {address}",
-                           output_dir="", timeout_s=10.0)
+    return SimpleNamespace(
+        address=DEFAULT_ADDRESS,
+        keys_dir="",
+        backend_command="dreamstill serve --bind {address}",
+        output_dir="",
+        timeout_s=10.0,
+    )
 
 
 def address_for(server: str) -> str:
     """The address to use: the operator's / panel's ``server`` when set, else the preferences'."""
     address = client_api().check_address((server or "").strip() or (prefs().address or "").strip() or DEFAULT_ADDRESS)
     if not bpy.app.online_access and not is_local(address):
-        raise ValueError(f"{address} is on another machine and Blender's online access is off: allow it in "
-                         "Preferences > System > Network, or run the backend on this machine")
+        raise ValueError(
+            f"{address} is on another machine and Blender's online access is off: allow it in "
+            "Preferences > System > Network, or run the backend on this machine"
+        )
     return address
 
 
@@ -91,7 +98,7 @@ def is_local(address: str) -> bool:
     """True for ipc:// and inproc:// addresses and tcp:// on loopback (127.x, ::1, localhost)."""
     if not address.startswith("tcp://"):
         return True
-    host = address[len("tcp://"):].rsplit(":", 1)[0].strip("[]")
+    host = address[len("tcp://") :].rsplit(":", 1)[0].strip("[]")
     return host in ("localhost", "::1") or host.startswith("127.")
 
 
@@ -193,14 +200,14 @@ def apply_events(job: LiveJob, events: list) -> None:
     obj = asset_object(item)
     try:
         if preview is not None and settings.active_job == job.job_id:
-            image = settings.preview_image = live.set_image(settings.preview_image, "Dreamstill Preview",
-                                                            preview.rgba)
+            image = settings.preview_image = live.set_image(settings.preview_image, "Dreamstill Preview", preview.rgba)
             image.preview_ensure().reload()  # the panel's thumbnail (draw() must not create it)
         if mesh is not None and obj is not None:
             live.apply_update(obj, mesh)
     except (ValueError, TypeError, RuntimeError) as err:  # a malformed update: stop this job, keep what is there
-        _finish(job, item, "FAILED", f"Failed: the add-on could not apply an update from the backend ({err})",
-                error=True)
+        _finish(
+            job, item, "FAILED", f"Failed: the add-on could not apply an update from the backend ({err})", error=True
+        )
         return
     if isinstance(end, protocol.Done):
         if obj is not None:
@@ -234,8 +241,10 @@ def _backend_exit_message() -> tuple[str, str] | None:
         return None
     STATE.backend = None
     tail = backend.log_tail()
-    return backend.address, (f"the backend this add-on started exited (code {backend.process.returncode}); "
-                             f"log {backend.log_path}" + (f": {tail}" if tail else ""))
+    return backend.address, (
+        f"the backend this add-on started exited (code {backend.process.returncode}); "
+        f"log {backend.log_path}" + (f": {tail}" if tail else "")
+    )
 
 
 def pump(wait_s: float = 0.0) -> int:
@@ -273,8 +282,10 @@ def wait(job_ids=None, timeout_s: float | None = None) -> None:
         if not pending:
             return
         if deadline is not None and time.monotonic() > deadline:
-            raise TimeoutError(f"{len(pending)} Dreamstill job(s) still running after {timeout_s:g}s; they keep "
-                               "running on the backend (wait again or cancel them)")
+            raise TimeoutError(
+                f"{len(pending)} Dreamstill job(s) still running after {timeout_s:g}s; they keep "
+                "running on the backend (wait again or cancel them)"
+            )
         pump(0.2)
 
 
@@ -376,15 +387,18 @@ def start_backend(address: str, command: str) -> Backend:
         return STATE.backend
     argv = shlex.split(command.replace("{address}", address), posix=os.name != "nt")
     if not argv:
-        raise ValueError("the start-backend command in the Dreamstill preferences is empty; "
-                         "e.g. dreamstill serve --bind {address}")
+        raise ValueError(
+            "the start-backend command in the Dreamstill preferences is empty; e.g. dreamstill serve --bind {address}"
+        )
     log_path = output_dir() / "backend.log"
     log = open(log_path, "ab")
     try:
         process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     except OSError as err:
-        raise OSError(f"could not start the backend with {argv[0]!r}: {err}; set the command in the Dreamstill "
-                      "preferences (e.g. the full path to `dreamstill`)") from None
+        raise OSError(
+            f"could not start the backend with {argv[0]!r}: {err}; set the command in the Dreamstill "
+            "preferences (e.g. the full path to `dreamstill`)"
+        ) from None
     finally:
         log.close()
     STATE.backend = Backend(process, address, log_path, argv)

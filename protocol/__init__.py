@@ -9,10 +9,27 @@ from .messages import Message, decode, encode
 from .wire import PROTOCOL_VERSION, ProtocolError
 
 __all__ = [
-    "Cancelled", "Done", "Failed", "JobEvent", "MeshUpdate", "Preview", "Progress",
-    "FORMATS", "METHODS", "MODES", "JobSpec", "JobSpecError",
-    "Message", "decode", "encode", "PROTOCOL_VERSION", "ProtocolError",
-    "Client", "ServerError", "ServerUnavailable", "load_client_keys",
+    "Cancelled",
+    "Done",
+    "Failed",
+    "JobEvent",
+    "MeshUpdate",
+    "Preview",
+    "Progress",
+    "FORMATS",
+    "METHODS",
+    "MODES",
+    "JobSpec",
+    "JobSpecError",
+    "Message",
+    "decode",
+    "encode",
+    "PROTOCOL_VERSION",
+    "ProtocolError",
+    "Client",
+    "ServerError",
+    "ServerUnavailable",
+    "load_client_keys",
 ]
 
 

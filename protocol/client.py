@@ -23,8 +23,8 @@ import re
 import secrets
 import time
 from collections import deque
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import zmq
 
@@ -65,24 +65,32 @@ def load_client_keys(keys_dir: Path | str) -> dict:
             raise ValueError(f"{path} is not a 40-character Z85 CURVE key")
         return key
 
-    return {"server_public_key": read("server.public"),
-            "client_keys": (read("client.public"), read("client.secret"))}
+    return {"server_public_key": read("server.public"), "client_keys": (read("client.public"), read("client.secret"))}
 
 
 def check_address(address: str) -> str:
     """The address unchanged, or ValueError with an example of what it should look like."""
     if not isinstance(address, str) or not _ADDRESS.match(address.strip()):
-        raise ValueError(f"server address {address!r} must look like tcp://HOST:PORT, e.g. {DEFAULT_ADDRESS} "
-                         "(or ipc:///path/to/socket)")
+        raise ValueError(
+            f"server address {address!r} must look like tcp://HOST:PORT, e.g. {DEFAULT_ADDRESS} "
+            "(or ipc:///path/to/socket)"
+        )
     return address.strip()
 
 
 class Client:
     """``Client(address, server_public_key=None, client_keys=None, timeout_s=10)``; close() when done."""
 
-    def __init__(self, address: str = DEFAULT_ADDRESS, server_public_key: bytes | str | None = None,
-                 client_keys: tuple | None = None, timeout_s: float = 10.0, *, heartbeat_s: float = 2.0,
-                 context: zmq.Context | None = None):
+    def __init__(
+        self,
+        address: str = DEFAULT_ADDRESS,
+        server_public_key: bytes | str | None = None,
+        client_keys: tuple | None = None,
+        timeout_s: float = 10.0,
+        *,
+        heartbeat_s: float = 2.0,
+        context: zmq.Context | None = None,
+    ):
         self.address = check_address(address)
         self.timeout_s = float(timeout_s)
         self.heartbeat_s = float(heartbeat_s)
@@ -121,8 +129,11 @@ class Client:
         if self.curve:
             sock.curve_serverkey, sock.curve_publickey, sock.curve_secretkey = self._curve
         self._monitor = sock.get_monitor_socket(
-            zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-            | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_SUCCEEDED)
+            zmq.EVENT_HANDSHAKE_FAILED_AUTH
+            | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+            | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+            | zmq.EVENT_HANDSHAKE_SUCCEEDED
+        )
         sock.connect(self.address)
 
     def _close_socket(self, linger: int | None = None) -> None:
@@ -142,8 +153,10 @@ class Client:
 
     def _unavailable(self, what: str) -> ServerUnavailable:
         self._read_monitor()
-        text = (f"no answer from the Dreamstill server at {self.address} {what} (waited {self.timeout_s:g}s); "
-                "is `dreamstill serve` running there?")
+        text = (
+            f"no answer from the Dreamstill server at {self.address} {what} (waited {self.timeout_s:g}s); "
+            "is `dreamstill serve` running there?"
+        )
         if self._handshake_problem:
             text += f" The connection was refused: {self._handshake_problem}."
         self._reset()
@@ -163,11 +176,15 @@ class Client:
             if kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 self._handshake_problem = None
             elif kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
-                self._handshake_problem = ("the server does not know this client's CURVE key; add its client.public to "
-                                           "the server's authorized_clients/ or use the keys `dreamstill keys` made")
+                self._handshake_problem = (
+                    "the server does not know this client's CURVE key; add its client.public to "
+                    "the server's authorized_clients/ or use the keys `dreamstill keys` made"
+                )
             else:
-                self._handshake_problem = ("the security handshake failed; check the server public key, and that "
-                                           "client and server both use CURVE keys (or both do not)")
+                self._handshake_problem = (
+                    "the security handshake failed; check the server public key, and that "
+                    "client and server both use CURVE keys (or both do not)"
+                )
 
     def _send(self, frames: list, what: str) -> None:
         """Send; waits (up to timeout_s) only when the outgoing queue is full."""
@@ -327,8 +344,9 @@ class Client:
             if deadline is not None:
                 wait = min(wait, deadline - time.monotonic())
                 if wait <= 0:
-                    raise TimeoutError(f"job {job_id} did not finish within {timeout_s:g}s (it keeps running; "
-                                       "cancel it or wait again)")
+                    raise TimeoutError(
+                        f"job {job_id} did not finish within {timeout_s:g}s (it keeps running; cancel it or wait again)"
+                    )
             self._receive(wait)
             self._heartbeat()
 
@@ -369,15 +387,18 @@ class Client:
             name = str(info.get("name", ""))
             target = (out_dir / name).resolve()
             if not name or name.startswith("/") or ".." in Path(name).parts or out_dir.resolve() not in target.parents:
-                raise ProtocolError("bad_field", f"the server offered a result file named {name!r}, which would land "
-                                                 f"outside {out_dir}; refusing it")
+                raise ProtocolError(
+                    "bad_field",
+                    f"the server offered a result file named {name!r}, which would land outside {out_dir}; refusing it",
+                )
             target.parent.mkdir(parents=True, exist_ok=True)
             partial = target.with_name(target.name + ".part")
             digest, offset = hashlib.sha256(), 0
             with open(partial, "wb") as f:
                 while True:
-                    chunk = self._request("fetch_result", job_id=job_id,
-                                          payload={"name": name, "offset": offset}).payload
+                    chunk = self._request(
+                        "fetch_result", job_id=job_id, payload={"name": name, "offset": offset}
+                    ).payload
                     data = chunk["data"]
                     f.write(data.data)
                     digest.update(data.data)
@@ -386,8 +407,10 @@ class Client:
                         break
             if offset != info.get("size", offset) or digest.hexdigest() != info.get("sha256", digest.hexdigest()):
                 partial.unlink(missing_ok=True)
-                raise ServerError("corrupt_transfer", f"{name} arrived damaged ({offset} bytes, expected "
-                                                      f"{info.get('size')}); fetch it again")
+                raise ServerError(
+                    "corrupt_transfer",
+                    f"{name} arrived damaged ({offset} bytes, expected {info.get('size')}); fetch it again",
+                )
             os.replace(partial, target)
             paths.append(target)
         return paths
@@ -398,7 +421,7 @@ class Client:
         self.closed = True
         self._close_socket()
 
-    def __enter__(self) -> "Client":
+    def __enter__(self) -> Client:
         return self
 
     def __exit__(self, *exc) -> None:

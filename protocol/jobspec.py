@@ -77,7 +77,7 @@ class JobSpec:
         it is 0 (None = every marching-cubes face)."""
         return self.max_faces or MAX_FACES_BY_MODE[self.mode]
 
-    def validate(self) -> "JobSpec":
+    def validate(self) -> JobSpec:
         """Raise JobSpecError naming the first bad field; return self when all is well."""
 
         def bad(name, why):
@@ -116,7 +116,9 @@ class JobSpec:
         if self.output_format not in FORMATS:
             bad("output_format", f"unknown format {self.output_format!r}; choose one of {', '.join(FORMATS)}")
         if self.mesh_resolution != 0 and not 16 <= self.mesh_resolution <= MAX_MESH_RESOLUTION:
-            bad("mesh_resolution", f"is {self.mesh_resolution}; use 0 (the mode's default) or 16..{MAX_MESH_RESOLUTION}")
+            bad(
+                "mesh_resolution", f"is {self.mesh_resolution}; use 0 (the mode's default) or 16..{MAX_MESH_RESOLUTION}"
+            )
         if self.max_faces != 0 and not MIN_MAX_FACES <= self.max_faces <= MAX_MAX_FACES:
             bad("max_faces", f"is {self.max_faces}; use 0 (the mode's default) or {MIN_MAX_FACES}..{MAX_MAX_FACES}")
         if self.texture_size != 0 and not 16 <= self.texture_size <= MAX_TEXTURE_SIZE:
@@ -132,7 +134,7 @@ class JobSpec:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "JobSpec":
+    def from_dict(cls, data: dict) -> JobSpec:
         """Build from a plain dict (e.g. decoded JSON); unknown keys are an error that names them."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
@@ -153,5 +155,5 @@ class JobSpec:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "JobSpec":
+    def from_json(cls, text: str) -> JobSpec:
         return cls.from_dict(json.loads(text))

@@ -18,8 +18,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -33,8 +34,14 @@ EVENTS = ("progress", "preview", "mesh", "done", "failed", "cancelled")
 TERMINAL = ("done", "failed", "cancelled")
 STATE_EVENTS = ("progress", "preview", "mesh")  # only the newest of each kind matters to a viewer
 
-EVENT_TYPES = {Progress: "progress", Preview: "preview", MeshUpdate: "mesh", Done: "done", Failed: "failed",
-               Cancelled: "cancelled"}
+EVENT_TYPES = {
+    Progress: "progress",
+    Preview: "preview",
+    MeshUpdate: "mesh",
+    Done: "done",
+    Failed: "failed",
+    Cancelled: "cancelled",
+}
 
 MAX_TEXT = 64 * 1024  # characters in any one string field
 MAX_IMAGE_SIDE = 8192
@@ -60,8 +67,13 @@ _BODY = {
     "file_chunk": {"name": ("str", True), "offset": ("int", True), "size": ("int", True), "eof": ("bool", True)},
     "pong": {"server_id": ("str", True), "time": ("num", True)},
     "error": {"code": ("str", True), "message": ("str", True)},
-    "progress": {"step": ("int", True), "total": ("int", True), "loss": ("num", True), "eta_s": ("num", True),
-                 "elapsed_s": ("num", False)},
+    "progress": {
+        "step": ("int", True),
+        "total": ("int", True),
+        "loss": ("num", True),
+        "eta_s": ("num", True),
+        "elapsed_s": ("num", False),
+    },
     "preview": {"step": ("int", True)},
     "mesh": {"step": ("int", True), "final": ("bool", False)},
     "done": {"files": ("strs", True), "seconds": ("num", False), "metrics": ("dict", False)},
@@ -69,18 +81,38 @@ _BODY = {
     "cancelled": {"step": ("int", False)},
 }
 # Types whose header must name a job.
-_NEEDS_JOB = {"cancel", "status", "fetch_result", "attach", "accepted", "job_status", "result_files", "file_chunk",
-              *EVENTS}
+_NEEDS_JOB = {
+    "cancel",
+    "status",
+    "fetch_result",
+    "attach",
+    "accepted",
+    "job_status",
+    "result_files",
+    "file_chunk",
+    *EVENTS,
+}
 # Array rules: name -> (dtype, shape with symbolic sizes tied across arrays, required).
 _ARRAYS = {
     "preview": {"rgba": ("uint8", ("H", "W", 4), True)},
-    "mesh": {"vertices": ("float32", ("N", 3), True), "faces": ("int32", ("M", 3), True),
-             "vertex_colors": ("uint8", ("N", 3), False), "uvs": ("float32", ("N", 2), False),
-             "texture": ("uint8", ("T", "U", 3), False)},
+    "mesh": {
+        "vertices": ("float32", ("N", 3), True),
+        "faces": ("int32", ("M", 3), True),
+        "vertex_colors": ("uint8", ("N", 3), False),
+        "uvs": ("float32", ("N", 2), False),
+        "texture": ("uint8", ("T", "U", 3), False),
+    },
     "file_chunk": {"data": ("uint8", ("K",), True)},
 }
-_SIZE_LIMITS = {"H": MAX_IMAGE_SIDE, "W": MAX_IMAGE_SIDE, "N": MAX_MESH_VERTICES, "M": MAX_MESH_FACES,
-                "T": MAX_TEXTURE_SIZE, "U": MAX_TEXTURE_SIZE, "K": MAX_CHUNK_BYTES}
+_SIZE_LIMITS = {
+    "H": MAX_IMAGE_SIDE,
+    "W": MAX_IMAGE_SIDE,
+    "N": MAX_MESH_VERTICES,
+    "M": MAX_MESH_FACES,
+    "T": MAX_TEXTURE_SIZE,
+    "U": MAX_TEXTURE_SIZE,
+    "K": MAX_CHUNK_BYTES,
+}
 
 
 @dataclass
@@ -123,19 +155,25 @@ def _check_body(kind: str, body: dict, rid: str | None) -> None:
             "strs": lambda v: isinstance(v, list) and all(isinstance(x, str) and len(x) <= MAX_TEXT for x in v),
         }[rule](value)
         if not ok:
-            what = {"int": "a whole number", "num": "a number", "bool": "true or false",
-                    "str": f"a string of at most {MAX_TEXT} characters", "dict": "an object",
-                    "list": "a list of objects", "strs": "a list of strings"}[rule]
-            raise ProtocolError("bad_field", f"{kind}: field {name!r} must be {what}, got {type(value).__name__}",
-                                rid)
+            what = {
+                "int": "a whole number",
+                "num": "a number",
+                "bool": "true or false",
+                "str": f"a string of at most {MAX_TEXT} characters",
+                "dict": "an object",
+                "list": "a list of objects",
+                "strs": "a list of strings",
+            }[rule]
+            raise ProtocolError("bad_field", f"{kind}: field {name!r} must be {what}, got {type(value).__name__}", rid)
 
 
 def _check_arrays(kind: str, arrays: dict[str, np.ndarray], rid: str | None, deep: bool) -> None:
     rules = _ARRAYS.get(kind, {})
     extra = sorted(set(arrays) - set(rules))
     if extra:
-        raise ProtocolError("bad_array", f"{kind}: unexpected array(s) {extra}; expected {sorted(rules) or 'none'}",
-                            rid)
+        raise ProtocolError(
+            "bad_array", f"{kind}: unexpected array(s) {extra}; expected {sorted(rules) or 'none'}", rid
+        )
     sizes: dict[str, int] = {}
     for name, (dtype, shape, required) in rules.items():
         if name not in arrays:
@@ -146,19 +184,23 @@ def _check_arrays(kind: str, arrays: dict[str, np.ndarray], rid: str | None, dee
         if array.dtype != np.dtype(dtype):
             raise ProtocolError("bad_array", f"{kind}: array {name!r} must be {dtype}, got {array.dtype}", rid)
         if array.ndim != len(shape):
-            raise ProtocolError("bad_array", f"{kind}: array {name!r} must have shape {shape}, got {array.shape}",
-                                rid)
+            raise ProtocolError("bad_array", f"{kind}: array {name!r} must have shape {shape}, got {array.shape}", rid)
         for want, got in zip(shape, array.shape):
             if isinstance(want, int):
                 if got != want:
-                    raise ProtocolError("bad_array", f"{kind}: array {name!r} must have shape {shape}, got "
-                                                     f"{array.shape}", rid)
+                    raise ProtocolError(
+                        "bad_array", f"{kind}: array {name!r} must have shape {shape}, got {array.shape}", rid
+                    )
             elif sizes.setdefault(want, got) != got:
-                raise ProtocolError("bad_array", f"{kind}: array {name!r} has {got} rows where the other arrays "
-                                                 f"have {sizes[want]}", rid)
+                raise ProtocolError(
+                    "bad_array", f"{kind}: array {name!r} has {got} rows where the other arrays have {sizes[want]}", rid
+                )
             elif got > _SIZE_LIMITS[want]:
-                raise ProtocolError("too_large", f"{kind}: array {name!r} has size {got} on an axis limited to "
-                                                 f"{_SIZE_LIMITS[want]}", rid)
+                raise ProtocolError(
+                    "too_large",
+                    f"{kind}: array {name!r} has size {got} on an axis limited to {_SIZE_LIMITS[want]}",
+                    rid,
+                )
     if kind == "mesh" and deep and arrays["faces"].size:
         faces, count = arrays["faces"], arrays["vertices"].shape[0]
         if int(faces.view(np.uint32).max()) >= count:  # one pass: negatives wrap to >= 2**31
@@ -172,8 +214,10 @@ def _event_body(event) -> tuple[str, dict, dict]:
     if kind == "preview":
         return kind, {"step": int(event.step)}, {"rgba": event.rgba}
     if kind == "mesh":
-        arrays = {"vertices": np.asarray(event.vertices, dtype=np.float32),
-                  "faces": np.asarray(event.faces, dtype=np.int32)}
+        arrays = {
+            "vertices": np.asarray(event.vertices, dtype=np.float32),
+            "faces": np.asarray(event.faces, dtype=np.int32),
+        }
         for name in ("vertex_colors", "uvs", "texture"):
             value = getattr(event, name)
             if value is not None:
@@ -181,8 +225,13 @@ def _event_body(event) -> tuple[str, dict, dict]:
         return kind, {"step": int(event.step), "final": bool(event.final)}, arrays
     body = dataclasses.asdict(event)
     if kind == "progress":
-        body = {"step": int(body["step"]), "total": int(body["total"]), "loss": float(body["loss"]),
-                "eta_s": float(body["eta_s"]), "elapsed_s": float(body["elapsed_s"])}
+        body = {
+            "step": int(body["step"]),
+            "total": int(body["total"]),
+            "loss": float(body["loss"]),
+            "eta_s": float(body["eta_s"]),
+            "elapsed_s": float(body["elapsed_s"]),
+        }
     elif kind == "done":
         body["files"] = [str(f) for f in body["files"]]
         body["seconds"] = float(body["seconds"])
@@ -193,17 +242,31 @@ def event_from(kind: str, body: dict, arrays: dict | None = None):
     """Build the protocol.events instance for an event type from its (already checked) body and arrays."""
     arrays = arrays or {}
     if kind == "progress":
-        return Progress(step=body["step"], total=body["total"], loss=float(body["loss"]),
-                        eta_s=float(body["eta_s"]), elapsed_s=float(body.get("elapsed_s") or 0.0))
+        return Progress(
+            step=body["step"],
+            total=body["total"],
+            loss=float(body["loss"]),
+            eta_s=float(body["eta_s"]),
+            elapsed_s=float(body.get("elapsed_s") or 0.0),
+        )
     if kind == "preview":
         return Preview(step=body["step"], rgba=arrays["rgba"])
     if kind == "mesh":
-        return MeshUpdate(step=body["step"], vertices=arrays["vertices"], faces=arrays["faces"],
-                          vertex_colors=arrays.get("vertex_colors"), uvs=arrays.get("uvs"),
-                          texture=arrays.get("texture"), final=bool(body.get("final", False)))
+        return MeshUpdate(
+            step=body["step"],
+            vertices=arrays["vertices"],
+            faces=arrays["faces"],
+            vertex_colors=arrays.get("vertex_colors"),
+            uvs=arrays.get("uvs"),
+            texture=arrays.get("texture"),
+            final=bool(body.get("final", False)),
+        )
     if kind == "done":
-        return Done(files=list(body["files"]), seconds=float(body.get("seconds") or 0.0),
-                    metrics=dict(body.get("metrics") or {}))
+        return Done(
+            files=list(body["files"]),
+            seconds=float(body.get("seconds") or 0.0),
+            metrics=dict(body.get("metrics") or {}),
+        )
     if kind == "failed":
         return Failed(code=body["code"], message=body["message"])
     if kind == "cancelled":
@@ -259,14 +322,17 @@ def check(raw: RawMessage, expect: Sequence[str] | None = None) -> Message:
     """Check a RawMessage against its type's schema and build the typed Message."""
     kind, rid = raw.type, raw.rid
     if kind not in _BODY:
-        raise ProtocolError("unknown_type", f"unknown message type {kind!r}; this side knows "
-                                            f"{', '.join(_BODY)}", rid)
+        raise ProtocolError("unknown_type", f"unknown message type {kind!r}; this side knows {', '.join(_BODY)}", rid)
     if expect is not None and kind not in expect:
-        raise ProtocolError("unknown_type", f"a {kind!r} message is not accepted here; send one of "
-                                            f"{', '.join(expect)}", rid)
+        raise ProtocolError(
+            "unknown_type", f"a {kind!r} message is not accepted here; send one of {', '.join(expect)}", rid
+        )
     if kind in _NEEDS_JOB and (raw.job_id is None or not JOB_ID.match(raw.job_id)):
-        raise ProtocolError("bad_field", f"{kind}: header.job must be a job id of 1-64 letters, digits, '-' or "
-                                         f"'_', got {raw.job_id!r}", rid)
+        raise ProtocolError(
+            "bad_field",
+            f"{kind}: header.job must be a job id of 1-64 letters, digits, '-' or '_', got {raw.job_id!r}",
+            rid,
+        )
     _check_body(kind, raw.body, rid)
     _check_arrays(kind, raw.arrays, rid, deep=True)
     if kind in EVENTS:
@@ -281,9 +347,12 @@ def check(raw: RawMessage, expect: Sequence[str] | None = None) -> Message:
         except JobSpecError as exc:
             raise ProtocolError("bad_spec", str(exc), rid) from None
         except Exception as exc:  # a wrong type anywhere in the spec: never let it escape as another error
-            raise ProtocolError("bad_spec", f"JobSpec: a field has the wrong type ({exc.__class__.__name__}: "
-                                            f"{str(exc)[:200]}); send numbers as numbers and text as text",
-                                rid) from None
+            raise ProtocolError(
+                "bad_spec",
+                f"JobSpec: a field has the wrong type ({exc.__class__.__name__}: "
+                f"{str(exc)[:200]}); send numbers as numbers and text as text",
+                rid,
+            ) from None
     else:
         payload = dict(raw.body)
         payload.update(raw.arrays)

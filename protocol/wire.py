@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -90,12 +91,20 @@ def _json_default(value: Any):
         return value.tolist()
     if isinstance(value, (set, tuple)):
         return list(value)
-    raise TypeError(f"{type(value).__name__} is not JSON-serializable; put small values in the body and arrays in "
-                    "the array frames")
+    raise TypeError(
+        f"{type(value).__name__} is not JSON-serializable; put small values in the body and arrays in the array frames"
+    )
 
 
-def pack(type: str, body: dict | None = None, arrays: dict[str, np.ndarray] | None = None, *,
-         job_id: str | None = None, rid: str | None = None, version: int = PROTOCOL_VERSION) -> list:
+def pack(
+    type: str,
+    body: dict | None = None,
+    arrays: dict[str, np.ndarray] | None = None,
+    *,
+    job_id: str | None = None,
+    rid: str | None = None,
+    version: int = PROTOCOL_VERSION,
+) -> list:
     """Frames for one message: ``[header_bytes, *array_buffers]``, arrays neither copied nor pickled.
 
     Arrays are made C-contiguous and little-endian (a copy only when they were not already).
@@ -137,8 +146,9 @@ def peek_header(frames: Sequence) -> dict:
     try:
         header = json.loads(bytes(head).decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise ProtocolError("malformed", f"header frame is not UTF-8 JSON ({exc.__class__.__name__}: "
-                                         f"{str(exc)[:200]})") from None
+        raise ProtocolError(
+            "malformed", f"header frame is not UTF-8 JSON ({exc.__class__.__name__}: {str(exc)[:200]})"
+        ) from None
     if not isinstance(header, dict):
         raise ProtocolError("malformed", "header must be a JSON object")
     rid = header.get("rid")
@@ -148,7 +158,9 @@ def peek_header(frames: Sequence) -> dict:
         raise ProtocolError(
             "unsupported_version",
             f"this side speaks Dreamstill protocol version {PROTOCOL_VERSION}, the message has version {version!r}; "
-            "install the same dreamstill version on both sides (add-on and server)", rid)
+            "install the same dreamstill version on both sides (add-on and server)",
+            rid,
+        )
     return header
 
 
@@ -189,15 +201,20 @@ def unpack(frames: Sequence, max_bytes: int = MAX_MESSAGE_BYTES) -> RawMessage:
             bad("bad_array", f"array name {name!r} must be a unique short string")
         if not isinstance(wire, str) or wire not in DTYPES:
             bad("bad_array", f"array {name!r}: dtype {wire!r} is not allowed; use one of {', '.join(DTYPES)}")
-        if (not isinstance(shape, list) or len(shape) > MAX_NDIM
-                or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape)):
+        if (
+            not isinstance(shape, list)
+            or len(shape) > MAX_NDIM
+            or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape)
+        ):
             bad("bad_array", f"array {name!r}: shape must be a list of at most {MAX_NDIM} non-negative integers")
         dtype = DTYPES[wire]
         buffer = _buffer(frame)
         expected = math.prod(shape) * dtype.itemsize
         if expected != len(buffer):
-            bad("bad_array", f"array {name!r}: shape {shape} of {wire} needs {expected} bytes but its frame has "
-                             f"{len(buffer)}")
+            bad(
+                "bad_array",
+                f"array {name!r}: shape {shape} of {wire} needs {expected} bytes but its frame has {len(buffer)}",
+            )
         array = np.frombuffer(buffer, dtype=dtype).reshape(shape)
         array.flags.writeable = False
         arrays[name] = array

@@ -39,8 +39,12 @@ def two_mode_prior() -> MixtureOfGaussiansPrior:
 
 def ssd_toy_prior() -> MixtureOfGaussiansPrior:
     return MixtureOfGaussiansPrior(
-        [0.5, 0.5], [[1.0, 1.0], [2.0, 1.0]], [0.05, 0.05],
-        uncond_weights=[0.2, 0.4, 0.4], uncond_means=[[0.0, 0.0], [1.0, 1.0], [2.0, 1.0]], uncond_covs=[0.1, 0.05, 0.05],
+        [0.5, 0.5],
+        [[1.0, 1.0], [2.0, 1.0]],
+        [0.05, 0.05],
+        uncond_weights=[0.2, 0.4, 0.4],
+        uncond_means=[[0.0, 0.0], [1.0, 1.0], [2.0, 1.0]],
+        uncond_covs=[0.1, 0.05, 0.05],
     )
 
 
@@ -100,8 +104,9 @@ def run_trajectories(prior, steps: int, seed: int):
     out = []
     for label, estimator, threshold, start in cases:
         method = make_method("ssd", prior, estimator=estimator, threshold=threshold)
-        run = optimize_particles(method, torch.tensor([start]), steps, lr=0.05, optimizer="sgd", seed=seed,
-                                 snapshot_every=1)
+        run = optimize_particles(
+            method, torch.tensor([start]), steps, lr=0.05, optimizer="sgd", seed=seed, snapshot_every=1
+        )
         path = torch.stack([s.flatten() for s in run.snapshots])
         out.append((label, path))
     return out
@@ -160,17 +165,21 @@ def main(argv=None) -> int:
     panels.append(img)
     print(f"{'method':16s} {'mean':>16s} {'tr cov':>7s} {'logp':>7s} {'|grad|':>8s} {'sec':>5s}")
     tc = torch.cov(target.T)
-    print(f"{'target':16s} {str([round(v, 2) for v in target.mean(0).tolist()]):>16s} {float(tc.trace()):7.3f} "
-          f"{float(log_density(prior, target).mean()):7.2f}")
+    print(
+        f"{'target':16s} {str([round(v, 2) for v in target.mean(0).tolist()]):>16s} {float(tc.trace()):7.3f} "
+        f"{float(log_density(prior, target).mean()):7.2f}"
+    )
     for i, (label, x, norms, secs) in enumerate(results):
         img, draw = panel(bg, label if x is not None else f"{label}: n/a")
         if x is not None:
             dots(draw, x, COLOURS[i % len(COLOURS)])
             finite = torch.isfinite(x).all(1)
             xf = x[finite]
-            print(f"{label:16s} {str([round(v, 2) for v in xf.mean(0).tolist()]):>16s} "
-                  f"{float(torch.cov(xf.T).trace()):7.3f} {float(log_density(prior, xf).mean()):7.2f} "
-                  f"{float(norms.mean()):8.3f} {secs:5.1f}")
+            print(
+                f"{label:16s} {str([round(v, 2) for v in xf.mean(0).tolist()]):>16s} "
+                f"{float(torch.cov(xf.T).trace()):7.3f} {float(log_density(prior, xf).mean()):7.2f} "
+                f"{float(norms.mean()):8.3f} {secs:5.1f}"
+            )
         panels.append(img)
 
     toy = ssd_toy_prior()
@@ -183,11 +192,15 @@ def main(argv=None) -> int:
         dots(draw, path[-1:], (0, 0, 0), 3.0)
         row2.append(img)
         end = path[-1]
-        print(f"trajectory {label:28s} ends at [{end[0]:.3f}, {end[1]:.3f}], "
-              f"log P(x|y) = {float(log_density(toy, path[-1:])[0]):.2f}")
+        print(
+            f"trajectory {label:28s} ends at [{end[0]:.3f}, {end[1]:.3f}], "
+            f"log P(x|y) = {float(log_density(toy, path[-1:])[0]):.2f}"
+        )
 
     cols = max(len(panels) + 1, len(row2) + 1) // 2
-    rows = [panels[i : i + cols] for i in range(0, len(panels), cols)] + [row2[i : i + cols] for i in range(0, len(row2), cols)]
+    rows = [panels[i : i + cols] for i in range(0, len(panels), cols)] + [
+        row2[i : i + cols] for i in range(0, len(row2), cols)
+    ]
     sheet = Image.new("RGB", (cols * PANEL_W, len(rows) * (PANEL_H + TITLE_H)), "white")
     for r, row in enumerate(rows):
         for c, im in enumerate(row):

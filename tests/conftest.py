@@ -26,8 +26,8 @@ def tiny_prior():
 @pytest.fixture(scope="session")
 def tiny_prior_dir(tmp_path_factory):
     """A folder in diffusers layout holding the tiny prior of seed 0 (same weights as ``tiny_prior``)."""
-    from dreamstill.backend.priors.tiny import build_components, save_components
     from dreamstill.backend.priors.configs import get_stack
+    from dreamstill.backend.priors.tiny import build_components, save_components
 
     folder = tmp_path_factory.mktemp("tiny_prior")
     save_components(build_components(get_stack("tiny"), seed=0), folder)

@@ -361,8 +361,6 @@ def particle_score_prior(particles: torch.Tensor, bandwidth: float = 0.0, alphas
     return ParticlePrior(particles, bandwidth, alphas_cumprod)
 
 
-
-
 # --- the 2D harness: optimise particles directly (the renderer is the identity) ------------------------------------
 class ParticleRun:
     """Result of ``optimize_particles``: final particles (N, *shape), per-step mean gradient norms, snapshots."""

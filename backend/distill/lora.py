@@ -29,8 +29,8 @@ import copy
 import itertools
 import weakref
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import nn
@@ -219,7 +219,7 @@ class LoRAScoreNet(nn.Module):
                     p.requires_grad_(True)
 
     # --- parameters ----------------------------------------------------------------------------------------------
-    def trainable(self) -> "OrderedDict[str, torch.Tensor]":
+    def trainable(self) -> OrderedDict[str, torch.Tensor]:
         """phi: LoRA A/B of every adapted layer and the camera MLP, by their names in this module."""
         out = OrderedDict()
         params = dict(self.named_parameters())

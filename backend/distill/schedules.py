@@ -172,7 +172,9 @@ class DistillConfig:
             raise ValueError(f"unknown weighting {self.weighting!r}; choose one of {', '.join(known)}")
         if self.grad_clip_mode not in CLIP_MODES:
             raise ValueError(f"unknown grad_clip_mode {self.grad_clip_mode!r}; choose one of {', '.join(CLIP_MODES)}")
-        self.schedule = TimestepSchedule(self.t_sampler, self.min_step_percent, self.max_step_percent, self.t_per_sample)
+        self.schedule = TimestepSchedule(
+            self.t_sampler, self.min_step_percent, self.max_step_percent, self.t_per_sample
+        )
 
 
 def parse_options(config_cls: type, options: dict[str, Any], method: str):

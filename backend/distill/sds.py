@@ -16,8 +16,6 @@ per-sample norm clip), whose value may be a C() schedule. The CFG scale is the d
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from .base import DistillInput, DistillMethod, DistillOutput
@@ -34,7 +32,9 @@ class ScoreDistillation(DistillMethod):
 
     def __init__(self, prior, guidance: float = 0.0, **options):
         if guidance is not None and guidance < 0:
-            raise ValueError(f"guidance must be >= 0 (0 = the method's default {self.default_guidance}); got {guidance}")
+            raise ValueError(
+                f"guidance must be >= 0 (0 = the method's default {self.default_guidance}); got {guidance}"
+            )
         super().__init__(prior, guidance or 0.0)
         self.config = parse_options(self.Config, options, self.name)
 

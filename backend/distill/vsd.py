@@ -46,8 +46,8 @@ from __future__ import annotations
 import copy
 import math
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 from torch import nn
@@ -92,7 +92,9 @@ class VSDConfig(DistillConfig):
     def __post_init__(self):
         super().__post_init__()
         if self.lora_dtype not in ("", "float32", "bfloat16", "float16"):
-            raise ValueError(f"lora_dtype is {self.lora_dtype!r}; use '' (the prior's), 'float32', 'bfloat16' or 'float16'")
+            raise ValueError(
+                f"lora_dtype is {self.lora_dtype!r}; use '' (the prior's), 'float32', 'bfloat16' or 'float16'"
+            )
         if self.order not in ORDERS:
             raise ValueError(f"unknown VSD order {self.order!r}; choose one of {', '.join(ORDERS)}")
         if self.lora_steps_per_iter < 0:
@@ -133,7 +135,7 @@ class GaussianScoreNet(nn.Module):
         self.mean = nn.Parameter(torch.zeros(dim) if mean is None else torch.as_tensor(mean).float().reshape(dim))
         self.factor = nn.Parameter(torch.eye(dim) if factor is None else torch.as_tensor(factor).float())
 
-    def trainable(self) -> "OrderedDict[str, torch.Tensor]":
+    def trainable(self) -> OrderedDict[str, torch.Tensor]:
         return OrderedDict(self.named_parameters())
 
     def forward(self, x_t, t, text=None, pose=None, camera=None):

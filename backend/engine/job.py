@@ -119,8 +119,11 @@ def run_job(
     except OSError as err:
         yield Failed("unwritable_output", f"cannot write {output_path}: {err}; choose a writable path")
         return
-    yield Done(files=files, seconds=time.perf_counter() - started,
-               metrics={"seconds_per_step": optimizer.seconds_per_step, "warnings": optimizer.warnings})
+    yield Done(
+        files=files,
+        seconds=time.perf_counter() - started,
+        metrics={"seconds_per_step": optimizer.seconds_per_step, "warnings": optimizer.warnings},
+    )
 
 
 def _try_mesh(optimizer, step: int, final: bool) -> MeshUpdate | None:
@@ -128,8 +131,9 @@ def _try_mesh(optimizer, step: int, final: bool) -> MeshUpdate | None:
     from ..mesh import EmptyFieldError
 
     try:
-        return mesh_update(optimizer.extract_mesh(resolution=min(64, optimizer.spec.mesh_grid), texture_size=0),
-                           step, final)
+        return mesh_update(
+            optimizer.extract_mesh(resolution=min(64, optimizer.spec.mesh_grid), texture_size=0), step, final
+        )
     except EmptyFieldError:
         return None
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 import torch
 
 
-def field_to_mesh(field, device, resolution: int, texture_size: int, warnings: list[str] | None = None,
-                  max_faces: int | None = None):
+def field_to_mesh(
+    field, device, resolution: int, texture_size: int, warnings: list[str] | None = None, max_faces: int | None = None
+):
     """Marching cubes of ``field.density`` with vertex colours from its albedo, quadric decimation to ``max_faces``
     (None keeps every face), and a baked UV texture when texture_size > 0. A failed bake (xatlas missing or crashing)
     or missing decimation package keeps what it has and adds a warning, so the job still returns its asset. Raises

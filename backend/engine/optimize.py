@@ -49,8 +49,13 @@ class EngineDefaults:
 class AssetOptimizer:
     """Holds the field, its optimizer, the method and the RNG state of one job; ``run`` yields its events."""
 
-    def __init__(self, spec: JobSpec, prior: Prior | None = None, device: str | torch.device | None = None,
-                 defaults: EngineDefaults | None = None):
+    def __init__(
+        self,
+        spec: JobSpec,
+        prior: Prior | None = None,
+        device: str | torch.device | None = None,
+        defaults: EngineDefaults | None = None,
+    ):
         self.spec = spec.validate()
         self.defaults = defaults or EngineDefaults()
         self.prior = prior if prior is not None else load_prior(spec.prior, device=device)
@@ -73,14 +78,18 @@ class AssetOptimizer:
     # --- text ------------------------------------------------------------------------------------------------
     def _text_for(self, cams: Cameras):
         """Camera-conditioned priors see the plain prompt; others get DreamFusion's view suffixes."""
-        prompts = [self.spec.prompt] * len(cams) if self.prior.supports_camera else with_view_suffix(self.spec.prompt, cams)
+        prompts = (
+            [self.spec.prompt] * len(cams) if self.prior.supports_camera else with_view_suffix(self.spec.prompt, cams)
+        )
         missing = [p for p in dict.fromkeys(prompts) if p not in self._text_cache]
         if missing:
             emb = self.prior.encode_text(missing)
             for i, p in enumerate(missing):
                 self._text_cache[p] = emb.tokens[i : i + 1], None if emb.pooled is None else emb.pooled[i : i + 1]
         tokens = torch.cat([self._text_cache[p][0] for p in prompts])
-        pooled = None if self._text_cache[prompts[0]][1] is None else torch.cat([self._text_cache[p][1] for p in prompts])
+        pooled = (
+            None if self._text_cache[prompts[0]][1] is None else torch.cat([self._text_cache[p][1] for p in prompts])
+        )
         return TextEmbedding(tokens, pooled)
 
     # --- one step --------------------------------------------------------------------------------------------
@@ -93,22 +102,41 @@ class AssetOptimizer:
     def train_step(self) -> float:
         spec = self.spec
         cams = sample_cameras(
-            spec.batch_size, self.camera_generator, spec.elevation_range, spec.azimuth_range, spec.distance_range,
+            spec.batch_size,
+            self.camera_generator,
+            spec.elevation_range,
+            spec.azimuth_range,
+            spec.distance_range,
             spec.fov_range,
         ).to(self.device)
         shading = self._shading()
         lights = None if shading == "albedo" else sample_light_positions(cams, self.camera_generator)
         out = render(
-            self.field, cams, self.resolution, self.resolution, self.background, shading=shading,
-            light_positions=lights, num_samples=self.defaults.num_samples, generator=self.noise_generator,
+            self.field,
+            cams,
+            self.resolution,
+            self.resolution,
+            self.background,
+            shading=shading,
+            light_positions=lights,
+            num_samples=self.defaults.num_samples,
+            generator=self.noise_generator,
         )
         rgb = out.rgb.permute(0, 3, 1, 2)
         z = self.prior.encode_images(rgb)
-        opacity = F.interpolate(out.opacity.permute(0, 3, 1, 2), size=z.shape[-2:], mode="bilinear", align_corners=False)
+        opacity = F.interpolate(
+            out.opacity.permute(0, 3, 1, 2), size=z.shape[-2:], mode="bilinear", align_corners=False
+        )
         result = self.method.gradient(
             DistillInput(
-                z=z, cond=self._text_for(cams), uncond=self.uncond, step=self.step, total_steps=spec.steps,
-                generator=self.noise_generator, camera=cams.as_condition(), opacity=opacity.detach(),
+                z=z,
+                cond=self._text_for(cams),
+                uncond=self.uncond,
+                step=self.step,
+                total_steps=spec.steps,
+                generator=self.noise_generator,
+                camera=cams.as_condition(),
+                opacity=opacity.detach(),
             )
         )
         loss = surrogate_loss(z, result.grad)
@@ -144,8 +172,14 @@ class AssetOptimizer:
     def render(self, cameras: Cameras, height: int, width: int, shading: str = "albedo"):
         """Render without gradients (for previews, contact sheets and scoring)."""
         return render(
-            self.field, cameras.to(self.device), height, width, self.background, shading=shading,
-            num_samples=self.defaults.num_samples * 2, generator=None,
+            self.field,
+            cameras.to(self.device),
+            height,
+            width,
+            self.background,
+            shading=shading,
+            num_samples=self.defaults.num_samples * 2,
+            generator=None,
         )
 
     def preview(self) -> np.ndarray:
@@ -162,8 +196,9 @@ class AssetOptimizer:
         from .meshing import field_to_mesh
 
         size = self.spec.texture_size if texture_size is None else texture_size
-        return field_to_mesh(self.field, self.device, resolution or self.spec.mesh_grid, size, self.warnings,
-                             self.spec.face_budget)
+        return field_to_mesh(
+            self.field, self.device, resolution or self.spec.mesh_grid, size, self.warnings, self.spec.face_budget
+        )
 
     # --- checkpoints -----------------------------------------------------------------------------------------
     def state_dict(self) -> dict:

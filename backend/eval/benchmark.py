@@ -55,8 +55,16 @@ PSEUDO_METHODS = ("groundtruth",)
 
 # Each shape's look-alike: the shape an asset most plausibly turns into when the method gets the geometry wrong
 # (from the side a cylinder passes for a cube; the feasibility run's "red cube" became a red cylinder).
-LOOKALIKE = {"cube": "cylinder", "cylinder": "cube", "cone": "pyramid", "pyramid": "cone", "sphere": "octahedron",
-             "octahedron": "sphere", "capsule": "cylinder", "torus": "cylinder"}
+LOOKALIKE = {
+    "cube": "cylinder",
+    "cylinder": "cube",
+    "cone": "pyramid",
+    "pyramid": "cone",
+    "sphere": "octahedron",
+    "octahedron": "sphere",
+    "capsule": "cylinder",
+    "torus": "cylinder",
+}
 
 
 def hard_negatives(prompt: str) -> list[str]:
@@ -119,7 +127,7 @@ class BenchmarkConfig:
     device: str | None = None
 
     @staticmethod
-    def quick(**overrides) -> "BenchmarkConfig":
+    def quick(**overrides) -> BenchmarkConfig:
         """The smoke setting: 4 prompts, 2 seeds, 50 steps (R@1 still over the full benchmark prompt set)."""
         base = dict(prompts=QUICK_PROMPTS, seeds=2, steps=50)
         base.update({k: v for k, v in overrides.items() if v is not None})
@@ -153,7 +161,9 @@ class GroundTruthAsset:
         bound = self.world.BOUND_RADIUS
         occ_pts = torch.linspace(-bound, bound, resolution)
         x, y, z = torch.meshgrid(occ_pts, occ_pts, occ_pts, indexing="ij")
-        sdf = self.world.scene_sdf(self.scene, torch.stack([x, y, z], -1).view(-1, 3)).view(resolution, resolution, resolution)
+        sdf = self.world.scene_sdf(self.scene, torch.stack([x, y, z], -1).view(-1, 3)).view(
+            resolution, resolution, resolution
+        )
         step = 2 * bound / (resolution - 1)
         verts, faces, _, _ = marching_cubes(sdf.numpy(), level=0.0, spacing=(step, step, step))
         return _MeshLike((verts - bound).astype(np.float32), faces.astype(np.int64))
@@ -179,8 +189,17 @@ def make_asset(method: str, prompt: str, seed: int, cfg: BenchmarkConfig, prior)
 
     from ..engine import AssetOptimizer
 
-    kwargs = dict(prompt=prompt, method=method, seed=seed, prior=cfg.prior, guidance=cfg.guidance,
-                  options=dict(cfg.options), preview_every=0, mesh_resolution=cfg.mesh_resolution, texture_size=0)
+    kwargs = dict(
+        prompt=prompt,
+        method=method,
+        seed=seed,
+        prior=cfg.prior,
+        guidance=cfg.guidance,
+        options=dict(cfg.options),
+        preview_every=0,
+        mesh_resolution=cfg.mesh_resolution,
+        texture_size=0,
+    )
     if cfg.steps:
         kwargs["steps"] = cfg.steps
     opt = AssetOptimizer(JobSpec(**kwargs), prior=prior)
@@ -223,8 +242,14 @@ class GeneratorAssets:
     def asset(self, prompt: str, seed: int = 0):
         from dreamstill.protocol import JobSpec
 
-        spec = JobSpec(prompt=prompt, mode="instant", generator=self.checkpoint, seed=seed, texture_size=0,
-                       mesh_resolution=self.mesh_resolution)
+        spec = JobSpec(
+            prompt=prompt,
+            mode="instant",
+            generator=self.checkpoint,
+            seed=seed,
+            texture_size=0,
+            mesh_resolution=self.mesh_resolution,
+        )
         return self._asset_cls(spec)
 
 
@@ -339,7 +364,8 @@ def score_asset(asset, prompt: str, scorer, cfg: BenchmarkConfig, cameras=None) 
         geometry = 0.0
     return {
         "r_at_1": r_at_1_of(scores, target),
-        "r_at_1_prompts": r_at_1_of(scores[:, reference], reference.index(target)) if target in reference
+        "r_at_1_prompts": r_at_1_of(scores[:, reference], reference.index(target))
+        if target in reference
         else float("nan"),
         "similarity": similarity_of(scores, target),
         "geometry": geometry,
@@ -351,8 +377,9 @@ def score_asset(asset, prompt: str, scorer, cfg: BenchmarkConfig, cameras=None) 
 
 
 @torch.no_grad()
-def score_images(images: torch.Tensor, prompts: list[str], prompt_set: list[str] | None = None, cameras=None,
-                 scorer=None) -> dict:
+def score_images(
+    images: torch.Tensor, prompts: list[str], prompt_set: list[str] | None = None, cameras=None, scorer=None
+) -> dict:
     """Score standalone images (e.g. the prior's DDIM samples): image i was made for prompts[i]; R@1 picks among
     ``prompt_set`` (default: the distinct prompts given). Returns {"r_at_1", "similarity", "per_image": [...]}.
     ``cameras`` (Cameras or (N, 4) rows) lets the scorer read "next to" pairs in the right order."""
@@ -372,8 +399,10 @@ def score_images(images: torch.Tensor, prompts: list[str], prompt_set: list[str]
     return {
         "r_at_1": hit.float().mean().item(),
         "similarity": sim.mean().item(),
-        "per_image": [{"prompt": p, "hit": bool(h), "similarity": float(v), "best": pset[int(b)]}
-                      for p, h, v, b in zip(prompts, hit, sim, s.argmax(1))],
+        "per_image": [
+            {"prompt": p, "hit": bool(h), "similarity": float(v), "best": pset[int(b)]}
+            for p, h, v, b in zip(prompts, hit, sim, s.argmax(1))
+        ],
     }
 
 
@@ -386,7 +415,9 @@ def _mean(xs):
     return sum(xs) / len(xs) if xs else float("nan")
 
 
-def run_benchmark(cfg: BenchmarkConfig, scorer=None, log=print, generator=None, saved: SavedAssets | None = None) -> dict:
+def run_benchmark(
+    cfg: BenchmarkConfig, scorer=None, log=print, generator=None, saved: SavedAssets | None = None
+) -> dict:
     """Run every method of cfg over its prompts and seeds. Returns the JSON-ready result:
 
     {"config", "overall" (first method), "by_method": {m: overall}, "per_prompt": [rows], "grid": [rows drawn]}
@@ -429,14 +460,24 @@ def run_benchmark(cfg: BenchmarkConfig, scorer=None, log=print, generator=None, 
                 secs_asset = secs + (s["mesh_seconds"] if method not in PSEUDO_METHODS and saved is None else 0.0)
                 seeds_out.append((seed, s, sps, secs_asset))
                 mesh = s["mesh"]
-                kept.append({"method": method, "prompt": prompt, "seed": seed, "prompt_set": list(cfg.prompt_set),
-                             "reference_prompts": list(cfg.reference_prompts),
-                             "renders": (s["renders"] * 255).round().to(torch.uint8),
-                             "vertices": None if mesh is None else torch.as_tensor(np.asarray(mesh.vertices, np.float32)),
-                             "faces": None if mesh is None else torch.as_tensor(np.asarray(mesh.faces, np.int64)),
-                             "seconds_per_asset": secs_asset, "seconds_per_step": sps})
-                log(f"{method:>11} | {prompt:<44} | seed {seed} | R@1 {s['r_at_1']:.2f} sim {s['similarity']:.3f} "
-                    f"IoU {s['geometry']:.2f} | {secs_asset:.1f} s")
+                kept.append(
+                    {
+                        "method": method,
+                        "prompt": prompt,
+                        "seed": seed,
+                        "prompt_set": list(cfg.prompt_set),
+                        "reference_prompts": list(cfg.reference_prompts),
+                        "renders": (s["renders"] * 255).round().to(torch.uint8),
+                        "vertices": None if mesh is None else torch.as_tensor(np.asarray(mesh.vertices, np.float32)),
+                        "faces": None if mesh is None else torch.as_tensor(np.asarray(mesh.faces, np.int64)),
+                        "seconds_per_asset": secs_asset,
+                        "seconds_per_step": sps,
+                    }
+                )
+                log(
+                    f"{method:>11} | {prompt:<44} | seed {seed} | R@1 {s['r_at_1']:.2f} sim {s['similarity']:.3f} "
+                    f"IoU {s['geometry']:.2f} | {secs_asset:.1f} s"
+                )
             if not seeds_out:  # saved runs of this method did not cover this prompt
                 continue
             renders = torch.stack([s["renders"] for _, s, _, _ in seeds_out])
@@ -453,9 +494,17 @@ def run_benchmark(cfg: BenchmarkConfig, scorer=None, log=print, generator=None, 
                 "diversity_features": pairwise_diversity(feats),
                 "seconds_per_step": _mean([sps for _, _, sps, _ in seeds_out]),
                 "seconds_per_asset": _mean([t for _, _, _, t in seeds_out]),
-                "seeds": [{"seed": seed, "r_at_1": s["r_at_1"], "r_at_1_prompts": s["r_at_1_prompts"],
-                           "similarity": s["similarity"],
-                           "geometry": s["geometry"], "seconds_per_asset": t} for seed, s, _, t in seeds_out],
+                "seeds": [
+                    {
+                        "seed": seed,
+                        "r_at_1": s["r_at_1"],
+                        "r_at_1_prompts": s["r_at_1_prompts"],
+                        "similarity": s["similarity"],
+                        "geometry": s["geometry"],
+                        "seconds_per_asset": t,
+                    }
+                    for seed, s, _, t in seeds_out
+                ],
             }
             method_rows.append(row)
             grid.append((f"{method}: {prompt}", renders[0]))
@@ -475,8 +524,16 @@ def run_benchmark(cfg: BenchmarkConfig, scorer=None, log=print, generator=None, 
 def summarise(rows: list[dict]) -> dict:
     single = [r for r in rows if not r["composition"]]
     comp = [r for r in rows if r["composition"]]
-    keys = ("r_at_1", "r_at_1_prompts", "similarity", "geometry", "diversity", "diversity_features", "seconds_per_step",
-            "seconds_per_asset")
+    keys = (
+        "r_at_1",
+        "r_at_1_prompts",
+        "similarity",
+        "geometry",
+        "diversity",
+        "diversity_features",
+        "seconds_per_step",
+        "seconds_per_asset",
+    )
     out = {k: _mean([r[k] for r in rows]) for k in keys}
     out["r_at_1_single"] = _mean([r["r_at_1"] for r in single])
     out["r_at_1_composition"] = _mean([r["r_at_1"] for r in comp])
@@ -496,8 +553,10 @@ def format_table(result: dict) -> str:
     """One line per method: R@1 among the prompt set with its hard negatives (all / single objects / compositions),
     R@1 among the reference prompts alone (ScaleDreamer's protocol: the benchmark's 16), similarity, geometry IoU,
     diversity, seconds per step and per asset."""
-    head = f"{'method':<12} {'R@1':>6} {'R@1 ref':>7} {'R@1 1obj':>8} {'R@1 2obj':>8} {'sim':>6} {'geom IoU':>8} {'divers.':>7} " \
-           f"{'s/step':>7} {'s/asset':>8} {'assets':>6}"
+    head = (
+        f"{'method':<12} {'R@1':>6} {'R@1 ref':>7} {'R@1 1obj':>8} {'R@1 2obj':>8} {'sim':>6} {'geom IoU':>8} {'divers.':>7} "
+        f"{'s/step':>7} {'s/asset':>8} {'assets':>6}"
+    )
     lines = [head, "-" * len(head)]
     for m, o in result["by_method"].items():
         lines.append(

@@ -26,25 +26,50 @@ def register(subparsers) -> None:
     ev.add_argument("--guidance", type=float, default=0.0, help="CFG scale; 0 = each method's default")
     ev.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="method option (JSON value)")
     ev.add_argument("--shading", choices=("albedo", "lambertian"), default="albedo", help="how views are drawn")
-    ev.add_argument("--json", type=Path, default=None,
-                    help="write the figures to this JSON file, and every asset's renders and mesh to FILE.assets.pt")
-    ev.add_argument("--rescore", type=Path, nargs="+", default=None, metavar="ASSETS",
-                    help="score the .assets.pt files of earlier runs again (current scorer and metrics), optimising "
-                         "nothing")
+    ev.add_argument(
+        "--json",
+        type=Path,
+        default=None,
+        help="write the figures to this JSON file, and every asset's renders and mesh to FILE.assets.pt",
+    )
+    ev.add_argument(
+        "--rescore",
+        type=Path,
+        nargs="+",
+        default=None,
+        metavar="ASSETS",
+        help="score the .assets.pt files of earlier runs again (current scorer and metrics), optimising nothing",
+    )
     ev.add_argument("--grid", type=Path, default=Path("dreamstill_eval.png"), help="PNG grid of renders")
     ev.add_argument("--scorer", type=Path, default=None, help="scorer folder (default: the shipped weights)")
     ev.add_argument("--device", default=None, help="cpu or cuda (default: the prior's choice)")
-    ev.add_argument("--prompt-index", type=int, action="append", default=[], metavar="N",
-                    help="evaluate only benchmark prompt N (repeatable; for splitting a run across processes)")
+    ev.add_argument(
+        "--prompt-index",
+        type=int,
+        action="append",
+        default=[],
+        metavar="N",
+        help="evaluate only benchmark prompt N (repeatable; for splitting a run across processes)",
+    )
     ev.add_argument("--generator", default=None, metavar="CKPT", help="evaluate a prompt-amortized generator")
-    ev.add_argument("--prompts", choices=("train", "heldout"), default=None,
-                    help="instead of the benchmark, 16 sampled training prompts or held-out compositions of the "
-                         "generator's corpus (or --corpus); per-prompt methods too, to compare with a generator")
-    ev.add_argument("--corpus", default="toy2000",
-                    help="with --prompts train and no --generator: the corpus the prompts are sampled from "
-                         "(default: the shipped generator's, toy2000); the held-out compositions are the toy world's")
-    ev.add_argument("--scorer-check", action="store_true",
-                    help="only measure the scorer: R@1 on held-out ground-truth renders of the benchmark prompts")
+    ev.add_argument(
+        "--prompts",
+        choices=("train", "heldout"),
+        default=None,
+        help="instead of the benchmark, 16 sampled training prompts or held-out compositions of the "
+        "generator's corpus (or --corpus); per-prompt methods too, to compare with a generator",
+    )
+    ev.add_argument(
+        "--corpus",
+        default="toy2000",
+        help="with --prompts train and no --generator: the corpus the prompts are sampled from "
+        "(default: the shipped generator's, toy2000); the held-out compositions are the toy world's",
+    )
+    ev.add_argument(
+        "--scorer-check",
+        action="store_true",
+        help="only measure the scorer: R@1 on held-out ground-truth renders of the benchmark prompts",
+    )
     ev.set_defaults(func=run_eval)
 
     tr = subparsers.add_parser("train-scorer", help="train the toy-world scorer (seeded; reproduces shipped weights)")
@@ -64,7 +89,9 @@ def _methods(args) -> tuple[str, ...]:
     names = [m.strip() for m in (args.methods.split(",") if args.methods else [args.method]) if m.strip()]
     for m in names:
         if m not in METHODS and m not in PSEUDO_METHODS:
-            raise SystemExit(f"dreamstill eval: unknown method {m!r}; choose from {', '.join(METHODS + PSEUDO_METHODS)}")
+            raise SystemExit(
+                f"dreamstill eval: unknown method {m!r}; choose from {', '.join(METHODS + PSEUDO_METHODS)}"
+            )
     if not names:
         raise SystemExit("dreamstill eval: --methods is empty; give e.g. --methods sds,asd")
     return tuple(dict.fromkeys(names))
@@ -97,8 +124,14 @@ def run_eval(args: argparse.Namespace) -> int:
         return _report(B.run_benchmark(saved.config(), scorer=scorer, log=print, saved=saved), args)
 
     methods = _methods(args)
-    overrides = dict(methods=methods, prior=args.prior, guidance=args.guidance, options=parse_options(args.option),
-                     shading=args.shading, device=args.device)
+    overrides = dict(
+        methods=methods,
+        prior=args.prior,
+        guidance=args.guidance,
+        options=parse_options(args.option),
+        shading=args.shading,
+        device=args.device,
+    )
     if args.steps is not None:
         if args.steps < 1:
             raise SystemExit("dreamstill eval: --steps must be at least 1")
@@ -162,8 +195,12 @@ def run_train_scorer(args: argparse.Namespace) -> int:
     from .scorer import WEIGHTS_DIR, ScorerTrainConfig, train_scorer
 
     cfg = ScorerTrainConfig()
-    for name, value in (("n_images", args.images), ("epochs", args.epochs), ("seed", args.seed),
-                        ("threads", args.threads)):
+    for name, value in (
+        ("n_images", args.images),
+        ("epochs", args.epochs),
+        ("seed", args.seed),
+        ("threads", args.threads),
+    ):
         if value is not None:
             setattr(cfg, name, value)
     out = args.output or WEIGHTS_DIR

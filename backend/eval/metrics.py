@@ -118,7 +118,9 @@ class Occupancy:
         u = (points - self.lo) / (self.hi - self.lo) * 2.0 - 1.0
         # grid_sample reads (x, y, z) as (W, H, D): store the volume as [z, y, x].
         vol = self.grid.permute(2, 1, 0)[None, None].float()
-        out = F.grid_sample(vol, u.view(1, -1, 1, 1, 3).float(), mode="bilinear", padding_mode="zeros", align_corners=False)
+        out = F.grid_sample(
+            vol, u.view(1, -1, 1, 1, 3).float(), mode="bilinear", padding_mode="zeros", align_corners=False
+        )
         return out.view(-1)
 
     def moments(self) -> tuple[torch.Tensor, float, float, float]:
@@ -228,7 +230,9 @@ def _surface_cells(tri: torch.Tensor, lo: float, hi: float, resolution: int) -> 
     return cells.view(resolution, resolution, resolution)
 
 
-def occupancy_from_mesh(vertices, faces, resolution: int = 64, lo: float | None = None, hi: float | None = None) -> Occupancy:
+def occupancy_from_mesh(
+    vertices, faces, resolution: int = 64, lo: float | None = None, hi: float | None = None
+) -> Occupancy:
     """Voxelise a triangle mesh as the solid its outer surface encloses.
 
     A cell is inside when the ray-parity test says so along at least two of the three axes (a majority vote that
@@ -241,7 +245,9 @@ def occupancy_from_mesh(vertices, faces, resolution: int = 64, lo: float | None 
     v = torch.as_tensor(vertices, dtype=torch.float32)
     f = torch.as_tensor(faces, dtype=torch.long)
     if v.ndim != 2 or v.shape[1] != 3 or f.ndim != 2 or f.shape[1] != 3:
-        raise ValueError(f"occupancy_from_mesh: need vertices (N, 3) and faces (M, 3), got {tuple(v.shape)}, {tuple(f.shape)}")
+        raise ValueError(
+            f"occupancy_from_mesh: need vertices (N, 3) and faces (M, 3), got {tuple(v.shape)}, {tuple(f.shape)}"
+        )
     if f.shape[0] == 0:
         raise ValueError("occupancy_from_mesh: the mesh has no faces")
     if lo is None or hi is None:
@@ -276,6 +282,7 @@ def geometry_iou(pred: Occupancy, truth: Occupancy, n_angles: int = 36, resoluti
     # an offset of a fraction of a cell keeps sample points off faces that align with either voxel grid
     u = _grid_points(-half, half, resolution) + torch.tensor([0.31, 0.23, 0.37]) * (2 * half / resolution)
     b = truth.sample(ct + rt * u) >= 0.5
+
     def iou_at(theta: float) -> float:
         a = pred.sample(cp + rp * (u @ _rotation_z(theta).T)) >= 0.5
         union = (a | b).sum().item()

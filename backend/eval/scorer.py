@@ -147,8 +147,9 @@ class ToyScorer(nn.Module):
         self.trunk = nn.Sequential(*layers)
         self.squeeze = nn.Sequential(nn.Conv2d(cin, cfg.squeeze, 1), nn.ReLU(inplace=True))
         flat = cfg.squeeze * cfg.spatial * cfg.spatial + (CAMERA_FEATURES if cfg.camera else 0)
-        self.mlp = nn.Sequential(nn.Linear(flat, cfg.hidden), nn.ReLU(inplace=True), nn.Linear(cfg.hidden, cfg.hidden),
-                                 nn.ReLU(inplace=True))
+        self.mlp = nn.Sequential(
+            nn.Linear(flat, cfg.hidden), nn.ReLU(inplace=True), nn.Linear(cfg.hidden, cfg.hidden), nn.ReLU(inplace=True)
+        )
         self.heads = nn.ModuleDict({k: nn.Linear(cfg.hidden, n) for k, n in head_sizes().items()})
 
     # --- network ----------------------------------------------------------------------------------------------
@@ -179,7 +180,9 @@ class ToyScorer(nn.Module):
             return torch.zeros(b, CAMERA_FEATURES, device=device)
         cond = cameras.as_condition() if hasattr(cameras, "as_condition") else torch.as_tensor(cameras)
         if cond.shape != (b, 4):
-            raise ValueError(f"cameras must give one (elevation, azimuth, distance, fov) row per image: {tuple(cond.shape)}")
+            raise ValueError(
+                f"cameras must give one (elevation, azimuth, distance, fov) row per image: {tuple(cond.shape)}"
+            )
         return camera_features(cond.float().to(device))
 
     def forward(self, images: torch.Tensor, cameras=None, drop_camera=None) -> dict[str, torch.Tensor]:
@@ -289,13 +292,21 @@ def sample_scorer_cameras(n: int, generator: torch.Generator, spread: bool):
     from ..render.cameras import sample_cameras
 
     if spread:
-        return sample_cameras(n, generator, elevation_range=(-10.0, 85.0), distance_range=(2.3, 3.2),
-                              fov_range=(38.0, 52.0))
+        return sample_cameras(
+            n, generator, elevation_range=(-10.0, 85.0), distance_range=(2.3, 3.2), fov_range=(38.0, 52.0)
+        )
     return sample_cameras(n, generator)
 
 
-def render_training_set(n: int, seed: int, chunk: int = 128, single_fraction: float = 0.35, prompts=None, log=None,
-                        chunks: range | None = None):
+def render_training_set(
+    n: int,
+    seed: int,
+    chunk: int = 128,
+    single_fraction: float = 0.35,
+    prompts=None,
+    log=None,
+    chunks: range | None = None,
+):
     """n renders of random scenes: (images uint8 (n, 3, 32, 32), cameras (n, 4), targets (n, 5)).
 
     Chunk i (of ``chunk`` images) draws from its own generator seeded (seed, i), so chunks can be rendered in
@@ -348,10 +359,16 @@ def augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     k = torch.arange(-2, 3, dtype=torch.float32)
     ker = torch.exp(-(k[None] ** 2) / (2 * sigma[:, None] ** 2))
     ker = ker / ker.sum(1, keepdim=True)
-    blurred = F.conv2d(F.pad(x, (2, 2, 0, 0), mode="replicate").reshape(1, b * 3, h, w + 4),
-                       ker.repeat_interleave(3, 0)[:, None, None, :], groups=b * 3).reshape(b, 3, h, w)
-    blurred = F.conv2d(F.pad(blurred, (0, 0, 2, 2), mode="replicate").reshape(1, b * 3, h + 4, w),
-                       ker.repeat_interleave(3, 0)[:, None, :, None], groups=b * 3).reshape(b, 3, h, w)
+    blurred = F.conv2d(
+        F.pad(x, (2, 2, 0, 0), mode="replicate").reshape(1, b * 3, h, w + 4),
+        ker.repeat_interleave(3, 0)[:, None, None, :],
+        groups=b * 3,
+    ).reshape(b, 3, h, w)
+    blurred = F.conv2d(
+        F.pad(blurred, (0, 0, 2, 2), mode="replicate").reshape(1, b * 3, h + 4, w),
+        ker.repeat_interleave(3, 0)[:, None, :, None],
+        groups=b * 3,
+    ).reshape(b, 3, h, w)
     x = torch.where((u(b) < 0.4)[:, None, None, None], blurred, x)
     # brightness
     x = x * (0.85 + 0.3 * u(b))[:, None, None, None]
@@ -364,8 +381,9 @@ def augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     return x.clamp(0, 1)
 
 
-def train_scorer(out_dir: str | Path | None = None, config: ScorerTrainConfig | None = None, log=print,
-                 data=None) -> ToyScorer:
+def train_scorer(
+    out_dir: str | Path | None = None, config: ScorerTrainConfig | None = None, log=print, data=None
+) -> ToyScorer:
     """Render a seeded training set, train the scorer with AdamW + cosine decay on the summed cross-entropy of the
     five heads, and save it to ``out_dir`` (when given). ``data`` = (images, cameras, targets) skips rendering."""
     cfg = config or ScorerTrainConfig()
@@ -381,7 +399,8 @@ def train_scorer(out_dir: str | Path | None = None, config: ScorerTrainConfig | 
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     total = cfg.epochs * steps_per_epoch
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup_steps)) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total))
+        opt,
+        lambda s: min(1.0, (s + 1) / max(1, cfg.warmup_steps)) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)),
     )
     g = torch.Generator().manual_seed(cfg.seed + 1)
     model.train()
@@ -410,8 +429,10 @@ def train_scorer(out_dir: str | Path | None = None, config: ScorerTrainConfig | 
             loss_sum += loss.item() * len(idx)
             pred = torch.stack([logits[k].argmax(1) for k in HEADS], 1)
             correct += (pred == y).all(1).sum().item()
-        log(f"epoch {epoch + 1}/{cfg.epochs}: loss {loss_sum / seen:.4f}, all-heads accuracy {correct / seen:.3f} "
-            f"({time.perf_counter() - t0:.0f} s)")
+        log(
+            f"epoch {epoch + 1}/{cfg.epochs}: loss {loss_sum / seen:.4f}, all-heads accuracy {correct / seen:.3f} "
+            f"({time.perf_counter() - t0:.0f} s)"
+        )
     model.eval()
     if out_dir is not None:
         meta = {"train": {k: v for k, v in asdict(cfg).items() if k != "model"}, "seconds": time.perf_counter() - t0}
@@ -424,8 +445,14 @@ def train_scorer(out_dir: str | Path | None = None, config: ScorerTrainConfig | 
 
 
 @torch.no_grad()
-def evaluate_scorer(scorer: ToyScorer, prompts: list[str], prompt_set: list[str] | None = None, seed: int = 12345,
-                    n_random_views: int = 16, large_set: int = 256) -> dict:
+def evaluate_scorer(
+    scorer: ToyScorer,
+    prompts: list[str],
+    prompt_set: list[str] | None = None,
+    seed: int = 12345,
+    n_random_views: int = 16,
+    large_set: int = 256,
+) -> dict:
     """R@1 of the scorer on held-out ground-truth renders (a render seed the training never used) of ``prompts``.
 
     Views per prompt: the benchmark's evaluation views (metrics.evaluation_cameras, flat albedo, as the benchmark

@@ -28,7 +28,7 @@ class BackgroundConfig:
     hidden_dim: int = 32
     n_hidden_layers: int = 1
 
-    def validate(self) -> "BackgroundConfig":
+    def validate(self) -> BackgroundConfig:
         if self.kind not in BACKGROUND_KINDS:
             raise ValueError(f"BackgroundConfig.kind is {self.kind!r}; use one of {BACKGROUND_KINDS}")
         if len(self.color) != 3 or not all(0.0 <= float(c) <= 1.0 for c in self.color):

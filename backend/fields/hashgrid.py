@@ -72,7 +72,7 @@ class HashGridConfig:
     backend: str = "auto"  # "auto" (tcnn on CUDA when it imports), "torch", or "tcnn" (must import)
     chunk_size: int = 4096  # points per chunk on the torch path (keeps temporaries in cache)
 
-    def validate(self) -> "HashGridConfig":
+    def validate(self) -> HashGridConfig:
         def bad(name, why):
             raise ValueError(f"HashGridConfig.{name} {why}")
 
@@ -287,11 +287,17 @@ class HashGridEncoding(nn.Module):
         x = x.reshape(-1, 3).clamp(0.0, 1.0)
         if self._tcnn is not None:
             if not x.is_cuda:
-                raise RuntimeError("this encoding uses tiny-cuda-nn and needs CUDA inputs; build it with backend='torch'")
+                raise RuntimeError(
+                    "this encoding uses tiny-cuda-nn and needs CUDA inputs; build it with backend='torch'"
+                )
             return self._tcnn(x).float().reshape(*lead, self.output_dim), None
         x = x.to(self.table.dtype)
         step = self.config.chunk_size
-        parts = [self._encode(c, with_jacobian) for c in x.split(step)] if x.shape[0] > step else [self._encode(x, with_jacobian)]
+        parts = (
+            [self._encode(c, with_jacobian) for c in x.split(step)]
+            if x.shape[0] > step
+            else [self._encode(x, with_jacobian)]
+        )
         out = parts[0][0] if len(parts) == 1 else torch.cat([p[0] for p in parts], 0)
         out = out.reshape(*lead, self.output_dim)
         if not with_jacobian:

@@ -53,7 +53,7 @@ class DensityFieldConfig:
     occupancy_threshold: float = 0.1  # sigma below which a cell counts as empty
     occupancy_update_every: int = 16  # training renders between automatic refreshes
 
-    def validate(self) -> "DensityFieldConfig":
+    def validate(self) -> DensityFieldConfig:
         def bad(name, why):
             raise ValueError(f"DensityFieldConfig.{name} {why}")
 

@@ -24,8 +24,15 @@ from torch import nn
 
 
 class OccupancyGrid(nn.Module):
-    def __init__(self, bound: float = 1.0, resolution: int = 32, threshold: float = 0.1, update_every: int = 16,
-                 decay: float = 0.95, chunk: int = 65536):
+    def __init__(
+        self,
+        bound: float = 1.0,
+        resolution: int = 32,
+        threshold: float = 0.1,
+        update_every: int = 16,
+        decay: float = 0.95,
+        chunk: int = 65536,
+    ):
         super().__init__()
         if resolution < 2:
             raise ValueError(f"OccupancyGrid resolution is {resolution}; use 2 or more (32 is usual)")
@@ -89,5 +96,5 @@ class OccupancyGrid(nn.Module):
         i, j, k = torch.floor((x.detach() + self.bound) / self.cell_size).long().unbind(-1)
         # per-coordinate comparisons: a reduction over the size-3 axis (.all(-1)) is several times slower on CPU
         inside = (i >= 0) & (i < r) & (j >= 0) & (j < r) & (k >= 0) & (k < r)
-        flat = ((i.clamp(0, r - 1) * r + j.clamp(0, r - 1)) * r + k.clamp(0, r - 1))
+        flat = (i.clamp(0, r - 1) * r + j.clamp(0, r - 1)) * r + k.clamp(0, r - 1)
         return self.occupied.reshape(-1)[flat] & inside

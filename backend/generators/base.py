@@ -39,7 +39,7 @@ class DensityDecoding:
 class FieldView:
     """Prompt b of a GeneratedFields batch, seen as an ordinary field by the renderer and mesh extractor."""
 
-    def __init__(self, fields: "GeneratedFields", index: int):
+    def __init__(self, fields: GeneratedFields, index: int):
         self.fields, self.index, self.bound = fields, index, fields.bound
 
     def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -15,9 +15,10 @@ ARCHITECTURES = ("3dconv", "hyper-ingp", "triplane")
 def register(subparsers) -> None:
     d = GeneratorTrainConfig()
     p = subparsers.add_parser(
-        "train-generator", help="train a prompt-amortized generator (instant mode) by score distillation",
+        "train-generator",
+        help="train a prompt-amortized generator (instant mode) by score distillation",
         description="Train G(y) over a corpus. Several processes: torchrun --nproc_per_node N -m "
-                    "dreamstill.backend.cli train-generator ...",
+        "dreamstill.backend.cli train-generator ...",
     )
     p.add_argument("--arch", choices=ARCHITECTURES, default=d.arch)
     p.add_argument("--method", choices=["asd", "sds", "csd", "vsd"], default=d.method)
@@ -34,23 +35,40 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
     p.add_argument("--grid-every", type=int, default=d.grid_every)
-    p.add_argument("--keep-checkpoints", action="store_true",
-                   help="also keep OUTPUT/checkpoints/step_N.pt at every --checkpoint-every (export-generator takes any)")
+    p.add_argument(
+        "--keep-checkpoints",
+        action="store_true",
+        help="also keep OUTPUT/checkpoints/step_N.pt at every --checkpoint-every (export-generator takes any)",
+    )
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="method option")
     p.add_argument("--arch-option", action="append", default=[], metavar="KEY=VALUE", help="architecture option")
-    p.add_argument("--lambda-sparsity", type=float, default=d.lambda_sparsity,
-                   help="weight of the mean opacity (ScaleDreamer's configs: 20)")
-    p.add_argument("--lambda-opaque", type=float, default=d.lambda_opaque,
-                   help="weight of the opacity entropy, ramped from 0 over the last fifth (ScaleDreamer's: 10)")
+    p.add_argument(
+        "--lambda-sparsity",
+        type=float,
+        default=d.lambda_sparsity,
+        help="weight of the mean opacity (ScaleDreamer's configs: 20)",
+    )
+    p.add_argument(
+        "--lambda-opaque",
+        type=float,
+        default=d.lambda_opaque,
+        help="weight of the opacity entropy, ramped from 0 over the last fifth (ScaleDreamer's: 10)",
+    )
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT/generator.pt")
-    p.add_argument("--init-from", type=Path, default=None, metavar="CKPT",
-                   help="start from this generator's weights (fine-tune: new optimizer and schedule)")
+    p.add_argument(
+        "--init-from",
+        type=Path,
+        default=None,
+        metavar="CKPT",
+        help="start from this generator's weights (fine-tune: new optimizer and schedule)",
+    )
     p.set_defaults(func=train_generator)
 
     e = subparsers.add_parser(
-        "export-generator", help="strip a training checkpoint to what instant mode loads (config + weights)",
+        "export-generator",
+        help="strip a training checkpoint to what instant mode loads (config + weights)",
         description="Write CKPT's generator weights and training config, without the optimizer state, to OUT "
-                    "(e.g. backend/generators/builtin/generator.pt, the one `--generator builtin` loads).",
+        "(e.g. backend/generators/builtin/generator.pt, the one `--generator builtin` loads).",
     )
     e.add_argument("checkpoint", type=Path, help="a train-generator folder or its generator.pt")
     e.add_argument("output", type=Path, help="the .pt file to write")
@@ -64,18 +82,30 @@ def train_generator(args: argparse.Namespace) -> int:
     if args.steps < 1 or args.prompts_per_step < 1 or args.views_per_prompt < 1:
         raise SystemExit("train-generator: --steps, --prompts-per-step and --views-per-prompt must be >= 1")
     config = GeneratorTrainConfig(
-        arch=args.arch, method=args.method, corpus=args.corpus, prior=args.prior, steps=args.steps,
-        prompts_per_step=args.prompts_per_step, views_per_prompt=args.views_per_prompt, resolution=args.resolution,
-        num_samples=args.num_samples, guidance=args.guidance, lr=args.lr, seed=args.seed,
-        checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints,
-        grid_every=args.grid_every, options=parse_options(args.option),
-        arch_options=parse_options(args.arch_option), lambda_sparsity=args.lambda_sparsity,
+        arch=args.arch,
+        method=args.method,
+        corpus=args.corpus,
+        prior=args.prior,
+        steps=args.steps,
+        prompts_per_step=args.prompts_per_step,
+        views_per_prompt=args.views_per_prompt,
+        resolution=args.resolution,
+        num_samples=args.num_samples,
+        guidance=args.guidance,
+        lr=args.lr,
+        seed=args.seed,
+        checkpoint_every=args.checkpoint_every,
+        keep_checkpoints=args.keep_checkpoints,
+        grid_every=args.grid_every,
+        options=parse_options(args.option),
+        arch_options=parse_options(args.arch_option),
+        lambda_sparsity=args.lambda_sparsity,
         lambda_opaque=args.lambda_opaque,
     )
     try:
         load_corpus(config.corpus)
     except (FileNotFoundError, ValueError) as err:
-        raise SystemExit(f"train-generator --corpus: {err}")
+        raise SystemExit(f"train-generator --corpus: {err}") from None
     rank, world_size = distributed_context()
     trainer = GeneratorTrainer(config, args.output, rank=rank, world_size=world_size)
     checkpoint = args.output / CHECKPOINT_NAME
@@ -83,14 +113,14 @@ def train_generator(args: argparse.Namespace) -> int:
         try:
             trainer.load(checkpoint)
         except ValueError as err:
-            raise SystemExit(f"train-generator --resume: {err}")
+            raise SystemExit(f"train-generator --resume: {err}") from None
     elif args.init_from is not None:
         from .instant import GeneratorNotFoundError, resolve_checkpoint
 
         try:
             trainer.init_from(resolve_checkpoint(str(args.init_from)))
         except (GeneratorNotFoundError, ValueError) as err:
-            raise SystemExit(f"train-generator --init-from: {err}")
+            raise SystemExit(f"train-generator --init-from: {err}") from None
     if rank == 0:
         args.output.mkdir(parents=True, exist_ok=True)
         (args.output / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=1))
@@ -106,12 +136,13 @@ def export_generator(args: argparse.Namespace) -> int:
     try:
         source = resolve_checkpoint(str(args.checkpoint))
     except GeneratorNotFoundError as err:
-        raise SystemExit(f"export-generator: {err}")
+        raise SystemExit(f"export-generator: {err}") from None
     state = torch.load(source, map_location="cpu", weights_only=True)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     torch.save({k: state[k] for k in ("config", "step", "lineage", "generator") if k in state}, args.output)
-    stages = [f"{s['step']} steps of {s['config']['method']} on {s['config']['corpus']}"
-              for s in state.get("lineage", [])]
+    stages = [
+        f"{s['step']} steps of {s['config']['method']} on {s['config']['corpus']}" for s in state.get("lineage", [])
+    ]
     history = f" (fine-tuned after {'; then '.join(stages)})" if stages else ""
     print(f"{args.output}: step {state['step']}{history}, {args.output.stat().st_size / 1e6:.1f} MB")
     return 0

@@ -69,5 +69,3 @@ def load_corpus(name: str, split: str = "train") -> list[str]:
     if not prompts:
         raise ValueError(f"corpus file {path} has no prompts (one prompt a line)")
     return prompts
-
-

@@ -34,10 +34,17 @@ class Conv3DConfig:
     bound: float = 1.0
 
     @classmethod
-    def paper(cls) -> "Conv3DConfig":
+    def paper(cls) -> Conv3DConfig:
         """ScaleDreamer's released sizes (z 64, w 256, c 1024, 2 mapping layers, 32 features up to 128^3)."""
-        return cls(text_dim=1024, z_dim=64, w_dim=256, channels=(256, 256, 128, 64, 32, 32), feature_dim=32,
-                   decoder_hidden=64, bound=1.0)
+        return cls(
+            text_dim=1024,
+            z_dim=64,
+            w_dim=256,
+            channels=(256, 256, 128, 64, 32, 32),
+            feature_dim=32,
+            decoder_hidden=64,
+            bound=1.0,
+        )
 
 
 class ModulatedConv3d(nn.Module):
@@ -55,8 +62,12 @@ class ModulatedConv3d(nn.Module):
         if self.demodulate:
             weight = weight * torch.rsqrt(weight.pow(2).sum(dim=(2, 3, 4, 5), keepdim=True) + 1e-8)
         c_out = weight.shape[1]
-        out = F.conv3d(x.reshape(1, b * c_in, *x.shape[2:]), weight.reshape(b * c_out, *weight.shape[2:]),
-                       padding=self.padding, groups=b)
+        out = F.conv3d(
+            x.reshape(1, b * c_in, *x.shape[2:]),
+            weight.reshape(b * c_out, *weight.shape[2:]),
+            padding=self.padding,
+            groups=b,
+        )
         return out.reshape(b, c_out, *out.shape[2:])
 
 
@@ -79,13 +90,17 @@ class Conv3DNet(nn.Module):
         self.to_features = nn.Conv3d(c.channels[-1], c.feature_dim, 1)
         self.decoder = small_mlp(c.feature_dim, c.decoder_hidden, 4)
 
-    def forward(self, text: TextEmbedding, noise: torch.Tensor | None = None,
-                generator: torch.Generator | None = None) -> "VoxelFields":
+    def forward(
+        self, text: TextEmbedding, noise: torch.Tensor | None = None, generator: torch.Generator | None = None
+    ) -> VoxelFields:
         y = pooled_text(text)
         b = y.shape[0]
         if noise is None:
-            noise = torch.randn(b, self.config.z_dim, generator=generator, device=y.device) if generator is not None \
+            noise = (
+                torch.randn(b, self.config.z_dim, generator=generator, device=y.device)
+                if generator is not None
                 else torch.zeros(b, self.config.z_dim, device=y.device)
+            )
         w = self.mapping(torch.cat([noise, self.text_proj(y)], -1))
         v = self.const.expand(b, -1, -1, -1, -1)
         for block, bias in zip(self.blocks, self.biases):

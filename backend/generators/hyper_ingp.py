@@ -32,11 +32,16 @@ class HyperINGPConfig:
     grid: HashGridConfig | None = None
 
     @classmethod
-    def paper(cls) -> "HyperINGPConfig":
+    def paper(cls) -> HyperINGPConfig:
         """Released sizes: 16 levels x 2 features, 2^19 table, base 16, scale 1.4473; text 1024; hidden 64."""
-        return cls(text_dim=1024, hyper_hidden=64, decoder_hidden=64,
-                   grid=HashGridConfig(n_levels=16, n_features_per_level=2, log2_hashmap_size=19, base_resolution=16,
-                                       per_level_scale=1.4473))
+        return cls(
+            text_dim=1024,
+            hyper_hidden=64,
+            decoder_hidden=64,
+            grid=HashGridConfig(
+                n_levels=16, n_features_per_level=2, log2_hashmap_size=19, base_resolution=16, per_level_scale=1.4473
+            ),
+        )
 
 
 class HyperINGP(nn.Module):
@@ -60,7 +65,7 @@ class HyperINGP(nn.Module):
                 last.bias[start : start + o * i].uniform_(-(i**-0.5), i**-0.5)
                 start += o * i
 
-    def forward(self, text: TextEmbedding, noise=None, generator=None) -> "HyperFields":
+    def forward(self, text: TextEmbedding, noise=None, generator=None) -> HyperFields:
         weights = self.hyper(pooled_text(text))  # (B, n_weights)
         mats, start = [], 0
         for o, i in self.shapes:

@@ -27,9 +27,14 @@ def resolve_checkpoint(name: str) -> Path:
     if path.is_dir():
         path = path / CHECKPOINT_NAME
     if not path.is_file():
-        hint = ("the built-in generator is not installed in this copy; train one with "
-                "`dreamstill train-generator -o DIR` and pass --generator DIR") if name == "builtin" else \
-            "pass a folder written by `dreamstill train-generator` or its generator.pt"
+        hint = (
+            (
+                "the built-in generator is not installed in this copy; train one with "
+                "`dreamstill train-generator -o DIR` and pass --generator DIR"
+            )
+            if name == "builtin"
+            else "pass a folder written by `dreamstill train-generator` or its generator.pt"
+        )
         raise GeneratorNotFoundError(f"generator {name!r}: {path} not found; {hint}")
     return path
 
@@ -66,15 +71,23 @@ class InstantAsset:
     def render(self, cameras, height: int, width: int, shading: str = "albedo"):
         from ..render import render
 
-        return render(self.field, cameras.to(self.device), height, width, self.background, shading=shading,
-                      num_samples=2 * self.config.num_samples)
+        return render(
+            self.field,
+            cameras.to(self.device),
+            height,
+            width,
+            self.background,
+            shading=shading,
+            num_samples=2 * self.config.num_samples,
+        )
 
     def extract_mesh(self, resolution: int | None = None, texture_size: int | None = None):
         from ..engine.meshing import field_to_mesh
 
         size = self.spec.texture_size if texture_size is None else texture_size
-        return field_to_mesh(self.field, self.device, resolution or self.spec.mesh_grid, size, self.warnings,
-                             self.spec.face_budget)
+        return field_to_mesh(
+            self.field, self.device, resolution or self.spec.mesh_grid, size, self.warnings, self.spec.face_budget
+        )
 
 
 def run_instant(spec: JobSpec, output_path: Path, started: float) -> Iterator[JobEvent]:

@@ -11,7 +11,7 @@ the paper does not mention them), both means over the rendered pixels:
     lambda_opaque(k) * mean BCE(o, o) = -o log o - (1-o) log(1-o)  (the entropy of o: pushes pixels to 0 or 1)
 with lambda_opaque(k) ramped linearly from 0 at 80% of the steps to 10 at the end. On the toy world the entropy ramp
 lowered the geometry IoU in both fine-tuning runs that reached it, so the shipped generator is a checkpoint from
-before it (docs/instant_generator.md; ``--keep-checkpoints`` keeps every checkpoint of a run).
+before it (docs/results/instant_generator.md; ``--keep-checkpoints`` keeps every checkpoint of a run).
 
 Data-parallel training: launched with torchrun, each rank draws its own prompts (seed + rank) and DDP averages
 gradients (gloo on CPU, NCCL on GPU), so the replicas stay identical.
@@ -30,14 +30,15 @@ import torch.nn.functional as F
 
 from ..distill import make_method
 from ..distill.base import DistillInput, surrogate_loss
+from ..engine.optimize import EngineDefaults
 from ..fields import Background
 from ..priors import load_prior
 from ..priors.base import TextEmbedding
-from ..engine.optimize import EngineDefaults
 from ..render import render, sample_light_positions
 from ..render.cameras import orbit_cameras, sample_cameras
 from . import build_generator
 from .config import CHECKPOINT_NAME, GeneratorTrainConfig, load_corpus
+
 
 # --- training --------------------------------------------------------------------------------------------------
 class GeneratorTrainer:
@@ -78,8 +79,9 @@ class GeneratorTrainer:
         d = EngineDefaults()
         if self.step < d.lambertian_after * self.config.steps:
             return "albedo"
-        return "lambertian" if torch.rand((), generator=self.sample_generator).item() < d.shading_probability \
-            else "albedo"
+        return (
+            "lambertian" if torch.rand((), generator=self.sample_generator).item() < d.shading_probability else "albedo"
+        )
 
     def train_step(self) -> float:
         c = self.config
@@ -91,17 +93,35 @@ class GeneratorTrainer:
             cams = sample_cameras(c.views_per_prompt, self.sample_generator).to(self.device)
             shading = self._shading()
             lights = None if shading == "albedo" else sample_light_positions(cams, self.sample_generator)
-            out = render(fields[p], cams, self.resolution, self.resolution, self.background, shading=shading,
-                         light_positions=lights, num_samples=c.num_samples, generator=self.noise_generator)
+            out = render(
+                fields[p],
+                cams,
+                self.resolution,
+                self.resolution,
+                self.background,
+                shading=shading,
+                light_positions=lights,
+                num_samples=c.num_samples,
+                generator=self.noise_generator,
+            )
             zs.append(self.prior.encode_images(out.rgb.permute(0, 3, 1, 2)))
             cams_all.append(cams.as_condition())
             opac.append(out.opacity.permute(0, 3, 1, 2))
         z = torch.cat(zs)
         opacity = F.interpolate(torch.cat(opac), size=z.shape[-2:], mode="bilinear", align_corners=False)
         cond = text.repeat(c.views_per_prompt)
-        result = self.method.gradient(DistillInput(
-            z=z, cond=cond, uncond=self.uncond, step=self.step, total_steps=c.steps, generator=self.noise_generator,
-            camera=torch.cat(cams_all), opacity=opacity.detach()))
+        result = self.method.gradient(
+            DistillInput(
+                z=z,
+                cond=cond,
+                uncond=self.uncond,
+                step=self.step,
+                total_steps=c.steps,
+                generator=self.noise_generator,
+                camera=torch.cat(cams_all),
+                opacity=opacity.detach(),
+            )
+        )
         loss = surrogate_loss(z, result.grad) + self._opacity_loss(torch.cat(opac))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -132,8 +152,10 @@ class GeneratorTrainer:
         theirs = {k: state["config"].get(k) for k in ("arch", "arch_options", "prior")}
         ours = {k: getattr(self.config, k) for k in theirs}
         if theirs != ours:
-            raise ValueError(f"{path} holds a generator with {theirs}; this run is {ours}: use the same --arch, "
-                             f"--arch-option and --prior")
+            raise ValueError(
+                f"{path} holds a generator with {theirs}; this run is {ours}: use the same --arch, "
+                f"--arch-option and --prior"
+            )
         self.generator.load_state_dict(state["generator"])
         self.lineage = list(state.get("lineage", [])) + [{"config": state["config"], "step": state["step"]}]
 
@@ -166,8 +188,10 @@ class GeneratorTrainer:
         if changed:
             was = ", ".join(f"{k}={saved[k]!r}" for k in changed)
             now = ", ".join(f"{k}={ours[k]!r}" for k in changed)
-            raise ValueError(f"{path} was trained with {was}; this run has {now}. Resume with the same flags, "
-                             f"or train into another folder")
+            raise ValueError(
+                f"{path} was trained with {was}; this run has {now}. Resume with the same flags, "
+                f"or train into another folder"
+            )
         self.step = state["step"]
         self.lineage = state.get("lineage", [])
         self.generator.load_state_dict(state["generator"])
@@ -184,8 +208,14 @@ class GeneratorTrainer:
         fields = self.generator(text)
         images = []
         for p in range(len(prompts)):
-            out = render(fields[p], orbit_cameras(views).to(self.device), size, size, self.background,
-                         num_samples=2 * self.config.num_samples)
+            out = render(
+                fields[p],
+                orbit_cameras(views).to(self.device),
+                size,
+                size,
+                self.background,
+                num_samples=2 * self.config.num_samples,
+            )
             images += [(img.clamp(0, 1) * 255).byte().cpu().numpy() for img in out.rgb]
         return contact_sheet(images, columns=views)
 
@@ -211,7 +241,8 @@ class GeneratorTrainer:
         if self.rank == 0:
             self.save()
             (self.out_dir / "train_log.json").write_text(
-                json.dumps({"steps": self.step, "seconds": time.perf_counter() - start}, indent=1))
+                json.dumps({"steps": self.step, "seconds": time.perf_counter() - start}, indent=1)
+            )
 
 
 def distributed_context() -> tuple[int, int]:

@@ -32,10 +32,11 @@ class TriplaneConfig:
     bound: float = 1.0
 
     @classmethod
-    def paper(cls) -> "TriplaneConfig":
+    def paper(cls) -> TriplaneConfig:
         """ScaleDreamer's released sizes: 12 layers, width 768, 16 heads, 3 x 32^2 queries, 32-channel 64^2 planes."""
-        return cls(text_dim=1024, width=768, heads=16, layers=12, tokens_per_side=32, plane_channels=32,
-                   decoder_hidden=64)
+        return cls(
+            text_dim=1024, width=768, heads=16, layers=12, tokens_per_side=32, plane_channels=32, decoder_hidden=64
+        )
 
 
 class TriplaneBlock(nn.Module):
@@ -66,7 +67,7 @@ class TriplaneTransformer(nn.Module):
         self.upsample = nn.ConvTranspose2d(c.width, c.plane_channels, kernel_size=2, stride=2)
         self.decoder = small_mlp(c.plane_channels, c.decoder_hidden, 4)
 
-    def forward(self, text: TextEmbedding, noise=None, generator=None) -> "TriplaneFields":
+    def forward(self, text: TextEmbedding, noise=None, generator=None) -> TriplaneFields:
         c, y = self.config, text.tokens
         b, n = y.shape[0], c.tokens_per_side
         q = self.queries.expand(b, -1, -1)

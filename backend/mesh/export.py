@@ -21,8 +21,8 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -78,12 +78,18 @@ def to_trimesh(mesh: Mesh, y_up: bool, name: str = "mesh", obj_material: bool = 
         image = Image.fromarray(mesh.texture, mode="RGB")
         if obj_material:
             material = trimesh.visual.material.SimpleMaterial(
-                name=name, image=image, diffuse=[255, 255, 255, 255], ambient=[255, 255, 255, 255],
+                name=name,
+                image=image,
+                diffuse=[255, 255, 255, 255],
+                ambient=[255, 255, 255, 255],
                 specular=[0, 0, 0, 255],
             )
         else:
             material = trimesh.visual.material.PBRMaterial(
-                name=name, baseColorTexture=image, metallicFactor=0.0, roughnessFactor=1.0,
+                name=name,
+                baseColorTexture=image,
+                metallicFactor=0.0,
+                roughnessFactor=1.0,
                 baseColorFactor=[255, 255, 255, 255],
             )
         visual = trimesh.visual.TextureVisuals(uv=mesh.uvs.astype(np.float64), material=material)
@@ -108,7 +114,8 @@ def _concatenate_colored(parts: list[Mesh]) -> Mesh:
         else:
             colors.append(np.full((p.num_vertices, 3), 255, np.uint8))
     return Mesh(
-        vertices=np.concatenate(verts), faces=np.concatenate(faces),
+        vertices=np.concatenate(verts),
+        faces=np.concatenate(faces),
         vertex_colors=np.concatenate(colors) if any_color else None,
     )
 
@@ -161,12 +168,21 @@ def encode_obj(parts: list[Mesh], stem: str) -> dict[str, bytes]:
     """{file name: bytes} for ``stem``.obj, ``stem``.mtl (if textured) and the texture PNGs (Y up)."""
     import trimesh
 
-    meshes = [to_trimesh(p, y_up=True, name=_material_name(stem, i, len(parts)), obj_material=True)
-              for i, p in enumerate(parts)]
-    target = meshes[0] if len(meshes) == 1 else trimesh.Scene(
-        {_material_name(stem, i, len(parts)): m for i, m in enumerate(meshes)})
+    meshes = [
+        to_trimesh(p, y_up=True, name=_material_name(stem, i, len(parts)), obj_material=True)
+        for i, p in enumerate(parts)
+    ]
+    target = (
+        meshes[0]
+        if len(meshes) == 1
+        else trimesh.Scene({_material_name(stem, i, len(parts)): m for i, m in enumerate(meshes)})
+    )
     text, extra = trimesh.exchange.obj.export_obj(
-        target, include_normals=False, include_color=True, include_texture=True, return_texture=True,
+        target,
+        include_normals=False,
+        include_color=True,
+        include_texture=True,
+        return_texture=True,
         mtl_name=f"{stem}.mtl",
     )
     files = {name: (data if isinstance(data, bytes) else data.encode()) for name, data in extra.items()}
@@ -238,6 +254,14 @@ def glb_bytes_of(mesh_or_parts: Mesh | Sequence[Mesh]) -> bytes:
 
 
 __all__ = [
-    "FORMATS", "Z_UP_TO_Y_UP", "encode_glb", "encode_obj", "encode_ply", "export_mesh", "glb_bytes_of", "load_mesh",
-    "resolve_format", "to_trimesh",
+    "FORMATS",
+    "Z_UP_TO_Y_UP",
+    "encode_glb",
+    "encode_obj",
+    "encode_ply",
+    "export_mesh",
+    "glb_bytes_of",
+    "load_mesh",
+    "resolve_format",
+    "to_trimesh",
 ]

@@ -39,7 +39,7 @@ times the largest component's area are removed.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -101,9 +101,7 @@ def evaluate_points(fn: Callable, points: np.ndarray, chunk: int, device: torch.
 
 
 @torch.no_grad()
-def sample_density_grid(
-    density_fn: DensityFn, axes: list[np.ndarray], chunk: int, device: torch.device
-) -> np.ndarray:
+def sample_density_grid(density_fn: DensityFn, axes: list[np.ndarray], chunk: int, device: torch.device) -> np.ndarray:
     """sigma on the grid axes[0] x axes[1] x axes[2] (ij indexing), float32, evaluated slab by slab along x.
 
     NaN densities count as empty (0) and +inf as the largest float32, so a diverged sample cannot poison marching
@@ -159,7 +157,10 @@ def marching_cubes_density(grid: np.ndarray, tau: float, lo: np.ndarray, spacing
     # gradient_direction="ascent": the object of interest has *larger* values inside, which orients faces outward.
     try:
         verts, faces, _, _ = marching_cubes(
-            padded, level=float(tau), spacing=tuple(float(s) for s in spacing), gradient_direction="ascent",
+            padded,
+            level=float(tau),
+            spacing=tuple(float(s) for s in spacing),
+            gradient_direction="ascent",
             allow_degenerate=False,
         )
     except RuntimeError as err:  # skimage's "No surface found at the given iso value" (seen on a near-empty field)
@@ -306,7 +307,12 @@ def extract_mesh(
             raise ValueError(f"albedo_fn must return (N, 3) colours in [0, 1], got shape {albedo.shape}")
         colors = albedo_to_uint8(albedo)
     return ExtractedMesh(
-        vertices=verts, faces=faces, vertex_colors=colors, threshold=tau, box_min=lo.copy(), box_max=hi.copy(),
+        vertices=verts,
+        faces=faces,
+        vertex_colors=colors,
+        threshold=tau,
+        box_min=lo.copy(),
+        box_max=hi.copy(),
         removed_components=removed,
     )
 

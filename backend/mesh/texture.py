@@ -31,8 +31,9 @@ import signal
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -282,8 +283,9 @@ def bake_texture(
         return bake_mesh(vertices, faces, size=size, padding=padding, chunk=chunk, device=device, unwrap=unwrap)
     if albedo_fn is None:
         raise TypeError("bake_texture(vertices, faces, albedo_fn): albedo_fn is missing")
-    vmapping, new_faces, uvs, texture = _bake(vertices, faces, albedo_fn, size, padding, chunk, device, unwrap,
-                                              background)
+    vmapping, new_faces, uvs, texture = _bake(
+        vertices, faces, albedo_fn, size, padding, chunk, device, unwrap, background
+    )
     return BakedTexture(uvs, np.ascontiguousarray(np.asarray(vertices, np.float32)[vmapping]), new_faces, texture)
 
 
@@ -329,8 +331,9 @@ def bake_mesh(
     unwrap: UnwrapConfig = UnwrapConfig(),
 ) -> Mesh:
     """``bake_texture`` on a Mesh: a new Mesh with uvs and texture (vertex colours, if any, follow the split)."""
-    vmapping, new_faces, uvs, texture = _bake(mesh.vertices, mesh.faces, albedo_fn, size, padding, chunk, device,
-                                              unwrap, None)
+    vmapping, new_faces, uvs, texture = _bake(
+        mesh.vertices, mesh.faces, albedo_fn, size, padding, chunk, device, unwrap, None
+    )
     colors = mesh.vertex_colors[vmapping] if mesh.vertex_colors is not None else None
     return Mesh(vertices=mesh.vertices[vmapping], faces=new_faces, vertex_colors=colors, uvs=uvs, texture=texture)
 

@@ -75,7 +75,7 @@ class Mesh:
         a, b, c = (self.vertices[self.faces[:, k]].astype(np.float64) for k in range(3))
         return 0.5 * np.linalg.norm(np.cross(b - a, c - a), axis=1)
 
-    def copy(self, **changes) -> "Mesh":
+    def copy(self, **changes) -> Mesh:
         """A copy with some fields replaced (arrays not named are shared, not copied)."""
         return replace(self, **changes)
 

@@ -30,9 +30,9 @@ def _parse_tiny(name: str) -> int | None:
     if not name.startswith("tiny:"):
         return None
     try:
-        return int(name[len("tiny:"):])
+        return int(name[len("tiny:") :])
     except ValueError:
-        raise ValueError(f"bad prior name {name!r}: use \"tiny\" or \"tiny:<integer seed>\", e.g. \"tiny:3\"") from None
+        raise ValueError(f'bad prior name {name!r}: use "tiny" or "tiny:<integer seed>", e.g. "tiny:3"') from None
 
 
 def _load_uncached(name: str, device: torch.device, dtype: torch.dtype) -> Prior:
@@ -63,7 +63,7 @@ def load_prior(name: str, device: torch.device | str | None = None, dtype: torch
     CUDA, fp32 on CPU), loaded once per process. Raises PriorNotFoundError when its weights are not here."""
     if not isinstance(name, str) or not name.strip():
         raise ValueError(
-            f"prior name must be a non-empty string (\"builtin\", \"tiny\", a folder or a hub id), got {name!r}"
+            f'prior name must be a non-empty string ("builtin", "tiny", a folder or a hub id), got {name!r}'
         )
     name = name.strip()
     device = torch.device(device) if device is not None else default_device()

@@ -23,12 +23,12 @@ class TextEmbedding:
     def __len__(self) -> int:
         return self.tokens.shape[0]
 
-    def repeat(self, n: int) -> "TextEmbedding":
+    def repeat(self, n: int) -> TextEmbedding:
         """Each row repeated n times in place: (B, ...) -> (B*n, ...) with rows b*n..b*n+n-1 equal to row b."""
         pooled = None if self.pooled is None else self.pooled.repeat_interleave(n, 0)
         return TextEmbedding(self.tokens.repeat_interleave(n, 0), pooled)
 
-    def expand_to(self, n: int) -> "TextEmbedding":
+    def expand_to(self, n: int) -> TextEmbedding:
         """A single embedding (B=1) broadcast to a batch of n."""
         if len(self) == n:
             return self
@@ -37,7 +37,7 @@ class TextEmbedding:
         return self.repeat(n)
 
     @staticmethod
-    def cat(parts: list["TextEmbedding"]) -> "TextEmbedding":
+    def cat(parts: list[TextEmbedding]) -> TextEmbedding:
         pooled = None if any(p.pooled is None for p in parts) else torch.cat([p.pooled for p in parts])
         return TextEmbedding(torch.cat([p.tokens for p in parts]), pooled)
 

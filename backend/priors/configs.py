@@ -131,9 +131,7 @@ def get_stack(name: str) -> dict:
 def bytes_to_unicode() -> list[str]:
     """The GPT-2/CLIP byte -> printable-unicode table: entry b is the character that stands for byte b."""
     printable = (
-        list(range(ord("!"), ord("~") + 1))
-        + list(range(ord("¡"), ord("¬") + 1))
-        + list(range(ord("®"), ord("ÿ") + 1))
+        list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
     )
     chars = {b: b for b in printable}
     extra = 0

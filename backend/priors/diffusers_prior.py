@@ -75,7 +75,7 @@ def _how_to_get(name: str) -> str:
         f"Download it on a machine with network: `hf download {name}` (older huggingface_hub: "
         f"`huggingface-cli download {name}`), then copy the Hugging Face cache (~/.cache/huggingface/hub) here, or "
         f"pass a local folder in diffusers layout (unet/, scheduler/, text_encoder/, tokenizer/, optional vae/). "
-        f"The built-in prior (\"builtin\") works offline."
+        f'The built-in prior ("builtin") works offline.'
     )
 
 
@@ -84,7 +84,8 @@ def _looks_like_path(name: str) -> bool:
     return (
         name.startswith((".", "/", "~", "\\"))
         or name.count("/") != 1
-        or os.sep != "/" and os.sep in name
+        or os.sep != "/"
+        and os.sep in name
         or Path(name).expanduser().exists()
     )
 
@@ -103,7 +104,7 @@ def resolve_prior_folder(name_or_path: str | os.PathLike) -> Path:
     if _looks_like_path(name):
         raise PriorNotFoundError(
             f"prior {name!r}: no such folder ({path.resolve()}). Pass an existing folder in diffusers layout, a "
-            f"Hugging Face hub id such as {REFERENCE_HUB_ID!r}, \"builtin\" or \"tiny\"."
+            f'Hugging Face hub id such as {REFERENCE_HUB_ID!r}, "builtin" or "tiny".'
         )
     from huggingface_hub import snapshot_download
 
@@ -239,7 +240,7 @@ class DiffusersPrior(Prior):
         name_or_path: str | os.PathLike,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
-    ) -> "DiffusersPrior":
+    ) -> DiffusersPrior:
         """Load from a local diffusers-layout folder or a hub id (cache first; see ``resolve_prior_folder``).
 
         Raises PriorNotFoundError when the weights are not here or the folder lacks a required component.
@@ -272,7 +273,7 @@ class DiffusersPrior(Prior):
             vae = None
             if (folder / "vae").is_dir():
                 vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", torch_dtype=dtype, local_files_only=True)
-        except (OSError, EnvironmentError) as error:
+        except OSError as error:
             raise PriorNotFoundError(
                 f"prior {name!r} at {folder}: a component could not be loaded ({error}). "
                 + ("Check the folder's files." if Path(name).expanduser().is_dir() else _how_to_get(name))

@@ -94,10 +94,17 @@ def save_components(components: dict, folder: str | os.PathLike, extras: dict | 
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    index = {"_class_name": "StableDiffusionPipeline" if components.get("vae") is not None else "DreamstillPixelPrior",
-             "_diffusers_version": diffusers.__version__}
-    libraries = {"unet": "diffusers", "scheduler": "diffusers", "vae": "diffusers",
-                 "text_encoder": "transformers", "tokenizer": "transformers"}
+    index = {
+        "_class_name": "StableDiffusionPipeline" if components.get("vae") is not None else "DreamstillPixelPrior",
+        "_diffusers_version": diffusers.__version__,
+    }
+    libraries = {
+        "unet": "diffusers",
+        "scheduler": "diffusers",
+        "vae": "diffusers",
+        "text_encoder": "transformers",
+        "tokenizer": "transformers",
+    }
     for key, module in components.items():
         if module is None:
             continue
@@ -141,8 +148,15 @@ def build_random_prior(
         save_components(parts, folder, extras)
         return DiffusersPrior.from_pretrained(folder, device=device or "cpu", dtype=dtype)
     return DiffusersPrior(
-        parts["unet"], parts["scheduler"], parts["text_encoder"], parts["tokenizer"], parts["vae"],
-        pixel_unshuffle=pixel_unshuffle, image_size=image_size, device=device or "cpu", dtype=dtype,
+        parts["unet"],
+        parts["scheduler"],
+        parts["text_encoder"],
+        parts["tokenizer"],
+        parts["vae"],
+        pixel_unshuffle=pixel_unshuffle,
+        image_size=image_size,
+        device=device or "cpu",
+        dtype=dtype,
         name=f"{name}:{seed}",
     )
 

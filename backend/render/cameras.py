@@ -68,7 +68,7 @@ class Cameras:
         origins = c2w[:, None, None, :3, 3].expand_as(dirs)
         return origins, dirs
 
-    def to(self, device) -> "Cameras":
+    def to(self, device) -> Cameras:
         return Cameras(*(x.to(device) for x in (self.elevation, self.azimuth, self.distance, self.fov)))
 
 

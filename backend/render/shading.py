@@ -25,16 +25,26 @@ from .cameras import Cameras
 SHADINGS = ("albedo", "lambertian", "textureless")
 
 
-def lambertian(albedo: torch.Tensor, normal: torch.Tensor, light_dir: torch.Tensor, ambient: float = 0.1,
-               diffuse: float | None = None) -> torch.Tensor:
+def lambertian(
+    albedo: torch.Tensor,
+    normal: torch.Tensor,
+    light_dir: torch.Tensor,
+    ambient: float = 0.1,
+    diffuse: float | None = None,
+) -> torch.Tensor:
     """rho * (ambient + diffuse * max(0, n . l)), diffuse = 1 - ambient unless given. Shapes broadcast (..., 3)."""
     diffuse = 1.0 - ambient if diffuse is None else diffuse
     cos = (normal * light_dir).sum(-1, keepdim=True).clamp_min(0.0)
     return albedo * (ambient + diffuse * cos)
 
 
-def shade(shading: str, albedo: torch.Tensor, normal: torch.Tensor | None = None,
-          light_dir: torch.Tensor | None = None, ambient: float = 0.1) -> torch.Tensor:
+def shade(
+    shading: str,
+    albedo: torch.Tensor,
+    normal: torch.Tensor | None = None,
+    light_dir: torch.Tensor | None = None,
+    ambient: float = 0.1,
+) -> torch.Tensor:
     """Colour of points under one of SHADINGS; ``normal`` and ``light_dir`` (unit, towards the light) for lit modes."""
     if shading not in SHADINGS:
         raise ValueError(f"shading {shading!r} is unknown; use one of {SHADINGS}")
@@ -47,8 +57,9 @@ def shade(shading: str, albedo: torch.Tensor, normal: torch.Tensor | None = None
     return lambertian(albedo, normal, light_dir, ambient)
 
 
-def sample_light_positions(cameras: Cameras, generator: torch.Generator, distance_range=(1.8, 3.3),
-                           perturb: float = 2.2) -> torch.Tensor:
+def sample_light_positions(
+    cameras: Cameras, generator: torch.Generator, distance_range=(1.8, 3.3), perturb: float = 2.2
+) -> torch.Tensor:
     """(B, 3) point-light positions around each camera: normalize(c_pos + perturb * N(0, I)) * U(distance_range)."""
     pos = cameras.position
     b = pos.shape[0]

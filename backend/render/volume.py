@@ -35,10 +35,10 @@ from dataclasses import dataclass
 import torch
 
 from ..fields.base import NORMAL_METHODS, normals_from_density
-
-RENDER_NORMAL_METHODS = ("auto", "analytic") + NORMAL_METHODS
 from .cameras import Cameras
 from .shading import SHADINGS, shade
+
+RENDER_NORMAL_METHODS = ("auto", "analytic") + NORMAL_METHODS
 
 
 @dataclass
@@ -86,8 +86,9 @@ def interval_edges(t: torch.Tensor, near: torch.Tensor, far: torch.Tensor) -> to
     return torch.cat([near[:, None], mids, far[:, None]], -1)
 
 
-def sample_pdf(edges: torch.Tensor, weights: torch.Tensor, n: int, generator: torch.Generator | None = None,
-               eps: float = 1e-5) -> torch.Tensor:
+def sample_pdf(
+    edges: torch.Tensor, weights: torch.Tensor, n: int, generator: torch.Generator | None = None, eps: float = 1e-5
+) -> torch.Tensor:
     """Inverse-CDF samples of the piecewise-constant pdf proportional to ``weights`` (R, S) on ``edges`` (R, S + 1).
 
     u is stratified like the coarse samples (midpoints (k + 1/2)/n without a generator). A small eps keeps rays with
@@ -231,8 +232,24 @@ def render(
     for sel in rays.split(max(1, chunk_rays)):
         cam = torch.div(sel, height * width, rounding_mode="floor")
         res = _render_rays(
-            field, o[sel], d[sel], near[sel], far[sel], cam, occ, shading, want_normal, light_pos, light_dir_cam,
-            ambient, num_samples, num_importance, generator, normal_method, normal_eps, normal_weight_threshold,
+            field,
+            o[sel],
+            d[sel],
+            near[sel],
+            far[sel],
+            cam,
+            occ,
+            shading,
+            want_normal,
+            light_pos,
+            light_dir_cam,
+            ambient,
+            num_samples,
+            num_importance,
+            generator,
+            normal_method,
+            normal_eps,
+            normal_weight_threshold,
         )
         n_eval += res.pop("n_evaluated")
         for k, v in res.items():
@@ -273,8 +290,26 @@ def _density_only(field, pts: torch.Tensor, mask: torch.Tensor | None) -> torch.
     return torch.zeros(r * s, device=pts.device, dtype=sigma_m.dtype).index_copy(0, idx, sigma_m).reshape(r, s)
 
 
-def _render_rays(field, o, d, near, far, cam, occ, shading, want_normal, light_pos, light_dir_cam, ambient,
-                 num_samples, num_importance, generator, normal_method, normal_eps, normal_weight_threshold) -> dict:
+def _render_rays(
+    field,
+    o,
+    d,
+    near,
+    far,
+    cam,
+    occ,
+    shading,
+    want_normal,
+    light_pos,
+    light_dir_cam,
+    ambient,
+    num_samples,
+    num_importance,
+    generator,
+    normal_method,
+    normal_eps,
+    normal_weight_threshold,
+) -> dict:
     """Render R rays. Only evaluated samples (index list ``idx``) carry colours and normals: their weighted sums go
     straight into per-ray accumulators, since a skipped sample has sigma = 0 and so weight 0."""
     t = stratified_samples(near, far, num_samples, generator)  # (R, S)

@@ -35,10 +35,17 @@ def register(subparsers) -> None:
     from ..cli_args import add_job_arguments
 
     serve = subparsers.add_parser("serve", help="run the backend that Blender, `submit` and `batch` talk to")
-    serve.add_argument("--bind", default=DEFAULT_BIND,
-                       help=f"ZeroMQ address (default {DEFAULT_BIND}); anything but loopback needs --keys")
-    serve.add_argument("--store", type=Path, default=None,
-                       help="job store folder (default $DREAMSTILL_HOME/jobs or ~/.dreamstill/jobs)")
+    serve.add_argument(
+        "--bind",
+        default=DEFAULT_BIND,
+        help=f"ZeroMQ address (default {DEFAULT_BIND}); anything but loopback needs --keys",
+    )
+    serve.add_argument(
+        "--store",
+        type=Path,
+        default=None,
+        help="job store folder (default $DREAMSTILL_HOME/jobs or ~/.dreamstill/jobs)",
+    )
     serve.add_argument("--keys", type=Path, default=None, help="CURVE key folder made by `dreamstill keys`")
     serve.add_argument("--runner", default=DEFAULT_RUNNER, help=argparse.SUPPRESS)  # tests: a fake engine
     serve.set_defaults(func=cmd_serve)
@@ -65,8 +72,12 @@ def register(subparsers) -> None:
 
 def _client_arguments(parser) -> None:
     parser.add_argument("--server", default=DEFAULT_BIND, help=f"server address (default {DEFAULT_BIND})")
-    parser.add_argument("--keys", type=Path, default=None, help="folder with server.public and client.public/"
-                                                                 "client.secret (for a CURVE server)")
+    parser.add_argument(
+        "--keys",
+        type=Path,
+        default=None,
+        help="folder with server.public and client.public/client.secret (for a CURVE server)",
+    )
     parser.add_argument("--timeout", type=float, default=15.0, help="seconds of silence before giving up")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -109,8 +120,10 @@ def cmd_keys(args) -> int:
         _err("keys", str(err))
         return EXIT_USAGE
     print(f"server: dreamstill serve --bind tcp://0.0.0.0:5555 --keys {args.output}")
-    print(f"client: give it {files['server.public']}, {files['client.public']} and {files['client.secret']} "
-          f"(dreamstill submit --keys DIR, or the add-on's key fields)")
+    print(
+        f"client: give it {files['server.public']}, {files['client.public']} and {files['client.secret']} "
+        f"(dreamstill submit --keys DIR, or the add-on's key fields)"
+    )
     return 0
 
 
@@ -151,8 +164,10 @@ def _place_results(paths: list[Path], output: Path, fmt: str) -> list[Path]:
     main = next((p for p in paths if p.suffix.lower() == f".{fmt}"), None)
     if main is None:
         raise FileNotFoundError(f"the server sent no .{fmt} file (got {[p.name for p in paths]})")
-    renames = {p.name: (output if p == main else output.with_name(f"{output.stem}_{p.name.removeprefix('asset_')}"))
-               for p in paths}
+    renames = {
+        p.name: (output if p == main else output.with_name(f"{output.stem}_{p.name.removeprefix('asset_')}"))
+        for p in paths
+    }
     output.parent.mkdir(parents=True, exist_ok=True)
     for path in paths:
         if path.suffix.lower() in (".obj", ".mtl"):
@@ -348,7 +363,7 @@ def cmd_batch(args) -> int:
         if client is not None:
             client.close()
         tiles = []
-        for prompt, path, _ in items:
+        for _prompt, path, _ in items:
             if path.exists():
                 views = path.with_name(f"{path.stem}_views.png")
                 preview = out_dir / "previews" / f"{path.stem}.png"
@@ -357,8 +372,10 @@ def cmd_batch(args) -> int:
             contact_sheet(tiles, out_dir / "contact_sheet.png")
     missing = sum(not path.exists() for _, path, _ in items)
     if not args.quiet:
-        print(f"{len(items) - missing} of {len(items)} done; contact sheet {out_dir / 'contact_sheet.png'}",
-              file=sys.stderr)
+        print(
+            f"{len(items) - missing} of {len(items)} done; contact sheet {out_dir / 'contact_sheet.png'}",
+            file=sys.stderr,
+        )
     return EXIT_FAILED if missing or failures else 0
 
 

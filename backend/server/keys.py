@@ -70,14 +70,18 @@ def make_keys(out_dir: Path | str, overwrite: bool = False) -> dict[str, Path]:
 
     out_dir = Path(out_dir)
     if (out_dir / "server.secret").exists() and not overwrite:
-        raise FileExistsError(f"{out_dir / 'server.secret'} exists; pick another folder or pass overwrite (the old "
-                              "keys would stop working for every client)")
+        raise FileExistsError(
+            f"{out_dir / 'server.secret'} exists; pick another folder or pass overwrite (the old "
+            "keys would stop working for every client)"
+        )
     (out_dir / "authorized_clients").mkdir(parents=True, exist_ok=True)
     server_public, server_secret = zmq.curve_keypair()
     client_public, client_secret = zmq.curve_keypair()
     files = {
-        "server.public": (server_public, False), "server.secret": (server_secret, True),
-        "client.public": (client_public, False), "client.secret": (client_secret, True),
+        "server.public": (server_public, False),
+        "server.secret": (server_secret, True),
+        "client.public": (client_public, False),
+        "client.secret": (client_secret, True),
         "authorized_clients/client.public": (client_public, False),
     }
     written = {}
@@ -95,6 +99,8 @@ def load_server_keys(keys_dir: Path | str) -> ServerKeys:
     if authorized.is_dir():
         keys.authorized = {read_key(p) for p in sorted(authorized.glob("*.public"))}
     if not keys.authorized:
-        raise ValueError(f"no client keys in {authorized}; copy each client's client.public there (or run "
-                         "`dreamstill keys -o DIR` again)")
+        raise ValueError(
+            f"no client keys in {authorized}; copy each client's client.public there (or run "
+            "`dreamstill keys -o DIR` again)"
+        )
     return keys

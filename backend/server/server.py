@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dreamstill.protocol import Cancelled, Done, Failed, JobSpec
-from dreamstill.protocol.messages import (REQUESTS, STATE_EVENTS, TERMINAL, Message, decode, encode, event_from)
+from dreamstill.protocol.messages import REQUESTS, STATE_EVENTS, TERMINAL, Message, decode, encode, event_from
 from dreamstill.protocol.wire import MAX_REQUEST_BYTES, PROTOCOL_VERSION, ProtocolError, peek_header, unpack
 
 from .keys import ServerKeys, is_loopback, load_server_keys
@@ -109,15 +109,23 @@ class _CurveClients:
 class Server:
     """``Server(bind, store_dir, runner).serve_forever()``, or ``start()`` / ``stop()`` to run it in a thread."""
 
-    def __init__(self, bind: str = DEFAULT_BIND, store_dir: Path | str | None = None, runner=DEFAULT_RUNNER, *,
-                 keys_dir: Path | str | None = None, keys: ServerKeys | None = None,
-                 config: ServerConfig | None = None):
+    def __init__(
+        self,
+        bind: str = DEFAULT_BIND,
+        store_dir: Path | str | None = None,
+        runner=DEFAULT_RUNNER,
+        *,
+        keys_dir: Path | str | None = None,
+        keys: ServerKeys | None = None,
+        config: ServerConfig | None = None,
+    ):
         if keys is None and keys_dir is not None:
             keys = load_server_keys(keys_dir)
         if keys is None and not is_loopback(bind):
             raise ValueError(
                 f"binding to {bind} would let anyone on the network use this GPU server; make keys with "
-                "`dreamstill keys -o DIR` and pass --keys DIR, or bind to tcp://127.0.0.1:PORT")
+                "`dreamstill keys -o DIR` and pass --keys DIR, or bind to tcp://127.0.0.1:PORT"
+            )
         self.bind = bind
         self.keys = keys
         self.runner = runner
@@ -138,13 +146,16 @@ class Server:
         self._bound = threading.Event()
         self._bind_error: BaseException | None = None
         self._thread: threading.Thread | None = None
-        self._intervals = {"progress": self.config.progress_interval_s, "preview": self.config.preview_interval_s,
-                           "mesh": self.config.mesh_interval_s}
+        self._intervals = {
+            "progress": self.config.progress_interval_s,
+            "preview": self.config.preview_interval_s,
+            "mesh": self.config.mesh_interval_s,
+        }
         for stored in self.store.load():
             self.jobs[stored.job_id] = _Job(stored)
 
     # ------------------------------------------------------------------ running
-    def start(self, timeout_s: float = 30.0) -> "Server":
+    def start(self, timeout_s: float = 30.0) -> Server:
         """Serve in a background thread; return once bound (raises what binding raised)."""
         self._thread = threading.Thread(target=self.serve_forever, name="dreamstill-server", daemon=True)
         self._thread.start()
@@ -164,7 +175,7 @@ class Server:
         """Ask serve_forever to return (safe from a signal handler or another thread)."""
         self._stop.set()
 
-    def __enter__(self) -> "Server":
+    def __enter__(self) -> Server:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -197,8 +208,11 @@ class Server:
             try:
                 sock.bind(self.bind)
             except zmq.ZMQError as err:
-                hint = (" (another server may be running there; stop it or pick another port with --bind)"
-                        if err.errno == errno.EADDRINUSE else "")
+                hint = (
+                    " (another server may be running there; stop it or pick another port with --bind)"
+                    if err.errno == errno.EADDRINUSE
+                    else ""
+                )
                 raise OSError(f"cannot bind {self.bind}: {err}{hint}") from None
             self.address = sock.getsockopt_string(zmq.LAST_ENDPOINT)
         except BaseException as err:
@@ -211,8 +225,13 @@ class Server:
                 raise  # serve_forever called directly: the caller sees the error
             return
         self._bound.set()
-        log.info("Dreamstill server %s listening on %s (store %s, CURVE %s)", self.server_id, self.address,
-                 self.store.root, "on" if self.keys else "off")
+        log.info(
+            "Dreamstill server %s listening on %s (store %s, CURVE %s)",
+            self.server_id,
+            self.address,
+            self.store.root,
+            "on" if self.keys else "off",
+        )
         try:
             self._start_worker()
             self._loop()
@@ -248,8 +267,10 @@ class Server:
     def _shutdown(self) -> None:
         for job in self.jobs.values():
             if job.state in ("queued", "running"):
-                self._finish(job, Failed("interrupted", f"the server was stopped while this job was {job.state}; "
-                                                        "submit it again"))
+                self._finish(
+                    job,
+                    Failed("interrupted", f"the server was stopped while this job was {job.state}; submit it again"),
+                )
         self._flush()
         if self.worker is not None:
             self.worker.stop()
@@ -283,8 +304,7 @@ class Server:
             pass
 
     def _error(self, ident: bytes, code: str, message: str, rid: str | None = None, job_id: str | None = None):
-        self._reply(ident, encode(Message("error", job_id=job_id, rid=rid,
-                                          payload={"code": code, "message": message})))
+        self._reply(ident, encode(Message("error", job_id=job_id, rid=rid, payload={"code": code, "message": message})))
 
     def _flush(self) -> int:
         """Send pending replies and job state; return the poll timeout (ms) until the next rate-limited send."""
@@ -312,8 +332,9 @@ class Server:
         """Advance every subscriber of ``job``: (all up to date?, earliest time a rate-limited send is due)."""
         clean, next_due = True, None
         for ident, sub in list(job.subs.items()):
-            pending = sorted((seq, kind, frames) for kind, (seq, frames) in job.latest.items()
-                             if seq > sub.sent.get(kind, 0))
+            pending = sorted(
+                (seq, kind, frames) for kind, (seq, frames) in job.latest.items() if seq > sub.sent.get(kind, 0)
+            )
             try:
                 held = False
                 for seq, kind, frames in pending:
@@ -368,23 +389,35 @@ class Server:
                 self._error(ident, err.code, err.message, err.rid)
             except Exception as err:  # a bug of ours: answer it, log it, keep serving
                 log.exception("request failed")
-                self._error(ident, "internal_error", f"the server failed on this request: "
-                                                     f"{err.__class__.__name__}: {err}", None)
+                self._error(
+                    ident, "internal_error", f"the server failed on this request: {err.__class__.__name__}: {err}", None
+                )
 
     def _job_or_error(self, ident: bytes, msg: Message) -> _Job | None:
         job = self.jobs.get(msg.job_id)
         if job is None:
-            self._error(ident, "unknown_job", f"no job {msg.job_id!r} on this server (store {self.store.root}); "
-                                              "list_jobs shows the known ones", msg.rid, msg.job_id)
+            self._error(
+                ident,
+                "unknown_job",
+                f"no job {msg.job_id!r} on this server (store {self.store.root}); list_jobs shows the known ones",
+                msg.rid,
+                msg.job_id,
+            )
         return job
 
     def _handle(self, ident: bytes, msg: Message) -> None:
         kind, rid = msg.type, msg.rid
         if kind == "ping":
             running = self.worker.job_id if self.worker else None
-            payload = {"server_id": self.server_id, "time": time.time(), "queued": len(self.queue),
-                       "running": running, "worker_pid": self.worker.pid if self.worker else None,
-                       "worker_ready": bool(self.worker and self.worker.ready), "protocol": PROTOCOL_VERSION}
+            payload = {
+                "server_id": self.server_id,
+                "time": time.time(),
+                "queued": len(self.queue),
+                "running": running,
+                "worker_pid": self.worker.pid if self.worker else None,
+                "worker_ready": bool(self.worker and self.worker.ready),
+                "protocol": PROTOCOL_VERSION,
+            }
             self._reply(ident, encode(Message("pong", rid=rid, payload=payload)))
         elif kind == "submit":
             self._submit(ident, msg)
@@ -403,14 +436,19 @@ class Server:
             elif kind == "fetch_result":
                 self._fetch(ident, job, msg)
                 return
-            self._reply(ident, encode(Message("job_status", job_id=job.id, rid=rid,
-                                              payload={"status": self._status(job)})))
+            self._reply(
+                ident, encode(Message("job_status", job_id=job.id, rid=rid, payload={"status": self._status(job)}))
+            )
 
     def _submit(self, ident: bytes, msg: Message) -> None:
         spec: JobSpec = msg.payload
         if len(self.queue) >= self.config.max_queued:
-            self._error(ident, "queue_full", f"{len(self.queue)} jobs are already queued; wait for some to finish "
-                                             "or cancel them", msg.rid)
+            self._error(
+                ident,
+                "queue_full",
+                f"{len(self.queue)} jobs are already queued; wait for some to finish or cancel them",
+                msg.rid,
+            )
             return
         if self._worker_broken is not None and self.worker is None:
             self._worker_broken, self._worker_failures = None, 0  # try again with a fresh worker
@@ -444,12 +482,19 @@ class Server:
         if not isinstance(job.stored.terminal, Done):
             if job.state in ("queued", "running"):
                 step = job.stored.last_progress.step if job.stored.last_progress else 0
-                self._error(ident, "not_finished", f"job {job.id} is {job.state} (step {step}/{job.stored.spec.steps});"
-                                                   " fetch its result after its done event", rid, job.id)
+                self._error(
+                    ident,
+                    "not_finished",
+                    f"job {job.id} is {job.state} (step {step}/{job.stored.spec.steps});"
+                    " fetch its result after its done event",
+                    rid,
+                    job.id,
+                )
             else:
                 reason = getattr(job.stored.terminal, "message", "")
-                self._error(ident, "no_result", f"job {job.id} ended {job.state} and has no result. {reason}",
-                            rid, job.id)
+                self._error(
+                    ident, "no_result", f"job {job.id} ended {job.state} and has no result. {reason}", rid, job.id
+                )
             return
         files = self.store.result_files(job.id, job.stored.terminal.files)
         name = msg.payload.get("name")
@@ -457,8 +502,13 @@ class Server:
             self._reply(ident, encode(Message("result_files", job_id=job.id, rid=rid, payload={"files": files})))
             return
         if name not in {f["name"] for f in files}:
-            self._error(ident, "unknown_file", f"job {job.id} has no result file {name!r}; it has "
-                                               f"{[f['name'] for f in files]}", rid, job.id)
+            self._error(
+                ident,
+                "unknown_file",
+                f"job {job.id} has no result file {name!r}; it has {[f['name'] for f in files]}",
+                rid,
+                job.id,
+            )
             return
         import numpy as np
 
@@ -468,15 +518,29 @@ class Server:
         with open(path, "rb") as f:
             f.seek(offset)
             data = f.read(self.config.chunk_bytes)
-        payload = {"name": name, "offset": offset, "size": size, "eof": offset + len(data) >= size,
-                   "data": np.frombuffer(data, dtype=np.uint8)}
+        payload = {
+            "name": name,
+            "offset": offset,
+            "size": size,
+            "eof": offset + len(data) >= size,
+            "data": np.frombuffer(data, dtype=np.uint8),
+        }
         self._reply(ident, encode(Message("file_chunk", job_id=job.id, rid=rid, payload=payload)))
 
     def _status(self, job: _Job) -> dict:
         stored, spec = job.stored, job.stored.spec
-        status = {"job_id": job.id, "state": stored.state, "prompt": spec.prompt, "method": spec.method,
-                  "mode": spec.mode, "steps": spec.steps, "created": stored.created, "started": stored.started,
-                  "finished": stored.finished, "cancel_requested": job.cancel_requested is not None}
+        status = {
+            "job_id": job.id,
+            "state": stored.state,
+            "prompt": spec.prompt,
+            "method": spec.method,
+            "mode": spec.mode,
+            "steps": spec.steps,
+            "created": stored.created,
+            "started": stored.started,
+            "finished": stored.finished,
+            "cancel_requested": job.cancel_requested is not None,
+        }
         if stored.state == "queued":
             status["position"] = self.queue.index(job.id) if job.id in self.queue else None
         progress = stored.last_progress
@@ -486,8 +550,9 @@ class Server:
         if isinstance(terminal, Failed):
             status.update(code=terminal.code, message=terminal.message)
         elif isinstance(terminal, Done):
-            status.update(files=[f["name"] for f in self.store.result_files(job.id, terminal.files)],
-                          seconds=terminal.seconds)
+            status.update(
+                files=[f["name"] for f in self.store.result_files(job.id, terminal.files)], seconds=terminal.seconds
+            )
         elif isinstance(terminal, Cancelled):
             status.update(step=terminal.step)
         return status
@@ -561,18 +626,28 @@ class Server:
         if self.worker is not None and self.worker.job_id == job.id:
             self.worker.job_id = None
         self._dirty.add(job.id)
-        log.info("job %s %s%s", job.id, stored.state,
-                 f": [{event.code}] {event.message}" if isinstance(event, Failed) else "")
+        log.info(
+            "job %s %s%s",
+            job.id,
+            stored.state,
+            f": [{event.code}] {event.message}" if isinstance(event, Failed) else "",
+        )
 
     def _check_worker(self) -> None:
         worker = self.worker
         if worker is None:
             return
         running = self.jobs.get(worker.job_id) if worker.job_id else None
-        if (running is not None and running.cancel_requested is not None
-                and time.monotonic() - running.cancel_requested > self.config.cancel_grace_s):
-            log.warning("job %s did not stop within %.0fs of its cancel; killing the worker", running.id,
-                        self.config.cancel_grace_s)
+        if (
+            running is not None
+            and running.cancel_requested is not None
+            and time.monotonic() - running.cancel_requested > self.config.cancel_grace_s
+        ):
+            log.warning(
+                "job %s did not stop within %.0fs of its cancel; killing the worker",
+                running.id,
+                self.config.cancel_grace_s,
+            )
             worker.kill()
         if worker.alive():
             return
@@ -586,19 +661,25 @@ class Server:
                 self._finish(running, Cancelled(step))
             else:
                 step = running.stored.last_progress.step if running.stored.last_progress else 0
-                self._finish(running, Failed(
-                    "worker_died",
-                    f"the GPU worker process {reason} at step {step} of {running.stored.spec.steps}; this job was "
-                    "stopped and a fresh worker started. If it happens again, lower resolution, batch_size or "
-                    "mesh_resolution, and look at the server's log."))
+                self._finish(
+                    running,
+                    Failed(
+                        "worker_died",
+                        f"the GPU worker process {reason} at step {step} of {running.stored.spec.steps}; this job was "
+                        "stopped and a fresh worker started. If it happens again, lower resolution, batch_size or "
+                        "mesh_resolution, and look at the server's log.",
+                    ),
+                )
         if not worker.ready:
             self._worker_failures += 1
         worker.close()
         self.worker = None
         log.warning("worker pid %s %s", worker.pid, reason)
         if self._worker_failures >= self.config.max_worker_start_failures:
-            self._worker_broken = (f"the GPU worker process {reason} before it was ready, "
-                                   f"{self._worker_failures} times in a row; look at the server's log")
+            self._worker_broken = (
+                f"the GPU worker process {reason} before it was ready, "
+                f"{self._worker_failures} times in a row; look at the server's log"
+            )
             for job_id in list(self.queue):
                 self.queue.remove(job_id)
                 self._finish(self.jobs[job_id], Failed("worker_unavailable", self._worker_broken))

@@ -110,8 +110,10 @@ class JobStore:
             if job.terminal is None:
                 from dreamstill.protocol import Failed
 
-                job.terminal = Failed("interrupted", f"the server stopped while this job was {job.state}; submit it "
-                                                     "again (its spec is in spec.json)")
+                job.terminal = Failed(
+                    "interrupted",
+                    f"the server stopped while this job was {job.state}; submit it again (its spec is in spec.json)",
+                )
                 job.state, job.finished = "failed", time.time()
                 self.log_event(job.job_id, job.terminal)
             jobs.append(job)

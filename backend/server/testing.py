@@ -58,8 +58,9 @@ def fake_runner(spec, out_dir, cancel=None, resume=False):
         if step == opts.get("fake_exit_at"):
             os._exit(3)
         elapsed = time.perf_counter() - started
-        yield Progress(step=step, total=spec.steps, loss=1.0 / step, eta_s=elapsed / step * (spec.steps - step),
-                       elapsed_s=elapsed)
+        yield Progress(
+            step=step, total=spec.steps, loss=1.0 / step, eta_s=elapsed / step * (spec.steps - step), elapsed_s=elapsed
+        )
         if spec.preview_every and step % spec.preview_every == 0:
             rgba = np.full((8, 8, 4), step % 256, dtype=np.uint8)
             yield Preview(step=step, rgba=rgba)

@@ -22,8 +22,8 @@ import json
 import os
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 DEFAULT_RUNNER = "dreamstill.backend.engine:run_job"
 STOP_ALL = -1  # cancel_seq value that cancels whatever job is running (server shutdown)
@@ -44,13 +44,21 @@ def classify(exc: BaseException, out_dir: Path) -> tuple[str, str, bool]:
     text = f"{exc.__class__.__name__}: {str(exc)[:500]}"
     lowered = text.lower()
     if isinstance(exc, MemoryError) or "outofmemory" in lowered or "out of memory" in lowered:
-        return ("out_of_memory", f"the worker ran out of memory ({text}); lower resolution, batch_size, "
-                "mesh_resolution or texture_size, or close other programs using the GPU. The worker was restarted "
-                "to release the memory.", True)
+        return (
+            "out_of_memory",
+            f"the worker ran out of memory ({text}); lower resolution, batch_size, "
+            "mesh_resolution or texture_size, or close other programs using the GPU. The worker was restarted "
+            "to release the memory.",
+            True,
+        )
     if "cuda" in lowered or "cudnn" in lowered or "device-side assert" in lowered:
-        return ("cuda_error", f"a CUDA error stopped the job ({text}); the worker was restarted with a fresh GPU "
-                "context. If it repeats, update the GPU driver or run the server with CUDA_LAUNCH_BLOCKING=1 to "
-                f"find the failing step (traceback in {out_dir / 'error.log'}).", True)
+        return (
+            "cuda_error",
+            f"a CUDA error stopped the job ({text}); the worker was restarted with a fresh GPU "
+            "context. If it repeats, update the GPU driver or run the server with CUDA_LAUNCH_BLOCKING=1 to "
+            f"find the failing step (traceback in {out_dir / 'error.log'}).",
+            True,
+        )
     return ("internal_error", f"the job runner raised {text}; traceback in {out_dir / 'error.log'}", False)
 
 
@@ -129,8 +137,10 @@ def worker_main(endpoint: str, runner, cancel_seq) -> None:
                         except (ProtocolError, TypeError, ValueError) as exc:
                             if EVENT_TYPES[type(event)] in TERMINAL:
                                 raise
-                            print(f"dreamstill worker: dropped a {type(event).__name__} that cannot travel: {exc}",
-                                  flush=True)
+                            print(
+                                f"dreamstill worker: dropped a {type(event).__name__} that cannot travel: {exc}",
+                                flush=True,
+                            )
                             continue
                         sock.send_multipart(frames, copy=False)
                         if EVENT_TYPES[type(event)] in TERMINAL:
@@ -141,8 +151,10 @@ def worker_main(endpoint: str, runner, cancel_seq) -> None:
                     if close is not None:
                         close()
                 if terminal is None:
-                    failed = Failed("internal_error", "the job runner stopped without a done, failed or cancelled "
-                                                      "event; this is a bug in the engine")
+                    failed = Failed(
+                        "internal_error",
+                        "the job runner stopped without a done, failed or cancelled event; this is a bug in the engine",
+                    )
                     sock.send_multipart(encode(failed, job_id=job_id), copy=False)
             except Exception as exc:
                 code, message, fatal = classify(exc, out_dir)
@@ -182,8 +194,9 @@ class WorkerHandle:
         else:
             self.sock.bind("tcp://127.0.0.1:*")
             self.endpoint = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)
-        self.proc = mp.Process(target=worker_main, args=(self.endpoint, runner, self.cancel_seq),
-                               name="dreamstill-worker", daemon=True)
+        self.proc = mp.Process(
+            target=worker_main, args=(self.endpoint, runner, self.cancel_seq), name="dreamstill-worker", daemon=True
+        )
         self.proc.start()
         self.started = time.monotonic()
         self.ready = False
@@ -198,8 +211,18 @@ class WorkerHandle:
 
         self.job_id = job_id
         try:
-            _send_json(self.sock, {"type": "_run", "job": job_id, "seq": seq, "spec": spec_dict,
-                                   "out_dir": str(out_dir), "resume": resume}, zmq.NOBLOCK)
+            _send_json(
+                self.sock,
+                {
+                    "type": "_run",
+                    "job": job_id,
+                    "seq": seq,
+                    "spec": spec_dict,
+                    "out_dir": str(out_dir),
+                    "resume": resume,
+                },
+                zmq.NOBLOCK,
+            )
         except zmq.Again:
             return False
         return True
@@ -248,6 +271,6 @@ class WorkerHandle:
         self.sock.close(0)
         if self.endpoint.startswith("ipc://"):
             try:
-                os.unlink(self.endpoint[len("ipc://"):])
+                os.unlink(self.endpoint[len("ipc://") :])
             except OSError:
                 pass

@@ -23,7 +23,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -80,7 +80,7 @@ class TrainConfig:
     log_every: int = 50
 
     @classmethod
-    def from_dict(cls, data: dict) -> "TrainConfig":
+    def from_dict(cls, data: dict) -> TrainConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
@@ -89,7 +89,7 @@ class TrainConfig:
         return cls(**kw)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "TrainConfig":
+    def load(cls, path: str | os.PathLike) -> TrainConfig:
         try:
             return cls.from_dict(json.loads(Path(path).read_text()))
         except FileNotFoundError:
@@ -602,8 +602,16 @@ SAMPLE_PROMPTS = (
 )
 
 
-def sample_figure(prior, path, prompts=SAMPLE_PROMPTS, views: int = 4, guidance: float = 5.0, steps: int = 50,
-                  seed: int = 0, truth: bool = True):
+def sample_figure(
+    prior,
+    path,
+    prompts=SAMPLE_PROMPTS,
+    views: int = 4,
+    guidance: float = 5.0,
+    steps: int = 50,
+    seed: int = 0,
+    truth: bool = True,
+):
     """A PNG grid: one row per prompt, ``views`` DDIM samples at azimuths 0, 90, ... (elevation 20), then (with
     ``truth``) the ground-truth renders from the same cameras. Returns the samples (P*views, 3, H, W)."""
     from ...render.cameras import orbit_cameras

@@ -117,11 +117,11 @@ class Scene:
             raise ValueError(f"a scene holds 1 or 2 objects, got {len(self.objects)}")
 
     @staticmethod
-    def single(colour: str, shape: str) -> "Scene":
+    def single(colour: str, shape: str) -> Scene:
         return Scene((SceneObject(colour, shape),))
 
     @staticmethod
-    def pair(colour1: str, shape1: str, relation: str, colour2: str, shape2: str) -> "Scene":
+    def pair(colour1: str, shape1: str, relation: str, colour2: str, shape2: str) -> Scene:
         return Scene((SceneObject(colour1, shape1), SceneObject(colour2, shape2)), relation)
 
     @property
@@ -415,7 +415,7 @@ class PackedScenes:
     present: torch.Tensor
 
     @staticmethod
-    def from_scenes(scenes: list[Scene], device="cpu") -> "PackedScenes":
+    def from_scenes(scenes: list[Scene], device="cpu") -> PackedScenes:
         b = len(scenes)
         shape_id = torch.zeros(b, 2, dtype=torch.long)
         albedo = torch.ones(b, 2, 3)
@@ -574,9 +574,7 @@ def render_scenes(
     for axis in range(3):
         e = torch.zeros(3, device=device)
         e[axis] = h
-        grads.append(
-            packed.flat_slot_sdf(xh + e, sh).min(-1).values - packed.flat_slot_sdf(xh - e, sh).min(-1).values
-        )
+        grads.append(packed.flat_slot_sdf(xh + e, sh).min(-1).values - packed.flat_slot_sdf(xh - e, sh).min(-1).values)
     n = torch.stack(grads, -1)
     n = n / n.norm(dim=-1, keepdim=True).clamp_min(1e-8)
     light = _light_dirs(cameras, cfg, generator, device)  # (B, 3)

@@ -1,0 +1,295 @@
+"""Amortized training: a step changes the generator, resume continues the same run, DDP keeps replicas identical,
+instant jobs produce a mesh."""
+
+import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from dreamstill.backend.generators.config import GeneratorTrainConfig, load_corpus
+
+
+def corpus_file(tmp_path: Path) -> str:
+    path = tmp_path / "prompts.txt"
+    path.write_text("a red cube\na blue sphere\na green cone on top of a red cube\n")
+    return str(path)
+
+
+def tiny_config(corpus: str, **kw) -> GeneratorTrainConfig:
+    base = dict(
+        arch="3dconv",
+        method="asd",
+        corpus=corpus,
+        prior="tiny",
+        steps=4,
+        prompts_per_step=2,
+        resolution=16,
+        num_samples=8,
+        checkpoint_every=0,
+        grid_every=0,
+    )
+    base.update(kw)
+    return GeneratorTrainConfig(**base)
+
+
+def weights(trainer) -> torch.Tensor:
+    return torch.cat([p.detach().flatten() for p in trainer.generator.parameters()])
+
+
+def test_toy_corpora_grow_and_heldout_is_disjoint():
+    small, mid, large = load_corpus("toy16"), load_corpus("toy256"), load_corpus("toy2000")
+    assert (len(small), len(mid), len(large)) == (16, 256, 2000)
+    assert len(set(large)) == 2000
+    heldout = load_corpus("toy2000", split="heldout")
+    assert heldout and not set(heldout) & set(large)
+
+
+def test_unknown_corpus_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="toy2000"):
+        load_corpus(str(tmp_path / "nope.txt"))
+
+
+def test_resume_continues_the_same_run(tiny_prior, tmp_path):
+    from dreamstill.backend.generators.train import GeneratorTrainer
+
+    config = tiny_config(corpus_file(tmp_path))
+    full = GeneratorTrainer(config, tmp_path / "full", prior=tiny_prior)
+    for _ in range(4):
+        full.train_step()
+
+    first = GeneratorTrainer(config, tmp_path / "part", prior=tiny_prior)
+    before = weights(first).clone()
+    for _ in range(2):
+        first.train_step()
+    assert not torch.equal(before, weights(first))
+    path = first.save()
+    resumed = GeneratorTrainer(config, tmp_path / "part", prior=tiny_prior)
+    resumed.load(path)
+    for _ in range(2):
+        resumed.train_step()
+    torch.testing.assert_close(weights(resumed), weights(full), rtol=0, atol=0)
+
+
+def test_resume_names_changed_flags_and_accepts_older_checkpoints(tiny_prior, tmp_path):
+    """Resuming with another setting says which one; a checkpoint from before a setting existed resumes when that
+    setting is at its default (the behaviour of the code that wrote it), and not when it is changed."""
+    from dreamstill.backend.generators.train import GeneratorTrainer
+
+    config = tiny_config(corpus_file(tmp_path))
+    path = GeneratorTrainer(config, tmp_path / "run", prior=tiny_prior).save()
+    with pytest.raises(ValueError, match=r"lr=0\.004.*this run has lr=0\.001"):
+        GeneratorTrainer(dataclasses.replace(config, lr=1e-3), tmp_path / "run", prior=tiny_prior).load(path)
+
+    state = torch.load(path, weights_only=True)
+    del state["config"]["keep_checkpoints"]  # as written before --keep-checkpoints existed
+    torch.save(state, path)
+    GeneratorTrainer(config, tmp_path / "run", prior=tiny_prior).load(path)
+    with pytest.raises(ValueError, match="keep_checkpoints=False"):
+        GeneratorTrainer(dataclasses.replace(config, keep_checkpoints=True), tmp_path / "run", prior=tiny_prior).load(
+            path
+        )
+
+
+def test_cli_bad_corpus_and_changed_resume_fail_cleanly(tmp_path):
+    from dreamstill.backend.cli import main
+
+    with pytest.raises(SystemExit, match="--corpus: corpus 'nope.txt'"):
+        main(["train-generator", "--corpus", "nope.txt", "-o", str(tmp_path / "run")])
+    run = [
+        "train-generator",
+        "--arch",
+        "3dconv",
+        "--prior",
+        "tiny",
+        "--corpus",
+        corpus_file(tmp_path),
+        "--steps",
+        "1",
+        "--prompts-per-step",
+        "1",
+        "--resolution",
+        "16",
+        "--num-samples",
+        "8",
+        "--grid-every",
+        "0",
+        "-o",
+        str(tmp_path / "run"),
+    ]
+    assert main(run) == 0
+    with pytest.raises(SystemExit, match="--resume: .*seed=0; this run has seed=1"):
+        main(run + ["--resume", "--seed", "1"])
+
+
+def test_kept_checkpoints_are_the_run_at_those_steps(tiny_prior, tmp_path):
+    """--keep-checkpoints: checkpoints/step_N.pt is the run at step N (resumable, exportable), not overwritten."""
+    from dreamstill.backend.generators.train import GeneratorTrainer
+
+    trainer = GeneratorTrainer(
+        tiny_config(corpus_file(tmp_path), checkpoint_every=2, keep_checkpoints=True),
+        tmp_path / "run",
+        prior=tiny_prior,
+    )
+    trainer.train(progress=False)
+    kept = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    assert kept == ["step_000002.pt", "step_000004.pt"]
+    replay = GeneratorTrainer(
+        tiny_config(corpus_file(tmp_path), checkpoint_every=2, keep_checkpoints=True),
+        tmp_path / "replay",
+        prior=tiny_prior,
+    )
+    for _ in range(2):
+        replay.train_step()
+    middle = torch.load(tmp_path / "run" / "checkpoints" / "step_000002.pt", weights_only=True)
+    assert middle["step"] == 2
+    for name, value in replay.generator.state_dict().items():
+        torch.testing.assert_close(middle["generator"][name], value, rtol=0, atol=0)
+    assert not torch.equal(weights(trainer), weights(replay))  # the last checkpoint moved on
+
+
+def test_opacity_terms_match_their_closed_form_and_ramp(tiny_prior, tmp_path):
+    """ScaleDreamer's configs: 20 * mean sqrt(o^2 + 0.01) + lambda_opaque(k) * mean entropy(o), lambda_opaque ramped
+    from 0 at 80% of the steps to 10 at the last."""
+    import math
+
+    from dreamstill.backend.generators.train import GeneratorTrainer
+
+    trainer = GeneratorTrainer(tiny_config(corpus_file(tmp_path), steps=100), tmp_path / "g", prior=tiny_prior)
+    ramp = []
+    for step in (0, 80, 90, 100):
+        trainer.step = step
+        ramp.append(trainer.opaque_weight())
+    assert ramp == pytest.approx([0.0, 0.0, 5.0, 10.0])
+    o = torch.full((2, 1, 4, 4), 0.3, requires_grad=True)
+    trainer.step = 90
+    loss = trainer._opacity_loss(o)
+    entropy = -(0.3 * math.log(0.3) + 0.7 * math.log(0.7))
+    assert float(loss.detach()) == pytest.approx(20 * math.sqrt(0.09 + 0.01) + 5.0 * entropy, rel=1e-5)
+    loss.backward()  # d/do = [20 o / sqrt(o^2 + 0.01) + 5 log((1 - o) / o)] / 32 per pixel
+    expected = (20 * 0.3 / math.sqrt(0.1) + 5.0 * math.log(0.7 / 0.3)) / 32
+    torch.testing.assert_close(o.grad, torch.full_like(o, expected), rtol=1e-5, atol=0)
+
+
+def test_init_from_starts_a_new_run_from_trained_weights(tiny_prior, tmp_path):
+    from dreamstill.backend.generators.train import GeneratorTrainer
+
+    trained = GeneratorTrainer(tiny_config(corpus_file(tmp_path)), tmp_path / "a", prior=tiny_prior)
+    trained.train_step()
+    path = trained.save()
+    tuned = GeneratorTrainer(
+        tiny_config(corpus_file(tmp_path), steps=10, lr=1e-3, seed=3), tmp_path / "b", prior=tiny_prior
+    )
+    assert not torch.equal(weights(tuned), weights(trained))
+    tuned.init_from(path)
+    assert torch.equal(weights(tuned), weights(trained)) and tuned.step == 0
+    first_stage = {"config": dataclasses.asdict(trained.config), "step": 1}
+    assert tuned.lineage == [first_stage]
+    tuned.train_step()
+    again = GeneratorTrainer(
+        tiny_config(corpus_file(tmp_path), steps=10, lr=1e-3, seed=3), tmp_path / "d", prior=tiny_prior
+    )
+    again.init_from(tuned.save())  # a third stage names both earlier ones, oldest first
+    assert again.lineage == [first_stage, {"config": dataclasses.asdict(tuned.config), "step": 1}]
+    other = GeneratorTrainer(tiny_config(corpus_file(tmp_path), arch="triplane"), tmp_path / "c", prior=tiny_prior)
+    with pytest.raises(ValueError, match="--arch"):
+        other.init_from(path)
+
+
+def test_two_process_torchrun_keeps_replicas_identical(tmp_path):
+    script = Path(__file__).parent / "helpers" / "ddp_generator_step.py"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            str(script),
+            str(tmp_path),
+            corpus_file(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    r0, r1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
+    assert torch.equal(r0["before"], r1["before"])
+    assert not torch.equal(r0["before"], r0["after"])  # the step did something
+    torch.testing.assert_close(r0["after"], r1["after"], rtol=0, atol=1e-7)
+
+
+def test_instant_job_returns_a_mesh(tiny_prior, tmp_path, monkeypatch):
+    from dreamstill.backend.engine import run_job
+    from dreamstill.backend.generators.train import GeneratorTrainer
+    from dreamstill.backend.mesh import decimation_available
+    from dreamstill.protocol import Done, JobSpec, MeshUpdate
+
+    trainer = GeneratorTrainer(tiny_config(corpus_file(tmp_path), steps=1), tmp_path / "gen", prior=tiny_prior)
+    trainer.train_step()
+    trainer.save()
+    spec = JobSpec(
+        prompt="a red cube", mode="instant", generator=str(tmp_path / "gen"), mesh_resolution=32, texture_size=0
+    )
+    events = list(run_job(spec, tmp_path / "out"))
+    assert isinstance(events[-1], Done), events[-1]
+    mesh = next(e for e in events if isinstance(e, MeshUpdate))
+    assert mesh.final and len(mesh.faces) > 0 and mesh.vertex_colors is not None
+    assert len(mesh.faces) > 100, len(mesh.faces)
+    if decimation_available():  # the face budget reaches the instant job's mesh
+        spec.max_faces = 100
+        small = next(e for e in run_job(spec, tmp_path / "out2") if isinstance(e, MeshUpdate))
+        assert len(small.faces) <= 100 < len(mesh.faces)
+
+
+def test_cli_generator_flag_implies_instant_mode():
+    from dreamstill.backend.cli import build_parser
+    from dreamstill.backend.cli_args import spec_from_args
+
+    def spec(*argv):
+        args = build_parser().parse_args(["generate", "a red cube", *argv])
+        return spec_from_args(args, args.prompt, args.output)
+
+    assert (spec().mode, spec().generator) == ("optimize", "builtin")
+    assert (spec("--generator", "g.pt").mode, spec("--generator", "g.pt").generator) == ("instant", "g.pt")
+    assert (spec("--mode", "instant").mode, spec("--mode", "instant").generator) == ("instant", "builtin")
+    assert spec("--mode", "optimize", "--generator", "g.pt").mode == "optimize"
+
+
+def test_exported_generator_drops_the_optimizer_and_still_serves(tiny_prior, tmp_path):
+    import torch
+
+    from dreamstill.backend.cli import main
+    from dreamstill.backend.engine import run_job
+    from dreamstill.backend.generators.train import GeneratorTrainer
+    from dreamstill.protocol import Done, JobSpec
+
+    trainer = GeneratorTrainer(tiny_config(corpus_file(tmp_path), steps=1), tmp_path / "gen", prior=tiny_prior)
+    trainer.train_step()
+    trainer.save()
+    assert main(["export-generator", str(tmp_path / "gen"), str(tmp_path / "small.pt")]) == 0
+    state = torch.load(tmp_path / "small.pt", weights_only=True)
+    assert set(state) == {"config", "step", "lineage", "generator"} and state["step"] == 1
+    assert state["lineage"] == []  # trained from scratch: no earlier stages
+    spec = JobSpec(
+        prompt="a red cube", mode="instant", generator=str(tmp_path / "small.pt"), mesh_resolution=32, texture_size=0
+    )
+    assert isinstance(list(run_job(spec, tmp_path / "out"))[-1], Done)
+    with pytest.raises(SystemExit, match="not found"):
+        main(["export-generator", str(tmp_path / "nothing"), str(tmp_path / "x.pt")])
+
+
+def test_missing_generator_fails_clearly(tmp_path):
+    from dreamstill.backend.engine import run_job
+    from dreamstill.protocol import Failed, JobSpec
+
+    events = list(run_job(JobSpec(prompt="a red cube", mode="instant", generator=str(tmp_path / "none")), tmp_path))
+    assert isinstance(events[-1], Failed) and events[-1].code == "no_generator"
+    assert "train-generator" in events[-1].message

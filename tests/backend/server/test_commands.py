@@ -1,0 +1,164 @@
+"""`dreamstill serve | keys | submit | batch` against a server running the fake engine."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from dreamstill.backend.server import Server, ServerConfig
+from dreamstill.backend.server.commands import output_name, read_prompts, register
+from dreamstill.backend.server.testing import result_bytes
+from dreamstill.protocol.client import Client
+
+RUNNER = "dreamstill.backend.server.testing:fake_runner"
+FAKE = ["--steps", "4", "--preview-every", "1", "--option", "fake_step_s=0.01", "--quiet"]
+
+
+def run_cli(*argv) -> int:
+    parser = argparse.ArgumentParser(prog="dreamstill")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args([str(a) for a in argv])
+    return args.func(args)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    config = ServerConfig(progress_interval_s=0, preview_interval_s=0)
+    srv = Server("tcp://127.0.0.1:*", store_dir=tmp_path_factory.mktemp("store"), runner=RUNNER, config=config)
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def job_count(server) -> int:
+    with Client(server.address, timeout_s=20) as c:
+        return len(c.list_jobs(limit=1000))
+
+
+def test_submit_writes_the_result(server, tmp_path, capsys):
+    out = tmp_path / "cube.glb"
+    assert run_cli("submit", "a red cube", "--server", server.address, "-o", out, "--seed", "3", *FAKE) == 0
+    assert out.read_bytes() == result_bytes(3, 1000)
+    assert str(out) in capsys.readouterr().out
+
+
+def test_submit_errors_have_exit_codes(server, tmp_path, capsys):
+    assert (
+        run_cli("submit", "a cube", "--server", server.address, "-o", tmp_path / "x.glb", "--steps", "0", "--quiet")
+        == 2
+    )
+    assert "steps" in capsys.readouterr().err
+    assert (
+        run_cli(
+            "submit",
+            "a cube",
+            "--server",
+            server.address,
+            "-o",
+            tmp_path / "x.glb",
+            "--steps",
+            "3",
+            "--option",
+            "fake_crash_at=1",
+            "--quiet",
+        )
+        == 1
+    )
+    assert "fake crash" in capsys.readouterr().err
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    assert (
+        run_cli(
+            "submit",
+            "a cube",
+            "--server",
+            f"tcp://127.0.0.1:{port}",
+            "--timeout",
+            "0.5",
+            "-o",
+            tmp_path / "x.glb",
+            "--quiet",
+        )
+        == 3
+    )
+    assert "dreamstill serve" in capsys.readouterr().err
+
+
+def test_batch_writes_one_file_per_prompt_a_contact_sheet_and_resumes(server, tmp_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red cube\n\n# a comment\na blue sphere\na green torus\n")
+    assert read_prompts(prompts) == ["a red cube", "a blue sphere", "a green torus"]
+    out = tmp_path / "out"
+    before = job_count(server)
+    assert run_cli("batch", prompts, "-o", out, "--server", server.address, *FAKE) == 0
+    names = [output_name(i, p, "glb") for i, p in enumerate(read_prompts(prompts), 1)]
+    assert names[0] == "001_a_red_cube.glb"
+    assert all((out / n).exists() for n in names)
+    assert (out / "contact_sheet.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(list((out / "previews").glob("*.png"))) == 3
+    assert job_count(server) == before + 3
+    (out / names[1]).unlink()  # interrupted after the job finished, before its file was written
+    assert run_cli("batch", prompts, "-o", out, "--server", server.address, *FAKE) == 0
+    assert (out / names[1]).exists() and job_count(server) == before + 3  # fetched again, not recomputed
+    (out / names[2]).unlink()  # interrupted before the job was even submitted
+    state = json.loads((out / ".batch_jobs.json").read_text())
+    del state[names[2]]
+    (out / ".batch_jobs.json").write_text(json.dumps(state))
+    assert run_cli("batch", prompts, "-o", out, "--server", server.address, *FAKE) == 0
+    assert (out / names[2]).exists() and job_count(server) == before + 4  # only the missing one ran again
+
+
+def test_keys_command(tmp_path, capsys):
+    assert run_cli("keys", "-o", tmp_path / "k") == 0
+    for name in (
+        "server.public",
+        "server.secret",
+        "client.public",
+        "client.secret",
+        "authorized_clients/client.public",
+    ):
+        assert len((tmp_path / "k" / name).read_text().strip()) == 40
+    assert (tmp_path / "k" / "server.secret").stat().st_mode & 0o077 == 0
+    assert run_cli("keys", "-o", tmp_path / "k") == 2  # never silently replaces keys
+    assert "exists" in capsys.readouterr().err
+
+
+def test_serve_refuses_an_open_bind_without_keys(tmp_path, capsys):
+    assert run_cli("serve", "--bind", "tcp://0.0.0.0:5599", "--store", tmp_path) == 2
+    assert "dreamstill keys" in capsys.readouterr().err
+
+
+def test_serve_process_end_to_end_and_sigterm(tmp_path):
+    """`serve` as its own process: a CLI submit against it, then SIGTERM stops it cleanly."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    address = f"tcp://127.0.0.1:{port}"
+    code = "import sys; from dreamstill.backend.server.commands import main; sys.exit(main(sys.argv[1:]))"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, "serve", "--bind", address, "--store", str(tmp_path / "s"), "--runner", RUNNER],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        out = tmp_path / "a.ply"
+        assert run_cli("submit", "a cube", "--server", address, "-o", out, "--timeout", "60", *FAKE) == 0
+        assert out.read_bytes() == result_bytes(0, 1000)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+        log = proc.stdout.read()
+        assert "listening on " + address in log and " done" in log
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
