@@ -92,6 +92,7 @@ def curve_polyline(obj) -> tuple[np.ndarray, bool]:
 def batch_locations(context, count: int, spacing: float, curve=None) -> list[tuple[float, float, float]]:
     """Where the ``count`` assets of a batch stand: along ``curve`` when given, else on a grid from the cursor."""
     if curve is not None:
+        context.view_layer.update()  # the curve's matrix_world, when it was made or moved since the last evaluation
         points, cyclic = curve_polyline(curve)
         return [tuple(p) for p in placement.points_along(points, count, cyclic)]
     cursor = context.scene.cursor.location
