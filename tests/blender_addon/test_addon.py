@@ -152,7 +152,9 @@ def fast(**extra) -> dict:
 
 def module_of(name: str):
     """A module of the installed add-on, e.g. module_of("follow")."""
-    return sys.modules[f"{ADDON_MODULE}.{name}"]
+    import importlib
+
+    return importlib.import_module(f"{ADDON_MODULE}.{name}")
 
 
 @pytest.fixture
@@ -257,7 +259,7 @@ def test_mesh_and_texture_updates_reuse_the_same_datablocks(addon, scene):
     assert (len(mesh.vertices), len(mesh.polygons)) == (4, 4)
     co = np.empty(12, np.float32)
     mesh.vertices.foreach_get("co", co)
-    np.testing.assert_allclose(co.reshape(4, 3), verts * 2)
+    np.testing.assert_allclose(co.reshape(4, 3), verts * 2 - (1, 1, 0))  # no size set: grounded, footprint centred
     corner_uv = np.empty(24, np.float32)
     mesh.uv_layers["UVMap"].data.foreach_get("uv", corner_uv)
     np.testing.assert_allclose(corner_uv.reshape(12, 2), uvs[faces.ravel()])
@@ -366,12 +368,12 @@ def test_size_and_a_batch_along_the_selected_curve(addon, scene, server):
     curve.select_set(True)
     bpy.context.view_layer.objects.active = curve
     result = bpy.ops.dreamstill.batch(
-        prompts="a red cube; a green cone; a blue sphere", server=server, size=0.5, **fast()
+        prompts="a red cube; a green cone; a blue sphere", server=server, size=0.5, wait=False, **fast()
     )
-    assert result == {"FINISHED"}
+    assert result == {"FINISHED"} and "along Path" in scene.dreamstill.status
+    assert bpy.ops.dreamstill.wait(timeout=60) == {"FINISHED"}
     queue = scene.dreamstill.queue
     assert all(i.state == "DONE" for i in queue), [i.message for i in queue]
-    assert "along Path" in scene.dreamstill.status
     objs = [bpy.data.objects[i.object_name] for i in queue]
     assert [o.name for o in objs] == ["red cube", "green cone", "blue sphere"]
     np.testing.assert_allclose([tuple(o.location) for o in objs], [(0, 5, 0.25), (2, 5, 0.25), (4, 5, 0.25)], atol=1e-6)
@@ -822,6 +824,7 @@ def test_read_mesh_of_the_artists_object_and_one_too_large_to_send(addon, scene)
     cube.data.uv_layers.active.data.foreach_get("uv", uv)
     np.testing.assert_array_equal(mesh.uvs.reshape(-1, 2), uv.reshape(-1, 2)[loops])
     cube.data.uv_layers.remove(cube.data.uv_layers[0])
+    cube.data.update()  # tag it, so the evaluated mesh is rebuilt
     assert scene_mesh.read_mesh(cube).uvs is None
     bpy.ops.mesh.primitive_grid_add(x_subdivisions=400, y_subdivisions=400)
     grid = bpy.context.active_object
