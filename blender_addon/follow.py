@@ -22,7 +22,7 @@ from . import backend_process, clients, live, reporting
 from .proto import client_api, protocol
 
 TIMER_INTERVAL_S = 0.1
-ECHO_INTERVAL_S = 2.0  # blocking mode prints a progress line at most this often (and at every phase change)
+ECHO_INTERVAL_S = 5.0  # blocking mode prints a progress line at most this often (and at every phase change)
 
 
 @dataclass

@@ -40,13 +40,17 @@ def duration(seconds: float) -> str:
     return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
 
 
+def _optimizing(phase: str) -> bool:
+    return phase in ("", "optimize")
+
+
 def progress_line(prompt: str, step: int, total: int, loss: float, eta_s: float, phase: str = "") -> str:
     """One line for the console in blocking mode, e.g.
     ``Dreamstill [a red cube] optimize 120/400 (30%)  loss 0.123  ETA 42 s``."""
-    head = f"Dreamstill [{prompt}] {phase or 'optimize'} {step}/{total}"
+    head = f"Dreamstill [{prompt}] {phase or 'optimize'}"
     if total:
-        head += f" ({100 * step // total}%)"
-    if phase in ("", "optimize"):
+        head += f" {step}/{total} ({100 * step // total}%)"
+    if _optimizing(phase):
         head += f"  loss {loss:.3g}"
     return head + (f"  ETA {duration(eta_s)}" if eta_s > 0 else "")
 
@@ -54,14 +58,14 @@ def progress_line(prompt: str, step: int, total: int, loss: float, eta_s: float,
 def bar_text(step: int, total: int, loss: float, eta_s: float, phase: str = "") -> str:
     """The text on the panel's progress bar. While optimizing: steps, loss and time left; once the optimization
     bar is full, the phase the backend is in (meshing, baking ...) instead of a silent 100%."""
+    left = f"  {duration(eta_s)} left" if eta_s > 0 else ""
+    if not _optimizing(phase):
+        return phase_label(phase) + (f" {step}/{total}" if total else "") + left
     if not total:
         return "Queued"
-    if phase in ("", "optimize"):
-        if step >= total:
-            return FINISHING
-        return f"{step}/{total}  loss {loss:.3g}  {duration(eta_s)} left"
-    text = f"{phase_label(phase)} {step}/{total}"
-    return text + (f"  {duration(eta_s)} left" if eta_s > 0 else "")
+    if step >= total:
+        return FINISHING
+    return f"{step}/{total}  loss {loss:.3g}  {duration(eta_s)} left"
 
 
 def warnings_of(metrics) -> list[str]:

@@ -37,6 +37,7 @@ def test_progress_line_names_step_total_phase_and_eta():
         progress_line("a red cube", 2, 3, 0.0, 65, "mesh") == "Dreamstill [a red cube] mesh 2/3 (66%)  ETA 1 min 05 s"
     )
     assert progress_line("x", 400, 400, 0.1, 0) == "Dreamstill [x] optimize 400/400 (100%)  loss 0.1"
+    assert progress_line("x", 0, 0, 0.0, 0, "unwrap") == "Dreamstill [x] unwrap"
 
 
 def test_bar_text_says_what_happens_after_the_bar_is_full():
@@ -47,6 +48,7 @@ def test_bar_text_says_what_happens_after_the_bar_is_full():
     assert bar_text(1, 3, 0.0, 20.0, "mesh") == "Extracting the mesh 1/3  20 s left"
     assert bar_text(2, 2, 0.0, 0.0, "bake") == "Baking the texture 2/2"
     assert bar_text(1, 1, 0.0, 0.0, "write_usd") == "Write usd 1/1"
+    assert bar_text(0, 0, 0.0, 0.0, "unwrap") == "Unwrapping UVs"  # a phase without steps is not "Queued"
 
 
 def test_warnings_of_is_tolerant_of_what_a_backend_sends():
