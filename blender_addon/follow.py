@@ -146,7 +146,9 @@ def apply_events(job: LiveJob, events: list) -> None:
         if mesh is not None and obj is not None:
             live.apply_update(obj, mesh)
     except (ValueError, TypeError, RuntimeError) as err:  # a malformed update: stop this job, keep what is there
-        finish(job, item, "FAILED", f"Failed: the add-on could not apply an update from the backend ({err})", True)
+        finish(
+            job, item, "FAILED", f"Failed: the add-on could not apply an update from the backend ({err})", error=True
+        )
         return
     if end is not None:
         _apply_end(job, item, obj, end)
