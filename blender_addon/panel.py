@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from bpy.types import Panel, UIList
 
+from . import reporting
+from .batch import selected_curve
 from .properties import ACTIVE_STATES
 
 
@@ -19,6 +21,14 @@ def _status(layout, settings) -> None:
         box.alert = settings.status_error
         for i, line in enumerate(_wrap(settings.status, 48)[:6]):
             box.label(text=line, icon=("ERROR" if settings.status_error else "INFO") if i == 0 else "BLANK1")
+
+
+def _warnings(layout, text: str) -> None:
+    """The finished job's warnings (one per line in ``text``), each wrapped."""
+    box = layout.box()
+    for warning in text.splitlines():
+        for i, line in enumerate(_wrap(warning, 48)[:4]):
+            box.label(text=line, icon="ERROR" if i == 0 else "BLANK1")
 
 
 def _wrap(text: str, width: int) -> list[str]:
@@ -44,6 +54,7 @@ class VIEW3D_PT_dreamstill(DreamstillPanel, Panel):
         row.operator("dreamstill.start_backend", text="", icon="PLAY")
         layout.prop(s, "prompt", text="")
         layout.prop(s, "negative_prompt")
+        layout.prop(s, "asset_size")
         col = layout.column(align=True)
         col.prop(s, "method")
         col.prop(s, "mode")
@@ -62,15 +73,13 @@ class VIEW3D_PT_dreamstill(DreamstillPanel, Panel):
         item = s.find_job(s.active_job) if s.active_job else None
         if item is not None:
             if item.state == "SUBMITTED":
-                text = (
-                    f"{item.step}/{item.total}  loss {item.loss:.3g}  {item.eta_s:.0f} s left"
-                    if item.total
-                    else "Queued"
-                )
+                text = reporting.bar_text(item.step, item.total, item.loss, item.eta_s, item.phase)
                 layout.progress(factor=item.fraction, type="BAR", text=text)
             else:
                 layout.label(text=f"{item.prompt}: {item.state.lower()}")
         _status(layout, s)
+        if item is not None and item.warnings:
+            _warnings(layout, item.warnings)
         if s.preview_image is not None and s.preview_image.preview is not None:
             layout.template_icon(icon_value=s.preview_image.preview.icon_id, scale=8.0)
 
@@ -145,7 +154,12 @@ class VIEW3D_PT_dreamstill_batch(DreamstillPanel, Panel):
         layout.prop(s, "batch_prompts")
         layout.prop(s, "batch_text")
         layout.prop(s, "batch_file")
-        layout.prop(s, "batch_spacing")
+        layout.prop(s, "batch_on_curve")
+        curve = selected_curve(context) if s.batch_on_curve else None
+        if curve is not None:
+            layout.label(text=f"Along {curve.name}", icon="CURVE_DATA")
+        else:
+            layout.prop(s, "batch_spacing")
         row = layout.row(align=True)
         row.operator("dreamstill.batch", icon="MESH_GRID")
         row.operator("dreamstill.resume", icon="FILE_REFRESH")

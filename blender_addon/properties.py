@@ -26,6 +26,7 @@ from bpy.props import (
 )
 from bpy.types import PropertyGroup
 
+from . import panel_props
 from .proto import JobSpec, JobSpecError, protocol
 
 METHOD_ITEMS = [
@@ -274,6 +275,7 @@ class DREAMSTILL_PG_job(PropertyGroup):
         "loss": FloatProperty(name="Loss", default=0.0),
         "eta_s": FloatProperty(name="ETA", default=0.0),
         "elapsed_s": FloatProperty(name="Elapsed", default=0.0),
+        **panel_props.item_annotations(),
     }
 
     @property
@@ -309,6 +311,7 @@ class DREAMSTILL_PG_settings(PropertyGroup):
         "batch_spacing": FloatProperty(name="Spacing", default=2.5, min=0.1, description="Grid spacing"),
         "show_camera": BoolProperty(name="Camera", default=False),
         "show_advanced": BoolProperty(name="Advanced", default=False),
+        **panel_props.settings_annotations(),
     }
 
     def find_job(self, job_id: str):
