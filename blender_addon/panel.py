@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from bpy.types import Panel, UIList
 
-from .properties import ACTIVE_STATES
+from .properties import ACTIVE_STATES, job_fields, property_name
+
+# Job settings the main panel lays out by hand; any other setting of the "job" group is drawn below them.
+_MAIN_LAYOUT = {"prompt", "negative_prompt", "method", "mode", "steps", "resolution", "seed", "guidance"}
 
 
 class DreamstillPanel:
@@ -19,6 +22,11 @@ def _status(layout, settings) -> None:
         box.alert = settings.status_error
         for i, line in enumerate(_wrap(settings.status, 48)[:6]):
             box.label(text=line, icon=("ERROR" if settings.status_error else "INFO") if i == 0 else "BLANK1")
+
+
+def _group_props(groups: tuple[str, ...], skip=frozenset()) -> list[str]:
+    """Property names of the JobSpec settings in ``groups``, in declaration order."""
+    return [property_name(f) for f in job_fields() if f.setting.group in groups and f.name not in skip]
 
 
 def _wrap(text: str, width: int) -> list[str]:
@@ -55,6 +63,8 @@ class VIEW3D_PT_dreamstill(DreamstillPanel, Panel):
         row = layout.row(align=True)
         row.prop(s, "seed")
         row.prop(s, "guidance")
+        for name in _group_props(("job",), skip=_MAIN_LAYOUT):
+            layout.prop(s, name)
         row = layout.row(align=True)
         row.scale_y = 1.4
         row.operator("dreamstill.generate", icon="SHADERFX")
@@ -83,15 +93,8 @@ class VIEW3D_PT_dreamstill_camera(DreamstillPanel, Panel):
     def draw(self, context):
         s = context.scene.dreamstill
         col = self.layout.column(align=True)
-        for lo, hi, label in (
-            ("elevation_min", "elevation_max", "Elevation"),
-            ("fov_min", "fov_max", "FOV"),
-            ("distance_min", "distance_max", "Distance"),
-        ):
-            row = col.row(align=True)
-            row.label(text=label)
-            row.prop(s, lo, text="")
-            row.prop(s, hi, text="")
+        for name in _group_props(("camera",)):
+            col.prop(s, name)
 
 
 class VIEW3D_PT_dreamstill_advanced(DreamstillPanel, Panel):
@@ -102,15 +105,7 @@ class VIEW3D_PT_dreamstill_advanced(DreamstillPanel, Panel):
     def draw(self, context):
         s = context.scene.dreamstill
         col = self.layout.column()
-        for name in (
-            "prior",
-            "mesh_resolution",
-            "texture_size",
-            "max_faces",
-            "preview_every",
-            "mesh_every",
-            "options_json",
-        ):
+        for name in _group_props(("output", "advanced")):
             col.prop(s, name)
         row = col.row(align=True)
         row.operator("dreamstill.use_spec")

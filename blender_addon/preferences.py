@@ -5,6 +5,8 @@ from __future__ import annotations
 from bpy.props import FloatProperty, StringProperty
 from bpy.types import AddonPreferences
 
+from .proto import DEFAULT_ADDRESS
+
 
 class DREAMSTILL_AP_preferences(AddonPreferences):
     bl_idname = __package__
@@ -12,8 +14,8 @@ class DREAMSTILL_AP_preferences(AddonPreferences):
     __annotations__ = {
         "address": StringProperty(
             name="Backend Address",
-            default="tcp://127.0.0.1:5555",
-            description="Where `dreamstill serve` listens, e.g. tcp://127.0.0.1:5555",
+            default=DEFAULT_ADDRESS,
+            description=f"Where `dreamstill serve` listens, e.g. {DEFAULT_ADDRESS}",
         ),
         "keys_dir": StringProperty(
             name="CURVE Keys",

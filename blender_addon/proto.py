@@ -19,6 +19,8 @@ except ImportError:
 
 JobSpec = protocol.JobSpec
 JobSpecError = protocol.JobSpecError
+DEFAULT_ADDRESS = protocol.DEFAULT_ADDRESS
+is_loopback = protocol.is_loopback
 
 
 def client_api():

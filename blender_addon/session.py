@@ -26,9 +26,9 @@ from pathlib import Path
 import bpy
 
 from . import live
-from .proto import JobSpec, client_api, protocol
+from .proto import DEFAULT_ADDRESS, JobSpec, client_api, protocol
+from .proto import is_loopback as is_local
 
-DEFAULT_ADDRESS = "tcp://127.0.0.1:5555"
 TIMER_INTERVAL_S = 0.1
 
 
@@ -92,14 +92,6 @@ def address_for(server: str) -> str:
             "Preferences > System > Network, or run the backend on this machine"
         )
     return address
-
-
-def is_local(address: str) -> bool:
-    """True for ipc:// and inproc:// addresses and tcp:// on loopback (127.x, ::1, localhost)."""
-    if not address.startswith("tcp://"):
-        return True
-    host = address[len("tcp://") :].rsplit(":", 1)[0].strip("[]")
-    return host in ("localhost", "::1") or host.startswith("127.")
 
 
 def output_dir() -> Path:

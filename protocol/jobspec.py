@@ -79,7 +79,7 @@ class JobSpec:
     mode: str = setting(
         "optimize",
         label="Mode",
-        help="optimize one asset, or instant (the backend's amortized generator)",
+        help="how the asset is made",
         group="job",
         choices=MODE_CHOICES,
         status=True,
