@@ -5,6 +5,7 @@ from __future__ import annotations
 from bpy.types import Panel, UIList
 
 from .properties import ACTIVE_STATES, job_fields, property_name
+from .proto import DEFAULT_ADDRESS
 
 # Job settings the main panel lays out by hand; any other setting of the "job" group is drawn below them.
 _MAIN_LAYOUT = {"prompt", "negative_prompt", "method", "mode", "steps", "resolution", "seed", "guidance"}
@@ -47,7 +48,7 @@ class VIEW3D_PT_dreamstill(DreamstillPanel, Panel):
         layout = self.layout
         s = context.scene.dreamstill
         row = layout.row(align=True)
-        row.prop(s, "server", text="", placeholder="tcp://127.0.0.1:5555 (preferences)")
+        row.prop(s, "server", text="", placeholder=f"{DEFAULT_ADDRESS} (preferences)")
         row.operator("dreamstill.connect", text="", icon="LINKED")
         row.operator("dreamstill.start_backend", text="", icon="PLAY")
         layout.prop(s, "prompt", text="")

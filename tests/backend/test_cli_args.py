@@ -179,3 +179,20 @@ def test_a_new_jobspec_field_becomes_a_flag():
     with pytest.raises(JobSpecError, match=r"Extended\.surface_weight: is inf"):
         spec_from_args(parser.parse_args(["a", "--surface-weight", "inf"]), "a", spec_class=Extended)
     assert math.isclose(Extended.from_json(spec.to_json()).surface_weight, 0.5)
+
+
+def test_method_keys_are_imported_only_when_help_is_printed():
+    import subprocess
+    import sys
+
+    code = (
+        "import argparse, sys\n"
+        "from dreamstill.backend.cli_args import add_job_arguments, spec_from_args\n"
+        "p = argparse.ArgumentParser(); add_job_arguments(p)\n"
+        "spec_from_args(p.parse_args(['--option', 'eta=0.1']), 'a cube')\n"
+        "print('dreamstill.backend.distill' in sys.modules, 'torch' in sys.modules)\n"
+        "p.format_help()\n"
+        "print('dreamstill.backend.distill' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "False", "True"]
