@@ -6,7 +6,11 @@ from bpy.types import Panel, UIList
 
 from . import reporting
 from .batch import selected_curve
-from .properties import ACTIVE_STATES
+from .properties import ACTIVE_STATES, job_fields, property_name
+from .proto import DEFAULT_ADDRESS
+
+# Job settings the main panel lays out by hand; any other setting of the "job" group is drawn below them.
+_MAIN_LAYOUT = {"prompt", "negative_prompt", "method", "mode", "steps", "resolution", "seed", "guidance"}
 
 
 class DreamstillPanel:
@@ -31,6 +35,11 @@ def _warnings(layout, text: str) -> None:
             box.label(text=line, icon="ERROR" if i == 0 else "BLANK1")
 
 
+def _group_props(groups: tuple[str, ...], skip=frozenset()) -> list[str]:
+    """Property names of the JobSpec settings in ``groups``, in declaration order."""
+    return [property_name(f) for f in job_fields() if f.setting.group in groups and f.name not in skip]
+
+
 def _wrap(text: str, width: int) -> list[str]:
     lines, line = [], ""
     for word in text.split():
@@ -49,7 +58,7 @@ class VIEW3D_PT_dreamstill(DreamstillPanel, Panel):
         layout = self.layout
         s = context.scene.dreamstill
         row = layout.row(align=True)
-        row.prop(s, "server", text="", placeholder="tcp://127.0.0.1:5555 (preferences)")
+        row.prop(s, "server", text="", placeholder=f"{DEFAULT_ADDRESS} (preferences)")
         row.operator("dreamstill.connect", text="", icon="LINKED")
         row.operator("dreamstill.start_backend", text="", icon="PLAY")
         layout.prop(s, "prompt", text="")
@@ -66,6 +75,8 @@ class VIEW3D_PT_dreamstill(DreamstillPanel, Panel):
         row = layout.row(align=True)
         row.prop(s, "seed")
         row.prop(s, "guidance")
+        for name in _group_props(("job",), skip=_MAIN_LAYOUT):
+            layout.prop(s, name)
         row = layout.row(align=True)
         row.scale_y = 1.4
         row.operator("dreamstill.generate", icon="SHADERFX")
@@ -92,15 +103,8 @@ class VIEW3D_PT_dreamstill_camera(DreamstillPanel, Panel):
     def draw(self, context):
         s = context.scene.dreamstill
         col = self.layout.column(align=True)
-        for lo, hi, label in (
-            ("elevation_min", "elevation_max", "Elevation"),
-            ("fov_min", "fov_max", "FOV"),
-            ("distance_min", "distance_max", "Distance"),
-        ):
-            row = col.row(align=True)
-            row.label(text=label)
-            row.prop(s, lo, text="")
-            row.prop(s, hi, text="")
+        for name in _group_props(("camera",)):
+            col.prop(s, name)
 
 
 class VIEW3D_PT_dreamstill_advanced(DreamstillPanel, Panel):
@@ -111,15 +115,7 @@ class VIEW3D_PT_dreamstill_advanced(DreamstillPanel, Panel):
     def draw(self, context):
         s = context.scene.dreamstill
         col = self.layout.column()
-        for name in (
-            "prior",
-            "mesh_resolution",
-            "texture_size",
-            "max_faces",
-            "preview_every",
-            "mesh_every",
-            "options_json",
-        ):
+        for name in _group_props(("output", "advanced")):
             col.prop(s, name)
         row = col.row(align=True)
         row.operator("dreamstill.use_spec")

@@ -9,9 +9,6 @@ this one.
 
 from __future__ import annotations
 
-import ipaddress
-import re
-
 try:
     from ._vendor import dreamstill_protocol as protocol
 except ImportError:
@@ -25,36 +22,8 @@ except ImportError:
 
 JobSpec = protocol.JobSpec
 JobSpecError = protocol.JobSpecError
-
-
-def _fallback_is_loopback(address: str) -> bool:
-    """True for ipc://, inproc:// and tcp:// on 127.0.0.0/8, ::1 or localhost (nothing else can reach them)."""
-    if address.startswith(("ipc://", "inproc://")):
-        return True
-    match = re.match(r"^tcp://(\[[^\]]+\]|[^:/]+):(\d+|\*)$", address)
-    if not match:
-        return False
-    host = match.group(1).strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # a host name such as 127.example.com: another machine
-
-
-def _shared(name: str, fallback):
-    try:
-        return getattr(protocol, name)
-    except (AttributeError, ImportError):
-        return fallback
-
-
-# MERGE: the jobspec helper adds is_loopback and DEFAULT_ADDRESS to dreamstill.protocol (one policy for server, CLI
-# and add-on). Until that lands these two lines fall back to the copies above (same rules as the server's
-# backend/server/keys.py); after the merge, delete _fallback_is_loopback, _shared and the literal below.
-is_loopback = _shared("is_loopback", _fallback_is_loopback)
-DEFAULT_ADDRESS = _shared("DEFAULT_ADDRESS", "tcp://127.0.0.1:5555")
+DEFAULT_ADDRESS = protocol.DEFAULT_ADDRESS
+is_loopback = protocol.is_loopback
 
 
 def client_api():
