@@ -139,11 +139,12 @@ def _open_temp(path: Path) -> tuple[int, str]:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    _write_all_atomic([(path, data)])
+    write_files_atomic([(path, data)])
 
 
-def _write_all_atomic(files: list[tuple[Path, bytes]]) -> None:
-    """Write every file to a temporary name first, then rename them in order (the last one is the 'main' file)."""
+def write_files_atomic(files: list[tuple[Path, bytes]]) -> None:
+    """Write every (path, bytes) to a temporary name first, then rename them in order (the last one is the 'main'
+    file, so a reader that finds it finds the others); on failure no temporary file is left behind."""
     tmps = []
     try:
         for path, data in files:
@@ -230,7 +231,7 @@ def export_mesh(mesh_or_parts: Mesh | Sequence[Mesh], path: str | os.PathLike, f
         files = encode_obj(parts, stem)
     main = files.pop(f"{stem}.{fmt}")
     ordered = [(path.parent / name, data) for name, data in sorted(files.items())] + [(path, main)]
-    _write_all_atomic(ordered)
+    write_files_atomic(ordered)
     return [str(ordered[-1][0])] + [str(p) for p, _ in ordered[:-1]]
 
 
@@ -296,4 +297,5 @@ __all__ = [
     "load_mesh",
     "resolve_format",
     "to_trimesh",
+    "write_files_atomic",
 ]
