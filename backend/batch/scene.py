@@ -80,30 +80,36 @@ def usd_asset(path: Path) -> Path:
     return converted
 
 
-def write_usd_scene(placed: list[Placed], path: Path) -> Path:
-    """The .usda layer described in the module docstring, written whole (temporary name, then rename)."""
-    from pxr import Usd, UsdGeom
+def _author_scene(stage, placed: list[Placed], root_name: str, folder: Path) -> None:
+    from pxr import UsdGeom
 
-    path = Path(path).resolve()
-    stage = Usd.Stage.CreateInMemory()
     UsdGeom.SetStageUpAxis(stage, UsdGeom.Tokens.z)
     UsdGeom.SetStageMetersPerUnit(stage, 1.0)
-    root = f"/{prim_name(path.stem, 'scene')}"
+    root = f"/{root_name}"
     stage.SetDefaultPrim(UsdGeom.Xform.Define(stage, root).GetPrim())
     names = unique_names([p.prompt for p in placed], lambda prompt: prim_name(prompt_slug(prompt)))
     for item, name in zip(placed, names):
         xform = UsdGeom.Xform.Define(stage, f"{root}/{name}")
         prim = xform.GetPrim()
-        reference = os.path.relpath(usd_asset(item.path).resolve(), path.parent)
+        reference = os.path.relpath(usd_asset(item.path).resolve(), folder)
         prim.GetReferences().AddReference(f"./{Path(reference).as_posix()}")
         UsdGeom.XformCommonAPI(xform).SetTranslate(item.translate)
         prim.SetDisplayName(item.prompt)
         prim.SetCustomDataByKey("dreamstill:prompt", item.prompt)
         prim.SetMetadata("kind", "component")
-    tmp = path.with_name(f".{path.stem}.{secrets.token_hex(4)}.usda")  # usd-core picks the format by suffix
+
+
+def write_usd_scene(placed: list[Placed], path: Path) -> Path:
+    """The .usda layer described in the module docstring, written whole (temporary name, then rename)."""
+    from pxr import Usd
+
+    path = Path(path).resolve()
+    # made under a temporary name in the scene's folder, so the relative references resolve while it is built
+    tmp = path.with_name(f".{path.stem}.{secrets.token_hex(4)}.usda")
     try:
-        if not stage.GetRootLayer().Export(str(tmp)):
-            raise OSError(f"usd-core could not write {path}")
+        stage = Usd.Stage.CreateNew(str(tmp))
+        _author_scene(stage, placed, prim_name(path.stem, "scene"), path.parent)
+        stage.GetRootLayer().Save()
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
