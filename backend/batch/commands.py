@@ -55,10 +55,14 @@ def _err(text: str) -> None:
 def _check_args(args) -> str | None:
     """What is wrong with the flags (before anything runs), or None."""
     from ..mesh.usd import INSTALL_HINT, USD_FORMATS, usd_available
+    from .ray_runner import INSTALL_HINT as INSTALL_HINT_RAY
+    from .ray_runner import ray_available
     from .scene import scene_format
 
     if args.ray_cpus < 1 or args.max_retries < 0:
         return "--ray-cpus must be 1 or more and --max-retries 0 or more"
+    if args.ray and not ray_available():
+        return INSTALL_HINT_RAY
     if args.format in USD_FORMATS and not usd_available():
         return f"--format {args.format}: {INSTALL_HINT}"
     if args.scene is not None:
@@ -140,8 +144,11 @@ def cmd_batch(args) -> int:
     failures = 0
     try:
         failures = _run(args, todo, out_dir, manifest) if todo else 0
-    except (ServerUnavailable, RayUnavailable) as err:
+    except ServerUnavailable as err:
         _err(f"{err} (run the same command again to resume)")
+        return EXIT_NO_SERVER
+    except RayUnavailable as err:
+        _err(str(err))
         return EXIT_NO_SERVER
     except KeyboardInterrupt:
         _err("interrupted; run the same command again to resume (finished prompts are kept)")

@@ -30,6 +30,15 @@ class RayUnavailable(RuntimeError):
     """Ray is not installed, or no cluster answers at the address given; the message says what to do."""
 
 
+def ray_available() -> bool:
+    """True when Ray imports."""
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def connect(address: str) -> bool:
     """Join (or, for ``local``, start) a Ray cluster unless this process already has one; True if it joined here."""
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 import pytest
 
@@ -107,3 +108,19 @@ def test_no_server_exits_3_and_keeps_nothing_half_done(tmp_path, capsys):
     assert code == 3
     assert "run the same command again" in capsys.readouterr().err
     assert not list(out.glob("*.glb"))
+
+
+def test_ray_missing_or_without_a_cluster_says_what_to_do(tmp_path, capsys, monkeypatch):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a red cube\n")
+    with monkeypatch.context() as m:
+        m.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+        assert run_cli("batch", prompts, "-o", tmp_path / "o", "--ray", "local", "--quiet") == 2
+    assert "dreamstill[ray]" in capsys.readouterr().err
+    ray = pytest.importorskip("ray")
+    if ray.is_initialized():
+        pytest.skip("a Ray instance is already running in this process")
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert run_cli("batch", prompts, "-o", tmp_path / "o", "--ray", "auto", "--quiet") == 3
+    assert "ray start --head" in capsys.readouterr().err
+    assert not list((tmp_path / "o").glob("*.glb"))
