@@ -22,6 +22,7 @@ from .cli_args import add_job_arguments, add_prompt_argument, spec_from_args
 # Modules that add subcommands, in the order they appear in --help. A module that is not installed is skipped.
 COMMAND_MODULES = (
     "dreamstill.backend.server.commands",
+    "dreamstill.backend.batch.commands",
     "dreamstill.backend.priors.builtin.train",
     "dreamstill.backend.eval.commands",
     "dreamstill.backend.generators.commands",
