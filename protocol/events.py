@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-
 OPTIMIZE = "optimize"
 # The phases after the last optimization step, in the order a job runs them (each only when it applies): an instant
 # job's forward pass, marching cubes, decimation to the face budget, UV unwrap + texture bake, the result files, and
