@@ -65,7 +65,7 @@ class HyperINGP(nn.Module):
                 last.bias[start : start + o * i].uniform_(-(i**-0.5), i**-0.5)
                 start += o * i
 
-    def forward(self, text: TextEmbedding, noise=None, generator=None) -> HyperFields:
+    def forward(self, text: TextEmbedding) -> HyperFields:
         weights = self.hyper(pooled_text(text))  # (B, n_weights)
         mats, start = [], 0
         for o, i in self.shapes:

@@ -67,7 +67,7 @@ class TriplaneTransformer(nn.Module):
         self.upsample = nn.ConvTranspose2d(c.width, c.plane_channels, kernel_size=2, stride=2)
         self.decoder = small_mlp(c.plane_channels, c.decoder_hidden, 4)
 
-    def forward(self, text: TextEmbedding, noise=None, generator=None) -> TriplaneFields:
+    def forward(self, text: TextEmbedding) -> TriplaneFields:
         c, y = self.config, text.tokens
         b, n = y.shape[0], c.tokens_per_side
         q = self.queries.expand(b, -1, -1)
