@@ -4,10 +4,10 @@
     V_4 = learned constant (C, 4, 4, 4)
     V_{2r} = LeakyReLU(ModConv3d(Up2(V_r), w) + b_{2r})   b_{2r}: the learned "3D bias" at each resolution
     F = Conv1x1(V_R)                                    feature voxel grid (C_f, R, R, R)
-    (sigma, c) = MLP(trilinear(F, x))
+    (density, c) = MLP(trilinear(F, x))
 
 ModConv3d (StyleGAN2): s = A(w) per input channel, w'_{oikkk} = s_i w_{oikkk}, demodulated by
-sigma_o = sqrt(sum_{i,k} w'^2 + 1e-8), applied per sample as one grouped convolution.
+d_o = sqrt(sum_{i,k} w'^2 + 1e-8), applied per sample as one grouped convolution.
 
 The paper draws z ~ N(0, I) (as text-conditioned GANs do, for several samples per prompt). Here z is always the zero
 vector, in training and at inference: a job asks for the one asset of its prompt, and nothing here samples z. The

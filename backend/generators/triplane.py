@@ -3,7 +3,7 @@
     Q_0 = learned queries, 3 n^2 tokens of width d (one n x n grid per plane)
     Q_{l+1} = Block_l(Q_l, Y):  Q += CrossAttn(LN(Q), W_y Y);  Q += SelfAttn(LN(Q));  Q += MLP(LN(Q))
     P = ConvTranspose2d_{k=2,s=2}(reshape(LN(Q_L)))     three feature planes (C, 2n, 2n): xy, xz, yz
-    (sigma, c) = MLP(P_xy(x, y) + P_xz(x, z) + P_yz(y, z))   bilinear lookups, summed
+    (density, c) = MLP(P_xy(x, y) + P_xz(x, z) + P_yz(y, z))   bilinear lookups, summed
 
 Y are the token-level text embeddings (B, L, D_text); every layer cross-attends to them.
 """
