@@ -1,5 +1,6 @@
 """A job's progress on a terminal (`dreamstill generate`, scripts): one tqdm bar for the optimization steps, then
-one for the finishing phases whose description names the phase running now ("a red cube: baking the texture")."""
+one for the finishing phases whose description names the phase running now ("a red cube: baking the texture").
+The phase bar shows the time spent, not a guess of the time left (phases differ too much in length for one)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import math
 
 from dreamstill.protocol import Progress
 from dreamstill.protocol.events import OPTIMIZE
+
+PHASE_BAR = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}]"
 
 
 class ConsoleProgress:
@@ -19,7 +22,7 @@ class ConsoleProgress:
     def update(self, event: Progress) -> None:
         optimizing = event.phase == OPTIMIZE
         if self._bar is None or optimizing != self._optimizing or event.total != self._bar.total:
-            self._new_bar(event.total, optimizing)
+            self._new_bar(event, optimizing)
         if not optimizing:
             self._bar.set_description_str(f"{self.label}: {event.label}", refresh=False)
         elif math.isfinite(event.loss):
@@ -33,14 +36,16 @@ class ConsoleProgress:
                 self._bar.n = self._bar.total
                 if not self._optimizing:
                     self._bar.set_description_str(f"{self.label}: done", refresh=False)
-                self._bar.refresh()
-            self._bar.close()
+            self._bar.close()  # draws the final state
             self._bar = None
 
-    def _new_bar(self, total: int, optimizing: bool) -> None:
+    def _new_bar(self, event: Progress, optimizing: bool) -> None:
         from tqdm import tqdm
 
         self.close(done=self._bar is not None)  # the phase before this one has finished
-        unit = "step" if optimizing else "phase"
-        self._bar = tqdm(total=total, desc=self.label, unit=unit, disable=self.disable, file=self.file)
+        if optimizing:
+            options = dict(desc=self.label, unit="step")
+        else:
+            options = dict(desc=f"{self.label}: {event.label}", unit="phase", bar_format=PHASE_BAR)
+        self._bar = tqdm(total=event.total, disable=self.disable, file=self.file, **options)
         self._optimizing = optimizing
