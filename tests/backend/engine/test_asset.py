@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from dreamstill.backend.engine.asset import Asset, FieldAsset
-from dreamstill.backend.engine.meshing import field_mesh_phases, mesh_phase_names, run_phases
+from dreamstill.backend.engine.meshing import run_phases
 from dreamstill.backend.render import RenderSettings, orbit_cameras
 
 
@@ -39,8 +39,7 @@ def test_a_field_asset_is_an_asset_and_renders_without_gradients():
 
 def test_mesh_by_phases_is_to_mesh_and_the_ball_has_its_radius():
     asset = ball_asset()
-    assert asset.mesh_phase_names(0, None) == ["mesh"] == mesh_phase_names(0, None)
-    assert mesh_phase_names(64, 500) == ["mesh", "decimate", "bake"]
+    assert asset.mesh_phase_names(0, None) == ["mesh"]
     phases = asset.mesh_phases(48)
     assert next(phases) == "mesh"
     mesh = run_phases(phases)
@@ -50,21 +49,6 @@ def test_mesh_by_phases_is_to_mesh_and_the_ball_has_its_radius():
     assert abs(float(np.median(radius)) - 0.5) < 2.0 / 47  # within a cell of the true radius
     red = mesh.vertex_colors[:, 0] > 128
     np.testing.assert_array_equal(red, mesh.vertices[:, 0] > 0)  # vertex colours sample the albedo where they are
-
-
-def test_a_failed_bake_keeps_vertex_colours_and_warns(monkeypatch):
-    from dreamstill.backend import mesh as mesh_package
-
-    def broken_bake(*args, **kwargs):
-        raise mesh_package.TextureBakeError("xatlas crashed")
-
-    monkeypatch.setattr(mesh_package, "bake_texture", broken_bake)
-    warnings: list[str] = []
-    phases = field_mesh_phases(Ball(), "cpu", 32, 64, None, warnings)
-    assert [next(phases), next(phases)] == ["mesh", "bake"]
-    mesh = run_phases(phases)
-    assert mesh.texture is None and mesh.vertex_colors is not None
-    assert warnings == ["texture bake failed, kept vertex colours: xatlas crashed"]
 
 
 def test_an_empty_field_raises_when_meshed():
