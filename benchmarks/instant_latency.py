@@ -44,8 +44,8 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from dreamstill.backend.engine import run_job
     from dreamstill.backend.generators.instant import InstantAsset, load_generator
+    from dreamstill.backend.jobs import run_job
     from dreamstill.protocol import Done, Failed, JobSpec
 
     start = time.perf_counter()
@@ -75,7 +75,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     asset = InstantAsset(spec)
     t1 = time.perf_counter()
-    mesh = asset.extract_mesh()
+    mesh = asset.to_mesh(spec.mesh_grid, spec.texture_size, spec.face_budget)
     t2 = time.perf_counter()
     print(
         f"device {asset.device}, torch threads {torch.get_num_threads()}, mesh resolution {spec.mesh_grid}, "
