@@ -72,7 +72,7 @@ def engine_runner(spec, work_dir: Path, output_path: Path):
     import ray
     import torch
 
-    from ..engine.job import run_job
+    from ..jobs import run_job
 
     cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
     torch.set_num_threads(max(1, int(cpus)))

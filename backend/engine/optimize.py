@@ -64,7 +64,7 @@ class AssetOptimizer(FieldAsset):
         device: str | torch.device | None = None,
         defaults: EngineDefaults | None = None,
     ):
-        self.spec = spec.validate()
+        self.spec = spec
         self.defaults = defaults or EngineDefaults()
         self.prior = prior if prior is not None else load_prior(spec.prior, device=device)
         self.resolution = spec.resolution or self.prior.image_size

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from dreamstill.protocol import Failed, JobEvent, JobSpec, JobSpecError
+from dreamstill.protocol import Failed, JobEvent, JobSpec
 
 from .instant_job import run_instant_job
 from .optimize_job import run_optimize_job
@@ -31,12 +31,15 @@ def run_job(
     ``asset.<format>`` with its contact sheet ``asset_views.png``. ``resume`` continues a per-prompt job from out_dir's
     checkpoint. ``prior``: an already loaded Prior for a per-prompt job (tests, benchmarks), else loaded by name.
     """
-    started = time.perf_counter()
-    try:
-        spec.validate()
-    except JobSpecError as err:
-        yield Failed("bad_spec", str(err))
-        return
+    started = time.perf_counter()  # the spec was validated when it was made (JobSpec.__post_init__)
+    if spec.output_format.startswith("usd"):
+        from ..mesh.usd import usd_available
+
+        if not usd_available():
+            yield Failed(
+                "missing_dependency", f"{spec.output_format} output needs usd-core: pip install 'dreamstill[usd]'"
+            )
+            return
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -68,12 +68,12 @@ def test_resume_from_another_specs_checkpoint_fails_and_keeps_it(tiny_spec, tiny
     assert (tmp_path / "checkpoint.pt").read_bytes() == before
 
 
-def test_bad_spec_is_a_failed_event(tiny_spec, tmp_path):
-    from dreamstill.backend.jobs import run_job
+def test_a_bad_spec_cannot_reach_run_job(tiny_spec):
+    """JobSpec validates where it is made, so run_job never sees a bad one (one validation per request)."""
+    from dreamstill.protocol import JobSpecError
 
-    events = list(run_job(tiny_spec(steps=-1), tmp_path))
-    assert len(events) == 1 and isinstance(events[0], Failed) and events[0].code == "bad_spec"
-    assert "steps" in events[0].message
+    with pytest.raises(JobSpecError, match="steps"):
+        tiny_spec(steps=-1)
 
 
 def test_missing_prior_folder_is_named(tiny_spec, tmp_path):
