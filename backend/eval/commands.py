@@ -84,7 +84,7 @@ def register(subparsers) -> None:
 def _methods(args) -> tuple[str, ...]:
     from dreamstill.protocol import METHODS
 
-    from .benchmark import PSEUDO_METHODS
+    from .assets import PSEUDO_METHODS
 
     names = [m.strip() for m in (args.methods.split(",") if args.methods else [args.method]) if m.strip()]
     for m in names:
@@ -99,7 +99,9 @@ def _methods(args) -> tuple[str, ...]:
 
 def run_eval(args: argparse.Namespace) -> int:
     from ..cli_args import parse_options
-    from . import benchmark as B
+    from . import assets, prompts
+    from .config import BenchmarkConfig
+    from .runner import run_benchmark
     from .scorer import load_scorer
 
     try:
@@ -110,18 +112,18 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.scorer_check:
         from .scorer import evaluate_scorer
 
-        report = evaluate_scorer(scorer, list(B.BENCHMARK_PROMPTS), list(B.BENCHMARK_PROMPT_SET))
+        report = evaluate_scorer(scorer, list(prompts.BENCHMARK_PROMPTS), list(prompts.BENCHMARK_PROMPT_SET))
         for k, v in report.items():
             print(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}")
         return 0
 
     if args.rescore:
         try:
-            saved = B.SavedAssets(args.rescore)
+            saved = assets.SavedAssets(args.rescore)
         except (OSError, ValueError) as err:
             print(f"dreamstill eval --rescore: {err}", file=sys.stderr)
             return 2
-        return _report(B.run_benchmark(saved.config(), scorer=scorer, log=print, saved=saved), args)
+        return _report(run_benchmark(saved.config(), scorer=scorer, log=print, saved=saved), args)
 
     methods = _methods(args)
     overrides = dict(
@@ -143,13 +145,13 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.seed_start < 0:
         raise SystemExit("dreamstill eval: --seed-start must be at least 0")
     overrides["seed_start"] = args.seed_start
-    cfg = B.BenchmarkConfig.quick(**overrides) if args.quick else B.BenchmarkConfig(**overrides)
+    cfg = BenchmarkConfig.quick(**overrides) if args.quick else BenchmarkConfig(**overrides)
 
     generator = None
     if args.generator is not None:
         try:
-            generator = B.load_generator_assets(args.generator, cfg.mesh_resolution)
-        except B.NotAvailableError as err:
+            generator = assets.load_generator_assets(args.generator, cfg.mesh_resolution)
+        except assets.NotAvailableError as err:
             print(f"dreamstill eval: {err}", file=sys.stderr)
             return 2
         cfg.seeds = 1 if args.seeds is None else cfg.seeds  # one forward pass per prompt: nothing random
@@ -158,7 +160,7 @@ def run_eval(args: argparse.Namespace) -> int:
         # a corpus's sampled training or held-out prompts instead of the benchmark: R@1 chooses among them
         corpus = generator.config.corpus if generator is not None else args.corpus
         try:
-            prompts = B.sample_corpus_prompts(corpus, args.prompts or "train")
+            prompts = prompts.sample_corpus_prompts(corpus, args.prompts or "train")
         except (OSError, ValueError) as err:
             print(f"dreamstill eval: {err}", file=sys.stderr)
             return 2
@@ -172,21 +174,22 @@ def run_eval(args: argparse.Namespace) -> int:
             raise SystemExit(f"dreamstill eval: --prompt-index {bad} out of range 0..{len(cfg.prompts) - 1}")
         cfg.prompts = tuple(cfg.prompts[i] for i in args.prompt_index)
 
-    return _report(B.run_benchmark(cfg, scorer=scorer, log=print, generator=generator), args)
+    return _report(run_benchmark(cfg, scorer=scorer, log=print, generator=generator), args)
 
 
 def _report(result: dict, args: argparse.Namespace) -> int:
-    from . import benchmark as B
+    from .assets import save_assets
+    from .report import format_table, save_grid, save_json
 
     print()
-    print(B.format_table(result))
+    print(format_table(result))
     if args.grid:
-        B.save_grid(result, args.grid)
+        save_grid(result, args.grid)
         print(f"render grid: {args.grid}")
     if args.json:
-        B.save_json(result, args.json)
+        save_json(result, args.json)
         assets = args.json.with_suffix(".assets.pt")
-        B.save_assets(result, assets)
+        save_assets(result, assets)
         print(f"figures: {args.json}; assets: {assets}")
     return 0
 

@@ -1,10 +1,16 @@
 """Exact signed distances of the toy world's primitives and scenes, for measuring geometry against the truth.
 
-``world.primitive_sdf`` is exact for the sphere, cube, cylinder, cone, torus and capsule; for the pyramid and the
-octahedron it is the planes' bound max_i (n_i . x - o_i), exact inside and on the surface but smaller than the
-distance outside near an edge or a vertex (safe for sphere tracing, which is what the renderer needs, and kept there
-so that renders, and the prior and scorer trained on them, do not change). Geometry metrics need the distance itself
-and its gradient: here a convex polyhedron's signed distance is
+``world.primitive_sdf`` is exact for the sphere, cube, cylinder, torus and capsule. Two are exact only where the
+renderer needs them (outside and on the surface; safe for sphere tracing), and stay so there so that renders, and
+the prior and scorer trained on them, do not change:
+
+* the cone: the 2D distance to its profile triangle in the (rho, z) half-plane counts the triangle's edge on the axis
+  as surface, so inside, near the axis, it gives -rho instead of the distance to the real surface (0 on the axis);
+  here the inside distance is to the base and the slanted side only;
+* the pyramid and the octahedron: the planes' bound max_i (n_i . x - o_i), exact inside and on the surface but smaller
+  than the distance outside near an edge or a vertex.
+
+Geometry metrics need the distance itself and its gradient: here a convex polyhedron's signed distance is
 
     phi(x) = max_i (n_i . x - o_i)                       inside (x in every half-space),
     phi(x) = min_f dist(x, face f)                        outside,
@@ -89,19 +95,43 @@ def _polyhedron_corners(shape: str) -> tuple:
     return tuple(tris)
 
 
+def _cone_sdf(p: torch.Tensor) -> torch.Tensor:
+    """In the (rho, z) half-plane: the distance to the base and slanted side segments, negative inside the profile."""
+    rho, z = p[..., :2].norm(dim=-1), p[..., 2]
+    (ax, ay), (bx, by), (cx, cy) = W._CONE_PROFILE  # base centre, base rim, apex
+    base, _ = W._seg_dist2(rho, z, ax, ay, bx, by)
+    side, _ = W._seg_dist2(rho, z, bx, by, cx, cy)
+    inside = (z >= ay) & (z <= cy) & (rho <= bx * (cy - z) / (cy - ay))  # under the side, above the base
+    d = torch.minimum(base, side).sqrt()
+    return torch.where(inside, -d, d)
+
+
 def exact_primitive_sdf(shape: str, points: torch.Tensor) -> torch.Tensor:
     """phi_shape(x) at scale 1, the exact signed distance for every shape: (N, 3) -> (N,)."""
+    if shape == "cone":
+        return _cone_sdf(points)
     if shape in ("pyramid", "octahedron"):
         return _convex_polyhedron_sdf(points, polyhedron_triangles(shape).to(points))
     return W.primitive_sdf(shape, points)
 
 
-def object_sdfs(scene: W.Scene, points: torch.Tensor) -> torch.Tensor:
-    """Exact signed distance of each of the scene's objects, placed: (N, 3) -> (N, K) for its K objects."""
+def object_sdfs(scene: W.Scene, points: torch.Tensor, band: float | None = None) -> torch.Tensor:
+    """Exact signed distance of each of the scene's objects, placed: (N, 3) -> (N, K) for its K objects.
+
+    With ``band``, the exact distance only where the world's own (a bound of it, exact on the surface) is within
+    ``band`` of zero, and the world's elsewhere: the same sign everywhere and the same values near the surface, which
+    is all marching cubes reads, at a fraction of the cost for the polyhedra."""
     out = []
     for pl in scene.placements():
         centre = torch.tensor(pl.centre, dtype=points.dtype, device=points.device)
-        out.append(pl.scale * exact_primitive_sdf(pl.shape, (points - centre) / pl.scale))
+        local = (points - centre) / pl.scale
+        if band is None:
+            out.append(pl.scale * exact_primitive_sdf(pl.shape, local))
+            continue
+        d = pl.scale * W.primitive_sdf(pl.shape, local)
+        near = d.abs() < band
+        d[near] = pl.scale * exact_primitive_sdf(pl.shape, local[near])
+        out.append(d)
     return torch.stack(out, -1)
 
 
@@ -110,13 +140,17 @@ def exact_scene_sdf(scene: W.Scene, points: torch.Tensor) -> torch.Tensor:
     return object_sdfs(scene, points).min(-1).values
 
 
-def scene_sdf_and_normal(scene: W.Scene, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(phi (N,), grad phi / |grad phi| (N, 3)) of the union at ``points``.
+def scene_sdf_and_normal(scene: W.Scene, points: torch.Tensor, h: float = 1e-5) -> tuple[torch.Tensor, torch.Tensor]:
+    """(phi (N,), grad phi / |grad phi| (N, 3)) of the union at ``points``, in float64.
 
     For an exact distance the gradient at x is the outward normal of the true surface at the point nearest x (it
-    is constant along the segment between them), which is what a mesh normal at x is compared with."""
-    p = points.detach().float().clone().requires_grad_(True)
-    with torch.enable_grad():
-        phi = exact_scene_sdf(scene, p)
-        (grad,) = torch.autograd.grad(phi.sum(), p)
-    return phi.detach(), grad / grad.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    is constant along the segment between them), which is what a mesh normal at x is compared with. The gradient is
+    taken by central differences of step ``h``: the distances are sqrt(...) of squared distances, whose autograd
+    gradient is undefined on the surface itself, where phi is linear across it. Where the differences cancel (on a
+    medial axis, a set of measure zero) the normal is 0."""
+    x = points.detach().double()
+    phi = exact_scene_sdf(scene, x)
+    steps = h * torch.eye(3, dtype=x.dtype, device=x.device)
+    grad = torch.stack([exact_scene_sdf(scene, x + e) - exact_scene_sdf(scene, x - e) for e in steps], -1)
+    norm = grad.norm(dim=-1, keepdim=True)
+    return phi, torch.where(norm > 0, grad / norm.clamp_min(1e-300), torch.zeros_like(grad))
