@@ -1,9 +1,11 @@
 """An asset's mesh against the toy world's true surface: Chamfer distance, normal angle, topology, size.
 
-The mesh is first laid onto the truth exactly as the IoU does it (``metrics.align_occupancy``: centroids and RMS
-radii of the two solids matched, the best rotation about Z), so every figure here is in the truth's world units
-and blind to where the asset sits, how large it is and which way it faces. Then, with A the mesh's surface and
-S the true surface (the zero set of the scene's exact signed distance phi, ``priors.builtin.exact_sdf``):
+The mesh is first laid onto the truth in the IoU's normalisation (``metrics.align_occupancy``: centroids and RMS
+radii of the two solids matched, the best rotation about Z; the truth's centroid and radius from its exact solid,
+and the translation then refined by a few Gauss-Newton steps, ``distance_scores``), so every figure here is in the
+truth's world units and blind to where the asset sits, how large it is and which way it faces. Then, with A the
+mesh's surface and S the true surface (the zero set of the scene's exact signed distance phi,
+``priors.builtin.exact_sdf``):
 
 * Chamfer distance, the mean of the two directions of the mean nearest-surface distance (not squared):
 
