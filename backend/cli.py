@@ -71,6 +71,7 @@ def generate(args: argparse.Namespace) -> int:
 
     from .jobs import run_job
     from .jobs.console import ConsoleProgress
+    from .jobs.finish import prompt_warnings
     from .threads import apply_threads, choose_threads
 
     try:
@@ -90,6 +91,8 @@ def generate(args: argparse.Namespace) -> int:
     apply_threads(threads)
     print(f"dreamstill generate: {threads}", file=sys.stderr)
 
+    for warning in prompt_warnings(spec):  # before minutes of work, and again when it ends
+        print(f"dreamstill generate: warning: {warning}", file=sys.stderr)
     bar = ConsoleProgress(spec.prompt[:40], disable=args.quiet)
     code = 1
     for event in run_job(spec, work_dir, resume=args.resume, output_path=output):

@@ -161,11 +161,6 @@ class AssetOptimizer(FieldAsset):
         rgba = torch.cat([out.rgb[0], out.opacity[0]], -1).clamp(0, 1)
         return (rgba * 255).round().byte().cpu().numpy()
 
-    def extract_mesh(self, resolution: int | None = None, texture_size: int | None = None):
-        """Deprecated name of ``to_mesh`` with the spec's defaults, kept for eval until it calls ``to_mesh``."""
-        size = self.spec.texture_size if texture_size is None else texture_size
-        return self.to_mesh(resolution or self.spec.mesh_grid, size, self.spec.face_budget)
-
     # --- checkpoints -----------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
         return {

@@ -39,12 +39,7 @@ class AssetRender:
 
 def mesh_of(asset, resolution: int, max_faces: int | None = None):
     """The asset's mesh at ``resolution`` without a texture: the one place eval asks an asset for its mesh."""
-    # TODO(merge): the engine's AssetOptimizer and generators' InstantAsset gain to_mesh in the pipeline branch;
-    # then call asset.to_mesh(resolution, texture_size=0, max_faces=max_faces) and drop the extract_mesh fallback.
-    to_mesh = getattr(asset, "to_mesh", None)
-    if to_mesh is not None:
-        return to_mesh(resolution, texture_size=0, max_faces=max_faces)
-    return asset.extract_mesh(resolution, texture_size=0)
+    return asset.to_mesh(resolution, texture_size=0, max_faces=max_faces)
 
 
 class GroundTruthAsset:

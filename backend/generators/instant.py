@@ -73,8 +73,3 @@ class InstantAsset(FieldAsset):
             field = generator(self.prior.encode_text([spec.prompt]))[0]
         output_settings = RenderSettings(num_samples=2 * self.config.num_samples)
         super().__init__(field, Background().to(self.prior.device), self.prior.device, output_settings)
-
-    def extract_mesh(self, resolution: int | None = None, texture_size: int | None = None):
-        """Deprecated name of ``to_mesh`` with the spec's defaults, kept for eval until it calls ``to_mesh``."""
-        size = self.spec.texture_size if texture_size is None else texture_size
-        return self.to_mesh(resolution or self.spec.mesh_grid, size, self.spec.face_budget)

@@ -70,7 +70,19 @@ def finish_asset(
         yield Failed("unwritable_output", f"cannot write {output_path}: {err}; choose a writable path")
         return
     seconds = time.perf_counter() - clock.started
-    yield Done(files=files, seconds=seconds, metrics={**(metrics or {}), "warnings": list(asset.warnings)})
+    warnings = prompt_warnings(spec) + list(asset.warnings)
+    yield Done(files=files, seconds=seconds, metrics={**(metrics or {}), "warnings": warnings})
+
+
+def prompt_warnings(spec: JobSpec) -> list[str]:
+    """Warnings about the prompt itself: one outside the built-in prior's toy world (that prior, or a generator
+    trained on it, turns such a prompt into an abstract blob)."""
+    if spec.prior != "builtin":
+        return []
+    from ..priors.builtin.vocabulary import out_of_world_warning
+
+    warning = out_of_world_warning(spec.prompt)
+    return [] if warning is None else [warning]
 
 
 def finish_phase_names(asset, spec: JobSpec) -> list[str]:

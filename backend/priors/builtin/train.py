@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .sampling import sample_ddim  # noqa: F401  (benchmarks/prior_samples_r1.py imports it from here; point it at .sampling)
 from .train_config import DEFAULT_CONFIG, TrainConfig
 
 

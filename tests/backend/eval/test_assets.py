@@ -58,18 +58,8 @@ def test_saved_asset_round_trips_renders_and_mesh():
         A.SavedAsset(_record(None, renders)).to_mesh(64)
 
 
-class _OldAsset:
-    """An asset from before the Asset protocol: extract_mesh only."""
+def test_eval_assets_are_assets():
+    """Eval's ground-truth and saved assets satisfy the engine's Asset protocol (render, to_mesh, device, warnings)."""
+    from dreamstill.backend.engine.asset import Asset
 
-    def extract_mesh(self, resolution=None, texture_size=None):
-        return ("extract_mesh", resolution, texture_size)
-
-
-class _NewAsset(_OldAsset):
-    def to_mesh(self, resolution, texture_size=0, max_faces=None):
-        return ("to_mesh", resolution, texture_size, max_faces)
-
-
-def test_mesh_of_prefers_to_mesh_and_falls_back_to_extract_mesh():
-    assert A.mesh_of(_NewAsset(), 40, max_faces=900) == ("to_mesh", 40, 0, 900)
-    assert A.mesh_of(_OldAsset(), 40) == ("extract_mesh", 40, 0)
+    assert isinstance(A.GroundTruthAsset("a red cube"), Asset)

@@ -62,3 +62,11 @@ def test_an_empty_asset_fails_with_empty_field_and_writes_nothing(tmp_path):
     events = list(finish_asset(Tetrahedron(empty=True), spec(), tmp_path / "t.ply", PhaseClock(names, 0.0), step=0))
     assert isinstance(events[-1], Failed) and events[-1].code == "empty_field" and "nothing here" in events[-1].message
     assert not any(isinstance(e, MeshUpdate) for e in events) and list(tmp_path.iterdir()) == []
+
+
+def test_prompt_warnings_name_a_prompt_outside_the_builtin_world(tiny_spec):
+    from dreamstill.backend.jobs.finish import prompt_warnings
+
+    assert prompt_warnings(tiny_spec(prompt="a hamburger", prior="builtin"))[0].count("hamburger") >= 1
+    assert prompt_warnings(tiny_spec(prompt="a red cube", prior="builtin")) == []
+    assert prompt_warnings(tiny_spec(prompt="a hamburger")) == []  # the tiny test prior: no world to check against
