@@ -9,10 +9,10 @@ import torch
 from torch.func import functional_call
 
 from dreamstill.backend.distill import DistillInput, make_method, surrogate_loss
-from dreamstill.backend.distill.analytic import GaussianPrior, empirical_eps
 from dreamstill.backend.distill.l2vsd import L2VSD
 from dreamstill.backend.distill.lora import math_attention
 from dreamstill.backend.distill.vsd import GaussianScoreNet
+from dreamstill.backend.priors.analytic import GaussianPrior, empirical_eps
 
 MEAN = torch.tensor([1.0, -0.5])
 COV = torch.tensor([[0.5, 0.2], [0.2, 0.3]])

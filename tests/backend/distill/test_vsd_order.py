@@ -18,8 +18,8 @@ import math
 import torch
 
 from dreamstill.backend.distill import DistillInput, make_method, surrogate_loss
-from dreamstill.backend.distill.analytic import GaussianPrior, gaussian_eps
 from dreamstill.backend.distill.vsd import GaussianScoreNet
+from dreamstill.backend.priors.analytic import GaussianPrior, gaussian_eps
 
 MEAN = torch.tensor([1.0, -0.5])
 COV = torch.tensor([[0.5, 0.2], [0.2, 0.3]])
