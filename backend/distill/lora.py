@@ -2,10 +2,10 @@
 
 ProlificDreamer [PD: Wang et al. 2023, arXiv 2305.16213, Sec. 4 and App. F] estimates the score of the rendered distribution q_t^mu with
 
-    eps_phi(x_t, t, c, y) = UNet_{W + (alpha/r) B A}(x_t, t, y; temb(t) + MLP(c))
+    eps_phi(x_t, t, c, y) = UNet_{W + (lora_alpha/r) B A}(x_t, t, y; temb(t) + MLP(c))
 
 - LoRA (peft): every attention projection to_q, to_k, to_v, to_out.0 (self- and cross-attention, in down, mid and up
-  blocks) gets W + (alpha/r) B A with rank r = 4 (diffusers' LoRAAttnProcessor default, what PD and threestudio use).
+  blocks) gets W + (lora_alpha/r) B A with rank r = 4 (diffusers' LoRAAttnProcessor default, what PD and threestudio use).
   A starts Gaussian, B starts at zero, so a fresh LoRA equals the frozen UNet.
 - Camera MLP: the pose c (the camera-to-world 4x4 flattened, 16 numbers, as PD/threestudio) goes through
   Linear(16, D) -> SiLU -> Linear(D, D), D = the UNet's timestep-embedding width, and is ADDED to the timestep
@@ -51,10 +51,9 @@ DTYPES = ("", "float32", "bfloat16", "float16")
 @dataclass
 class LoRAConfig:
     """LoRA of the prior's UNet (defaults per PD/threestudio, see the module docstring). VSD's options set these
-    fields as ``lora_<field>`` (e.g. lora_rank=8).
+    fields as ``lora_<field>`` (e.g. lora_rank=8; lora_alpha is its own name).
 
-    rank, alpha: W + (alpha / rank) B A (alpha is peft's ``lora_alpha``, a scale numerator, not the schedule's
-        alpha_t).
+    rank, lora_alpha: W + (lora_alpha / rank) B A (peft's name; a scale numerator, not the schedule's alpha_t).
     target_modules: the attention projections that get adapters.
     camera_dropout: probability that the LoRA sees a zero camera while it trains.
     lr, weight_decay, betas: its own AdamW. PD states lr 1e-4 for the LoRA and the camera MLP.
@@ -67,7 +66,7 @@ class LoRAConfig:
     """
 
     rank: int = 4
-    alpha: float = 4.0
+    lora_alpha: float = 4.0
     target_modules: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
     camera_dropout: float = 0.1
     lr: float = 1e-4
@@ -174,7 +173,7 @@ class LoRAScoreNet(nn.Module):
             unet.add_adapter(
                 LoraConfig(
                     r=config.rank,
-                    lora_alpha=config.alpha,
+                    lora_alpha=config.lora_alpha,
                     init_lora_weights="gaussian",
                     target_modules=list(config.target_modules),
                 ),

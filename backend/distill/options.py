@@ -74,14 +74,30 @@ def _sub_configs(config_cls: type) -> dict[str, type]:
     return out
 
 
+def _flat_key(prefix: str, name: str) -> str:
+    """The flat option key of sub-config field ``name``: ``<prefix>_<name>``, or ``name`` itself when it already
+    starts with the prefix (LoRAConfig.lora_alpha is the option lora_alpha)."""
+    return name if name.startswith(prefix + "_") else f"{prefix}_{name}"
+
+
+def _flat_keys(config_cls: type) -> dict[str, tuple[str, str]]:
+    """flat key -> (sub-config field, its field) for every sub-config of ``config_cls``."""
+    return {
+        _flat_key(sub, f.name): (sub, f.name)
+        for sub, cls in _sub_configs(config_cls).items()
+        for f in dataclasses.fields(cls)
+        if f.init
+    }
+
+
 def option_names(config_cls: type) -> list[str]:
     """Every key ``parse_options`` accepts for ``config_cls``, flat (sub-config fields as ``<field>_<subfield>``)."""
-    subs = _sub_configs(config_cls)
+    subs, flat = _sub_configs(config_cls), _flat_keys(config_cls)
     names = []
     for f in dataclasses.fields(config_cls):
         if f.name in subs:
-            names += [f"{f.name}_{g.name}" for g in dataclasses.fields(subs[f.name]) if g.init]
-        else:
+            names += [k for k, (sub, _) in flat.items() if sub == f.name]
+        elif f.init:
             names.append(f.name)
     return names
 
@@ -111,7 +127,7 @@ def parse_options(config_cls: type, options: dict[str, Any], method: str):
     that names them and every accepted key."""
     options = _renamed(config_cls, dict(options), method)
     fields = {f.name: f for f in dataclasses.fields(config_cls) if f.init}
-    subs = _sub_configs(config_cls)
+    subs, flat = _sub_configs(config_cls), _flat_keys(config_cls)
     top, nested, unknown = {}, {name: {} for name in subs}, []
     for key, value in options.items():
         if key in subs and isinstance(value, dict):
@@ -119,14 +135,11 @@ def parse_options(config_cls: type, options: dict[str, Any], method: str):
             nested[key].update({k: v for k, v in value.items() if k in _init_names(subs[key])})
         elif key in fields:
             top[key] = value
+        elif key in flat:
+            sub, name = flat[key]
+            nested[sub][name] = value
         else:
-            prefix = next(
-                (n for n in subs if key.startswith(n + "_") and key[len(n) + 1 :] in _init_names(subs[n])), None
-            )
-            if prefix is None:
-                unknown.append(key)
-            else:
-                nested[prefix][key[len(prefix) + 1 :]] = value
+            unknown.append(key)
     if unknown:
         raise ValueError(
             f"unknown option(s) {', '.join(sorted(unknown))} for method {method!r}; it accepts: "

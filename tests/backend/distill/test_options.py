@@ -15,7 +15,8 @@ def test_lora_fields_are_set_by_prefix_or_as_a_dict():
     cfg = parse_options(VSDConfig, {"lora_rank": 8, "lora_lr": 0.05, "lora_steps_per_iter": 3}, "vsd")
     assert isinstance(cfg.lora, LoRAConfig) and cfg.lora.rank == 8 and cfg.lora.lr == 0.05
     assert cfg.lora_steps_per_iter == 3  # a VSD field that merely starts with "lora_"
-    assert cfg.lora.alpha == LoRAConfig().alpha  # untouched fields keep their defaults
+    assert cfg.lora.lora_alpha == LoRAConfig().lora_alpha  # untouched fields keep their defaults
+    assert parse_options(VSDConfig, {"lora_alpha": 8.0}, "vsd").lora.lora_alpha == 8.0  # its own name
     cfg = parse_options(VSDConfig, {"lora": {"rank": 2, "target_modules": ["to_q"]}}, "vsd")
     assert cfg.lora.rank == 2 and cfg.lora.target_modules == ("to_q",)
     with pytest.raises(ValueError, match="lora.bogus"):
@@ -28,6 +29,8 @@ def test_vsd_config_holds_a_lora_config_without_copied_fields():
     assert "lora" in vsd_fields
     assert not vsd_fields & {f"lora_{n}" for n in lora_fields}  # no flat copies
     assert not vsd_fields & lora_fields
+    lora_keys = [k for k in option_names("vsd") if k not in vsd_fields]
+    assert len(lora_keys) == len(lora_fields)  # every LoRA field has its own key, none shadowed by a VSD field
 
 
 def test_option_names_list_the_flat_keys():
