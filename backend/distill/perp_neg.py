@@ -42,11 +42,16 @@ def decay(curve: tuple[float, float, float], r: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class ViewPrompts:
-    """Embeddings (1 row each) of the prompt with DreamFusion's front, side and back view suffixes."""
+    """Embeddings of the prompt with DreamFusion's front, side and back view suffixes: 1 row each (one prompt for
+    the whole batch), or B rows (row b for sample b, e.g. the amortized trainer's prompts repeated per view)."""
 
     front: TextEmbedding
     side: TextEmbedding
     back: TextEmbedding
+
+    def repeat(self, n: int) -> ViewPrompts:
+        """Each row repeated n times in place (as TextEmbedding.repeat): one prompt per view of a prompt."""
+        return ViewPrompts(self.front.repeat(n), self.side.repeat(n), self.back.repeat(n))
 
 
 def view_prompt_texts(prompt: str) -> list[str]:
@@ -54,13 +59,16 @@ def view_prompt_texts(prompt: str) -> list[str]:
     return [f"{prompt}, {suffix}" for suffix in VIEW_SUFFIXES]
 
 
-def encode_view_prompts(prior: Prior, prompt: str) -> ViewPrompts:
-    """The three view prompts of ``prompt`` encoded by ``prior`` (once per job; DistillInput.view_prompts)."""
-    emb = prior.encode_text(view_prompt_texts(prompt))
-    rows = [
-        TextEmbedding(emb.tokens[i : i + 1], None if emb.pooled is None else emb.pooled[i : i + 1]) for i in range(3)
-    ]
-    return ViewPrompts(*rows)
+def encode_view_prompts(prior: Prior, prompt: str | list[str]) -> ViewPrompts:
+    """The view prompts of ``prompt`` (or of each prompt of a list, one row each) encoded by ``prior``, once per job
+    (DistillInput.view_prompts)."""
+    prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+    emb = prior.encode_text([text for p in prompts for text in view_prompt_texts(p)])
+
+    def rows(k: int) -> TextEmbedding:  # view k of every prompt
+        return TextEmbedding(emb.tokens[k::3], None if emb.pooled is None else emb.pooled[k::3])
+
+    return ViewPrompts(rows(0), rows(1), rows(2))
 
 
 def _mix(a: TextEmbedding, b: TextEmbedding, r: torch.Tensor) -> TextEmbedding:

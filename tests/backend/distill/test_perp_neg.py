@@ -71,6 +71,10 @@ def test_encode_view_prompts(tiny8):
         "a red cube, back view",
     ]
     torch.testing.assert_close(views.back.tokens, prior.encode_text(["a red cube, back view"]).tokens)
+    two = encode_view_prompts(prior, ["a red cube", "a blue cone"]).repeat(2)  # 2 prompts x 2 views each
+    assert len(two.side) == 4
+    torch.testing.assert_close(two.side.tokens[2:3], prior.encode_text(["a blue cone, side view"]).tokens)
+    torch.testing.assert_close(two.front.tokens[1:2], views.front.tokens)
 
 
 def _input(prior, cond, uncond, views=None, seed=0):
