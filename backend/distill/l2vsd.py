@@ -8,7 +8,7 @@ overfits one view. L2-VSD uses the first-order Taylor term of the lookahead inst
     eps^lin        = eps_{phi_i}(x_t, t, c, y) + J_{phi_i}(x_t, t, c, y) v           (jvp w.r.t. phi, forward mode)
     grad_theta     = w(t) ( eps_pretrain^cfg(x_t, t, y^c) - eps^lin ) dg/dtheta
 
-The paper's eta is the option ``lookahead_step`` here (eta names other things elsewhere).
+The paper's eta is the option ``lookahead_lr`` here (eta names other things elsewhere).
 
 Per iteration (the inferred order): (1) draw the distillation sample (t, eps, x_t) and the score-model sample
 (t', eps', x_t') from the same render; (2) one backward of the denoising loss at phi_i gives Delta; (3)
@@ -66,27 +66,27 @@ from .vsd import VSD, VSDConfig
 class L2VSDConfig(VSDConfig):
     """VSDConfig plus the lookahead (L2 Eq. 7) and the last-layer approximation.
 
-    lookahead_step: the paper's eta, the SGD step size of the linearized lookahead (0 gives VSD).
+    lookahead_lr: the paper's eta, the SGD step size of the linearized lookahead (0 gives VSD).
     lookahead_reduction: "mean": v = -2 eta Delta / D (an SGD step on the mean MSE); "sum": v = -2 eta Delta.
     last_layer: tangents only on the adapter closest to the output.
     """
 
-    lookahead_step: float = 0.01
+    lookahead_lr: float = 0.01
     lookahead_reduction: str = "mean"
     last_layer: bool = False
     lora: LoRAConfig = field(default_factory=lambda: LoRAConfig(dtype="float32"))
 
     renamed_options: ClassVar[dict[str, str]] = {
         **VSDConfig.renamed_options,
-        "eta": "lookahead_step",
+        "eta": "lookahead_lr",
         "eta_reduction": "lookahead_reduction",
     }
 
     def __post_init__(self):
         super().__post_init__()
-        if self.lookahead_step < 0:
+        if self.lookahead_lr < 0:
             raise ValueError(
-                f"L2-VSD's lookahead_step (the paper's eta) is {self.lookahead_step}; use >= 0 (the paper tries "
+                f"L2-VSD's lookahead_lr (the paper's eta) is {self.lookahead_lr}; use >= 0 (the paper tries "
                 "1e-3 .. 1; 0 gives VSD)"
             )
         if self.lookahead_reduction not in ("mean", "sum"):
@@ -119,7 +119,7 @@ def _load_jvp_decompositions() -> None:
 
 
 class L2VSD(VSD):
-    """grad = w(t) (eps_pretrain^cfg(x_t) - eps_{phi_i}(x_t) - J_{phi_i}(x_t) (-2 eta Delta)), eta = lookahead_step;
+    """grad = w(t) (eps_pretrain^cfg(x_t) - eps_{phi_i}(x_t) - J_{phi_i}(x_t) (-2 eta Delta)), eta = lookahead_lr;
     see the module docstring."""
 
     name = "l2vsd"
@@ -150,7 +150,7 @@ class L2VSD(VSD):
         loss = self.score.loss(z, inp, reduction="sum")
         grads = dict(zip(params, torch.autograd.grad(loss, list(params.values()))))
         names = self.tangent_names()
-        scale = self.config.lookahead_step / (z[0].numel() if self.config.lookahead_reduction == "mean" else 1)
+        scale = self.config.lookahead_lr / (z[0].numel() if self.config.lookahead_reduction == "mean" else 1)
         primals = {k: params[k].detach() for k in names}
         tangents = {k: (-scale * grads[k]).detach() for k in names}
         pose = self.score.pose(inp)

@@ -22,7 +22,7 @@ direction with the perpendicular negative terms.
 Timesteps: the paper's 3D schedule, scaled to the run: t ~ U[20, 980] for the first half, then U[20, 500]
 (the paper: 5k steps, then t_max = 500; ``max_step_percent=["50%", 0.98, 0.5, "50%"]``).
 
-Code versus paper: the paper gives neither M nor w(t); M = 200 (the "t <= 200" regime the text names) and
+Code versus paper: the paper gives neither M (the option ``threshold_t``) nor w(t); M = 200 (the "t <= 200" regime the text names) and
 w = sigma_t^2 (threestudio's default) are this module's defaults. Norms and r are per sample over the whole
 flattened tensor. Ablations (``estimator``): "mode_disengaging" (h only = CSD), "mode_seeking" (eps_hat(y) only, the
 toy's trapped trajectory), "variance_reduced" (the paper's "without rescale": h for t > M, eps_tilde without the
@@ -32,6 +32,7 @@ rescale for t <= M), "ssd".
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 
@@ -69,7 +70,7 @@ def ssd_estimator(
     direction: torch.Tensor,
     eps: torch.Tensor,
     t: torch.Tensor,
-    threshold: int,
+    threshold_t: int,
     estimator: str = "ssd",
 ) -> tuple[torch.Tensor, dict]:
     """E_SSD of Algorithm 1 per sample (module docstring) from eps_hat(y), h and eps, and diagnostics (r, ||h||,
@@ -78,7 +79,7 @@ def ssd_estimator(
     r = variance_reduction_coefficient(eps_cond, eps)
     eps_tilde = eps_cond - _per_sample(r, eps) * eps
     h_norm = h.flatten(1).norm(dim=1)
-    info = {"r": r.mean(), "h_norm": h_norm.mean(), "frac_t_le_M": (t <= threshold).float().mean()}
+    info = {"r": r.mean(), "h_norm": h_norm.mean(), "frac_t_le_M": (t <= threshold_t).float().mean()}
     if estimator == "mode_disengaging":
         return h, info
     if estimator == "mode_seeking":
@@ -90,23 +91,25 @@ def ssd_estimator(
         low_t = _per_sample(scale, eps) * eps_tilde
     else:
         raise ValueError(f"unknown SSD estimator {estimator!r}; choose one of {', '.join(ESTIMATORS)}")
-    return torch.where(_per_sample(t <= threshold, eps), low_t, h), info
+    return torch.where(_per_sample(t <= threshold_t, eps), low_t, h), info
 
 
 @dataclass
 class SSDConfig(DistillConfig):
-    """DistillConfig with the paper's halfway drop of t_max, plus M and the estimator."""
+    """DistillConfig with the paper's halfway drop of t_max, plus M (``threshold_t``) and the estimator."""
 
     max_step_percent: ScheduledValue = field(default_factory=lambda: ["50%", 0.98, 0.5, "50%"])
-    threshold: int = 200  # M: t > M uses h, t <= M the rescaled variance-reduced mode-seeking term
+    threshold_t: int = 200  # M: t > M uses h, t <= M the rescaled variance-reduced mode-seeking term
     estimator: str = "ssd"  # or an ablation: mode_disengaging, mode_seeking, variance_reduced
+
+    renamed_options: ClassVar[dict[str, str]] = {"threshold": "threshold_t"}
 
     def __post_init__(self):
         super().__post_init__()
         if self.estimator not in ESTIMATORS:
             raise ValueError(f"unknown SSD estimator {self.estimator!r}; choose one of {', '.join(ESTIMATORS)}")
-        if self.threshold < 0:
-            raise ValueError(f"SSD's threshold M must be >= 0; got {self.threshold}")
+        if self.threshold_t < 0:
+            raise ValueError(f"SSD's threshold_t (the paper's M) must be >= 0; got {self.threshold_t}")
         if self.cfg_rescale:
             raise ValueError("SSD's estimator has no CFG scale, so cfg_rescale has nothing to rescale: leave it 0")
 
@@ -122,7 +125,7 @@ class SSD(ScoreDistillation):
         s = self.noised(inp)
         g = self.guided(s.x_t, s.t, inp, scale=1.0)
         estimate, info = ssd_estimator(
-            g.eps_cond, g.direction, s.eps, s.t, self.config.threshold, self.config.estimator
+            g.eps_cond, g.direction, s.eps, s.t, self.config.threshold_t, self.config.estimator
         )
         return self.finish(self.weight(s.t, s.z.ndim) * estimate, s.t, inp, **info)
 

@@ -34,7 +34,7 @@ def test_l2vsd_with_eta_zero_is_vsd(gauss):
     prior, cond, uncond = gauss
     z = prior.sample(8, torch.Generator().manual_seed(5)) - 1.0
     grads, nets = [], []
-    for name, extra in (("vsd", {}), ("l2vsd", {"lookahead_step": 0.0})):
+    for name, extra in (("vsd", {}), ("l2vsd", {"lookahead_lr": 0.0})):
         net = GaussianScoreNet(prior.alphas_cumprod, 2)
         m = make_method(name, prior, score_net=net, lora_lr=0.05, **extra)
         grads.append(m.gradient(DistillInput(z, cond, uncond, 0, 10, torch.Generator().manual_seed(0))).grad)
@@ -51,9 +51,9 @@ def test_l2vsd_eta_reduction_scales_the_tangent_by_the_element_count(gauss):
     z = prior.sample(8, torch.Generator().manual_seed(6)) + 0.5
     grads = {}
     for key, opts in {
-        "mean2": dict(lookahead_step=2.0),
-        "sum1": dict(lookahead_step=1.0, lookahead_reduction="sum"),
-        "mean1": dict(lookahead_step=1.0),
+        "mean2": dict(lookahead_lr=2.0),
+        "sum1": dict(lookahead_lr=1.0, lookahead_reduction="sum"),
+        "mean1": dict(lookahead_lr=1.0),
     }.items():
         m = make_method("l2vsd", prior, score_net=GaussianScoreNet(prior.alphas_cumprod, 2), lora_lr=0.05, **opts)
         grads[key] = m.gradient(DistillInput(z, cond, uncond, 0, 10, torch.Generator().manual_seed(0))).grad
@@ -69,10 +69,10 @@ def test_l2vsd_options_are_checked(gauss, tiny8):
         make_method("l2vsd", prior, etta=0.1)
     with pytest.raises(ValueError, match="lookahead_reduction"):
         make_method("l2vsd", prior, lookahead_reduction="max")
-    with pytest.raises(ValueError, match="lookahead_step"):
-        make_method("l2vsd", prior, lookahead_step=-1.0)
-    with pytest.warns(FutureWarning, match="lookahead_step"):
-        assert make_method("l2vsd", prior, eta=0.5).config.lookahead_step == 0.5
+    with pytest.raises(ValueError, match="lookahead_lr"):
+        make_method("l2vsd", prior, lookahead_lr=-1.0)
+    with pytest.warns(FutureWarning, match="lookahead_lr"):
+        assert make_method("l2vsd", prior, eta=0.5).config.lookahead_lr == 0.5
 
 
 def test_l2vsd_refuses_a_shared_unet_and_a_low_precision_lora(tiny8):
@@ -96,7 +96,7 @@ def test_l2vsd_jvp_equals_central_difference(tiny8):
     z = (torch.rand(2, h, w, c, generator=torch.Generator().manual_seed(2)) * 2 - 1).permute(0, 3, 1, 2)
     for last_layer in (False, True):
         m = make_method(
-            "l2vsd", prior, lookahead_step=1.0, lookahead_reduction="sum", last_layer=last_layer, lora_lr=1e-2
+            "l2vsd", prior, lookahead_lr=1.0, lookahead_reduction="sum", last_layer=last_layer, lora_lr=1e-2
         )
         inp = _inp(z, cond, uncond, seed=3)
         m.score.fit(z, inp, 1)  # move off B = 0 so every LoRA factor carries a tangent
@@ -136,7 +136,7 @@ def test_l2vsd_lora_runs_in_float32_under_a_bf16_prior():
     for dtype in (torch.float32, torch.bfloat16):
         prior = build_tiny_prior(seed=1, image_size=8, camera=True, prediction_type="v_prediction", dtype=dtype)
         cond, uncond = prior.encode_text(["a blue cone"]), prior.encode_text([""])
-        m = make_method("l2vsd", prior, lookahead_step=1.0, lookahead_reduction="sum", lora_lr=1e-2)
+        m = make_method("l2vsd", prior, lookahead_lr=1.0, lookahead_reduction="sum", lora_lr=1e-2)
         assert prior.unet.dtype == dtype
         assert {p.dtype for p in m.score.net.unet.parameters()} == {torch.float32}
         inp = _inp(z, cond, uncond, seed=3)
@@ -163,7 +163,7 @@ def test_l2vsd_jvp_under_a_cuda_bf16_prior():
     for dtype in (torch.float32, torch.bfloat16):
         prior = build_tiny_prior(seed=1, image_size=8, prediction_type="v_prediction", device="cuda", dtype=dtype)
         cond, uncond = prior.encode_text(["a blue cone"]), prior.encode_text([""])
-        m = make_method("l2vsd", prior, lookahead_step=1.0, lookahead_reduction="sum", lora_lr=1e-2)
+        m = make_method("l2vsd", prior, lookahead_lr=1.0, lookahead_reduction="sum", lora_lr=1e-2)
         inp = DistillInput(z, cond, uncond, 0, 100, torch.Generator("cuda").manual_seed(3))
         m.score.fit(z, inp, 1)
         s = m.noised(inp)

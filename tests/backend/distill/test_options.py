@@ -39,7 +39,7 @@ def test_option_names_list_the_flat_keys():
     assert "lora" not in names
     assert {"perp_neg", "cfg_rescale", "min_step_percent"} <= set(option_names("sds"))
     assert {"shift_ratio", "random_shift"} <= set(option_names("asd"))
-    assert {"lookahead_step", "lookahead_reduction", "last_layer"} <= set(option_names("l2vsd"))
+    assert {"lookahead_lr", "lookahead_reduction", "last_layer"} <= set(option_names("l2vsd"))
     for name in METHODS:  # every name parses back into the Config
         cls = method_class(name).Config
         assert dataclasses.is_dataclass(cls) and issubclass(cls, DistillConfig)

@@ -22,7 +22,7 @@ def test_sds_estimator_equals_the_sum_of_ssd_terms(harness):
 def test_ssd_with_threshold_zero_uses_only_h(harness):
     h, prior = harness, harness.prior
     z = h.points()
-    ssd = make_method("ssd", prior, threshold=0).gradient(h.make_input(prior, z, seed=1))
+    ssd = make_method("ssd", prior, threshold_t=0).gradient(h.make_input(prior, z, seed=1))
     csd = make_method("csd", prior).gradient(h.make_input(prior, z, seed=1))
     torch.testing.assert_close(ssd.grad, csd.grad)
     assert ssd.info["frac_t_le_M"] == 0.0
@@ -39,7 +39,7 @@ def _h_and_tilde(h, prior, z, seed):
 def test_ssd_low_t_branch_is_rescaled_and_orthogonal_to_eps(harness):
     h, prior = harness, harness.prior
     z = h.points()
-    out = make_method("ssd", prior, threshold=1000).gradient(h.make_input(prior, z, seed=6))
+    out = make_method("ssd", prior, threshold_t=1000).gradient(h.make_input(prior, z, seed=6))
     t, eps, h_dir, tilde = _h_and_tilde(h, prior, z, 6)
     w = (1 - prior.alphas_cumprod[t]).view(-1, 1)
     est = out.grad.flatten(1) / w
@@ -51,7 +51,7 @@ def test_ssd_low_t_branch_is_rescaled_and_orthogonal_to_eps(harness):
 def test_ssd_mixed_batch_switches_per_sample(harness):
     h, prior = harness, harness.prior
     z = h.points()
-    out = make_method("ssd", prior, threshold=500).gradient(h.make_input(prior, z, seed=7))
+    out = make_method("ssd", prior, threshold_t=500).gradient(h.make_input(prior, z, seed=7))
     h_only = make_method("csd", prior).gradient(h.make_input(prior, z, seed=7))
     high = out.t > 500
     assert high.any() and (~high).any()
@@ -63,7 +63,7 @@ def test_variance_reduced_ablation_keeps_h_above_the_threshold(harness):
     """The paper's "without rescale" ablation: h for t > M, eps_tilde (not rescaled) for t <= M."""
     h, prior = harness, harness.prior
     z = h.points()
-    out = make_method("ssd", prior, threshold=500, estimator="variance_reduced").gradient(
+    out = make_method("ssd", prior, threshold_t=500, estimator="variance_reduced").gradient(
         h.make_input(prior, z, seed=7)
     )
     t, _, h_dir, tilde = _h_and_tilde(h, prior, z, 7)
@@ -107,3 +107,7 @@ def test_ssd_options_are_checked(harness):
         make_method("ssd", harness.prior, estimator="bogus")
     with pytest.raises(ValueError, match="cfg_rescale"):
         make_method("ssd", harness.prior, cfg_rescale=0.5)
+    with pytest.raises(ValueError, match="threshold_t"):
+        make_method("ssd", harness.prior, threshold_t=-1)
+    with pytest.warns(FutureWarning, match="threshold_t"):
+        assert make_method("ssd", harness.prior, threshold=300).config.threshold_t == 300

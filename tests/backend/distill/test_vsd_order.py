@@ -28,9 +28,9 @@ VARIANTS = (
     ("exact q score", {"exact": True}),  # reference: eps_phi = the exact noised score of the current q
     ("vsd", {}),
     ("lookahead", {"order": "lookahead"}),
-    ("l2vsd eta=0.1", {"lookahead_step": 0.1}),
-    ("l2vsd eta=1", {"lookahead_step": 1.0}),
-    ("l2vsd eta=10", {"lookahead_step": 10.0}),
+    ("l2vsd eta=0.1", {"lookahead_lr": 0.1}),
+    ("l2vsd eta=1", {"lookahead_lr": 1.0}),
+    ("l2vsd eta=10", {"lookahead_lr": 10.0}),
 )
 
 
@@ -54,7 +54,7 @@ def run(
         m = make_method("vsd", prior, guidance=1.0, score_model=exact, max_step_percent=0.98)
     else:
         net = GaussianScoreNet(prior.alphas_cumprod, 2)
-        method = "l2vsd" if "lookahead_step" in variant else "vsd"
+        method = "l2vsd" if "lookahead_lr" in variant else "vsd"
         m = make_method(
             method,
             prior,
