@@ -49,6 +49,7 @@ Code versus paper:
 
 from __future__ import annotations
 
+import functools
 import importlib
 import warnings
 from dataclasses import dataclass, field
@@ -110,9 +111,11 @@ class L2VSDConfig(VSDConfig):
             )
 
 
+@functools.cache
 def _load_jvp_decompositions() -> None:
-    """Import torch's forward-AD decompositions once, silencing the torch.jit.script DeprecationWarnings that its
-    import raises (torch/_decomp/decompositions_for_jvp.py scripts its helpers; nothing of ours is scripted)."""
+    """Import torch's forward-AD decompositions once per process, silencing the torch.jit.script
+    DeprecationWarnings that its import raises (torch/_decomp/decompositions_for_jvp.py scripts its helpers; nothing
+    of ours is scripted). Cached, so the warning filters are touched only on the first call."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=DeprecationWarning)
         importlib.import_module("torch._decomp.decompositions_for_jvp")
