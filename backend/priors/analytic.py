@@ -23,7 +23,8 @@ t -> 0, is the score of the tilted density p_c^s p_u^(1-s) (``GaussianPrior.guid
 isotropic Gaussians of width ``bandwidth``), the "score model fitted exactly to the current particles" that the VSD
 identity tests need: with a single point mass at the particle x_0 it returns (x_t - alpha_t x_0) / sigma_t = eps.
 
-All maths runs in float64; outputs come back in x_t's dtype.
+All maths runs in float64; outputs come back in x_t's dtype. The particle loop of the 2D harness that optimises
+against these priors is ``dreamstill.backend.distill.particles.optimize_particles``.
 """
 
 from __future__ import annotations
