@@ -26,7 +26,8 @@ import torch
 from PIL import Image, ImageDraw
 
 from dreamstill.backend.distill import make_method
-from dreamstill.backend.distill.analytic import MixtureOfGaussiansPrior, optimize_particles
+from dreamstill.backend.distill.particles import optimize_particles
+from dreamstill.backend.priors.analytic import MixtureOfGaussiansPrior
 
 X_RANGE, Y_RANGE = (-0.75, 2.75), (-0.75, 1.75)
 PANEL_W, PANEL_H, TITLE_H = 280, 200, 18
