@@ -255,7 +255,7 @@ class JobSpec:
         help="method-specific settings (the method's Config fields)",
         max_depth=MAX_OPTIONS_DEPTH,
         max_bytes=MAX_OPTIONS_BYTES,
-        example='{"eta": 0.1}',
+        example='{"shift_ratio": 0.1}',
         flag="--option",
     )
 

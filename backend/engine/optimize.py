@@ -30,14 +30,14 @@ import torch
 
 from dreamstill.protocol import JobSpec, Preview, Progress
 
-from ..distill import make_method
+from ..distill import encode_view_prompts, make_method
 from ..fields import Background, DensityField, DensityFieldConfig
 from ..priors import Prior, load_prior
 from ..priors.base import TextEmbedding
 from ..render import RenderSettings
 from ..render.cameras import Cameras, orbit_cameras, sample_cameras, with_view_suffix
 from .asset import FieldAsset
-from .step import DistillStep, OpacitySparsity, Regularizer, ShadingSchedule
+from .step import DistillStep, OpacitySparsity, Regularizer, ShadingSchedule, wants_view_prompts
 
 
 @dataclass
@@ -91,6 +91,7 @@ class AssetOptimizer(FieldAsset):
         self.seconds_per_step = 0.0
         self._text_cache: dict[str, object] = {}
         self.uncond = self.prior.encode_text([spec.negative_prompt])
+        self.view_prompts = encode_view_prompts(self.prior, spec.prompt) if wants_view_prompts(self.method) else None
 
     # --- text ------------------------------------------------------------------------------------------------
     def _text_for(self, cams: Cameras):
@@ -123,7 +124,8 @@ class AssetOptimizer(FieldAsset):
         views = self.distill.render(
             self.field, self.background, cams, self.step, spec.steps, self.camera_rng, self.noise_rng
         )
-        loss = self.distill.loss(views, self._text_for(cams), self.uncond, self.step, spec.steps, self.noise_rng)
+        cond = self._text_for(cams)
+        loss = self.distill.loss(views, cond, self.uncond, self.step, spec.steps, self.noise_rng, self.view_prompts)
         for regularizer in self.regularizers:
             loss = loss + regularizer(views)
         self.optimizer.zero_grad(set_to_none=True)

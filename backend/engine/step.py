@@ -20,7 +20,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from ..distill.base import DistillInput, surrogate_loss
 from ..render import RenderOutput, RenderSettings, render, sample_light_positions
@@ -98,6 +97,11 @@ class OpacitySparsity:
         return self.weight * views.opacity.mean()
 
 
+def wants_view_prompts(method) -> bool:
+    """True when the method's Perp-Neg option is on: the caller then encodes the prompt's front/side/back views."""
+    return bool(getattr(getattr(method, "config", None), "perp_neg", False))
+
+
 class DistillStep:
     """Render -> encode -> gradient -> surrogate loss for one prior and method, at a square ``resolution``.
 
@@ -143,10 +147,12 @@ class DistillStep:
         z = self.prior.encode_images(out.rgb.permute(0, 3, 1, 2))
         return DistillViews(z, out.opacity.permute(0, 3, 1, 2), cameras.as_condition(), [out])
 
-    def loss(self, views: DistillViews, cond, uncond, step: int, total_steps: int, noise_rng) -> torch.Tensor:
-        """The surrogate loss whose gradient on z is the method's gradient / B. The method sees the opacity
-        resampled (bilinear) to z's size."""
-        opacity = F.interpolate(views.opacity, size=views.z.shape[-2:], mode="bilinear", align_corners=False)
+    def loss(
+        self, views: DistillViews, cond, uncond, step: int, total_steps: int, noise_rng, view_prompts=None
+    ) -> torch.Tensor:
+        """The surrogate loss whose gradient on z is the method's gradient / B. The method sees the opacity at the
+        render's own resolution (FSD average-pools it to z's size for its foreground mask); ``view_prompts``
+        (distill.encode_view_prompts) only when the method uses Perp-Neg (``wants_view_prompts``)."""
         result = self.method.gradient(
             DistillInput(
                 z=views.z,
@@ -156,7 +162,8 @@ class DistillStep:
                 total_steps=total_steps,
                 generator=noise_rng,
                 camera=views.camera,
-                opacity=opacity.detach(),
+                opacity=views.opacity.detach(),
+                view_prompts=view_prompts,
             )
         )
         return surrogate_loss(views.z, result.grad)

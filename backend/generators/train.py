@@ -28,9 +28,9 @@ from pathlib import Path
 
 import torch
 
-from ..distill import make_method
+from ..distill import encode_view_prompts, make_method
 from ..engine.images import contact_sheet, save_png
-from ..engine.step import DistillStep, DistillViews
+from ..engine.step import DistillStep, DistillViews, wants_view_prompts
 from ..fields import Background
 from ..priors import load_prior
 from ..priors.base import TextEmbedding
@@ -93,7 +93,10 @@ class GeneratorTrainer:
             )
         views = DistillViews.cat(groups)
         cond = text.repeat(c.views_per_prompt)
-        loss = self.distill.loss(views, cond, self.uncond, self.step, c.steps, self.noise_rng)
+        view_prompts = None
+        if wants_view_prompts(self.method):  # Perp-Neg: the step's prompts' front/side/back views, per view
+            view_prompts = encode_view_prompts(self.prior, [self.prompts[i] for i in idx]).repeat(c.views_per_prompt)
+        loss = self.distill.loss(views, cond, self.uncond, self.step, c.steps, self.noise_rng, view_prompts)
         loss = loss + self._opacity_loss(views.opacity)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
