@@ -67,9 +67,9 @@ def test_loss_gradient_on_z_is_the_methods_gradient_over_b():
     torch.testing.assert_close(z.grad, grad / b)
     torch.testing.assert_close(loss.detach(), 0.5 * grad.pow(2).sum() / b)
     seen = method.seen
-    assert (seen.step, seen.total_steps) == (7, 20) and seen.opacity.shape == (b, 1, 8, 8)
-    assert not seen.opacity.requires_grad  # the method gets a detached, resampled opacity
-    torch.testing.assert_close(seen.opacity, torch.nn.functional.avg_pool2d(opacity.detach(), 2))  # 2x bilinear
+    assert (seen.step, seen.total_steps) == (7, 20) and seen.opacity.shape == (b, 1, 16, 16)
+    assert not seen.opacity.requires_grad  # the method gets the detached opacity at the render's resolution
+    torch.testing.assert_close(seen.opacity, opacity.detach())
 
 
 def test_view_groups_concatenate_in_order_and_sparsity_is_the_mean_opacity():
