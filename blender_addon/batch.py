@@ -21,18 +21,14 @@ from bpy.app.handlers import persistent
 from mathutils.geometry import interpolate_bezier
 
 from . import follow, job_queue, placement
+from .proto import protocol
 
 BEZIER_SAMPLES_PER_SEGMENT = 4  # times the spline's resolution: finer sampling, truer arc lengths
 
 
 def parse_prompts(text: str) -> list[str]:
-    """Prompts from text: one per line or separated by ';'; empty entries and '#' comments dropped."""
-    prompts = []
-    for line in text.replace(";", "\n").splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            prompts.append(line)
-    return prompts
+    """Prompts from text: one per line or separated by ';' (the protocol's rules: '#' comments, blanks dropped)."""
+    return protocol.parse_prompts(text, separator=";")
 
 
 def prompts_from(text: str = "", text_block=None, filepath: str = "") -> list[str]:

@@ -7,6 +7,7 @@ from .addresses import DEFAULT_ADDRESS, is_loopback
 from .events import Cancelled, Done, Failed, JobEvent, MeshUpdate, Preview, Progress
 from .jobspec import FORMATS, GROUPS, METHODS, MODES, JobSpec, field_defaults, spec_fields
 from .messages import Message, decode, encode
+from .prompts import parse_prompts, read_prompts
 from .schema import JobSpecError, Setting, SpecField, setting
 from .wire import PROTOCOL_VERSION, ProtocolError
 
@@ -34,6 +35,8 @@ __all__ = [
     "Message",
     "decode",
     "encode",
+    "parse_prompts",
+    "read_prompts",
     "PROTOCOL_VERSION",
     "ProtocolError",
     "Client",

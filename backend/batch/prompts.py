@@ -1,24 +1,13 @@
-"""Prompt files and the names of a batch's results (pure Python: no torch, no bpy).
-
-A prompt file holds one prompt a line; blank lines and lines starting with ``#`` are skipped. This is the one
-parser for prompt lists: ``dreamstill batch``, amortized training corpora and the add-on's batch use the same rules.
-"""
+"""The names of a batch's results (pure Python: no torch, no bpy); prompt files are read by
+``dreamstill.protocol.prompts`` (re-exported here), the one parser for prompt lists."""
 
 from __future__ import annotations
 
-import os
 import re
 
+from dreamstill.protocol.prompts import parse_prompts, read_prompts
 
-def parse_prompts(text: str) -> list[str]:
-    """The prompts in ``text``: one a line, stripped; blank lines and ``#`` comment lines dropped."""
-    return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
-
-
-def read_prompts(path: str | os.PathLike) -> list[str]:
-    """``parse_prompts`` of a UTF-8 file (OSError when it cannot be read)."""
-    with open(path, encoding="utf-8") as f:
-        return parse_prompts(f.read())
+__all__ = ["output_name", "parse_prompts", "prompt_slug", "read_prompts"]
 
 
 def prompt_slug(prompt: str, limit: int = 48) -> str:

@@ -65,7 +65,9 @@ def load_corpus(name: str, split: str = "train") -> list[str]:
     path = Path(name)
     if not path.exists():
         raise FileNotFoundError(f"corpus {name!r}: not a built-in corpus ({', '.join(TOY_CORPORA)}) nor a file")
-    prompts = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    from dreamstill.protocol.prompts import read_prompts
+
+    prompts = read_prompts(path)
     if not prompts:
         raise ValueError(f"corpus file {path} has no prompts (one prompt a line)")
     return prompts

@@ -1,18 +1,6 @@
-"""The one prompt-file parser and the result names."""
+"""The names of a batch's results."""
 
-import pytest
-
-from dreamstill.backend.batch.prompts import output_name, parse_prompts, prompt_slug, read_prompts
-
-
-def test_one_prompt_a_line_blank_lines_and_comments_dropped(tmp_path):
-    text = "  a red cube  \n\n# a comment\n   # an indented comment\na blue sphere # not a comment\r\n\t\n"
-    assert parse_prompts(text) == ["a red cube", "a blue sphere # not a comment"]
-    path = tmp_path / "p.txt"
-    path.write_text("un cube rouge\nein grüner Torus\n", encoding="utf-8")
-    assert read_prompts(path) == ["un cube rouge", "ein grüner Torus"]
-    with pytest.raises(OSError):
-        read_prompts(tmp_path / "missing.txt")
+from dreamstill.backend.batch.prompts import output_name, prompt_slug
 
 
 def test_output_names_are_sortable_readable_and_safe():
