@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-_ABSOLUTE = re.compile(r"(?<![\w.:/])/(?:[^\s/'\"<>]+/)+[^\s/'\"<>,;)]*")
+_ABSOLUTE = re.compile(r"(?<![\w.:/>])/(?:[^\s/'\"<>]+/)+[^\s/'\"<>,;)]*")
 _HOME = re.compile(r"(?<![\w.])~/[^\s'\"<>,;)]*")
 
 

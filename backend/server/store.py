@@ -66,6 +66,15 @@ def _append_bytes(fd: int, data: bytes) -> int:
     return os.write(fd, data)
 
 
+def _write_new(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        if _append_bytes(fd, data) != len(data):
+            raise OSError(errno.ENOSPC, "No space left on device (short write)")
+    finally:
+        os.close(fd)
+
+
 def _fsync_dir(folder: Path) -> None:
     try:
         fd = os.open(folder, os.O_RDONLY)
@@ -152,9 +161,9 @@ class JobStore:
         staging = self.root / f".new-{job_id}"
         try:
             staging.mkdir()
-            (staging / "spec.json").write_text(spec.to_json() + "\n")
+            _write_new(staging / "spec.json", (spec.to_json() + "\n").encode("utf-8"))
             record = {"type": "queued", "t": job.created, "owner": owner}
-            (staging / EVENTS_FILE).write_text(json.dumps(record) + "\n")
+            _write_new(staging / EVENTS_FILE, (json.dumps(record) + "\n").encode("utf-8"))
             os.replace(staging, self.root / job_id)
         except OSError as err:
             shutil.rmtree(staging, ignore_errors=True)
