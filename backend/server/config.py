@@ -35,6 +35,7 @@ class ServerConfig:
     keep_jobs: int = 1000  # finished jobs kept on disk and in memory (0 = no limit)
     keep_days: float = 0.0  # finished jobs older than this are deleted (0 = no age limit)
     retain_previews: int = 8  # finished jobs whose newest preview / mesh stay in memory for late attaches
+    min_free_bytes: int = 16 << 20  # queued jobs wait while the store's disk has less free space than this
     shared: bool = False  # every client sees, fetches and cancels every job (one team, one server)
     # workers
     devices: tuple[str, ...] = ("auto",)  # one worker per entry: "auto", "cpu", "cuda:0", ...

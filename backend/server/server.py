@@ -257,6 +257,11 @@ class Server:
             if job.unfinished and not resumable:  # a checkpointing job resumes at the next start
                 self.finish(job, Failed("interrupted", f"the server was stopped while this job was {job.state}; "
                                                        "submit it again"))  # fmt: skip
+            elif resumable and job.stored.last_progress is not None:
+                try:  # where it got to, for status after the restart
+                    self.store.log_event(job.id, job.stored.last_progress, force=True)
+                except StoreWriteError:
+                    pass
         if self.fanout is not None:
             self.fanout.flush()
         if self.pool is not None:
@@ -466,6 +471,11 @@ class Server:
         except ModelRefused as err:
             self.finish(job, Failed("bad_spec", str(err)))
             return False
+        free = _free_bytes(self.store.root)
+        if free < self.config.min_free_bytes:
+            self.disk_full = f"the job store's disk has {free >> 20} MiB free, less than a job needs"
+            self._disk_retry_at = time.monotonic() + 1.0
+            return False
         started = time.time()
         try:
             self.store.log(job.id, {"type": "started", "t": started, "worker_pid": slot.handle.pid,
@@ -529,6 +539,13 @@ def _make_workdir() -> str:
         if pid.isdigit() and not _alive(int(pid)):
             shutil.rmtree(old, ignore_errors=True)
     return tempfile.mkdtemp(prefix=f"dreamstill-{os.getpid()}-")
+
+
+def _free_bytes(folder: Path) -> int:
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return 1 << 62  # unknown: let the write itself tell
 
 
 def _alive(pid: int) -> bool:
