@@ -152,6 +152,7 @@ class Server:
         import zmq
 
         raise_fd_limit()
+        self._workdir = _make_workdir()
         self._ctx = ctx = zmq.Context()
         auth = None
         try:
@@ -163,13 +164,13 @@ class Server:
             if auth is not None:
                 auth.stop()
             ctx.destroy(0)
+            shutil.rmtree(self._workdir, ignore_errors=True)
             if threading.current_thread() is not self._thread:
                 raise  # serve_forever called directly: the caller sees the error
             return
         self._bound.set()
         log.info("Dreamstill server %s listening on %s (CURVE %s)", self.server_id, self.address,
                  "on" if self.keys else "off")  # fmt: skip
-        self._workdir = _make_workdir()
         try:
             self.fanout = Fanout(self._sock, self.config, self.jobs)
             self.guard = AcceptGuard(self._sock, self.address, self.config.accept_pause_s)

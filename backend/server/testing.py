@@ -115,3 +115,51 @@ def fake_spec(steps: int = 5, seed: int = 0, preview_every: int = 0, mesh_every:
         checkpoint_every=checkpoint_every,
         options=options,
     )
+
+
+_SERVE = """
+import resource, sys
+limit = int(sys.argv[1])
+if limit:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+from dreamstill.backend.server.commands import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def spawn_server(store: Path, *extra: str, fd_limit: int = 0, log_path: Path | None = None):
+    """`dreamstill serve` with the fake runner in a subprocess on a free loopback port: (Popen, address).
+
+    ``fd_limit`` sets RLIMIT_NOFILE (soft = hard) before the server starts; ``extra`` are more serve flags."""
+    import subprocess
+    import sys
+
+    address = f"tcp://127.0.0.1:{free_port()}"
+    argv = [sys.executable, "-c", _SERVE, str(fd_limit), "serve", "--bind", address, "--store", str(store)]
+    argv += ["--runner", FAKE_RUNNER, *extra]
+    out = open(log_path, "w") if log_path is not None else subprocess.DEVNULL  # noqa: SIM115 - child keeps it
+    return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ)), address
+
+
+def wait_until_up(address: str, timeout_s: float = 60.0, **client_kwargs):
+    """A connected Client once the server at ``address`` answers a ping (ServerUnavailable after timeout_s)."""
+    from dreamstill.protocol.client import Client, ServerUnavailable
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        client = Client(address, timeout_s=3, **client_kwargs)
+        try:
+            client.ping()
+            return client
+        except ServerUnavailable:
+            client.close()
+            if time.monotonic() > deadline:
+                raise
