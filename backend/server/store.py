@@ -141,6 +141,7 @@ class JobStore:
         self.root.mkdir(parents=True, exist_ok=True)
         self._last_progress_write: dict[str, float] = {}
         self._digests: dict[tuple[str, str], tuple[float, int, str]] = {}
+        self._last_ms = 0
 
     def job_dir(self, job_id: str) -> Path:
         if not JOB_ID.match(job_id):
@@ -148,9 +149,10 @@ class JobStore:
         return self.root / job_id
 
     def new_id(self) -> str:
-        """A fresh job id: time-ordered prefix + random suffix (ids sort by submission time)."""
+        """A fresh job id: a strictly rising millisecond prefix + random suffix (ids sort in submission order)."""
         while True:
-            job_id = f"{int(time.time() * 1000):013x}-{secrets.token_hex(3)}"
+            self._last_ms = max(int(time.time() * 1000), self._last_ms + 1)
+            job_id = f"{self._last_ms:013x}-{secrets.token_hex(3)}"
             if not (self.root / job_id).exists():
                 return job_id
 
@@ -219,6 +221,7 @@ class JobStore:
                 continue
             if job is not None:
                 jobs.append(job)
+                self._last_ms = max(self._last_ms, int(job.job_id.split("-")[0], 16))
         return jobs
 
     def _load_one(self, folder: Path) -> StoredJob | None:

@@ -130,3 +130,10 @@ def test_delete_removes_the_folder(tmp_path):
     job_id = finished_job(store, tmp_path)
     store.delete(job_id)
     assert not store.job_dir(job_id).exists() and JobStore(tmp_path).load() == []
+
+
+def test_ids_rise_strictly_in_submission_order_even_within_a_millisecond(tmp_path, monkeypatch):
+    store = JobStore(tmp_path)
+    monkeypatch.setattr(store_module.time, "time", lambda: 1000.0)
+    ids = [store.new_id() for _ in range(50)]
+    assert ids == sorted(ids) and len(set(i.split("-")[0] for i in ids)) == 50
