@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import importlib.util
 import sys
 from pathlib import Path
 
-from .cli_args import add_job_arguments, spec_from_args
+from .cli_args import add_job_arguments, add_prompt_argument, spec_from_args
 
 # Modules that add subcommands, in the order they appear in --help. A module that is not installed is skipped.
 COMMAND_MODULES = (
@@ -28,15 +29,33 @@ COMMAND_MODULES = (
 )
 
 
+def version() -> str:
+    """The installed distribution's version (``dreamstill --version``)."""
+    try:
+        return importlib.metadata.version("dreamstill")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed: pip install -e .)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dreamstill", description="Text-to-3D by score distillation.")
+    parser.add_argument("--version", action="version", version=f"dreamstill {version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     gen = sub.add_parser("generate", help="optimize one asset from a text prompt and write a mesh")
-    gen.add_argument("prompt")
-    gen.add_argument("-o", "--output", type=Path, default=Path("asset.glb"), help="OUT.glb / .obj / .ply")
+    add_prompt_argument(gen)
+    gen.add_argument(
+        "-o", "--output", type=Path, default=Path("asset.glb"), help="OUT.glb / .obj / .ply (default: asset.glb)"
+    )
     gen.add_argument("--resume", action="store_true", help="continue from the checkpoint next to OUT")
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
+    gen.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="torch CPU threads (default: $DREAMSTILL_THREADS, else one per core the load average leaves free)",
+    )
     add_job_arguments(gen)
     gen.set_defaults(func=generate)
 
@@ -50,10 +69,12 @@ def generate(args: argparse.Namespace) -> int:
     from dreamstill.protocol import Done, Failed, JobSpecError, Progress
 
     from .engine import run_job
+    from .threads import apply_threads, choose_threads
 
     try:
         spec = spec_from_args(args, args.prompt, args.output)
-    except JobSpecError as err:
+        threads = choose_threads(args.threads)
+    except (JobSpecError, ValueError) as err:  # JobSpecError is a ValueError; so is a bad --threads
         print(f"dreamstill generate: {err}", file=sys.stderr)
         return 2
     output = args.output.resolve()
@@ -64,6 +85,8 @@ def generate(args: argparse.Namespace) -> int:
         )
         return 2
     work_dir = output.with_name(output.stem + ".dreamstill")
+    apply_threads(threads)
+    print(f"dreamstill generate: {threads}", file=sys.stderr)
 
     from tqdm import tqdm
 

@@ -1,68 +1,140 @@
-"""Job options shared by `dreamstill generate`, `submit` and `batch`: argparse flags <-> JobSpec."""
+"""Job options shared by `dreamstill generate`, `submit` and `batch`, generated from the JobSpec's field Settings.
+
+Every JobSpec field becomes a flag (``--name-with-dashes`` unless its Setting names another), in the argument group
+of its Setting, with help that gives the units, the accepted range or choices and the default. Flags default to
+None, so :func:`spec_from_args` passes only what was given and the JobSpec's own defaults apply: one default per
+setting. Two command-line conveniences sit on top: a flag's Setting may imply other fields (``--generator`` implies
+``--mode instant``), and without ``--format`` the output file's suffix picks the format.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
-from dreamstill.protocol import FORMATS, METHODS, MODES, JobSpec
+from dreamstill.protocol import FORMATS, GROUPS, JobSpec, SpecField, spec_fields
 
 
-def add_job_arguments(parser: argparse.ArgumentParser) -> None:
-    """The JobSpec fields as flags; defaults come from JobSpec so there is one source of truth."""
-    d = JobSpec(prompt="-")
-    g = parser.add_argument_group("job")
-    g.add_argument("--method", choices=METHODS, default=d.method, help="score-distillation method")
-    g.add_argument(
-        "--mode",
-        choices=MODES,
-        default=None,
-        help=f"optimize one asset, or instant (amortized generator); default {d.mode}, or instant when "
-        "--generator is given",
-    )
-    g.add_argument(
-        "--prior", default=d.prior, help="'builtin' (offline toy-world prior), a local diffusers folder or a hub id"
-    )
-    g.add_argument(
-        "--generator",
-        default=None,
-        help=f"amortized generator (folder or generator.pt; default {d.generator!r}); implies --mode instant",
-    )
-    g.add_argument("--steps", type=int, default=d.steps)
-    g.add_argument("--resolution", type=int, default=d.resolution, help="render size; 0 = the prior's native size")
-    g.add_argument("--seed", type=int, default=d.seed)
-    g.add_argument("--guidance", type=float, default=d.guidance, help="CFG scale; 0 = the method's paper default")
-    g.add_argument("--negative-prompt", default=d.negative_prompt)
-    g.add_argument("--batch-size", type=int, default=d.batch_size, help="views per step")
-    g.add_argument("--lr", type=float, default=d.lr, help="0 = engine default")
-    g.add_argument("--format", choices=FORMATS, default=None, help="output format (default: from the output suffix)")
-    g.add_argument("--mesh-resolution", type=int, default=d.mesh_resolution)
-    g.add_argument("--texture-size", type=int, default=d.texture_size, help="0 = vertex colours only")
-    g.add_argument(
-        "--max-faces",
-        type=int,
-        default=d.max_faces,
-        help="decimate the mesh to this many faces (0 = the mode's default: all for optimize, 10,000 for instant)",
-    )
-    g.add_argument("--elevation-range", type=float, nargs=2, default=d.elevation_range, metavar=("LO", "HI"))
-    g.add_argument("--distance-range", type=float, nargs=2, default=d.distance_range, metavar=("LO", "HI"))
-    g.add_argument("--fov-range", type=float, nargs=2, default=d.fov_range, metavar=("LO", "HI"))
-    g.add_argument("--preview-every", type=int, default=d.preview_every)
-    g.add_argument("--mesh-every", type=int, default=d.mesh_every)
-    g.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
-    g.add_argument(
-        "--option",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="method-specific option, VALUE parsed as JSON when it can be (e.g. --option eta=0.1)",
-    )
+def flag_of(field: SpecField) -> str:
+    return field.setting.flag or "--" + field.name.replace("_", "-")
+
+
+def dest_of(field: SpecField) -> str:
+    return flag_of(field).lstrip("-").replace("-", "_")
+
+
+def _default_text(field: SpecField) -> str:
+    if not field.has_default:
+        return ""
+    value = field.default
+    if field.kind == "pair":
+        value = " ".join(f"{x:g}" for x in value)
+    elif field.kind == "json":
+        value = json.dumps(value) if value else "none"
+    elif isinstance(value, str):
+        value = repr(value) if value == "" else value
+    return f" (default: {value})"
+
+
+def help_of(field: SpecField, extra: str = "") -> str:
+    """The flag's help: the Setting's help, what 0 means, the choices, ``extra``, the default; '%' escaped for
+    argparse."""
+    s = field.setting
+    text = s.help
+    if s.zero_means:
+        text += f"; 0 = {s.zero_means}"
+    if s.choices:
+        text += "; " + ", ".join(f"{value} = {description}" for value, _, description in s.choices)
+    return (text + extra + _default_text(field)).replace("%", "%%")
+
+
+def method_option_keys() -> str:
+    """Each distillation method's option keys (its Config dataclass fields), imported only when asked for."""
+    from dreamstill.backend.distill import METHODS, method_class
+
+    keys = {}
+    for name in METHODS:
+        try:
+            keys[name] = [f.name for f in dataclasses.fields(method_class(name).Config)]
+        except ImportError as err:
+            keys[name] = [f"(unavailable: {err})"]
+    shared = set.intersection(*(set(k) for k in keys.values())) if keys else set()
+    lines = [f"every method: {', '.join(sorted(shared))}"]
+    lines += [f"{name}: {', '.join(k for k in ks if k not in shared) or '-'}" for name, ks in keys.items()]
+    return "; ".join(lines)
+
+
+class KeyValueAction(argparse.Action):
+    """``--option KEY=VALUE``, repeatable, collected as a list; VALUE is parsed as JSON when it can be.
+
+    Its help ends with each method's accepted keys, computed only when help is printed (that imports torch)."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        kwargs.setdefault("default", None)
+        super().__init__(option_strings, dest, **kwargs)
+
+    @property
+    def help(self) -> str:
+        return self._help + (" Accepted keys: " + method_option_keys().replace("%", "%%") if self._help else "")
+
+    @help.setter
+    def help(self, value) -> None:
+        self._help = value or ""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        key, sep, _ = value.partition("=")
+        if not sep or not key:
+            parser.error(f"{option_string} {value!r}: write it as KEY=VALUE, e.g. {option_string} eta=0.1")
+        setattr(namespace, self.dest, [*(getattr(namespace, self.dest) or []), value])
+
+
+def _add_flag(group, field: SpecField) -> None:
+    common = {"dest": dest_of(field), "default": None, "help": help_of(field)}
+    kind = field.kind
+    if kind == "choice":
+        group.add_argument(flag_of(field), choices=field.setting.choice_values, **common)
+    elif kind == "text":
+        group.add_argument(flag_of(field), metavar="TEXT", **common)
+    elif kind == "integer":
+        group.add_argument(flag_of(field), type=int, metavar="N", **common)
+    elif kind == "number":
+        group.add_argument(flag_of(field), type=float, metavar="X", **common)
+    elif kind == "pair":
+        group.add_argument(flag_of(field), type=float, nargs=2, metavar=("LO", "HI"), **common)
+    elif kind == "flag":
+        group.add_argument(flag_of(field), action=argparse.BooleanOptionalAction, **common)
+    elif kind == "json":
+        common["help"] = help_of(field, "; one KEY=VALUE per flag, VALUE parsed as JSON when it can be") + "."
+        group.add_argument(flag_of(field), action=KeyValueAction, metavar="KEY=VALUE", **common)
+    else:  # a kind added to protocol/schema.py must be given a flag here
+        raise TypeError(f"no command-line flag for a {kind!r} setting ({field.name})")
+
+
+def add_prompt_argument(parser: argparse.ArgumentParser, spec_class: type = JobSpec) -> None:
+    """The positional field(s) (the prompt), with their help."""
+    for field in spec_fields(spec_class):
+        if field.setting.positional:
+            parser.add_argument(field.name, help=help_of(field))
+
+
+def add_job_arguments(parser: argparse.ArgumentParser, spec_class: type = JobSpec) -> None:
+    """Every non-positional JobSpec field as a flag, grouped as the Settings say."""
+    fields = [f for f in spec_fields(spec_class) if not f.setting.positional]
+    order = list(GROUPS) + sorted({f.setting.group for f in fields} - set(GROUPS))
+    for name in order:
+        members = [f for f in fields if f.setting.group == name]
+        if members:
+            group = parser.add_argument_group(f"{GROUPS.get(name, name).lower()} settings")
+            for field in members:
+                _add_flag(group, field)
 
 
 def parse_options(pairs: list[str]) -> dict:
+    """``["eta=0.1", "name=x"]`` -> ``{"eta": 0.1, "name": "x"}`` (VALUE as JSON when it parses, else text)."""
     options = {}
-    for pair in pairs:
+    for pair in pairs or []:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise SystemExit(f"--option {pair!r}: write it as KEY=VALUE, e.g. --option eta=0.1")
@@ -73,8 +145,8 @@ def parse_options(pairs: list[str]) -> dict:
     return options
 
 
-def format_for(output: Path | None, explicit: str | None) -> str:
-    """--format wins; otherwise the output suffix decides; otherwise glb."""
+def format_for(output: Path | None, explicit: str | None) -> str | None:
+    """--format wins; otherwise the output suffix decides; None when neither says (the JobSpec default)."""
     if explicit:
         return explicit
     if output is not None and output.suffix:
@@ -84,33 +156,26 @@ def format_for(output: Path | None, explicit: str | None) -> str:
                 f"output {output}: unknown suffix .{suffix}; use one of {', '.join('.' + f for f in FORMATS)}"
             )
         return suffix
-    return "glb"
+    return None
 
 
-def spec_from_args(args: argparse.Namespace, prompt: str, output: Path | None = None) -> JobSpec:
-    """A validated JobSpec from parsed flags (raises JobSpecError with the field to fix)."""
-    return JobSpec(
-        prompt=prompt,
-        method=args.method,
-        mode=args.mode or ("instant" if args.generator else JobSpec.mode),
-        prior=args.prior,
-        generator=args.generator or JobSpec.generator,
-        steps=args.steps,
-        resolution=args.resolution,
-        seed=args.seed,
-        guidance=args.guidance,
-        negative_prompt=args.negative_prompt,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        output_format=format_for(output, args.format),
-        mesh_resolution=args.mesh_resolution,
-        texture_size=args.texture_size,
-        max_faces=args.max_faces,
-        elevation_range=tuple(args.elevation_range),
-        distance_range=tuple(args.distance_range),
-        fov_range=tuple(args.fov_range),
-        preview_every=args.preview_every,
-        mesh_every=args.mesh_every,
-        checkpoint_every=args.checkpoint_every,
-        options=parse_options(args.option),
-    ).validate()
+def spec_from_args(
+    args: argparse.Namespace, prompt: str, output: Path | None = None, spec_class: type = JobSpec
+) -> JobSpec:
+    """The JobSpec of the parsed flags (JobSpecError naming the field to fix); unset flags keep the defaults."""
+    fields = spec_fields(spec_class)
+    given = {}
+    for field in fields:
+        value = None if field.setting.positional else getattr(args, dest_of(field), None)
+        if value is None:
+            continue
+        given[field.name] = parse_options(value) if field.kind == "json" else value
+    values = dict(given)
+    for field in fields:
+        if field.name in given:
+            for other, implied in field.setting.implies:
+                values.setdefault(other, implied)
+    fmt = format_for(output, values.get("output_format"))
+    if fmt is not None:
+        values["output_format"] = fmt
+    return spec_class(**{f.name: prompt for f in fields if f.setting.positional}, **values)

@@ -3,12 +3,14 @@
 Each update rewrites the same datablocks: the mesh with ``clear_geometry`` then ``vertices.add`` / ``loops.add`` /
 ``polygons.add`` and ``foreach_set`` (about 0.1 s for 65k vertices, where ``from_pydata`` takes 35x longer), images
 with ``pixels.foreach_set`` (scaled in place when the size changes). No datablock is created per update, so a long
-run does not pile up orphan meshes or images. Main thread only (bpy is not thread-safe).
+run does not pile up orphan meshes or images. Main thread only (bpy is not thread-safe). The arrays come from
+``mesh_data`` and the placement from ``placement`` (both without bpy).
 
-Frames: mesh vertices arrive in the backend's world frame, right-handed and Z up like Blender's, so they are used as
-they are, relative to the object's origin (the 3D cursor when the job started). Images arrive with row 0 at the top;
-Blender stores row 0 at the bottom, so rows are flipped. UVs arrive per vertex with the origin at the bottom left,
-as Blender's; they are spread to the face corners.
+Frames: mesh vertices arrive in the backend's world frame, right-handed and Z up like Blender's. Each update is
+stood on its base and scaled to the object's asset size (``placement``), relative to the object's origin (the
+3D cursor, grid cell or curve point the job was given). Images arrive with row 0 at the top; Blender stores row 0
+at the bottom, so rows are flipped. UVs arrive per vertex with the origin at the bottom left, as Blender's; they are
+spread to the face corners.
 """
 
 from __future__ import annotations
@@ -16,9 +18,15 @@ from __future__ import annotations
 import bpy
 import numpy as np
 
+from .mesh_data import mesh_arrays
+from .placement import Placement, placement_for
+
 COLLECTION = "Dreamstill"
 COLOR_ATTRIBUTE = "Col"
 UV_MAP = "UVMap"
+SIZE_PROPERTY = "dreamstill_size"  # the asset's largest extent in metres (0 = the backend's own size)
+ANCHOR_PROPERTY = "dreamstill_anchor"  # the placement of the last update (see placement.Placement)
+FACTOR_PROPERTY = "dreamstill_factor"
 
 
 def root_collection(scene) -> bpy.types.Collection:
@@ -78,31 +86,23 @@ def set_image(image: bpy.types.Image | None, name: str, rgb: np.ndarray) -> bpy.
 
 def apply_mesh(obj: bpy.types.Object, vertices: np.ndarray, faces: np.ndarray, vertex_colors=None, uvs=None) -> None:
     """Replace the geometry of ``obj.data`` in place with the triangle mesh (vertices (N,3), faces (M,3))."""
-    vertices = np.ascontiguousarray(vertices, dtype=np.float32).reshape(-1, 3)
-    faces = np.ascontiguousarray(faces, dtype=np.int32).reshape(-1, 3)
-    n, m = len(vertices), len(faces)
-    if m and (faces.min() < 0 or faces.max() >= n):
-        raise ValueError(f"a face refers to vertex {int(faces.max())} but the mesh has {n} vertices")
+    arrays = mesh_arrays(vertices, faces, vertex_colors, uvs)
     mesh = obj.data
     mesh.clear_geometry()  # also drops the colour and UV layers; they are rebuilt below
-    mesh.vertices.add(n)
-    mesh.vertices.foreach_set("co", vertices.ravel())
-    mesh.loops.add(3 * m)
-    mesh.loops.foreach_set("vertex_index", faces.ravel())
-    mesh.polygons.add(m)
-    mesh.polygons.foreach_set("loop_start", np.arange(0, 3 * m, 3, dtype=np.int32))
-    if vertex_colors is not None and n:
-        colors = np.empty((n, 4), dtype=np.float32)
-        colors[:, :3] = np.asarray(vertex_colors, dtype=np.float32).reshape(n, -1)[:, :3] / 255.0
-        colors[:, 3] = 1.0
+    mesh.vertices.add(arrays.vertex_count)
+    mesh.vertices.foreach_set("co", arrays.co)
+    mesh.loops.add(len(arrays.loop_vertex))
+    mesh.loops.foreach_set("vertex_index", arrays.loop_vertex)
+    mesh.polygons.add(arrays.face_count)
+    mesh.polygons.foreach_set("loop_start", arrays.loop_start)
+    if arrays.colors is not None:
         attr = mesh.color_attributes.new(COLOR_ATTRIBUTE, "BYTE_COLOR", "POINT")
-        attr.data.foreach_set("color_srgb", colors.ravel())
+        attr.data.foreach_set("color_srgb", arrays.colors)
         mesh.color_attributes.active_color = attr
         mesh.color_attributes.render_color_index = mesh.color_attributes.active_color_index
-    if uvs is not None and m:
+    if arrays.corner_uv is not None:
         layer = mesh.uv_layers.new(name=UV_MAP)
-        per_corner = np.asarray(uvs, dtype=np.float32).reshape(n, 2)[faces.ravel()]
-        layer.data.foreach_set("uv", per_corner.ravel())
+        layer.data.foreach_set("uv", arrays.corner_uv)
     mesh.update(calc_edges=True)
 
 
@@ -143,9 +143,12 @@ def ensure_material(obj: bpy.types.Object, texture: bpy.types.Image | None) -> b
 
 
 def apply_update(obj: bpy.types.Object, update) -> None:
-    """Apply a protocol ``MeshUpdate``: geometry, colours or UVs + texture, and the material."""
+    """Apply a protocol ``MeshUpdate``: geometry stood on its base at the object's size, colours or UVs + texture,
+    and the material."""
     uvs = update.uvs if update.texture is not None else None
-    apply_mesh(obj, update.vertices, update.faces, update.vertex_colors, uvs)
+    place = placement_for(update.vertices, float(obj.get(SIZE_PROPERTY, 0.0)))
+    apply_mesh(obj, place.apply(update.vertices), update.faces, update.vertex_colors, uvs)
+    obj[ANCHOR_PROPERTY], obj[FACTOR_PROPERTY] = list(place.anchor), place.factor
     texture = None
     if update.texture is not None and uvs is not None:
         texture = set_image(
@@ -155,6 +158,12 @@ def apply_update(obj: bpy.types.Object, update) -> None:
     ensure_material(obj, texture)
     if update.final and texture is not None:
         texture.pack()  # saved inside the .blend with the asset
+
+
+def placement_of(obj: bpy.types.Object) -> Placement:
+    """The placement of the object's last update (identity before the first)."""
+    anchor = obj.get(ANCHOR_PROPERTY)
+    return Placement(tuple(float(x) for x in anchor), float(obj.get(FACTOR_PROPERTY, 1.0))) if anchor else Placement()
 
 
 def redraw() -> None:

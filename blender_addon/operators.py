@@ -19,8 +19,9 @@ from pathlib import Path
 import bpy
 from bpy.props import BoolProperty, FloatProperty, StringProperty
 from bpy.types import Operator
+from mathutils import Matrix
 
-from . import batch, session
+from . import backend_process, batch, clients, follow, job_queue, live, panel_props, preferences
 from .properties import job_annotations, job_values, load_spec_into, spec_from
 from .proto import JobSpec, JobSpecError, client_api
 
@@ -37,8 +38,9 @@ def _blocking(op) -> bool:
 
 
 def _wait(op, settings, job_ids):
+    """Block until ``job_ids`` end, printing their progress (a script's only sign of life)."""
     try:
-        session.wait(job_ids, timeout_s=op.timeout if op.timeout > 0 else None)
+        follow.wait(job_ids, timeout_s=op.timeout if op.timeout > 0 else None, echo=True)
     except TimeoutError as err:
         return _fail(op, settings, str(err))
     items = [settings.find_job(j) for j in job_ids]
@@ -80,8 +82,8 @@ class DREAMSTILL_OT_connect(Operator):
         settings = context.scene.dreamstill
         try:
             api = client_api()
-            address = session.address_for(self.server or settings.server)
-            client = session.client_for(address)
+            address = clients.address_for(self.server or settings.server)
+            client = clients.client_for(address)
             saved, client.timeout_s = client.timeout_s, min(client.timeout_s, 3.0)  # a pong is immediate:
             try:  # do not freeze the UI for the whole timeout when nothing listens
                 rtt = client.ping()
@@ -90,11 +92,11 @@ class DREAMSTILL_OT_connect(Operator):
         except ImportError as err:
             return _fail(self, settings, str(err))
         except api.ServerUnavailable as err:  # before OSError: it is a ConnectionError
-            session.drop_client(address)
+            clients.drop_client(address)
             return _fail(self, settings, f"Backend not running: {err}")
         except (ValueError, OSError) as err:
             return _fail(self, settings, str(err))
-        info = session.STATE.clients[address].server_info
+        info = clients.POOL[address].server_info
         text = f"Connected to {address} ({rtt * 1000:.0f} ms, {info.get('queued', 0)} queued)"
         settings.set_status(text)
         self.report({"INFO"}, text)
@@ -125,8 +127,8 @@ class DREAMSTILL_OT_start_backend(Operator):
     def execute(self, context):
         settings = context.scene.dreamstill
         try:
-            address = session.address_for(self.server or settings.server)
-            backend = session.start_backend(address, self.command or session.prefs().backend_command)
+            address = clients.address_for(self.server or settings.server)
+            backend = backend_process.start_backend(address, self.command or preferences.prefs().backend_command)
         except (ImportError, ValueError, OSError) as err:
             return _fail(self, settings, str(err))
         settings.set_status(
@@ -141,16 +143,16 @@ class DREAMSTILL_OT_start_backend(Operator):
         deadline = time.monotonic() + self.wait_s
         while time.monotonic() < deadline:
             if backend.process.poll() is not None:
-                session.STATE.backend = None
+                backend_process.forget()
                 return _fail(
                     self, settings, f"the backend exited with code {backend.process.returncode}: {backend.log_tail()}"
                 )
             try:
-                session.client_for(address).ping()
+                clients.client_for(address).ping()
                 settings.set_status(f"Backend running at {address} (pid {backend.process.pid})")
                 return {"FINISHED"}
             except api.ServerUnavailable:
-                session.drop_client(address)
+                clients.drop_client(address)
         return _fail(self, settings, f"the backend did not answer within {self.wait_s:g}s; see {backend.log_path}")
 
 
@@ -161,30 +163,35 @@ class DREAMSTILL_OT_stop_backend(Operator):
     bl_label = "Stop Local Backend"
 
     def execute(self, context):
-        stopped = session.stop_backend()
+        stopped = backend_process.stop_backend()
         context.scene.dreamstill.set_status("Backend stopped" if stopped else "No backend was started here")
         return {"FINISHED"}
 
 
-def _submit(op, context, prompts: list[str], batch_name: str = "", offsets=None):
-    """Create the queue items and objects for ``prompts`` and send them; (job ids, error text or None)."""
+def _asset_size(op, settings) -> float:
+    return op.size if op.properties.is_property_set("size") else settings.asset_size
+
+
+def _submit(op, context, prompts: list[str], batch_name: str = "", locations=None):
+    """Create the queue items and objects for ``prompts`` (at ``locations``, default the 3D cursor) and send them;
+    (job ids, error text or None)."""
     settings = context.scene.dreamstill
     values = job_values(op, settings)
-    address = session.address_for(values.server)
+    address = clients.address_for(values.server)
     specs = [spec_from(values, prompt=p) for p in prompts]  # all checked before anything is sent
-    cursor = context.scene.cursor.location.copy()
-    offsets = offsets or [(0.0, 0.0, 0.0)] * len(prompts)
+    locations = locations or [tuple(context.scene.cursor.location)] * len(prompts)
+    size = _asset_size(op, settings)
     job_ids = []
-    for spec, offset in zip(specs, offsets):
+    for spec, location in zip(specs, locations):
         item = settings.queue.add()
         item.prompt, item.address, item.batch = spec.prompt, address, batch_name
-        item.spec_json = session.spec_json(spec)
-        item.location = (cursor.x + offset[0], cursor.y + offset[1], cursor.z + offset[2])
-        session.ensure_object(context.scene, item)
+        item.spec_json = job_queue.spec_json(spec)
+        item.location, item.size = location, size
+        job_queue.ensure_object(context.scene, item)
     api = client_api()
     for item in list(settings.queue)[len(settings.queue) - len(specs) :]:
         try:
-            job_ids.append(session.submit_item(context.scene, item))
+            job_ids.append(job_queue.submit_item(context.scene, item))
         except api.ServerUnavailable as err:
             item.message = "not sent: the backend did not answer"
             return job_ids, f"Backend not running: {err}"
@@ -195,12 +202,12 @@ def _submit(op, context, prompts: list[str], batch_name: str = "", offsets=None)
 
 
 class DREAMSTILL_OT_generate(Operator):
-    """Generate a 3D asset from the prompt at the 3D cursor, updating it live"""
+    """Generate a 3D asset from the prompt, standing on the ground at the 3D cursor, updating it live"""
 
     bl_idname = "dreamstill.generate"
     bl_label = "Generate"
     bl_options = {"REGISTER", "UNDO"}
-    __annotations__ = {**job_annotations(), **_WAIT_PROPS}
+    __annotations__ = {**job_annotations(), **_WAIT_PROPS, **panel_props.operator_annotations()}
 
     def execute(self, context):
         settings = context.scene.dreamstill
@@ -221,7 +228,8 @@ class DREAMSTILL_OT_generate(Operator):
 
 
 class DREAMSTILL_OT_batch(Operator):
-    """Generate a list of prompts into a grid of objects (the queue is saved with the .blend)"""
+    """Generate a list of prompts into a grid of objects, or along the selected curve (the queue is saved with the
+    .blend)"""
 
     bl_idname = "dreamstill.batch"
     bl_label = "Generate Batch"
@@ -229,6 +237,7 @@ class DREAMSTILL_OT_batch(Operator):
     __annotations__ = {
         **job_annotations(),
         **_WAIT_PROPS,
+        **panel_props.operator_annotations(batch=True),
         "prompts": StringProperty(
             name="Prompts",
             options={"SKIP_SAVE"},
@@ -241,33 +250,47 @@ class DREAMSTILL_OT_batch(Operator):
         ),
     }
 
+    def _prompts(self, settings) -> list[str]:
+        if self.prompts or self.text_name or self.filepath:
+            block = bpy.data.texts.get(self.text_name) if self.text_name else None
+            if self.text_name and block is None:
+                raise ValueError(f"no text block named {self.text_name!r}")
+            prompts = batch.prompts_from(self.prompts, block, self.filepath)
+        else:
+            prompts = batch.prompts_from(settings.batch_prompts, settings.batch_text, settings.batch_file)
+        if not prompts:
+            raise ValueError(
+                "The batch has no prompts: type them separated by ';', or pick a text block or a file with one "
+                "prompt per line"
+            )
+        return prompts
+
+    def _curve(self, context, settings):
+        """The curve to lay the batch along: the named one, else the selected one when the panel says so."""
+        if not self.curve:
+            return batch.selected_curve(context) if settings.batch_on_curve else None
+        curve = bpy.data.objects.get(self.curve)
+        if curve is None or curve.type != "CURVE":
+            raise ValueError(f"no curve object named {self.curve!r}; give a curve's name or leave it empty")
+        return curve
+
     def execute(self, context):
         settings = context.scene.dreamstill
         try:
-            if self.prompts or self.text_name or self.filepath:
-                block = bpy.data.texts.get(self.text_name) if self.text_name else None
-                if self.text_name and block is None:
-                    return _fail(self, settings, f"no text block named {self.text_name!r}")
-                prompts = batch.prompts_from(self.prompts, block, self.filepath)
-            else:
-                prompts = batch.prompts_from(settings.batch_prompts, settings.batch_text, settings.batch_file)
-            if not prompts:
-                return _fail(
-                    self,
-                    settings,
-                    "The batch has no prompts: type them separated by ';', or pick a text "
-                    "block or a file with one prompt per line",
-                )
+            prompts = self._prompts(settings)
+            curve = self._curve(context, settings)
             spacing = self.spacing or settings.batch_spacing
+            locations = batch.batch_locations(context, len(prompts), spacing, curve)
             name = batch.batch_name(context.scene)
-            job_ids, error = _submit(self, context, prompts, name, batch.grid_offsets(len(prompts), spacing))
+            job_ids, error = _submit(self, context, prompts, name, locations)
         except (ImportError, ValueError, OSError) as err:
             return _fail(self, settings, str(err))
         if error:
             return _fail(self, settings, error)
         if job_ids:
             settings.active_job = job_ids[0]
-        settings.set_status(f"Batch of {len(prompts)} sent to {name}")
+        where = f"along {curve.name}" if curve is not None else "in a grid"
+        settings.set_status(f"Batch of {len(prompts)} sent to {name}, {where}")
         if _blocking(self):
             return _wait(self, settings, job_ids)
         return {"FINISHED"}
@@ -301,12 +324,12 @@ class DREAMSTILL_OT_cancel(Operator):
                 item.state, item.message = "CANCELLED", "Cancelled before it was sent"
                 continue
             try:
-                session.client_for(item.address).cancel(item.job_id)
+                clients.client_for(item.address).cancel(item.job_id)
             except api.ServerUnavailable as err:
-                session.fail_address(item.address, f"Backend stopped answering: {err}")
+                follow.fail_address(item.address, f"Backend stopped answering: {err}")
             except api.ServerError as err:
                 item.state, item.message = "FAILED", str(err)
-                session.STATE.jobs.pop(item.job_id, None)
+                follow.JOBS.pop(item.job_id, None)
         settings.set_status(f"Cancelling {len(items)} job(s)")
         return {"FINISHED"}
 
@@ -322,7 +345,7 @@ class DREAMSTILL_OT_wait(Operator):
 
     def execute(self, context):
         try:
-            session.wait(None, timeout_s=self.timeout if self.timeout > 0 else None)
+            follow.wait(None, timeout_s=self.timeout if self.timeout > 0 else None, echo=bpy.app.background)
         except TimeoutError as err:
             return _fail(self, context.scene.dreamstill, str(err))
         return {"FINISHED"}
@@ -338,13 +361,13 @@ class DREAMSTILL_OT_resume(Operator):
     def execute(self, context):
         settings = context.scene.dreamstill
         try:
-            problems = session.resume([context.scene])
+            problems = job_queue.resume([context.scene])
         except ImportError as err:
             return _fail(self, settings, str(err))
         if problems:
             return _fail(self, settings, problems[0])
         if _blocking(self):
-            return _wait(self, settings, [i.job_id for i in settings.queue if i.job_id in session.STATE.jobs])
+            return _wait(self, settings, [i.job_id for i in settings.queue if i.job_id in follow.JOBS])
         return {"FINISHED"}
 
 
@@ -377,8 +400,8 @@ class DREAMSTILL_OT_import_result(Operator):
             return _fail(self, settings, "Select a finished Dreamstill object (or give job_id) to import its file")
         api = client_api()
         try:
-            folder = session.output_dir() / item.job_id
-            files = session.client_for(item.address).fetch_result(item.job_id, folder)
+            folder = preferences.output_dir() / item.job_id
+            files = clients.client_for(item.address).fetch_result(item.job_id, folder)
         except (api.ServerUnavailable, api.ServerError, OSError) as err:
             return _fail(self, settings, f"Could not download the result: {err}")
         meshes = [f for f in files if f.suffix.lower() in (".glb", ".gltf", ".obj", ".ply")]
@@ -391,6 +414,7 @@ class DREAMSTILL_OT_import_result(Operator):
         for obj in imported:
             obj["dreamstill_job_id"] = item.job_id
             obj["dreamstill_spec"] = item.spec_json
+        _place_like_live_asset(imported, follow.asset_object(item), item)
         settings.set_status(f"Imported {meshes[0].name} ({len(imported)} object(s))")
         return {"FINISHED"}
 
@@ -405,14 +429,24 @@ def _import_file(context, path: Path) -> list:
     else:
         bpy.ops.wm.ply_import(filepath=str(path), up_axis="Z", forward_axis="Y")
     imported = [o for o in bpy.data.objects if o not in before]
-    from .live import root_collection
-
-    coll = root_collection(context.scene)
+    coll = live.root_collection(context.scene)
     for obj in imported:
         for c in list(obj.users_collection):
             c.objects.unlink(obj)
         coll.objects.link(obj)
     return imported
+
+
+def _place_like_live_asset(imported: list, live_obj, item) -> None:
+    """Put the imported file where the streamed asset is (its placement, then the object's transform, so a moved
+    or rotated asset is matched too), or at the item's location when the streamed object is gone."""
+    if live_obj is not None:
+        matrix = live_obj.matrix_world @ Matrix(live.placement_of(live_obj).matrix().tolist())
+    else:
+        matrix = Matrix.Translation(item.location)
+    for obj in imported:
+        if obj.parent is None:
+            obj.matrix_world = matrix @ obj.matrix_world
 
 
 class DREAMSTILL_OT_use_spec(Operator):

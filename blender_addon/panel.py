@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from bpy.types import Panel, UIList
 
-from .properties import ACTIVE_STATES
+from . import reporting
+from .batch import selected_curve
+from .properties import ACTIVE_STATES, job_fields, property_name
+from .proto import DEFAULT_ADDRESS
+
+# Job settings the main panel lays out by hand; any other setting of the "job" group is drawn below them.
+_MAIN_LAYOUT = {"prompt", "negative_prompt", "method", "mode", "steps", "resolution", "seed", "guidance"}
 
 
 class DreamstillPanel:
@@ -19,6 +25,19 @@ def _status(layout, settings) -> None:
         box.alert = settings.status_error
         for i, line in enumerate(_wrap(settings.status, 48)[:6]):
             box.label(text=line, icon=("ERROR" if settings.status_error else "INFO") if i == 0 else "BLANK1")
+
+
+def _warnings(layout, text: str) -> None:
+    """The finished job's warnings (one per line in ``text``), each wrapped."""
+    box = layout.box()
+    for warning in text.splitlines():
+        for i, line in enumerate(_wrap(warning, 48)[:4]):
+            box.label(text=line, icon="ERROR" if i == 0 else "BLANK1")
+
+
+def _group_props(groups: tuple[str, ...], skip=frozenset()) -> list[str]:
+    """Property names of the JobSpec settings in ``groups``, in declaration order."""
+    return [property_name(f) for f in job_fields() if f.setting.group in groups and f.name not in skip]
 
 
 def _wrap(text: str, width: int) -> list[str]:
@@ -39,11 +58,12 @@ class VIEW3D_PT_dreamstill(DreamstillPanel, Panel):
         layout = self.layout
         s = context.scene.dreamstill
         row = layout.row(align=True)
-        row.prop(s, "server", text="", placeholder="tcp://127.0.0.1:5555 (preferences)")
+        row.prop(s, "server", text="", placeholder=f"{DEFAULT_ADDRESS} (preferences)")
         row.operator("dreamstill.connect", text="", icon="LINKED")
         row.operator("dreamstill.start_backend", text="", icon="PLAY")
         layout.prop(s, "prompt", text="")
         layout.prop(s, "negative_prompt")
+        layout.prop(s, "asset_size")
         col = layout.column(align=True)
         col.prop(s, "method")
         col.prop(s, "mode")
@@ -55,6 +75,8 @@ class VIEW3D_PT_dreamstill(DreamstillPanel, Panel):
         row = layout.row(align=True)
         row.prop(s, "seed")
         row.prop(s, "guidance")
+        for name in _group_props(("job",), skip=_MAIN_LAYOUT):
+            layout.prop(s, name)
         row = layout.row(align=True)
         row.scale_y = 1.4
         row.operator("dreamstill.generate", icon="SHADERFX")
@@ -62,15 +84,13 @@ class VIEW3D_PT_dreamstill(DreamstillPanel, Panel):
         item = s.find_job(s.active_job) if s.active_job else None
         if item is not None:
             if item.state == "SUBMITTED":
-                text = (
-                    f"{item.step}/{item.total}  loss {item.loss:.3g}  {item.eta_s:.0f} s left"
-                    if item.total
-                    else "Queued"
-                )
+                text = reporting.bar_text(item.step, item.total, item.loss, item.eta_s, item.phase)
                 layout.progress(factor=item.fraction, type="BAR", text=text)
             else:
                 layout.label(text=f"{item.prompt}: {item.state.lower()}")
         _status(layout, s)
+        if item is not None and item.warnings:
+            _warnings(layout, item.warnings)
         if s.preview_image is not None and s.preview_image.preview is not None:
             layout.template_icon(icon_value=s.preview_image.preview.icon_id, scale=8.0)
 
@@ -83,15 +103,8 @@ class VIEW3D_PT_dreamstill_camera(DreamstillPanel, Panel):
     def draw(self, context):
         s = context.scene.dreamstill
         col = self.layout.column(align=True)
-        for lo, hi, label in (
-            ("elevation_min", "elevation_max", "Elevation"),
-            ("fov_min", "fov_max", "FOV"),
-            ("distance_min", "distance_max", "Distance"),
-        ):
-            row = col.row(align=True)
-            row.label(text=label)
-            row.prop(s, lo, text="")
-            row.prop(s, hi, text="")
+        for name in _group_props(("camera",)):
+            col.prop(s, name)
 
 
 class VIEW3D_PT_dreamstill_advanced(DreamstillPanel, Panel):
@@ -102,15 +115,7 @@ class VIEW3D_PT_dreamstill_advanced(DreamstillPanel, Panel):
     def draw(self, context):
         s = context.scene.dreamstill
         col = self.layout.column()
-        for name in (
-            "prior",
-            "mesh_resolution",
-            "texture_size",
-            "max_faces",
-            "preview_every",
-            "mesh_every",
-            "options_json",
-        ):
+        for name in _group_props(("output", "advanced")):
             col.prop(s, name)
         row = col.row(align=True)
         row.operator("dreamstill.use_spec")
@@ -145,7 +150,12 @@ class VIEW3D_PT_dreamstill_batch(DreamstillPanel, Panel):
         layout.prop(s, "batch_prompts")
         layout.prop(s, "batch_text")
         layout.prop(s, "batch_file")
-        layout.prop(s, "batch_spacing")
+        layout.prop(s, "batch_on_curve")
+        curve = selected_curve(context) if s.batch_on_curve else None
+        if curve is not None:
+            layout.label(text=f"Along {curve.name}", icon="CURVE_DATA")
+        else:
+            layout.prop(s, "batch_spacing")
         row = layout.row(align=True)
         row.operator("dreamstill.batch", icon="MESH_GRID")
         row.operator("dreamstill.resume", icon="FILE_REFRESH")

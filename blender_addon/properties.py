@@ -1,11 +1,16 @@
 """Scene settings (``Scene.dreamstill``), the saved job queue, and the JobSpec they describe.
 
-The job settings are defined once (:func:`job_annotations`) and used twice: on the scene's property group (what the
-panel edits) and on every operator that starts jobs, so scripts can pass them directly::
+The job settings are generated from the JobSpec's field Settings (protocol/jobspec.py): each field becomes a
+property of its kind (text -> String, choice -> Enum, integer -> Int, number -> Float, pair -> FloatVector of 2,
+flag -> Bool, json -> a String of JSON named ``<field>_json``) with the Setting's label, help, range and default.
+They sit on the scene's property group (what the panel edits) and on every operator that starts jobs, so scripts
+can pass them directly::
 
     bpy.ops.dreamstill.generate(prompt="a red cube", steps=200, server="tcp://127.0.0.1:5555")
 
-An operator property that is not given falls back to the scene's value (:func:`job_values`).
+An operator property that is not given falls back to the scene's value (:func:`job_values`). The copy to a JobSpec
+(:func:`spec_from`) and back (:func:`load_spec_into`) walk the same fields, so a new JobSpec field reaches the panel,
+the operators and both copies with no edit here.
 """
 
 from __future__ import annotations
@@ -26,61 +31,24 @@ from bpy.props import (
 )
 from bpy.types import PropertyGroup
 
+from . import panel_props
 from .proto import JobSpec, JobSpecError, protocol
 
-METHOD_ITEMS = [
-    ("sds", "SDS", "Score Distillation Sampling (DreamFusion)"),
-    ("csd", "CSD", "Classifier Score Distillation"),
-    ("vsd", "VSD", "Variational Score Distillation (ProlificDreamer)"),
-    ("l2vsd", "L2-VSD", "VSD with a linearized lookahead"),
-    ("ssd", "SSD", "Stable Score Distillation"),
-    ("fsd", "FSD", "Flow Score Distillation"),
-    ("asd", "ASD", "Asynchronous Score Distillation (ScaleDreamer)"),
-]
-assert [m[0] for m in METHOD_ITEMS] == list(protocol.METHODS), "method list out of step with the protocol"
-
-MODE_ITEMS = [
-    ("optimize", "Optimize", "Optimize one asset by score distillation (minutes)"),
-    ("instant", "Instant", "Ask the backend's amortized generator (under a second, when the backend has one)"),
-]
+_DEFAULTS = protocol.field_defaults(JobSpec)
 
 # name: (steps, resolution, mesh_resolution, texture_size)
 PRESETS = {
     "DRAFT": (150, 0, 64, 256),
-    "STANDARD": (400, 0, 0, 512),
+    "STANDARD": tuple(_DEFAULTS[k] for k in ("steps", "resolution", "mesh_resolution", "texture_size")),
     "HIGH": (5000, 128, 256, 1024),
 }
 PRESET_ITEMS = [
     ("DRAFT", "Draft", "150 steps, prior resolution, 64^3 mesh, 256 px texture"),
-    ("STANDARD", "Standard", "400 steps (the default), prior resolution, 128^3 mesh (64^3 instant), 512 px texture"),
+    ("STANDARD", "Standard", "The JobSpec defaults: 400 steps, prior resolution, 128^3 mesh (64^3 instant), 512 px"),
     ("HIGH", "High", "5000 steps, 128 px renders, 256^3 mesh, 1024 px texture"),
     ("CUSTOM", "Custom", "Set steps and resolutions by hand"),
 ]
-
-JOB_FIELDS = (
-    "prompt",
-    "negative_prompt",
-    "method",
-    "mode",
-    "steps",
-    "resolution",
-    "mesh_resolution",
-    "texture_size",
-    "max_faces",
-    "seed",
-    "guidance",
-    "prior",
-    "elevation_min",
-    "elevation_max",
-    "fov_min",
-    "fov_max",
-    "distance_min",
-    "distance_max",
-    "preview_every",
-    "mesh_every",
-    "options_json",
-    "server",
-)
+SERVER_PROPERTY = "server"  # not a JobSpec field: where the job is sent
 
 STATE_ITEMS = [
     ("PENDING", "Pending", "Not sent to the backend yet"),
@@ -92,98 +60,80 @@ STATE_ITEMS = [
 ACTIVE_STATES = {"PENDING", "SUBMITTED"}
 
 
-def job_annotations() -> dict:
-    """Fresh property definitions for every JobSpec setting (a property object can belong to one class only)."""
-    return {
-        "prompt": StringProperty(name="Prompt", description="Text to turn into a 3D asset"),
-        "negative_prompt": StringProperty(name="Negative", description="What the asset should not look like"),
-        "method": EnumProperty(
-            name="Method", items=METHOD_ITEMS, default="sds", description="Score distillation method"
-        ),
-        "mode": EnumProperty(name="Mode", items=MODE_ITEMS, default="optimize"),
-        "steps": IntProperty(
-            name="Steps", default=400, min=1, max=100_000, soft_max=20_000, description="Optimization steps"
-        ),
-        "resolution": IntProperty(
-            name="Resolution",
-            default=0,
-            min=0,
-            max=1024,
-            description="Rendered image size fed to the prior (0 = the prior's own)",
-        ),
-        "mesh_resolution": IntProperty(
-            name="Mesh Resolution",
-            default=0,
-            min=0,
-            max=512,
-            description="Marching-cubes grid size (0 = the mode's: 128 optimize, 64 instant)",
-        ),
-        "texture_size": IntProperty(
-            name="Texture Size",
-            default=512,
-            min=0,
-            max=4096,
-            description="Baked texture size in pixels (0 = vertex colours only)",
-        ),
-        "max_faces": IntProperty(
-            name="Max Faces",
-            default=0,
-            min=0,
-            max=10_000_000,
-            soft_max=500_000,
-            description="Decimate the mesh to this many faces (0 = the mode's: all for optimize, 10,000 for instant)",
-        ),
-        "seed": IntProperty(name="Seed", default=0, min=0, description="Same seed and settings = same asset"),
-        "guidance": FloatProperty(
-            name="Guidance",
-            default=0.0,
-            min=0.0,
-            soft_max=200.0,
-            description="Classifier-free guidance scale (0 = the method's paper default)",
-        ),
-        "prior": StringProperty(
-            name="Prior",
-            default="builtin",
-            description="Diffusion prior: builtin, a local diffusers folder or a hub id",
-        ),
-        "elevation_min": FloatProperty(
-            name="Elevation Min", default=-10.0, min=-90.0, max=90.0, description="Lowest camera elevation in degrees"
-        ),
-        "elevation_max": FloatProperty(
-            name="Elevation Max", default=45.0, min=-90.0, max=90.0, description="Highest camera elevation in degrees"
-        ),
-        "fov_min": FloatProperty(name="FOV Min", default=40.0, min=1.0, max=179.0, description="Degrees"),
-        "fov_max": FloatProperty(name="FOV Max", default=50.0, min=1.0, max=179.0, description="Degrees"),
-        "distance_min": FloatProperty(
-            name="Distance Min",
-            default=2.5,
-            min=0.01,
-            soft_max=10.0,
-            description="Camera distance from the origin in scene units",
-        ),
-        "distance_max": FloatProperty(name="Distance Max", default=3.0, min=0.01, soft_max=10.0),
-        "preview_every": IntProperty(
-            name="Preview Every", default=50, min=0, description="Send a preview image every N steps (0 = never)"
-        ),
-        "mesh_every": IntProperty(
-            name="Mesh Every",
-            default=100,
-            min=0,
-            description="Send an intermediate mesh every N steps (0 = only the final one)",
-        ),
-        "options_json": StringProperty(
-            name="Options", default="", description='Method-specific settings as JSON, e.g. {"eta": 0.1}'
-        ),
-        "server": StringProperty(
-            name="Server", default="", description="Backend address, e.g. tcp://127.0.0.1:5555 (empty = preferences)"
-        ),
-    }
+def property_name(field) -> str:
+    """The Blender property that holds a JobSpec field (a json field is edited as text: ``<name>_json``)."""
+    return f"{field.name}_json" if field.kind == "json" else field.name
 
 
-def job_values(operator, settings) -> SimpleNamespace:
+def job_fields(spec_class: type = JobSpec) -> list:
+    """The JobSpec fields that have a property, in declaration order."""
+    return protocol.spec_fields(spec_class)
+
+
+def _limits(field, integer: bool) -> dict:
+    """min / max / soft_max keywords from the Setting (0 stays reachable when it has a meaning)."""
+    s, cast = field.setting, (int if integer else float)
+    out = {}
+    if s.minimum is not None:
+        out["min"] = cast(min(s.minimum, 0) if s.zero_means else s.minimum)
+    if s.maximum is not None:
+        out["max"] = cast(s.maximum)
+    if s.soft_maximum is not None:
+        out["soft_max"] = cast(s.soft_maximum)
+    return out
+
+
+def _description(field) -> str:
+    s = field.setting
+    text = s.help[:1].upper() + s.help[1:]
+    return text + (f" (0 = {s.zero_means})" if s.zero_means else "")
+
+
+def _property(field):
+    """A fresh bpy property for one JobSpec field (a property object can belong to one class only)."""
+    s, kind = field.setting, field.kind
+    common = {"name": s.label, "description": _description(field)}
+    default = field.default if field.has_default else None
+    if kind == "text":
+        return StringProperty(default=default or "", **common)
+    if kind == "choice":
+        return EnumProperty(items=list(s.choices), default=default or s.choices[0][0], **common)
+    if kind == "integer":
+        return IntProperty(default=default or 0, **_limits(field, True), **common)
+    if kind == "number":
+        return FloatProperty(default=default or 0.0, **_limits(field, False), **common)
+    if kind == "pair":
+        return FloatVectorProperty(size=2, default=default or (0.0, 0.0), **_limits(field, False), **common)
+    if kind == "flag":
+        return BoolProperty(default=bool(default), **common)
+    if kind == "json":
+        common["description"] += " as JSON" + (f", e.g. {s.example}" if s.example else "")
+        return StringProperty(default=json.dumps(default) if default else "", **common)
+    raise TypeError(f"no Blender property for a {kind!r} setting ({field.name})")
+
+
+def job_annotations(spec_class: type = JobSpec) -> dict:
+    """Fresh property definitions for every JobSpec setting, plus ``server``."""
+    props = {property_name(f): _property(f) for f in job_fields(spec_class)}
+    props[SERVER_PROPERTY] = StringProperty(
+        name="Server",
+        default="",
+        description=f"Backend address, e.g. {protocol.DEFAULT_ADDRESS} (empty = preferences)",
+    )
+    return props
+
+
+def job_property_names(spec_class: type = JobSpec) -> tuple[str, ...]:
+    return (*(property_name(f) for f in job_fields(spec_class)), SERVER_PROPERTY)
+
+
+JOB_FIELDS = job_property_names()
+
+
+def job_values(operator, settings, spec_class: type = JobSpec) -> SimpleNamespace:
     """The job settings of ``operator``: each property the caller set, else the scene's value."""
     values = {}
-    for name in JOB_FIELDS:
+    for name in job_property_names(spec_class):
         if operator is not None and operator.properties.is_property_set(name):
             values[name] = getattr(operator, name)
         else:
@@ -191,64 +141,58 @@ def job_values(operator, settings) -> SimpleNamespace:
     return SimpleNamespace(**values)
 
 
-def spec_from(values, prompt: str | None = None) -> JobSpec:
-    """The JobSpec for these settings (JobSpecError naming the field when one is out of range)."""
-    text = (values.options_json or "").strip()
+def _from_property(field, raw):
+    """A property's value as the JobSpec field wants it (the JobSpec checks it)."""
+    kind = field.kind
+    if kind in ("text", "choice"):
+        text = str(raw).strip()
+        return text or (field.default if field.has_default else "")  # a cleared prior means the default
+    if kind == "integer":
+        return int(raw)
+    if kind == "number":
+        return float(raw)
+    if kind == "pair":
+        return tuple(float(x) for x in raw)
+    if kind == "flag":
+        return bool(raw)
+    if kind == "json":
+        return _parse_json(field, raw)
+    raise TypeError(f"no Blender property for a {kind!r} setting ({field.name})")
+
+
+def _parse_json(field, raw) -> dict:
+    s = field.setting
+    example = s.example or "{}"
+    text = (raw or "").strip()
     try:
-        options = json.loads(text) if text else {}
-    except json.JSONDecodeError as err:
-        raise JobSpecError(
-            f'Options: not valid JSON ({err.msg} at character {err.pos}); write e.g. {{"eta": 0.1}} or leave it empty'
-        ) from None
-    if not isinstance(options, dict):
-        raise JobSpecError('Options: must be a JSON object such as {"eta": 0.1}')
-    spec = JobSpec(
-        prompt=(values.prompt if prompt is None else prompt).strip(),
-        negative_prompt=values.negative_prompt,
-        method=values.method,
-        mode=values.mode,
-        steps=int(values.steps),
-        resolution=int(values.resolution),
-        seed=int(values.seed),
-        guidance=float(values.guidance),
-        prior=values.prior.strip() or "builtin",
-        elevation_range=(float(values.elevation_min), float(values.elevation_max)),
-        fov_range=(float(values.fov_min), float(values.fov_max)),
-        distance_range=(float(values.distance_min), float(values.distance_max)),
-        mesh_resolution=int(values.mesh_resolution),
-        texture_size=int(values.texture_size),
-        max_faces=int(values.max_faces),
-        preview_every=int(values.preview_every),
-        mesh_every=int(values.mesh_every),
-        options=options,
-    )
-    return spec.validate()
+        value = json.loads(text) if text else {}
+    except (json.JSONDecodeError, RecursionError) as err:
+        where = f" ({err.msg} at character {err.pos})" if isinstance(err, json.JSONDecodeError) else ""
+        raise JobSpecError(f"{s.label}: not valid JSON{where}; write e.g. {example} or leave it empty") from None
+    if not isinstance(value, dict):
+        raise JobSpecError(f"{s.label}: must be a JSON object such as {example}")
+    return value
+
+
+def spec_from(values, prompt: str | None = None, spec_class: type = JobSpec) -> JobSpec:
+    """The JobSpec for these settings (JobSpecError naming the field when one is out of range)."""
+    kwargs = {f.name: _from_property(f, getattr(values, property_name(f))) for f in job_fields(spec_class)}
+    if prompt is not None:
+        kwargs["prompt"] = prompt.strip()
+    return spec_class(**kwargs)
+
+
+def _to_property(field, value):
+    if field.kind == "json":
+        return json.dumps(value) if value else ""
+    return value
 
 
 def load_spec_into(settings, spec: JobSpec) -> None:
     """Copy a stored JobSpec back into the panel's settings (to regenerate or vary an asset)."""
     settings.preset = "CUSTOM"
-    for name in (
-        "prompt",
-        "negative_prompt",
-        "method",
-        "mode",
-        "steps",
-        "resolution",
-        "mesh_resolution",
-        "texture_size",
-        "max_faces",
-        "seed",
-        "guidance",
-        "prior",
-        "preview_every",
-        "mesh_every",
-    ):
-        setattr(settings, name, getattr(spec, name))
-    settings.elevation_min, settings.elevation_max = spec.elevation_range
-    settings.fov_min, settings.fov_max = spec.fov_range
-    settings.distance_min, settings.distance_max = spec.distance_range
-    settings.options_json = json.dumps(spec.options) if spec.options else ""
+    for field in job_fields(type(spec)):
+        setattr(settings, property_name(field), _to_property(field, getattr(spec, field.name)))
 
 
 def _apply_preset(self, _context):
@@ -274,6 +218,7 @@ class DREAMSTILL_PG_job(PropertyGroup):
         "loss": FloatProperty(name="Loss", default=0.0),
         "eta_s": FloatProperty(name="ETA", default=0.0),
         "elapsed_s": FloatProperty(name="Elapsed", default=0.0),
+        **panel_props.item_annotations(),
     }
 
     @property
@@ -307,8 +252,7 @@ class DREAMSTILL_PG_settings(PropertyGroup):
         ),
         "batch_file": StringProperty(name="File", subtype="FILE_PATH", description="Text file, one prompt per line"),
         "batch_spacing": FloatProperty(name="Spacing", default=2.5, min=0.1, description="Grid spacing"),
-        "show_camera": BoolProperty(name="Camera", default=False),
-        "show_advanced": BoolProperty(name="Advanced", default=False),
+        **panel_props.settings_annotations(),
     }
 
     def find_job(self, job_id: str):

@@ -1,10 +1,13 @@
-"""Where the add-on finds the Dreamstill protocol.
+"""Where the add-on finds the Dreamstill protocol, and the address policy it shares with the server.
 
 The built extension carries it as ``_vendor/dreamstill_protocol`` (see ``dreamstill build-addon``); when the add-on
 runs from the repository (``dreamstill.blender_addon``) the installed ``dreamstill.protocol`` is used. pyzmq, which
 the client needs, is imported only by :func:`client_api`, so the add-on registers and can say what is missing even
-when the wheel could not be installed.
+when the wheel could not be installed. No bpy here: the bpy-free modules (mesh_data, placement, reporting) import
+this one.
 """
+
+from __future__ import annotations
 
 try:
     from ._vendor import dreamstill_protocol as protocol
@@ -19,6 +22,8 @@ except ImportError:
 
 JobSpec = protocol.JobSpec
 JobSpecError = protocol.JobSpecError
+DEFAULT_ADDRESS = protocol.DEFAULT_ADDRESS
+is_loopback = protocol.is_loopback
 
 
 def client_api():

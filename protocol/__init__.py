@@ -3,12 +3,16 @@
 Pure Python + numpy + pyzmq so that it imports inside Blender's own Python (no torch, no bpy).
 """
 
+from .addresses import DEFAULT_ADDRESS, is_loopback
 from .events import Cancelled, Done, Failed, JobEvent, MeshUpdate, Preview, Progress
-from .jobspec import FORMATS, METHODS, MODES, JobSpec, JobSpecError
+from .jobspec import FORMATS, GROUPS, METHODS, MODES, JobSpec, field_defaults, spec_fields
 from .messages import Message, decode, encode
+from .schema import JobSpecError, Setting, SpecField, setting
 from .wire import PROTOCOL_VERSION, ProtocolError
 
 __all__ = [
+    "DEFAULT_ADDRESS",
+    "is_loopback",
     "Cancelled",
     "Done",
     "Failed",
@@ -17,10 +21,16 @@ __all__ = [
     "Preview",
     "Progress",
     "FORMATS",
+    "GROUPS",
     "METHODS",
     "MODES",
     "JobSpec",
     "JobSpecError",
+    "Setting",
+    "SpecField",
+    "field_defaults",
+    "setting",
+    "spec_fields",
     "Message",
     "decode",
     "encode",

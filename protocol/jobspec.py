@@ -1,4 +1,10 @@
-"""JobSpec: everything needed to reproduce one asset.
+"""JobSpec: everything needed to reproduce one asset, declared once.
+
+Each field carries its :class:`~dreamstill.protocol.schema.Setting`: label, help with units, range or choices, and
+group. From these alone come the validation (here, once, when a spec is made), the command-line flags of
+``generate``/``submit``/``batch`` (backend/cli_args.py), the Blender panel's properties and their copy to and from a
+spec (blender_addon/properties.py), and the server's status fields (:meth:`JobSpec.summary`). Adding a job setting is
+one ``setting(...)`` line below, plus the code that uses it.
 
 Pure Python (no numpy, torch or bpy) so that Blender's own Python can build and check one. A JobSpec plus the
 prior's weights reproduces its asset exactly: every random choice in the backend is seeded from ``seed``.
@@ -8,14 +14,37 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+from .schema import JobSpecError, SpecField, check_value, schema_of, setting
 
 METHODS = ("sds", "csd", "vsd", "l2vsd", "ssd", "fsd", "asd")
+METHOD_CHOICES = (
+    ("sds", "SDS", "Score Distillation Sampling (DreamFusion)"),
+    ("csd", "CSD", "Classifier Score Distillation"),
+    ("vsd", "VSD", "Variational Score Distillation (ProlificDreamer)"),
+    ("l2vsd", "L2-VSD", "VSD with a linearized lookahead"),
+    ("ssd", "SSD", "Stable Score Distillation"),
+    ("fsd", "FSD", "Flow Score Distillation"),
+    ("asd", "ASD", "Asynchronous Score Distillation (ScaleDreamer)"),
+)
 MODES = ("optimize", "instant")
+MODE_CHOICES = (
+    ("optimize", "Optimize", "Optimize one asset by score distillation (minutes)"),
+    ("instant", "Instant", "Ask the backend's amortized generator (under a second, when the backend has one)"),
+)
 FORMATS = ("glb", "obj", "ply")
+FORMAT_CHOICES = (
+    ("glb", "glTF binary", "One .glb file with its texture inside"),
+    ("obj", "OBJ", "Wavefront .obj with .mtl and texture PNG"),
+    ("ply", "PLY", "Stanford .ply with vertex colours (a texture is sampled at the vertices)"),
+)
+# Groups in the order the CLI help and the panel show them: name -> title.
+GROUPS = {"job": "Job", "camera": "Camera", "output": "Output", "advanced": "Advanced"}
 
 # Limits checked on both sides of the wire (client before sending, server before accepting).
 MAX_PROMPT_CHARS = 1000
+MAX_NAME_CHARS = 1024  # prior and generator: a name, a hub id or a path
 MAX_STEPS = 100_000
 MIN_RESOLUTION, MAX_RESOLUTION = 16, 1024
 MAX_MESH_RESOLUTION = 512
@@ -25,46 +54,216 @@ MAX_TEXTURE_SIZE = 4096
 # with the mesh and would dominate the job); an optimized asset keeps every marching-cubes face.
 MAX_FACES_BY_MODE = {"optimize": None, "instant": 10_000}
 MIN_MAX_FACES, MAX_MAX_FACES = 100, 10_000_000
-
-
-class JobSpecError(ValueError):
-    """A JobSpec field is out of range; the message names the field and what to change."""
+MAX_SEED = 2**31 - 1  # a Blender IntProperty holds it
+MAX_OPTIONS_DEPTH = 16  # options nest at most this deep (a schedule [start, end, step] is depth 2)
+MAX_OPTIONS_BYTES = 16_384  # options as compact JSON
 
 
 @dataclass
 class JobSpec:
-    """One text-to-3D job.
+    """One text-to-3D job; validated when it is made (construction, ``from_dict``, ``from_json``, ``replace``) and
+    whenever a field is assigned. Camera ranges follow threestudio's random-camera data."""
 
-    ``resolution`` is the rendered image size fed to the prior; 0 means the prior's native size (32 for the
-    built-in prior, 64 latents = 512 px for Stable Diffusion renders at 64 with a VAE prior).
-    Camera ranges follow threestudio's random-camera data: elevation and fov in degrees, distance in scene units.
-    """
+    prompt: str = setting(
+        label="Prompt",
+        help="text to turn into a 3D asset",
+        group="job",
+        max_chars=MAX_PROMPT_CHARS,
+        required=True,
+        positional=True,
+        status=True,
+    )
+    method: str = setting(
+        "sds", label="Method", help="score-distillation method", group="job", choices=METHOD_CHOICES, status=True
+    )
+    mode: str = setting(
+        "optimize",
+        label="Mode",
+        help="how the asset is made",
+        group="job",
+        choices=MODE_CHOICES,
+        status=True,
+    )
+    steps: int = setting(
+        400,
+        label="Steps",
+        help="optimization steps; 400 suit the built-in prior (about 3-5 min on a 2-core CPU), Stable Diffusion "
+        "wants 2,000-10,000",
+        group="job",
+        minimum=1,
+        maximum=MAX_STEPS,
+        soft_maximum=20_000,
+        status=True,
+    )
+    resolution: int = setting(
+        0,
+        label="Resolution",
+        help="rendered image size fed to the prior, in pixels (latents for a VAE prior: 64 = 512 px)",
+        group="job",
+        minimum=MIN_RESOLUTION,
+        maximum=MAX_RESOLUTION,
+        zero_means="the prior's native size: 32 for the built-in prior",
+    )
+    seed: int = setting(
+        0,
+        label="Seed",
+        help="random seed: the same seed and settings give the same asset",
+        group="job",
+        minimum=0,
+        maximum=MAX_SEED,
+    )
+    guidance: float = setting(
+        0.0,
+        label="Guidance",
+        help="classifier-free guidance scale s",
+        group="job",
+        minimum=0.0,
+        soft_maximum=200.0,
+        zero_means="the method's paper default, e.g. 100 for SDS, 7.5 for VSD and ASD",
+    )
+    prior: str = setting(
+        "builtin",
+        label="Prior",
+        help="diffusion prior: 'builtin' (the offline toy-world prior), a local diffusers folder or a hub id",
+        group="advanced",
+        max_chars=MAX_NAME_CHARS,
+        required=True,
+    )
+    generator: str = setting(
+        "builtin",
+        label="Generator",
+        help="amortized generator for mode instant: 'builtin', a run folder or a generator.pt (giving it on the "
+        "command line implies --mode instant)",
+        group="advanced",
+        max_chars=MAX_NAME_CHARS,
+        required=True,
+        implies=(("mode", "instant"),),
+    )
+    negative_prompt: str = setting(
+        "", label="Negative", help="what the asset should not look like", group="job", max_chars=MAX_PROMPT_CHARS
+    )
+    elevation_range: tuple[float, float] = setting(
+        (-10.0, 45.0),
+        label="Elevation",
+        help="camera elevation range in degrees above the ground plane",
+        group="camera",
+        minimum=-90.0,
+        maximum=90.0,
+    )
+    azimuth_range: tuple[float, float] = setting(
+        (-180.0, 180.0),
+        label="Azimuth",
+        help="camera azimuth range in degrees around the vertical axis (0 = the front, seen from +X)",
+        group="camera",
+        minimum=-360.0,
+        maximum=360.0,
+    )
+    distance_range: tuple[float, float] = setting(
+        (2.5, 3.0),
+        label="Distance",
+        help="camera distance from the origin in scene units (metres); the asset fills about a unit cube",
+        group="camera",
+        minimum=0.01,
+        maximum=100.0,
+        soft_maximum=10.0,
+    )
+    fov_range: tuple[float, float] = setting(
+        (40.0, 50.0),
+        label="FOV",
+        help="camera vertical field of view range in degrees",
+        group="camera",
+        minimum=1.0,
+        maximum=179.0,
+    )
+    batch_size: int = setting(
+        4, label="Views per Step", help="camera views rendered per optimization step", minimum=1, maximum=64
+    )
+    lr: float = setting(
+        0.0,
+        label="Learning Rate",
+        help="Adam learning rate of the 3D field",
+        minimum=0.0,
+        maximum=10.0,
+        zero_means="the engine's default, 0.01",
+    )
+    output_format: str = setting(
+        "glb",
+        label="Format",
+        help="result file format (the command line's default comes from the output file's suffix)",
+        group="output",
+        choices=FORMAT_CHOICES,
+        flag="--format",
+    )
+    mesh_resolution: int = setting(
+        0,
+        label="Mesh Resolution",
+        help="marching-cubes grid size per axis",
+        group="output",
+        minimum=16,
+        maximum=MAX_MESH_RESOLUTION,
+        zero_means="the mode's default: 128 optimize, 64 instant",
+    )
+    texture_size: int = setting(
+        512,
+        label="Texture Size",
+        help="baked texture size in pixels",
+        group="output",
+        minimum=16,
+        maximum=MAX_TEXTURE_SIZE,
+        zero_means="vertex colours only",
+    )
+    max_faces: int = setting(
+        0,
+        label="Max Faces",
+        help="decimate the final mesh to at most this many faces",
+        group="output",
+        minimum=MIN_MAX_FACES,
+        maximum=MAX_MAX_FACES,
+        soft_maximum=500_000,
+        zero_means="the mode's default: every face for optimize, 10,000 for instant",
+    )
+    preview_every: int = setting(
+        50,
+        label="Preview Every",
+        help="send a preview image every N steps",
+        minimum=1,
+        maximum=MAX_STEPS,
+        zero_means="never",
+    )
+    mesh_every: int = setting(
+        100,
+        label="Mesh Every",
+        help="send an intermediate mesh (64^3 grid, no texture) every N steps, for live viewers",
+        minimum=1,
+        maximum=MAX_STEPS,
+        zero_means="only the final mesh",
+    )
+    checkpoint_every: int = setting(
+        0,
+        label="Checkpoint Every",
+        help="save a checkpoint every N steps (to resume after a stop)",
+        minimum=1,
+        maximum=MAX_STEPS,
+        zero_means="only when cancelled",
+    )
+    options: dict = setting(
+        default_factory=dict,
+        label="Options",
+        help="method-specific settings (the method's Config fields)",
+        max_depth=MAX_OPTIONS_DEPTH,
+        max_bytes=MAX_OPTIONS_BYTES,
+        example='{"eta": 0.1}',
+        flag="--option",
+    )
 
-    prompt: str
-    method: str = "sds"
-    mode: str = "optimize"
-    steps: int = 400  # enough for the built-in prior (about 3-5 min on a 2-core CPU); SD wants 2,000-10,000
-    resolution: int = 0
-    seed: int = 0
-    guidance: float = 0.0  # 0 = the method's paper default (e.g. 100 for SDS, 7.5 for VSD/ASD)
-    prior: str = "builtin"
-    generator: str = "builtin"  # amortized generator for mode=instant
-    negative_prompt: str = ""
-    elevation_range: tuple[float, float] = (-10.0, 45.0)
-    azimuth_range: tuple[float, float] = (-180.0, 180.0)
-    distance_range: tuple[float, float] = (2.5, 3.0)
-    fov_range: tuple[float, float] = (40.0, 50.0)
-    batch_size: int = 4  # views per optimization step
-    lr: float = 0.0  # 0 = the engine's default
-    output_format: str = "glb"
-    mesh_resolution: int = 0  # marching-cubes grid; 0 = the mode's default (MESH_RESOLUTION_BY_MODE)
-    texture_size: int = 512  # 0 = vertex colours only
-    max_faces: int = 0  # decimate the mesh to this many faces; 0 = the mode's default (MAX_FACES_BY_MODE)
-    preview_every: int = 50
-    mesh_every: int = 0  # 0 = only the final mesh
-    checkpoint_every: int = 0
-    options: dict = field(default_factory=dict)  # method-specific overrides (e.g. {"eta": 0.1} for ASD)
+    def __setattr__(self, name: str, value) -> None:
+        """Every field is checked (and normalised) as it is set, by the dataclass ``__init__`` and afterwards."""
+        field = schema_of(type(self)).get(name)
+        if field is not None:
+            value = check_value(field, value, type(self).__name__)
+        object.__setattr__(self, name, value)
 
+    # --- derived values ------------------------------------------------------------------------------------
     @property
     def mesh_grid(self) -> int:
         """The marching-cubes resolution: mesh_resolution, or the mode's default when it is 0 (an instant job's
@@ -77,83 +276,64 @@ class JobSpec:
         it is 0 (None = every marching-cubes face)."""
         return self.max_faces or MAX_FACES_BY_MODE[self.mode]
 
+    def summary(self) -> dict:
+        """The fields a server reports in a job's status (those whose Setting has ``status=True``)."""
+        return {name: getattr(self, name) for name, f in schema_of(type(self)).items() if f.setting.status}
+
     def validate(self) -> JobSpec:
-        """Raise JobSpecError naming the first bad field; return self when all is well."""
-
-        def bad(name, why):
-            raise JobSpecError(f"JobSpec.{name}: {why}")
-
-        if not isinstance(self.prompt, str) or not self.prompt.strip():
-            bad("prompt", "must be a non-empty text prompt")
-        if len(self.prompt) > MAX_PROMPT_CHARS:
-            bad("prompt", f"is {len(self.prompt)} characters; shorten it to at most {MAX_PROMPT_CHARS}")
-        if self.method not in METHODS:
-            bad("method", f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
-        if self.mode not in MODES:
-            bad("mode", f"unknown mode {self.mode!r}; choose one of {', '.join(MODES)}")
-        if not isinstance(self.steps, int) or not 1 <= self.steps <= MAX_STEPS:
-            bad("steps", f"is {self.steps!r}; use a whole number from 1 to {MAX_STEPS}")
-        if self.resolution != 0 and not MIN_RESOLUTION <= self.resolution <= MAX_RESOLUTION:
-            bad("resolution", f"is {self.resolution}; use 0 (prior default) or {MIN_RESOLUTION}..{MAX_RESOLUTION}")
-        if not isinstance(self.seed, int) or self.seed < 0:
-            bad("seed", f"is {self.seed!r}; use a whole number >= 0")
-        if self.guidance < 0:
-            bad("guidance", f"is {self.guidance}; use 0 (method default) or a positive scale")
-        for name in ("elevation_range", "azimuth_range", "distance_range", "fov_range"):
-            lo, hi = getattr(self, name)
-            if lo > hi:
-                bad(name, f"is ({lo}, {hi}); the first number must not exceed the second")
-        if not -90 <= self.elevation_range[0] <= self.elevation_range[1] <= 90:
-            bad("elevation_range", "must lie within -90..90 degrees")
-        if self.distance_range[0] <= 0:
-            bad("distance_range", "must be positive")
-        if not 1 <= self.fov_range[0] <= self.fov_range[1] < 180:
-            bad("fov_range", "must lie within 1..179 degrees")
-        if not 1 <= self.batch_size <= 64:
-            bad("batch_size", f"is {self.batch_size}; use 1..64 views per step")
-        if self.lr < 0:
-            bad("lr", "must be >= 0 (0 = default)")
-        if self.output_format not in FORMATS:
-            bad("output_format", f"unknown format {self.output_format!r}; choose one of {', '.join(FORMATS)}")
-        if self.mesh_resolution != 0 and not 16 <= self.mesh_resolution <= MAX_MESH_RESOLUTION:
-            bad(
-                "mesh_resolution", f"is {self.mesh_resolution}; use 0 (the mode's default) or 16..{MAX_MESH_RESOLUTION}"
-            )
-        if self.max_faces != 0 and not MIN_MAX_FACES <= self.max_faces <= MAX_MAX_FACES:
-            bad("max_faces", f"is {self.max_faces}; use 0 (the mode's default) or {MIN_MAX_FACES}..{MAX_MAX_FACES}")
-        if self.texture_size != 0 and not 16 <= self.texture_size <= MAX_TEXTURE_SIZE:
-            bad("texture_size", f"is {self.texture_size}; use 0 (vertex colours) or 16..{MAX_TEXTURE_SIZE}")
-        for name in ("preview_every", "mesh_every", "checkpoint_every"):
-            if getattr(self, name) < 0:
-                bad(name, "must be >= 0 (0 = never)")
-        if not isinstance(self.options, dict):
-            bad("options", "must be a dict of method-specific settings")
+        """Check every field again and return self. Construction and assignment already check; this is only for a
+        spec whose ``options`` dict was changed in place."""
+        for name, field in schema_of(type(self)).items():
+            object.__setattr__(self, name, check_value(field, getattr(self, name), type(self).__name__))
         return self
 
+    # --- plain data --------------------------------------------------------------------------------------------
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> JobSpec:
-        """Build from a plain dict (e.g. decoded JSON); unknown keys are an error that names them."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
+        """Build from a plain dict (e.g. decoded JSON); unknown or missing fields are an error that names them."""
+        if not isinstance(data, dict):
+            raise JobSpecError(f"{cls.__name__}: expected an object of fields, got {type(data).__name__}")
+        fields = schema_of(cls)
+        unknown = sorted(str(k)[:40] for k in data if k not in fields)
         if unknown:
-            raise JobSpecError(f"JobSpec: unknown field(s) {unknown}; known fields are {sorted(names)}")
-        if "prompt" not in data:
-            raise JobSpecError("JobSpec.prompt: missing")
-        kwargs = dict(data)
-        for name in ("elevation_range", "azimuth_range", "distance_range", "fov_range"):
-            if name in kwargs:
-                value = kwargs[name]
-                if not isinstance(value, (list, tuple)) or len(value) != 2:
-                    raise JobSpecError(f"JobSpec.{name}: must be a pair (low, high)")
-                kwargs[name] = (float(value[0]), float(value[1]))
-        return cls(**kwargs)
+            raise JobSpecError(f"{cls.__name__}: unknown field(s) {unknown}; known fields are {list(fields)}")
+        missing = [name for name, f in fields.items() if not f.has_default and name not in data]
+        if missing:
+            raise JobSpecError(f"{cls.__name__}.{missing[0]}: missing")
+        return cls(**data)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> JobSpec:
-        return cls.from_dict(json.loads(text))
+        try:
+            data = json.loads(text)
+        except (json.JSONDecodeError, RecursionError) as err:
+            raise JobSpecError(f"{cls.__name__}: not valid JSON ({str(err)[:120]})") from None
+        return cls.from_dict(data)
+
+
+def spec_fields(cls: type = JobSpec) -> list[SpecField]:
+    """The fields of a JobSpec class with their Settings, in declaration order (what the UI generators walk)."""
+    return list(schema_of(cls).values())
+
+
+def field_defaults(cls: type = JobSpec) -> dict:
+    """name -> default of every field that has one."""
+    return {f.name: f.default for f in spec_fields(cls) if f.has_default}
+
+
+__all__ = [
+    "FORMATS",
+    "GROUPS",
+    "JobSpec",
+    "JobSpecError",
+    "METHODS",
+    "MODES",
+    "field_defaults",
+    "spec_fields",
+]

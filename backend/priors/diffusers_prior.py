@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -123,6 +125,33 @@ def resolve_prior_folder(name_or_path: str | os.PathLike) -> Path:
             f"prior {name!r} was not found locally or in the Hugging Face cache, and downloading it failed "
             f"({type(error).__name__}: {error}). {_how_to_get(name)}"
         ) from error
+
+
+@contextmanager
+def quiet_weight_loading():
+    """Silence diffusers' and transformers' "Loading weights" progress bars (one per component, in every run and in
+    the server log) while local files load; afterwards the bars are as they were (hub downloads keep theirs)."""
+    import huggingface_hub.utils as hub
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    was_on = (transformers_logging.is_progress_bar_enabled(), diffusers_logging.is_progress_bar_enabled())
+    hub_was_off = hub.are_progress_bars_disabled()
+    transformers_logging.disable_progress_bar()  # this also turns the hub's bars off: put back below
+    diffusers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        with warnings.catch_warnings():  # enabling warns when HF_HUB_DISABLE_PROGRESS_BARS=1 forbids it
+            warnings.simplefilter("ignore")
+            if was_on[0]:
+                transformers_logging.enable_progress_bar()
+            if was_on[1]:
+                diffusers_logging.enable_progress_bar()
+            if hub_was_off:
+                hub.disable_progress_bars()
+            elif hub.are_progress_bars_disabled():
+                hub.enable_progress_bars()
 
 
 def read_dreamstill_json(folder: Path) -> dict:
@@ -261,23 +290,26 @@ class DiffusersPrior(Prior):
         from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
         from transformers import CLIPTextModel, CLIPTokenizer
 
-        try:
-            scheduler = DDPMScheduler.from_config(DDPMScheduler.load_config(folder, subfolder="scheduler"))
-            unet = UNet2DConditionModel.from_pretrained(
-                folder, subfolder="unet", torch_dtype=dtype, local_files_only=True
-            )
-            text_encoder = CLIPTextModel.from_pretrained(
-                folder, subfolder="text_encoder", dtype=dtype, local_files_only=True
-            )
-            tokenizer = CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer", local_files_only=True)
-            vae = None
-            if (folder / "vae").is_dir():
-                vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", torch_dtype=dtype, local_files_only=True)
-        except OSError as error:
-            raise PriorNotFoundError(
-                f"prior {name!r} at {folder}: a component could not be loaded ({error}). "
-                + ("Check the folder's files." if Path(name).expanduser().is_dir() else _how_to_get(name))
-            ) from error
+        with quiet_weight_loading():
+            try:
+                scheduler = DDPMScheduler.from_config(DDPMScheduler.load_config(folder, subfolder="scheduler"))
+                unet = UNet2DConditionModel.from_pretrained(
+                    folder, subfolder="unet", torch_dtype=dtype, local_files_only=True
+                )
+                text_encoder = CLIPTextModel.from_pretrained(
+                    folder, subfolder="text_encoder", dtype=dtype, local_files_only=True
+                )
+                tokenizer = CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer", local_files_only=True)
+                vae = None
+                if (folder / "vae").is_dir():
+                    vae = AutoencoderKL.from_pretrained(
+                        folder, subfolder="vae", torch_dtype=dtype, local_files_only=True
+                    )
+            except OSError as error:
+                raise PriorNotFoundError(
+                    f"prior {name!r} at {folder}: a component could not be loaded ({error}). "
+                    + ("Check the folder's files." if Path(name).expanduser().is_dir() else _how_to_get(name))
+                ) from error
         return cls(
             unet,
             scheduler,

@@ -3,12 +3,13 @@ in bpy, a real `dreamstill serve` runs in a subprocess (with the fake job runner
 job costs milliseconds per step instead of a prior), and the operators are driven as a script would drive them.
 
 Blender runs without a window here, so ``bpy.app.timers`` never fire: tests use the operators' blocking mode
-(the default in background) or call the timer function ``session.timer_tick`` themselves, as Blender would.
+(the default in background) or call the timer function ``follow.timer_tick`` themselves, as Blender would.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -122,12 +123,12 @@ def addon(addon_zip):
     yield module
     import addon_utils
 
-    session = sys.modules[ADDON_MODULE + ".session"]
-    clients = list(session.STATE.clients.values())
+    follow, pool = module_of("follow"), module_of("clients").POOL
+    clients = list(pool.values())
     addon_utils.disable(ADDON_MODULE, default_set=True)
     assert not hasattr(bpy.types.Scene, "dreamstill")
-    assert not bpy.app.timers.is_registered(session.timer_tick)
-    assert not session.STATE.clients and all(c.closed for c in clients)
+    assert not bpy.app.timers.is_registered(follow.timer_tick)
+    assert not pool and all(c.closed for c in clients) and not follow.JOBS
     assert not any(getattr(h, "__module__", "").startswith(ADDON_MODULE) for h in bpy.app.handlers.load_post)
     shutil.rmtree(_USER, ignore_errors=True)
 
@@ -149,8 +150,11 @@ def fast(**extra) -> dict:
     return dict(steps=extra.pop("steps", 6), preview_every=2, mesh_every=2, options_json=json.dumps(opts), **extra)
 
 
-def session_of(addon):
-    return sys.modules[ADDON_MODULE + ".session"]
+def module_of(name: str):
+    """A module of the installed add-on, e.g. module_of("follow")."""
+    import importlib
+
+    return importlib.import_module(f"{ADDON_MODULE}.{name}")
 
 
 @pytest.fixture
@@ -255,7 +259,7 @@ def test_mesh_and_texture_updates_reuse_the_same_datablocks(addon, scene):
     assert (len(mesh.vertices), len(mesh.polygons)) == (4, 4)
     co = np.empty(12, np.float32)
     mesh.vertices.foreach_get("co", co)
-    np.testing.assert_allclose(co.reshape(4, 3), verts * 2)
+    np.testing.assert_allclose(co.reshape(4, 3), verts * 2 - (1, 1, 0))  # no size set: grounded, footprint centred
     corner_uv = np.empty(24, np.float32)
     mesh.uv_layers["UVMap"].data.foreach_get("uv", corner_uv)
     np.testing.assert_allclose(corner_uv.reshape(12, 2), uvs[faces.ravel()])
@@ -278,7 +282,7 @@ def test_bad_faces_are_refused_with_the_vertex_count(addon, scene):
 
 
 # ------------------------------------------------------------------------------------------------ with a server
-def test_generate_blocks_in_background_and_builds_the_asset(addon, scene, server):
+def test_generate_blocks_in_background_and_builds_the_asset(addon, scene, server, capsys):
     result = bpy.ops.dreamstill.generate(prompt="a red cube", server=server, seed=3, **fast())
     assert result == {"FINISHED"}
     settings = scene.dreamstill
@@ -286,7 +290,15 @@ def test_generate_blocks_in_background_and_builds_the_asset(addon, scene, server
     assert item.state == "DONE", item.message
     assert item.step == item.total == 6
     obj = bpy.data.objects[item.object_name]
+    assert obj.name == obj.data.name == "red cube"  # named after the prompt
     assert tuple(obj.location) == pytest.approx((1.0, 2.0, 0.5))  # the 3D cursor when it started
+    box = world_bbox(obj)  # stands on the ground at the cursor, 1 m (the panel's default size) across
+    assert box[0, 2] == pytest.approx(0.5, abs=1e-5) and np.ptp(box, axis=0).max() == pytest.approx(1.0, abs=1e-5)
+    np.testing.assert_allclose(box[:, :2].mean(0), (1.0, 2.0), atol=1e-5)
+    printed = capsys.readouterr().out.splitlines()  # blocking mode says what is happening
+    assert "Dreamstill [a red cube] optimize 6/6 (100%)  loss 0.167" in printed
+    assert any(line.startswith("Dreamstill [a red cube] optimize 1/6") for line in printed)
+    assert any(line.startswith("Dreamstill [a red cube] Done: a red cube (") for line in printed)
     assert obj.users_collection[0].name == "Dreamstill"
     assert (len(obj.data.vertices), len(obj.data.polygons)) == (40, 38)  # fake_mesh: n vertices, n - 2 faces
     assert obj.data.color_attributes["Col"].domain == "POINT"
@@ -297,7 +309,7 @@ def test_generate_blocks_in_background_and_builds_the_asset(addon, scene, server
     assert (spec.prompt, spec.seed, spec.steps) == ("a red cube", 3, 6)
     assert obj["dreamstill_job_id"] == item.job_id and obj["dreamstill_state"] == "done"
     assert settings.preview_image is not None and tuple(settings.preview_image.size) == (8, 8)
-    assert not session_of(addon).STATE.jobs
+    assert not module_of("follow").JOBS
     # regenerate / vary: the stored spec goes back into the panel
     bpy.context.view_layer.objects.active = obj
     assert bpy.ops.dreamstill.use_spec(new_seed=True) == {"FINISHED"}
@@ -306,7 +318,7 @@ def test_generate_blocks_in_background_and_builds_the_asset(addon, scene, server
 
 def test_timer_path_updates_in_place_and_keeps_the_newest(addon, scene, server):
     """What the GUI does: submit without waiting, then the timer callback pumps; one mesh datablock throughout."""
-    session = session_of(addon)
+    follow = module_of("follow")
     assert bpy.ops.dreamstill.generate(
         prompt="a blue torus", server=server, wait=False, **fast(steps=30, options={"fake_step_s": 0.03})
     ) == {"FINISHED"}
@@ -316,7 +328,7 @@ def test_timer_path_updates_in_place_and_keeps_the_newest(addon, scene, server):
     steps_seen = []
     deadline = time.monotonic() + 60
     while item.state == "SUBMITTED" and time.monotonic() < deadline:
-        interval = session.timer_tick()
+        interval = follow.timer_tick()
         steps_seen.append(item.step)
         time.sleep(0.05)
     assert item.state == "DONE" and interval is None  # the timer stops itself when nothing is followed
@@ -342,9 +354,53 @@ def test_batch_of_three_in_a_grid(addon, scene, server):
     assert len({i.job_id for i in queue}) == 3
 
 
+def test_size_and_a_batch_along_the_selected_curve(addon, scene, server):
+    """A poly curve through x = 0, 1, 4 (uneven points), moved by its object to y = 5: three assets at x = 0, 2, 4 of
+    it, each standing on the curve at the operator's size."""
+    data = bpy.data.curves.new("path", "CURVE")
+    spline = data.splines.new("POLY")
+    spline.points.add(2)
+    for point, x in zip(spline.points, (0.0, 1.0, 4.0)):
+        point.co = (x, 0.0, 0.0, 1.0)
+    curve = bpy.data.objects.new("Path", data)
+    curve.location = (0.0, 5.0, 0.25)
+    scene.collection.objects.link(curve)
+    curve.select_set(True)
+    bpy.context.view_layer.objects.active = curve
+    result = bpy.ops.dreamstill.batch(
+        prompts="a red cube; a green cone; a blue sphere", server=server, size=0.5, wait=False, **fast()
+    )
+    assert result == {"FINISHED"} and "along Path" in scene.dreamstill.status
+    assert bpy.ops.dreamstill.wait(timeout=60) == {"FINISHED"}
+    queue = scene.dreamstill.queue
+    assert all(i.state == "DONE" for i in queue), [i.message for i in queue]
+    objs = [bpy.data.objects[i.object_name] for i in queue]
+    assert [o.name for o in objs] == ["red cube", "green cone", "blue sphere"]
+    np.testing.assert_allclose([tuple(o.location) for o in objs], [(0, 5, 0.25), (2, 5, 0.25), (4, 5, 0.25)], atol=1e-6)
+    for obj in objs:
+        box = world_bbox(obj)
+        assert box[0, 2] == pytest.approx(0.25, abs=1e-5) and np.ptp(box, axis=0).max() == pytest.approx(0.5, abs=1e-5)
+    with pytest.raises(RuntimeError, match="no curve object named 'Nope'"):
+        bpy.ops.dreamstill.batch(prompts="a; b", server=server, curve="Nope", **fast())
+
+
+def test_closed_bezier_curve_points_are_evenly_spaced(addon, scene):
+    """A Bezier circle of radius 2 at (1, 1, 0): four assets on it, a quarter of the way round from each other."""
+    batch = module_of("batch")
+    bpy.ops.curve.primitive_bezier_circle_add(radius=2.0, location=(1.0, 1.0, 0.0))
+    circle = bpy.context.active_object
+    points = np.array(batch.batch_locations(bpy.context, 4, 1.0, batch.selected_curve(bpy.context)))
+    np.testing.assert_allclose(np.linalg.norm(points[:, :2] - (1, 1), axis=1), 2.0, atol=2e-3)
+    gaps = np.linalg.norm(points - np.roll(points, 1, axis=0), axis=1)
+    np.testing.assert_allclose(gaps, 2 * np.sqrt(2), atol=1e-2)  # the chord of a quarter circle
+    circle.select_set(False)
+    grid = batch.batch_locations(bpy.context, 2, 3.0, batch.selected_curve(bpy.context))
+    assert grid == [(1.0, 2.0, 0.5), (4.0, 2.0, 0.5)]  # nothing selected: a grid from the cursor
+
+
 def test_batch_survives_save_and_reopen(addon, scene, server, tmp_path):
     """A batch saved while running resumes when the .blend is opened again (load_post handler)."""
-    session = session_of(addon)
+    follow = module_of("follow")
     text = bpy.data.texts.new("prompts")
     text.write("# my prompts\na red cube\n\na green cone\n")
     assert bpy.ops.dreamstill.batch(
@@ -352,12 +408,13 @@ def test_batch_survives_save_and_reopen(addon, scene, server, tmp_path):
     ) == {"FINISHED"}
     path = tmp_path / "batch.blend"
     bpy.ops.wm.save_as_mainfile(filepath=str(path))
-    session.close_all()  # as if Blender was closed: nothing followed, no sockets
+    module_of("clients").close_all()  # as if Blender was closed: nothing followed, no sockets
+    follow.forget_all()
     bpy.ops.wm.read_homefile(use_empty=True)
-    assert not session.STATE.jobs
+    assert not follow.JOBS
     bpy.ops.wm.open_mainfile(filepath=str(path))  # load_post resumes the queue
     queue = bpy.context.scene.dreamstill.queue
-    assert len(queue) == 2 and len(session.STATE.jobs) == 2
+    assert len(queue) == 2 and len(follow.JOBS) == 2
     assert bpy.ops.dreamstill.wait(timeout=60) == {"FINISHED"}
     assert [i.state for i in queue] == ["DONE", "DONE"]
     assert all(len(bpy.data.objects[i.object_name].data.vertices) == 40 for i in queue)
@@ -368,10 +425,10 @@ def test_cancel(addon, scene, server):
         prompt="a slow cube", server=server, wait=False, **fast(steps=2000, options={"fake_step_s": 0.02})
     ) == {"FINISHED"}
     item = scene.dreamstill.queue[0]
-    session = session_of(addon)
+    follow = module_of("follow")
     deadline = time.monotonic() + 30
     while item.step < 3 and time.monotonic() < deadline:
-        session.pump(0.1)
+        follow.pump(0.1)
     assert bpy.ops.dreamstill.cancel() == {"FINISHED"}
     assert bpy.ops.dreamstill.wait(timeout=30) == {"FINISHED"}
     assert item.state == "CANCELLED" and item.step < 2000
@@ -407,20 +464,20 @@ def test_backend_killed_mid_job_fails_the_job(addon, scene, tmp_path, short_time
             prompt="a doomed cube", server=address, wait=False, **fast(steps=5000, options={"fake_step_s": 0.02})
         ) == {"FINISHED"}
         item = scene.dreamstill.queue[0]
-        session = session_of(addon)
+        follow = module_of("follow")
         deadline = time.monotonic() + 30
         while item.step < 2 and time.monotonic() < deadline:
-            session.pump(0.1)
+            follow.pump(0.1)
         assert item.step >= 2
         proc.kill()
         proc.wait(10)
         started = time.monotonic()
         while item.state == "SUBMITTED" and time.monotonic() - started < 60:
-            session.timer_tick()  # stays responsive: each tick returns at once
+            follow.timer_tick()  # stays responsive: each tick returns at once
             time.sleep(0.05)
         assert item.state == "FAILED" and "stopped answering" in item.message
         assert scene.dreamstill.status_error
-        assert not session.STATE.jobs and address not in session.STATE.clients
+        assert not follow.JOBS and address not in module_of("clients").POOL
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -487,16 +544,15 @@ def test_panels_draw_existing_properties_and_operators(addon, scene, server):
     assert ("operator", "dreamstill.generate") in log and ("prop", "prompt") in log
     assert not any(kind == "progress" for kind, _ in log)
     bpy.ops.dreamstill.generate(prompt="a red cube", server=server, **fast())
-    settings.queue[0].state, settings.queue[0].total = "SUBMITTED", 6  # draw as if it were running
+    settings.queue[0].state, settings.queue[0].step = "SUBMITTED", 3  # draw as if it were running
     log = draw_all_panels(addon)
-    assert ("progress", "6/6  loss 0.167  0 s left") in log
+    assert ("progress", "3/6  loss 0.167  0 s left") in log and ("prop", "asset_size") in log
     assert ("list", "queue") in log and any(kind == "icon" for kind, _ in log)
     settings.preset = "DRAFT"
     assert (settings.steps, settings.mesh_resolution, settings.texture_size) == (150, 64, 256)
 
 
 def test_start_and_stop_a_local_backend(addon, scene, tmp_path):
-    session = session_of(addon)
     address = f"tcp://127.0.0.1:{free_port()}"
     with pytest.raises(RuntimeError, match="exited with code 3.*boom"):
         bpy.ops.dreamstill.start_backend(
@@ -507,7 +563,7 @@ def test_start_and_stop_a_local_backend(addon, scene, tmp_path):
         f"--runner {FAKE_RUNNER}"
     )
     assert bpy.ops.dreamstill.start_backend(server=address, command=command, wait_s=90) == {"FINISHED"}
-    process = session.STATE.backend.process
+    process = module_of("backend_process").current().process
     try:
         assert "Backend running" in scene.dreamstill.status
         assert bpy.ops.dreamstill.generate(prompt="a red cube", server=address, **fast()) == {"FINISHED"}
@@ -520,13 +576,14 @@ def test_start_and_stop_a_local_backend(addon, scene, tmp_path):
         assert scene.dreamstill.queue[1].state == "FAILED"
     finally:
         assert bpy.ops.dreamstill.stop_backend() == {"FINISHED"}
-    assert process.poll() is not None and session.STATE.backend is None
+    assert process.poll() is not None and module_of("backend_process").current() is None
 
 
 def test_only_loopback_without_online_access(addon, scene):
-    session = session_of(addon)
-    assert session.is_local("tcp://127.0.0.1:5555") and session.is_local("tcp://[::1]:5555")
-    assert session.is_local("ipc:///tmp/ds.sock") and not session.is_local("tcp://10.0.0.2:5555")
+    is_loopback = module_of("proto").is_loopback
+    assert is_loopback("tcp://127.0.0.1:5555") and is_loopback("tcp://[::1]:5555") and is_loopback("tcp://127.3.2.1:1")
+    assert is_loopback("ipc:///tmp/ds.sock") and not is_loopback("tcp://10.0.0.2:5555")
+    assert not is_loopback("tcp://127.example.com:5555")  # a host name, not the loopback network
     if not bpy.app.online_access:
         with pytest.raises(RuntimeError, match="online access"):
             bpy.ops.dreamstill.connect(server="tcp://10.0.0.2:5555")
@@ -544,18 +601,20 @@ def test_import_result_downloads_and_reports_an_unreadable_file(addon, scene, se
         bpy.ops.dreamstill.import_result(job_id="no-such-job")
 
 
-def test_resume_with_the_backend_down_tries_each_address_once(addon, scene, server, short_timeout):
-    session = session_of(addon)
+def test_resume_with_the_backend_down_tries_each_address_once(addon, scene, server, short_timeout, monkeypatch):
+    job_queue, clients = module_of("job_queue"), module_of("clients")
     address = f"tcp://127.0.0.1:{free_port()}"
     settings = scene.dreamstill
     for prompt in ("a", "b", "c"):
         item = settings.queue.add()
         item.prompt, item.address, item.state = prompt, address, "PENDING"
-        item.spec_json = session.spec_json(session.JobSpec(prompt=prompt, steps=3))
-    started = time.monotonic()
-    problems = session.resume([scene])
-    assert len(problems) == 1  # one timeout for the address, not one per item
-    assert time.monotonic() - started < 3 * 1.5
+        item.spec_json = job_queue.spec_json(module_of("proto").JobSpec(prompt=prompt, steps=3))
+    asked = []
+    real_client_for = clients.client_for
+    monkeypatch.setattr(clients, "client_for", lambda a: asked.append(a) or real_client_for(a))
+    problems = job_queue.resume([scene])
+    monkeypatch.undo()
+    assert len(problems) == 1 and asked == [address]  # one timeout for the address, not one per item
     assert all("not resumed" in i.message and i.state == "PENDING" for i in settings.queue)
     for item in settings.queue:  # the backend is back (here: another address): Resume sends them
         item.address = server
@@ -565,6 +624,7 @@ def test_resume_with_the_backend_down_tries_each_address_once(addon, scene, serv
 
 # ------------------------------------------------------------------------------------------------ the real engine
 def world_bbox(obj) -> np.ndarray:
+    bpy.context.view_layer.update()  # matrix_world of objects made or moved since the last evaluation
     co = np.empty(3 * len(obj.data.vertices), np.float32)
     obj.data.vertices.foreach_get("co", co)
     m = np.array(obj.matrix_world)
@@ -577,7 +637,6 @@ def render_scene(objects, path: Path, size=(480, 270), samples=16) -> None:
     from mathutils import Vector
 
     scene = bpy.context.scene
-    bpy.context.view_layer.update()  # matrix_world of objects moved since
     boxes = np.stack([world_bbox(o) for o in objects])
     lo, hi = boxes[:, 0].min(0), boxes[:, 1].max(0)
     center, radius = Vector((lo + hi) / 2), float(np.linalg.norm(hi - lo)) / 2
@@ -660,12 +719,13 @@ def test_real_engine_job_textured_asset_import_and_render(addon, scene, tmp_path
             o for o in bpy.data.objects if o.type == "MESH" and o.get("dreamstill_job_id") == item.job_id and o != obj
         ]
         assert len(imported) == 1
-        live_box = world_bbox(obj) - np.array(obj.location)
+        live_box = world_bbox(obj)  # 1 m across, standing at the cursor; the import lands on it
+        assert live_box[0, 2] == pytest.approx(0.5, abs=1e-5) and np.ptp(live_box, axis=0).max() == pytest.approx(1.0)
         np.testing.assert_allclose(world_bbox(imported[0]), live_box, atol=1e-3)
     finally:
         proc.terminate()
         proc.wait(30)
-    imported[0].location = obj.location + type(obj.location)((float(np.ptp(live_box[:, 0])) * 1.3, 0, 0))
+    imported[0].location.x += float(np.ptp(live_box[:, 0])) * 1.3
     out = Path(os.environ.get("DREAMSTILL_ADDON_RENDER", tmp_path / "render.png")).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     render_scene([obj, imported[0]], out)
@@ -675,22 +735,22 @@ def test_real_engine_job_textured_asset_import_and_render(addon, scene, tmp_path
 
 def test_apply_events_uses_only_the_newest_update_of_each_kind(addon, scene, monkeypatch):
     """A tick that finds several meshes and progress events applies one mesh (the last) and the last progress."""
-    session = session_of(addon)
+    follow, job_queue = module_of("follow"), module_of("job_queue")
     live = sys.modules[ADDON_MODULE + ".live"]
     ev = sys.modules[ADDON_MODULE + "._vendor.dreamstill_protocol.events"]
     settings = scene.dreamstill
     item = settings.queue.add()
     item.prompt, item.job_id, item.state, item.spec_json = "x", "job-1", "SUBMITTED", '{"prompt": "x"}'
-    session.ensure_object(scene, item)
+    job_queue.ensure_object(scene, item)
     applied = []
     monkeypatch.setattr(live, "apply_update", lambda obj, update: applied.append(update.step))
-    job = session.LiveJob("job-1", "tcp://127.0.0.1:1", scene.name)
-    session.STATE.jobs["job-1"] = job
+    job = follow.LiveJob("job-1", "tcp://127.0.0.1:1", scene.name)
+    follow.JOBS["job-1"] = job
     mesh = [
         ev.MeshUpdate(step=s, vertices=np.zeros((3, 3), np.float32), faces=np.array([[0, 1, 2]], np.int32))
         for s in (10, 20, 30)
     ]
-    session.apply_events(
+    follow.apply_events(
         job,
         [
             ev.Progress(10, 100, 0.5, 9.0),
@@ -702,20 +762,81 @@ def test_apply_events_uses_only_the_newest_update_of_each_kind(addon, scene, mon
         ],
     )
     assert applied == [30] and (item.step, item.total, item.loss) == (30, 100, pytest.approx(0.3))
-    assert item.state == "SUBMITTED" and "job-1" in session.STATE.jobs
+    assert item.state == "SUBMITTED" and "job-1" in follow.JOBS
     bad = ev.MeshUpdate(step=40, vertices=np.zeros((3, 3), np.float32), faces=np.array([[0, 1, 7]], np.int32))
     monkeypatch.undo()  # the real apply_update: a face that points past the vertices fails the job cleanly
     item2 = settings.queue.add()
     item2.prompt, item2.job_id, item2.state = "y", "job-2", "SUBMITTED"
-    session.ensure_object(scene, item2)
-    job2 = session.STATE.jobs["job-2"] = session.LiveJob("job-2", "tcp://127.0.0.1:1", scene.name)
-    session.apply_events(job2, [bad])
-    assert item2.state == "FAILED" and "could not apply" in item2.message and "job-2" not in session.STATE.jobs
-    session.apply_events(job, [ev.Failed("out_of_memory", "lower the resolution")])
+    job_queue.ensure_object(scene, item2)
+    job2 = follow.JOBS["job-2"] = follow.LiveJob("job-2", "tcp://127.0.0.1:1", scene.name)
+    follow.apply_events(job2, [bad])
+    assert item2.state == "FAILED" and "could not apply" in item2.message and "job-2" not in follow.JOBS
+    follow.apply_events(job, [ev.Failed("out_of_memory", "lower the resolution")])
     assert item.state == "FAILED" and "lower the resolution" in item.message and "out_of_memory" in item.message
-    assert settings.status_error and "job-1" not in session.STATE.jobs
+    assert settings.status_error and "job-1" not in follow.JOBS
     obj = bpy.data.objects[item.object_name]
     assert obj["dreamstill_state"] == "failed"
+
+
+def test_warnings_and_phases_reach_the_panel_and_the_console(addon, scene, capsys):
+    """A job past its optimization bar reports its phase; its Done carries warnings: the panel's bar names the phase,
+    the finished job's warnings are on the item, the object and in the panel, and blocking mode prints them."""
+    follow, job_queue = module_of("follow"), module_of("job_queue")
+    ev = module_of("_vendor.dreamstill_protocol.events")
+    settings = scene.dreamstill
+    item = settings.queue.add()
+    item.prompt, item.job_id, item.state, item.spec_json = "a hamburger", "job-w", "SUBMITTED", '{"prompt": "x"}'
+    job_queue.ensure_object(scene, item)
+    settings.active_job = "job-w"
+    job = follow.JOBS["job-w"] = follow.LiveJob("job-w", "tcp://127.0.0.1:1", scene.name, echo=True)
+    follow.apply_events(job, [ev.Progress(400, 400, 0.1, 0.0)])
+    assert ("progress", module_of("reporting").FINISHING) in draw_all_panels(addon)
+    baking = ev.Progress(1, 2, 0.0, 4.0)
+    baking.phase = "bake"  # MERGE: Progress(..., phase="bake") once the pipeline helper's field is in
+    follow.apply_events(job, [baking])
+    assert item.phase == "bake" and ("progress", "Baking the texture 1/2  4 s left") in draw_all_panels(addon)
+    warning = "'hamburger' is outside the built-in prior's world (cube, sphere, ...); use a real prior"
+    follow.apply_events(job, [ev.Done(files=[], seconds=2.0, metrics={"warnings": [warning]})])
+    assert item.state == "DONE" and item.warnings == warning and item.phase == ""
+    assert list(bpy.data.objects[item.object_name]["dreamstill_warnings"]) == [warning]
+    assert "1 warning" in settings.status and not settings.status_error
+    labels = " ".join(text for kind, text in draw_all_panels(addon) if kind == "label")
+    assert "'hamburger' is outside the built-in" in labels and "use a real prior" in labels
+    printed = capsys.readouterr().out.splitlines()
+    assert "Dreamstill [a hamburger] optimize 400/400 (100%)  loss 0.1" in printed
+    assert "Dreamstill [a hamburger] bake 1/2 (50%)  ETA 4 s" in printed
+    assert f"Dreamstill [a hamburger] warning: {warning}" in printed
+
+
+def test_read_mesh_of_the_artists_object_and_one_too_large_to_send(addon, scene):
+    """A cube: 8 vertices, 12 triangles, each corner's UV from its loop. A 400 x 400 grid with UVs is over the
+    request limit: the error names it and a decimate ratio, and with a Decimate modifier at that ratio it is sent."""
+    scene_mesh, mesh_data = module_of("scene_mesh"), module_of("mesh_data")
+    bpy.ops.mesh.primitive_cube_add(size=2.0)
+    cube = bpy.context.active_object
+    mesh = scene_mesh.read_mesh(cube)
+    assert mesh.vertices.shape == (8, 3) and mesh.faces.shape == (12, 3) and mesh.uvs.shape == (12, 3, 2)
+    np.testing.assert_allclose(np.abs(mesh.vertices), 1.0)
+    cube.data.calc_loop_triangles()
+    loops = np.empty(36, np.int32)
+    cube.data.loop_triangles.foreach_get("loops", loops)
+    uv = np.empty(2 * len(cube.data.loops), np.float32)
+    cube.data.uv_layers.active.data.foreach_get("uv", uv)
+    np.testing.assert_array_equal(mesh.uvs.reshape(-1, 2), uv.reshape(-1, 2)[loops])
+    cube.data.uv_layers.remove(cube.data.uv_layers[0])
+    cube.data.update()  # tag it, so the evaluated mesh is rebuilt
+    assert scene_mesh.read_mesh(cube).uvs is None
+    bpy.ops.mesh.primitive_grid_add(x_subdivisions=400, y_subdivisions=400)
+    grid = bpy.context.active_object
+    with pytest.raises(mesh_data.MeshTooLarge, match=r"the mesh 'Grid' is too large to send: .* with its UVs") as err:
+        scene_mesh.read_mesh(grid)
+    ratio = float(re.search(r"ratio (\d\.\d\d)", str(err.value)).group(1))
+    assert 0.3 < ratio < 1.0
+    grid.modifiers.new("decimate", "DECIMATE").ratio = ratio
+    sent = scene_mesh.read_mesh(grid)  # the evaluated mesh, modifiers applied
+    assert sent.nbytes <= mesh_data.mesh_budget() and len(sent.faces) < len(grid.data.polygons) * 2
+    with pytest.raises(ValueError, match="select a mesh object first"):
+        scene_mesh.read_mesh(bpy.data.objects.new("empty", None))
 
 
 def test_blender_installed_the_bundled_pyzmq_wheel(addon):
