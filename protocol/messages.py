@@ -313,7 +313,7 @@ def encode(obj, *, job_id: str | None = None, rid: str | None = None) -> list:
         raise ProtocolError("unknown_type", f"unknown message type {kind!r}")
     if kind == "submit":
         spec = obj.payload if isinstance(obj.payload, JobSpec) else JobSpec.from_dict(dict(obj.payload["spec"]))
-        body, arrays = {"spec": spec.validate().to_dict()}, {}
+        body, arrays = {"spec": spec.to_dict()}, {}
     elif kind in EVENTS:
         if type(obj.payload) not in EVENT_TYPES or EVENT_TYPES[type(obj.payload)] != kind:
             raise TypeError(f"a {kind!r} message needs a {kind} event payload, got {type(obj.payload).__name__}")
@@ -355,7 +355,7 @@ def check(raw: RawMessage, expect: Sequence[str] | None = None) -> Message:
         payload = event_from(kind, raw.body, raw.arrays)
     elif kind == "submit":
         try:
-            payload = JobSpec.from_dict(raw.body["spec"]).validate()
+            payload = JobSpec.from_dict(raw.body["spec"])  # checked as it is made
         except JobSpecError as exc:
             raise ProtocolError("bad_spec", str(exc), rid) from None
         except Exception as exc:  # a wrong type anywhere in the spec: never let it escape as another error

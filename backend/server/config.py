@@ -6,7 +6,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-DEFAULT_BIND = "tcp://127.0.0.1:5555"
+from dreamstill.protocol.addresses import DEFAULT_ADDRESS
+
+DEFAULT_BIND = DEFAULT_ADDRESS  # the one default (protocol.addresses)
 
 
 def default_store_dir() -> Path:

@@ -175,10 +175,7 @@ def status_of(job: LiveJob, store, queue_position: int | None) -> dict:
     status = {
         "job_id": job.id,
         "state": stored.state,
-        "prompt": spec.prompt,
-        "method": spec.method,
-        "mode": spec.mode,
-        "steps": spec.steps,
+        **spec.summary(),  # the spec's status fields, declared in JobSpec
         "created": stored.created,
         "started": stored.started,
         "finished": stored.finished,
