@@ -14,6 +14,7 @@ it (the servers are subprocesses and inherit it); the script uses only what both
              queued one: how the running one ends, and the time from space freed to the queued job's done.
 4. queue:    submit-then-cancel pairs for up to 60 s, then 100 submits with a 900 KB negative_prompt: how many
              were accepted, the job folders kept, the store's size and the server's RSS.
+5. retain:   300 submit-then-cancel pairs against `serve --keep-jobs 100`: the job folders kept.
 """
 
 from __future__ import annotations
@@ -293,6 +294,28 @@ def attack_queue(pairs: int) -> None:
             stop_server(proc)
 
 
+def attack_retention(pairs: int = 300, keep: int = 100) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Path(tmp) / "store"
+        try:
+            proc, address = start_server(store, "--keep-jobs", str(keep))
+        except RuntimeError:
+            print("retain   this server has no --keep-jobs: every finished job is kept for ever")
+            return
+        sock = dealer(address)
+        try:
+            for _ in range(pairs):
+                reply = request(sock, "submit", payload=spec(steps=1000))
+                if reply is not None and reply.type == "accepted":
+                    request(sock, "cancel", job_id=reply.job_id)
+            time.sleep(2.0)  # a retention pass
+            folders = sum(1 for p in store.iterdir() if p.is_dir())
+            print(f"retain   {pairs} submit-then-cancel with --keep-jobs {keep}: {folders} job folders kept")
+        finally:
+            sock.close(0)
+            stop_server(proc)
+
+
 def _du(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
@@ -311,6 +334,7 @@ def main(argv=None) -> int:
     attack_never_reads(args.fetches)
     attack_full_disk()
     attack_queue(args.pairs)
+    attack_retention()
     return 0
 
 
