@@ -350,7 +350,8 @@ class Client:
         return time.perf_counter() - started
 
     def submit(self, spec: JobSpec) -> str:
-        """Queue a job; returns its id. The spec is checked here first (JobSpecError names the field)."""
+        """Queue a job; returns its id. A JobSpec is checked as it is made (JobSpecError names the field); the
+        server refuses priors and generators it does not offer (JobSpecError too)."""
         reply = self._request("submit", payload=spec, what="to a submitted job")
         self._following.add(reply.job_id)
         return reply.job_id

@@ -355,8 +355,11 @@ class Server:
                 slot.handle.cancel(job.task_seq)
             log.info("job %s: cancel requested", job.id)
 
-    def finish(self, job: LiveJob, event, frames: list | None = None) -> None:
-        """End a job: in memory and to its subscribers first, then on disk (retried while the disk is full)."""
+    def finish(self, job: LiveJob, event, frames: list | None = None, from_worker: bool = False) -> None:
+        """End a job: in memory and to its subscribers first, then on disk (retried while the disk is full).
+
+        A job the server ends while its worker still runs it (``from_worker`` False) keeps that worker busy until
+        the worker has stopped it too, so the next job never waits behind it."""
         stored = job.stored
         if not job.unfinished:
             return
@@ -367,6 +370,8 @@ class Server:
         slot = self.pool.running(job.id) if self.pool else None
         if slot is not None:
             slot.handle.job_id = None
+            if not from_worker:
+                slot.handle.draining, slot.handle.draining_since = job.id, time.monotonic()
         self._retained.append(job.id)  # keep the big frames (preview, mesh) of the last few finished jobs only
         while len(self._retained) > self.config.retain_previews:
             old = self.jobs.get(self._retained.popleft())
@@ -392,10 +397,12 @@ class Server:
 
     # ------------------------------------------------------------------ workers
     def _on_worker_event(self, slot: WorkerSlot, header: dict, frames: list) -> None:
-        job = self.jobs.get(header.get("job"))
+        job, kind = self.jobs.get(header.get("job")), header.get("type")
+        if slot.handle is not None and header.get("job") == slot.handle.draining and kind in TERMINAL:
+            slot.handle.draining = None  # the worker has stopped the job the server ended: it is free again
+            return
         if job is None or slot.handle is None or job.id != slot.handle.job_id:
             return  # an event of a job already failed or cancelled by the server
-        kind = header.get("type")
         if kind in STATE_EVENTS:
             job.events.put(kind, frames)
             if kind == "progress":
@@ -410,7 +417,7 @@ class Server:
             event = event_from(kind, unpack(frames).body)
             if isinstance(event, Failed):
                 event, frames = Failed(event.code, self.redact(event.message)), None
-            self.finish(job, event, frames)
+            self.finish(job, event, frames, from_worker=True)
 
     def _store_failed(self, job: LiveJob, err: StoreWriteError) -> None:
         """The store cannot be written while ``job`` runs: stop it and say why; hold the queue on a full disk."""
@@ -430,12 +437,14 @@ class Server:
 
     def _check_workers(self) -> None:
         now = time.monotonic()
+        grace = self.config.cancel_grace_s
         for slot in self.pool.slots:
-            job = self.jobs.get(slot.handle.job_id) if slot.handle and slot.handle.job_id else None
-            if job is not None and job.cancel_requested and now - job.cancel_requested > self.config.cancel_grace_s:
-                log.warning("job %s did not stop within %.0fs of its cancel; killing its worker", job.id,
-                            self.config.cancel_grace_s)  # fmt: skip
-                slot.handle.kill()
+            handle = slot.handle
+            job = self.jobs.get(handle.job_id) if handle and handle.job_id else None
+            late = job is not None and job.cancel_requested and now - job.cancel_requested > grace
+            if late or (handle and handle.draining and now - handle.draining_since > grace):
+                log.warning("worker %d did not stop its job within %.0fs; killing it", slot.index, grace)
+                handle.kill()
         for slot, handle, reason in self.pool.reap(self._on_worker_event):
             job = self.jobs.get(handle.job_id) if handle.job_id else None
             if job is None or not job.unfinished:

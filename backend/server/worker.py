@@ -84,9 +84,12 @@ def prepare_process(device: str, threads: int, workdir: str | None = None) -> No
         os.environ["CUDA_VISIBLE_DEVICES"] = device.split(":", 1)[1]
     elif device == "cpu":
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
-    if threads > 0:
+    if "OMP_NUM_THREADS" not in os.environ:  # torch's first threads; _set_threads adjusts them before each job
+        from dreamstill.backend.threads import choose_threads, physical_cores
+
+        count = choose_threads(cores=min(threads, physical_cores()) if threads else None).threads
         for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-            os.environ[name] = str(threads)
+            os.environ[name] = str(count)
     if sys.platform.startswith("linux"):  # die with the server, even when it is SIGKILLed
         try:
             import ctypes
@@ -138,19 +141,31 @@ def worker_main(
     parent = _Parent()
     try:
         fn, load_error = resolve_runner(runner), None
-        if threads > 0 and "torch" in sys.modules:
-            sys.modules["torch"].set_num_threads(threads)
     except Exception as exc:  # report, then fail each job with the reason instead of dying in a restart loop
         fn, load_error = None, f"could not load the job runner {runner!r}: {exc.__class__.__name__}: {exc}"
     _send_json(sock, {"type": "_ready", "pid": os.getpid(), "error": load_error, "device": device})
     try:
         while True:
             header = _next_command(sock, parent)
-            if header is None or not _run_one(sock, fn, load_error, header, cancel_seq, parent):
+            if header is None:
+                return
+            _set_threads(threads)
+            if not _run_one(sock, fn, load_error, header, cancel_seq, parent):
                 return
     finally:
         sock.close()
         ctx.term()
+
+
+def _set_threads(cap: int) -> None:
+    """Before each job: torch's threads by the load now (backend.threads), at most ``cap`` (this worker's share
+    of the cores when several CPU workers run; 0 = all physical cores)."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return
+    from dreamstill.backend.threads import choose_threads, physical_cores
+
+    torch.set_num_threads(choose_threads(cores=min(cap, physical_cores()) if cap else None).threads)
 
 
 def _next_command(sock, parent: _Parent) -> dict | None:
@@ -300,10 +315,12 @@ class WorkerHandle:
         self.pid: int | None = self.proc.pid
         self.job_id: str | None = None
         self.retiring = False  # said it will exit (after a fatal error): give it no more jobs
+        self.draining: str | None = None  # a job the server ended that the worker has not stopped yet
+        self.draining_since = 0.0
 
     @property
     def idle(self) -> bool:
-        return self.ready and not self.retiring and self.job_id is None
+        return self.ready and not self.retiring and self.job_id is None and self.draining is None
 
     def run(self, job_id: str, seq: int, spec_dict: dict, out_dir: Path, resume: bool = False) -> bool:
         """Hand one job to the (ready, idle) worker; False when it cannot take it (then treat it as dead)."""

@@ -431,10 +431,11 @@ def test_full_disk_fails_the_running_job_holds_the_queue_and_recovers(tmp_path, 
         return real(fd, data)
 
     monkeypatch.setattr(store_module, "_append_bytes", append)
-    with serving(tmp_path / "store") as srv, Client(srv.address, timeout_s=20) as c:
-        running = c.submit(spec(steps=2000, fake_step_s=0.02))
+    with serving(tmp_path / "store", cancel_grace_s=3) as srv, Client(srv.address, timeout_s=20) as c:
+        running = c.submit(spec(steps=2000, fake_step_s=0.02, fake_ignore_cancel=True))  # a worker that is stuck
         queued = c.submit(spec(steps=3, seed=9))
         wait_progress(c, running, 2)
+        stuck_pid = worker_pid(srv)
         full.set()
         last = list(c.events(running, timeout_s=30))[-1]
         assert isinstance(last, Failed) and last.code == "disk_full" and "free space" in last.message
@@ -445,6 +446,7 @@ def test_full_disk_fails_the_running_job_holds_the_queue_and_recovers(tmp_path, 
         assert c.status(queued)["state"] == "queued" and c.ping() and c.server_info["disk_full"]
         full.clear()
         assert isinstance(list(c.events(queued, timeout_s=60))[-1], Done)
+        assert worker_pid(srv) != stuck_pid  # not queued behind the stuck job: that worker was replaced
         wait_for(lambda: running not in srv._unwritten, "the held end to reach the disk")
     log_lines = (tmp_path / "store" / running / "events.jsonl").read_text().splitlines()
     records = [json.loads(line) for line in log_lines]  # every line whole

@@ -46,3 +46,21 @@ def test_an_unwritable_disk_becomes_disk_full(tmp_path, monkeypatch):
     monkeypatch.setattr("dreamstill.backend.server.store.write_manifest", full)
     (tmp_path / "a.glb").write_bytes(b"x")
     assert _final_event(Done(files=[str(tmp_path / "a.glb")]), tmp_path).code == "disk_full"
+
+
+def test_a_worker_process_sees_only_its_device_and_runs_in_its_own_folder(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    code = (
+        "import json, os, sys; from dreamstill.backend.server.worker import prepare_process; "
+        "prepare_process(sys.argv[1], 3, sys.argv[2]); "
+        "print(json.dumps([os.environ['CUDA_VISIBLE_DEVICES'], os.getcwd(), os.environ['OMP_NUM_THREADS']]))"
+    )
+    env = {k: v for k, v in __import__("os").environ.items() if k not in ("OMP_NUM_THREADS", "DREAMSTILL_THREADS")}
+    for device, visible in (("cuda:1", "1"), ("cpu", "")):
+        out = subprocess.run([sys.executable, "-c", code, device, str(tmp_path)], capture_output=True, text=True,
+                             env=env, check=True)  # fmt: skip
+        shown, cwd, threads = json.loads(out.stdout)
+        assert shown == visible and cwd == str(tmp_path) and 1 <= int(threads) <= 3
