@@ -35,8 +35,8 @@ PROTOCOL_VERSION = 1
 MAX_HEADER_BYTES = 1 << 20  # 1 MiB of JSON
 MAX_ARRAYS = 8
 MAX_NDIM = 4
-MAX_REQUEST_BYTES = 256 << 10  # what a server accepts from a client (a request is one small JSON frame)
-MAX_REQUEST_FRAMES = 1  # requests carry no arrays: a server refuses longer messages before decoding them
+MAX_REQUEST_BYTES = 8 << 20  # what a server accepts from a client in one request (header and any arrays)
+MAX_REQUEST_FRAMES = 1 + MAX_ARRAYS  # a server drops longer messages frame by frame, never decoding them
 MAX_DIM = 1 << 31  # any one array axis (a zero-sized array cannot hide a 2**62 axis behind its 0 bytes)
 MAX_MESSAGE_BYTES = 1 << 30  # what a client accepts from a server (a mesh with a 4k texture is ~100 MB)
 

@@ -1,6 +1,7 @@
-"""Reading requests off the ROUTER: who sent it, its one frame, and a cheap refusal of anything longer.
+"""Reading requests off the ROUTER: who sent it, its frames, and a cheap refusal of anything longer.
 
-A request is exactly one JSON frame (protocol.wire.MAX_REQUEST_FRAMES). libzmq hands a multipart message over only
+A request is a JSON header frame and at most MAX_ARRAYS array frames (protocol.wire.MAX_REQUEST_FRAMES); today's
+request types carry no arrays, so they are one frame. libzmq hands a multipart message over only
 once it has arrived whole, and caps each frame (MAXMSGSIZE) but not their count, so a message of a million empty
 frames reaches the server as a million frames. They are read here one at a time into a scratch buffer and
 dropped: no list, no zmq.Frame objects, no decoding, so the cost is a few microseconds a frame and the memory is

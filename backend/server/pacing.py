@@ -37,7 +37,7 @@ class ChunkPacer:
                 return (
                     "busy",
                     "this client has not read its previous result chunk; read it and pass its token "
-                    "(dreamstill's Client does this)",
+                    "(dreamstill's Client does this; a client older than this server does not: update it)",
                 )
             del self.outstanding[ident]
             self.total -= held[1]

@@ -36,7 +36,7 @@ from pathlib import Path
 
 from dreamstill.protocol import Cancelled, Done, Failed
 from dreamstill.protocol.messages import REQUESTS, STATE_EVENTS, TERMINAL, decode, encode, event_from
-from dreamstill.protocol.wire import MAX_HEADER_BYTES, MAX_REQUEST_BYTES, PROTOCOL_VERSION, ProtocolError, unpack
+from dreamstill.protocol.wire import MAX_REQUEST_BYTES, PROTOCOL_VERSION, ProtocolError, unpack
 
 from .config import DEFAULT_BIND, ServerConfig, default_store_dir
 from .fanout import Fanout
@@ -202,7 +202,7 @@ class Server:
         sock.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a client reconnecting with its routing id takes over
         sock.setsockopt(zmq.SNDHWM, self.config.sndhwm)
         sock.setsockopt(zmq.RCVHWM, 100)  # requests queued per client before libzmq stops reading its socket
-        sock.setsockopt(zmq.MAXMSGSIZE, MAX_HEADER_BYTES + 1024)  # a bigger frame from a client: disconnect it
+        sock.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST_BYTES)  # a bigger frame from a client: libzmq disconnects it
         sock.setsockopt(zmq.LINGER, 1000)  # let the last replies (maybe a large chunk) leave on close
         sock.setsockopt(zmq.HEARTBEAT_IVL, 1000)
         sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 5000)
@@ -282,8 +282,9 @@ class Server:
         rid = req.rid
         try:
             if req.extra_frames:
+                frames = len(req.frames) + req.extra_frames
                 raise ProtocolError(
-                    "malformed", f"a request is one frame; this one had {len(req.frames) + req.extra_frames}", rid
+                    "malformed", f"a request has at most {len(req.frames)} frames; this one had {frames}", rid
                 )
             self.handlers.handle(req, decode(req.frames, max_bytes=MAX_REQUEST_BYTES, expect=REQUESTS))
         except ProtocolError as err:
