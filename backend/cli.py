@@ -22,6 +22,7 @@ from .cli_args import add_job_arguments, add_prompt_argument, spec_from_args
 # Modules that add subcommands, in the order they appear in --help. A module that is not installed is skipped.
 COMMAND_MODULES = (
     "dreamstill.backend.server.commands",
+    "dreamstill.backend.batch.commands",
     "dreamstill.backend.priors.builtin.train",
     "dreamstill.backend.eval.commands",
     "dreamstill.backend.generators.commands",
@@ -68,7 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
 def generate(args: argparse.Namespace) -> int:
     from dreamstill.protocol import Done, Failed, JobSpecError, Progress
 
-    from .engine import run_job
+    from .jobs import run_job
+    from .jobs.console import ConsoleProgress
+    from .jobs.finish import prompt_warnings
     from .threads import apply_threads, choose_threads
 
     try:
@@ -88,24 +91,24 @@ def generate(args: argparse.Namespace) -> int:
     apply_threads(threads)
     print(f"dreamstill generate: {threads}", file=sys.stderr)
 
-    from tqdm import tqdm
-
-    bar = tqdm(total=spec.steps, disable=args.quiet, unit="step", desc=spec.prompt[:40])
+    for warning in prompt_warnings(spec):  # before minutes of work, and again when it ends
+        print(f"dreamstill generate: warning: {warning}", file=sys.stderr)
+    bar = ConsoleProgress(spec.prompt[:40], disable=args.quiet)
     code = 1
     for event in run_job(spec, work_dir, resume=args.resume, output_path=output):
         if isinstance(event, Progress):
-            bar.n = event.step
-            bar.set_postfix(loss=f"{event.loss:.4g}", refresh=False)
-            bar.refresh()
+            bar.update(event)
         elif isinstance(event, Done):
-            bar.close()
+            bar.close(done=True)
+            for warning in event.metrics.get("warnings", []):
+                print(f"dreamstill generate: warning: {warning}", file=sys.stderr)
             for f in event.files:
                 print(f)
             code = 0
         elif isinstance(event, Failed):
             bar.close()
             print(f"dreamstill generate: {event.message} [{event.code}]", file=sys.stderr)
-            code = 2 if event.code in ("bad_spec", "unwritable_output", "missing_weights") else 1
+            code = 2 if event.code in ("bad_spec", "unwritable_output", "missing_weights", "missing_dependency") else 1
     _remove_if_empty(work_dir)
     return code
 

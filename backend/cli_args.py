@@ -10,7 +10,6 @@ setting. Two command-line conveniences sit on top: a flag's Setting may imply ot
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 from pathlib import Path
 
@@ -51,13 +50,13 @@ def help_of(field: SpecField, extra: str = "") -> str:
 
 
 def method_option_keys() -> str:
-    """Each distillation method's option keys (its Config dataclass fields), imported only when asked for."""
-    from dreamstill.backend.distill import METHODS, method_class
+    """Each distillation method's option keys (distill.option_names: its Config's fields, sub-configs flattened), imported only when asked for."""
+    from dreamstill.backend.distill import METHODS, option_names
 
     keys = {}
     for name in METHODS:
         try:
-            keys[name] = [f.name for f in dataclasses.fields(method_class(name).Config)]
+            keys[name] = option_names(name)
         except ImportError as err:
             keys[name] = [f"(unavailable: {err})"]
     shared = set.intersection(*(set(k) for k in keys.values())) if keys else set()
@@ -86,7 +85,7 @@ class KeyValueAction(argparse.Action):
     def __call__(self, parser, namespace, value, option_string=None):
         key, sep, _ = value.partition("=")
         if not sep or not key:
-            parser.error(f"{option_string} {value!r}: write it as KEY=VALUE, e.g. {option_string} eta=0.1")
+            parser.error(f"{option_string} {value!r}: write it as KEY=VALUE, e.g. {option_string} shift_ratio=0.1")
         setattr(namespace, self.dest, [*(getattr(namespace, self.dest) or []), value])
 
 
@@ -132,12 +131,12 @@ def add_job_arguments(parser: argparse.ArgumentParser, spec_class: type = JobSpe
 
 
 def parse_options(pairs: list[str]) -> dict:
-    """``["eta=0.1", "name=x"]`` -> ``{"eta": 0.1, "name": "x"}`` (VALUE as JSON when it parses, else text)."""
+    """``["shift_ratio=0.1", "name=x"]`` -> ``{"shift_ratio": 0.1, "name": "x"}`` (VALUE as JSON when it parses, else text)."""
     options = {}
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise SystemExit(f"--option {pair!r}: write it as KEY=VALUE, e.g. --option eta=0.1")
+            raise SystemExit(f"--option {pair!r}: write it as KEY=VALUE, e.g. --option shift_ratio=0.1")
         try:
             options[key] = json.loads(value)
         except json.JSONDecodeError:

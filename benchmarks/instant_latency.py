@@ -44,8 +44,8 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from dreamstill.backend.engine import run_job
     from dreamstill.backend.generators.instant import InstantAsset, load_generator
+    from dreamstill.backend.jobs import run_job
     from dreamstill.protocol import Done, Failed, JobSpec
 
     start = time.perf_counter()
@@ -63,7 +63,7 @@ def main(argv=None) -> int:
     out_dir = Path(tempfile.mkdtemp(prefix="instant_"))
     times = []
     for i, prompt in enumerate(PROMPTS[: args.prompts]):
-        spec = JobSpec(prompt=prompt, mode="instant", generator=args.generator, **extra).validate()
+        spec = JobSpec(prompt=prompt, mode="instant", generator=args.generator, **extra)
         start = time.perf_counter()
         events = list(run_job(spec, out_dir / f"w{i}", output_path=out_dir / f"a{i}.glb"))
         times.append(time.perf_counter() - start)
@@ -71,11 +71,11 @@ def main(argv=None) -> int:
             msg = events[-1].message if isinstance(events[-1], Failed) else events[-1]
             print(f"{prompt!r}: {msg}", file=sys.stderr)
             return 1
-    spec = JobSpec(prompt=PROMPTS[0], mode="instant", generator=args.generator, **extra).validate()
+    spec = JobSpec(prompt=PROMPTS[0], mode="instant", generator=args.generator, **extra)
     t0 = time.perf_counter()
     asset = InstantAsset(spec)
     t1 = time.perf_counter()
-    mesh = asset.extract_mesh()
+    mesh = asset.to_mesh(spec.mesh_grid, spec.texture_size, spec.face_budget)
     t2 = time.perf_counter()
     print(
         f"device {asset.device}, torch threads {torch.get_num_threads()}, mesh resolution {spec.mesh_grid}, "

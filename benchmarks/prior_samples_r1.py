@@ -5,7 +5,7 @@ import torch
 from dreamstill.backend.eval import benchmark as B
 from dreamstill.backend.eval.scorer import load_scorer
 from dreamstill.backend.priors import load_prior
-from dreamstill.backend.priors.builtin.train import sample_ddim
+from dreamstill.backend.priors.builtin.sampling import sample_ddim
 from dreamstill.backend.render.cameras import Cameras, orbit_cameras
 
 torch.set_num_threads(1)

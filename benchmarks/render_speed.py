@@ -45,7 +45,7 @@ def main() -> None:
                 torch.cuda.synchronize()
             t0, c0 = time.perf_counter(), time.process_time()
             out = render(
-                field, cams, args.size, args.size, background, shading=shading, num_samples=args.samples, generator=g
+                field, cams, args.size, args.size, background, shading=shading, num_samples=args.samples, rng=g
             )
             out.rgb.mean().backward()
             if dev.type == "cuda":

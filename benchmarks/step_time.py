@@ -74,7 +74,7 @@ def main() -> None:
         if cuda:
             torch.cuda.reset_peak_memory_stats()
         for i in range(args.warmup + args.repeat):
-            cams = sample_cameras(args.batch_size, opt.camera_generator).to(opt.device)
+            cams = sample_cameras(args.batch_size, opt.camera_rng).to(opt.device)
             sync()
             t0 = time.perf_counter()
             out = render(
@@ -85,7 +85,7 @@ def main() -> None:
                 opt.background,
                 shading="lambertian",
                 num_samples=opt.defaults.num_samples,
-                generator=opt.noise_generator,
+                rng=opt.noise_rng,
             )
             sync()
             t1 = time.perf_counter()
@@ -100,7 +100,7 @@ def main() -> None:
                     uncond=opt.uncond,
                     step=i,
                     total_steps=1000,
-                    generator=opt.noise_generator,
+                    generator=opt.noise_rng,
                     camera=cams.as_condition(),
                     opacity=opacity.detach(),
                 )

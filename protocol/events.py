@@ -10,14 +10,44 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+OPTIMIZE = "optimize"
+# The phases after the last optimization step, in the order a job runs them (each only when it applies): an instant
+# job's forward pass, marching cubes, decimation to the face budget, UV unwrap + texture bake, the result files, and
+# the contact sheet.
+FINISH_PHASES = ("generate", "mesh", "decimate", "bake", "export", "views")
+PHASE_LABELS = {
+    OPTIMIZE: "optimizing",
+    "generate": "generating",
+    "mesh": "meshing",
+    "decimate": "decimating",
+    "bake": "baking the texture",
+    "export": "writing files",
+    "views": "rendering the contact sheet",
+}
+
 
 @dataclass
 class Progress:
-    step: int  # steps done so far (1-based after the first step)
+    """How far a job is. ``phase`` names what runs now, and step / total count that phase's units:
+
+    - "optimize": optimization steps done (1-based after the first step) of the job's steps;
+    - a finishing phase (FINISH_PHASES), sent as it starts: the finishing phases already done, of the number this
+      job runs. A per-prompt job sends its steps, then e.g. mesh 0/4, bake 1/4, export 2/4, views 3/4; an instant job
+      has no steps and starts at generate 0/5.
+    loss is NaN outside "optimize"; eta_s is NaN when unknown (in the finishing phases).
+    """
+
+    step: int
     total: int
     loss: float
-    eta_s: float  # estimated seconds left
+    eta_s: float  # estimated seconds left; NaN when unknown
     elapsed_s: float = 0.0
+    phase: str = OPTIMIZE
+
+    @property
+    def label(self) -> str:
+        """The phase for a person: "meshing", "baking the texture", ..."""
+        return PHASE_LABELS.get(self.phase, self.phase)
 
 
 @dataclass

@@ -33,12 +33,15 @@ MODE_CHOICES = (
     ("optimize", "Optimize", "Optimize one asset by score distillation (minutes)"),
     ("instant", "Instant", "Ask the backend's amortized generator (under a second, when the backend has one)"),
 )
-FORMATS = ("glb", "obj", "ply")
 FORMAT_CHOICES = (
     ("glb", "glTF binary", "One .glb file with its texture inside"),
     ("obj", "OBJ", "Wavefront .obj with .mtl and texture PNG"),
     ("ply", "PLY", "Stanford .ply with vertex colours (a texture is sampled at the vertices)"),
+    ("usdc", "USD (binary)", "USD crate file with a UsdPreviewSurface material and its texture PNG beside it"),
+    ("usda", "USD (text)", "USD text file with a UsdPreviewSurface material and its texture PNG beside it"),
+    ("usdz", "USDZ", "One .usdz package with its texture inside (needs usd-core: pip install dreamstill[usd])"),
 )
+FORMATS = tuple(name for name, _, _ in FORMAT_CHOICES)
 # Groups in the order the CLI help and the panel show them: name -> title.
 GROUPS = {"job": "Job", "camera": "Camera", "output": "Output", "advanced": "Advanced"}
 
@@ -252,7 +255,7 @@ class JobSpec:
         help="method-specific settings (the method's Config fields)",
         max_depth=MAX_OPTIONS_DEPTH,
         max_bytes=MAX_OPTIONS_BYTES,
-        example='{"eta": 0.1}',
+        example='{"shift_ratio": 0.1}',
         flag="--option",
     )
 

@@ -85,6 +85,7 @@ _BODY = {
         "loss": ("num", True),
         "eta_s": ("num", True),
         "elapsed_s": ("num", False),
+        "phase": ("str", False),
     },
     "preview": {"step": ("int", True)},
     "mesh": {"step": ("int", True), "final": ("bool", False)},
@@ -243,6 +244,7 @@ def _event_body(event) -> tuple[str, dict, dict]:
             "loss": float(body["loss"]),
             "eta_s": float(body["eta_s"]),
             "elapsed_s": float(body["elapsed_s"]),
+            "phase": str(body["phase"]),
         }
     elif kind == "done":
         body["files"] = [str(f) for f in body["files"]]
@@ -260,6 +262,7 @@ def event_from(kind: str, body: dict, arrays: dict | None = None):
             loss=float(body["loss"]),
             eta_s=float(body["eta_s"]),
             elapsed_s=float(body.get("elapsed_s") or 0.0),
+            phase=str(body.get("phase") or "optimize"),
         )
     if kind == "preview":
         return Preview(step=body["step"], rgba=arrays["rgba"])

@@ -53,7 +53,7 @@ class Setting:
     max_depth: int = 0  # json: deepest nesting
     max_bytes: int = 0  # json: longest serialised form
     required: bool = False  # text: must not be blank
-    example: str = ""  # shown in errors and as the CLI metavar, e.g. 'eta=0.1'
+    example: str = ""  # shown in errors and as the CLI metavar, e.g. 'shift_ratio=0.1'
     flag: str = ""  # CLI flag when not --<name-with-dashes>
     positional: bool = False  # the commands take it as their positional argument, not as a flag
     implies: tuple[tuple[str, Any], ...] = ()  # CLI: giving this flag sets these fields unless they are given too

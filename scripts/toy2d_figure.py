@@ -26,7 +26,8 @@ import torch
 from PIL import Image, ImageDraw
 
 from dreamstill.backend.distill import make_method
-from dreamstill.backend.distill.analytic import MixtureOfGaussiansPrior, optimize_particles
+from dreamstill.backend.distill.particles import optimize_particles
+from dreamstill.backend.priors.analytic import MixtureOfGaussiansPrior
 
 X_RANGE, Y_RANGE = (-0.75, 2.75), (-0.75, 1.75)
 PANEL_W, PANEL_H, TITLE_H = 280, 200, 18
@@ -61,14 +62,16 @@ def log_density(prior: MixtureOfGaussiansPrior, x: torch.Tensor) -> torch.Tensor
 
 # --- methods ---------------------------------------------------------------------------------------------------
 def method_specs():
-    """(label, name, guidance, options, lr) for row 1."""
+    """(label, name, guidance, options, lr) for row 1. The 2D toys use the papers' constant t ranges, not the 3D
+    anneals that are the methods' defaults (ASD [500,980] -> [20,500], SSD's t_max drop, FSD's stop at 0.3 T)."""
+    full_range = {"min_step_percent": 0.02, "max_step_percent": 0.98}
     return [
         ("SDS  CFG 100", "sds", 100.0, {}, 0.02),
         ("SDS  CFG 7.5", "sds", 7.5, {}, 0.02),
         ("CSD  scale 1", "csd", 1.0, {}, 0.02),
-        ("ASD  CFG 7.5", "asd", 7.5, {}, 0.02),
-        ("SSD  M=200", "ssd", 0.0, {}, 0.02),
-        ("FSD  CFG 7.5", "fsd", 7.5, {"t_sampler": "linear"}, 0.01),
+        ("ASD  CFG 7.5", "asd", 7.5, full_range, 0.02),
+        ("SSD  M=200", "ssd", 0.0, full_range, 0.02),
+        ("FSD  CFG 7.5", "fsd", 7.5, {"t_sampler": "linear", "min_step_percent": 0.02}, 0.01),
         ("VSD  CFG 7.5", "vsd", 7.5, {"lora_lr": 5e-2, "lora_steps_per_iter": 5, "max_step_percent": 0.98}, 0.02),
         ("L2-VSD CFG 7.5", "l2vsd", 7.5, {"lora_lr": 5e-2, "lora_steps_per_iter": 5, "max_step_percent": 0.98}, 0.02),
     ]
@@ -101,9 +104,10 @@ def run_trajectories(prior, steps: int, seed: int):
         ("SSD M=200, from trap", "ssd", 200, [1.5, 1.0]),
         ("SSD M=500, from trap", "ssd", 500, [1.5, 1.0]),
     ]
+    full_range = {"min_step_percent": 0.02, "max_step_percent": 0.98}
     out = []
     for label, estimator, threshold, start in cases:
-        method = make_method("ssd", prior, estimator=estimator, threshold=threshold)
+        method = make_method("ssd", prior, estimator=estimator, threshold_t=threshold, **full_range)
         run = optimize_particles(
             method, torch.tensor([start]), steps, lr=0.05, optimizer="sgd", seed=seed, snapshot_every=1
         )

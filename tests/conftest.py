@@ -32,3 +32,26 @@ def tiny_prior_dir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tiny_prior")
     save_components(build_components(get_stack("tiny"), seed=0), folder)
     return folder
+
+
+@pytest.fixture
+def tiny_spec():
+    """A factory of small per-prompt JobSpecs on the tiny prior (4 steps at 32 px, 32^3 mesh, vertex colours)."""
+    from dreamstill.protocol import JobSpec
+
+    def make(**overrides):
+        base = dict(
+            prompt="a red cube",
+            prior="tiny",
+            steps=4,
+            resolution=32,
+            batch_size=2,
+            mesh_resolution=32,
+            texture_size=0,
+            preview_every=2,
+            seed=3,
+        )
+        base.update(overrides)
+        return JobSpec(**base)
+
+    return make

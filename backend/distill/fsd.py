@@ -1,4 +1,4 @@
-"""Flow Score Distillation (Yan, Wu, Ma 2024, arXiv 2405.10988; spec_ssd_fsd.md Part B).
+"""Flow Score Distillation (Yan, Wu, Ma 2024, arXiv 2405.10988, Eq. 14-16 and Proposition 1).
 
 FSD is SDS with (i) a noise that is fixed per view and (ii) a monotonically decreasing timestep t(tau) (Eq. 14-15):
 
@@ -10,44 +10,53 @@ t_{i-1} < t_i,
 
     x^c <- x^c - (sigma_{t_i}/alpha_{t_i} - sigma_{t_{i-1}}/alpha_{t_{i-1}}) (eps_phi^cfg - eps),
 
-is exactly one DDIM step from x_{t_i} = alpha_{t_i} x^c + sigma_{t_i} eps (``euler_step`` / ``ddim_step``). With
-``weighting="euler"`` the method's gradient is that step (w = the decrement of sigma/alpha between this step's t
-and the next step's), so plain gradient descent at lr 1 on a 2D point is DDIM sampling.
+is exactly one deterministic DDIM step from x_{t_i} = alpha_{t_i} x^c + sigma_{t_i} eps (``euler_step`` /
+``ddim_step``). With ``weighting="euler"`` the method's gradient is that step (w = the decrement of sigma/alpha
+between this step's t and the next step's), so plain gradient descent at lr 1 on a 2D point is DDIM sampling.
 
 The noise function eps(c) (Sec. 4.1.2, Eq. 16; the world-map generator of the author's later CFD code):
 - once per run: a background noise eps_b ~ N(0, I_{C x h x w}) and a world map eps_p ~ N(0, I_{C x (H+h) x W}),
   H = (180/Theta) h, W = (360/Theta) w, periodic in azimuth (columns are read modulo W).
-- per view with elevation e and azimuth a (degrees): the h x w patch at row int((-e H / 180) mod H),
-  column int((a W / 360) mod W); foreground mask m = 1[opacity > 0.5] (opacity average-pooled to the model-space
-  resolution when it differs); eps_det = m * patch + (1 - m) * eps_b.
+- per view with elevation e and azimuth a (degrees): the h x w patch at row round((90 - e) H / 180) (e clamped to
+  [-90, 90]), column floor((a W / 360) mod W); foreground mask m = 1[opacity > 0.5], with the render's opacity
+  average-pooled to the model-space resolution (the paper's and CFD's mask); eps_det = m * patch + (1 - m) * eps_b.
 - eps(c) = sqrt(beta) eps_det + sqrt(1 - beta) eps_r with eps_r ~ N(0, I) fresh every step; beta = 1 (default) is
   fully deterministic, beta = 0 is SDS's noise.
 Without cameras (the 2D harness) each batch row gets its own fixed noise eps_0, drawn once.
 
-Code versus paper: the paper's equations were lost in extraction; the world map follows the CFD code (Theta = 180
-by default, so a 64x64 latent patch slides over a 64x128 map), the blend's sqrt(beta) form is a reading of its
-``sqrt_beta``, and the map's extra h rows are fresh noise (the code pads them). The fixed noises are drawn from
-the step's generator on the first call (so different job seeds give different noises, FSD's diversity), or from
-``seed`` when set, and are saved in ``state_dict``. The 3D schedule is HiFA's sqrt anneal
-t(i) = T_max - (T_max - T_min) sqrt(i / N) ("sqrt", the default; FSD's 2D runs use "linear"); CFG 7.5 (the 2D
-table's value; the 3D value is not given). Adam on theta is the caller's (the engine's) choice, as in the paper.
+Code versus paper:
+- Rows: elevation runs continuously down the map (+90 at row 0, 0 at row H/2, -90 at row H), so views at +0.5 and
+  -0.5 degrees read the same or neighbouring rows. The CFD code's row int((-e H / 180) mod H) wraps at e = 0: a view
+  just above the horizon read the map's last rows and one just below its first ones (correlation ~0.03), and about
+  a fifth of the default views have negative elevation.
+- The paper's equations were lost in extraction; the world map follows the CFD code otherwise (Theta = 180 by
+  default, so a 64x64 latent patch slides over a 64x128 map), and the blend's sqrt(beta) form is a reading of its
+  ``sqrt_beta``. The fixed noises are drawn from the step's generator on the first call (so different job seeds
+  give different noises, FSD's diversity), or from ``seed`` when set, and are saved in ``state_dict``.
+- Schedule: HiFA's sqrt anneal t(i) = t_max - (t_max - t_min) sqrt(i / N) ("sqrt", the default; FSD's 2D runs use
+  "linear") from 0.98 T down to 0.3 T (CFD's note "requires min_step_percent=0.3", HiFA-style anneals stop near
+  0.3 T): annealing to t = 20 would spend half the run below t = 300.
+- CFG: the paper runs 3D with SDS's CFG ("the same CFG for SDS and FSD"), so the default is SDS's 100 here (7.5 is
+  its 2D table's value; the author's follow-up code uses 75). Adam on theta is the caller's (the engine's) choice.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 
 from ..priors.base import Prior
-from .base import DistillInput, DistillOutput
-from .schedules import DistillConfig
-from .sds import ScoreDistillation
+from .base import DistillInput, DistillOutput, ScoreDistillation
+from .options import DistillConfig
+from .schedules import ScheduledValue
+from .sds import SDS
 
 
 def ddim_step(prior: Prior, x_t: torch.Tensor, t: torch.Tensor, t_next: torch.Tensor, eps_hat: torch.Tensor):
-    """Deterministic DDIM (eta = 0): x0_hat = (x_t - sigma_t eps_hat)/alpha_t, x_{t'} = alpha_t' x0_hat + sigma_t' eps_hat."""
+    """Deterministic DDIM (no fresh noise): x0_hat = (x_t - sigma_t eps_hat)/alpha_t, x_{t'} = alpha_t' x0_hat + sigma_t' eps_hat."""
     a, s = prior.alpha_sigma(t, x_t.ndim)
     a2, s2 = prior.alpha_sigma(t_next, x_t.ndim)
     return a2 * (x_t - s * eps_hat) / a + s2 * eps_hat
@@ -63,12 +72,13 @@ def euler_step(prior: Prior, x_c: torch.Tensor, eps: torch.Tensor, t, t_next, ep
 @dataclass
 class FSDConfig(DistillConfig):
     t_sampler: str = "sqrt"  # decreasing t(tau): "sqrt" (HiFA, 3D) or "linear" (2D); "uniform" turns it into SDS's
+    min_step_percent: ScheduledValue = 0.3  # where the anneal stops (HiFA / CFD); the 2D harness uses 0.02 or 0
     beta: float = 1.0  # blend of the fixed and a fresh noise
     theta_deg: float = 180.0  # world-map patch angle Theta (<= 360)
     opacity_threshold: float = 0.5  # foreground where the (pooled) opacity exceeds this
     seed: int | None = None  # None: draw the fixed noises from the step's generator on the first call
 
-    extra_weightings = ("euler",)
+    extra_weightings: ClassVar[tuple[str, ...]] = ("euler",)
 
     def __post_init__(self):
         super().__post_init__()
@@ -82,7 +92,7 @@ class FSD(ScoreDistillation):
     """grad = w(t(tau)) (eps_cfg(alpha_t z + sigma_t eps(c), t(tau)) - eps(c)), eps(c) the fixed world-map noise."""
 
     name = "fsd"
-    default_guidance = 7.5
+    default_guidance = SDS.default_guidance  # the paper: 3D FSD runs at SDS's CFG
     Config = FSDConfig
 
     def __init__(self, prior, guidance: float = 0.0, **options):
@@ -137,20 +147,35 @@ class FSD(ScoreDistillation):
                 f"FSD's world map {tuple(self.world_map.shape)} was made for another resolution than z {tuple(z.shape)}"
             )
         world, background = self.world_map.to(z.device), self.background.to(z.device)
-        big_h, big_w = shape[1] - h, shape[2]
-        elev, azim = inp.camera[:, 0].to(z.device), inp.camera[:, 1].to(z.device)
-        row0 = torch.remainder(-elev * big_h / 180.0, big_h).long()
-        col0 = torch.remainder(azim * big_w / 360.0, big_w).long()
-        rows = (row0[:, None] + torch.arange(h, device=z.device)).clamp_max(shape[1] - 1)  # (B, h)
-        cols = torch.remainder(col0[:, None] + torch.arange(w, device=z.device), big_w)  # (B, w)
+        rows, cols = self.patch_index(inp.camera.to(z.device), shape, h, w)
         patches = world[:, rows[:, :, None], cols[:, None, :]].permute(1, 0, 2, 3)  # (B, C, h, w)
         if inp.opacity is None:
             return patches
-        opacity = inp.opacity.to(z.device).float()
-        if opacity.shape[-2:] != (h, w):
-            opacity = F.adaptive_avg_pool2d(opacity, (h, w))
-        mask = (opacity > self.config.opacity_threshold).float()
+        mask = (self.pooled_opacity(inp.opacity, (h, w)).to(z.device) > self.config.opacity_threshold).float()
         return mask * patches + (1 - mask) * background
+
+    @staticmethod
+    def patch_index(camera: torch.Tensor, shape: tuple[int, int, int], h: int, w: int):
+        """(rows (B, h), cols (B, w)) of each view's patch: row0 = round((90 - e) H / 180), col0 = floor(a W / 360)
+        mod W (module docstring)."""
+        big_h, big_w = shape[1] - h, shape[2]
+        elev = camera[:, 0].float().clamp(-90.0, 90.0)
+        row0 = torch.round((90.0 - elev) * big_h / 180.0).long().clamp(0, big_h)
+        col0 = torch.remainder(camera[:, 1].float() * big_w / 360.0, big_w).long()
+        rows = row0[:, None] + torch.arange(h, device=camera.device)
+        cols = torch.remainder(col0[:, None] + torch.arange(w, device=camera.device), big_w)
+        return rows, cols
+
+    @staticmethod
+    def pooled_opacity(opacity: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """(B, 1, H, W) render opacity average-pooled to (B, 1, h, w): the paper's mask. (A bilinear resize would
+        read only the pixels next to each sample point: 2 of 4 per axis at a 4x downsampling.)"""
+        if opacity.ndim != 4 or opacity.shape[1] != 1:
+            raise ValueError(f"opacity must be (B, 1, H, W) at the render's resolution, got {tuple(opacity.shape)}")
+        opacity = opacity.float()
+        if opacity.shape[-2:] == size:
+            return opacity
+        return F.adaptive_avg_pool2d(opacity, size)
 
     def view_noise(self, inp: DistillInput) -> torch.Tensor:
         """eps(c) = sqrt(beta) eps_det + sqrt(1 - beta) eps_r."""
@@ -174,13 +199,9 @@ class FSD(ScoreDistillation):
         return s / a - s2 / a2
 
     def gradient(self, inp: DistillInput) -> DistillOutput:
-        z = inp.z.detach()
-        t = self.sample_t(inp)
-        eps = self.view_noise(inp)
-        x_t = self.prior.add_noise(z, eps, t)
-        with torch.no_grad():
-            eps_cfg, _, _ = self.prior.predict_eps_cfg(x_t, t, inp.cond, inp.uncond, self.guidance, inp.camera)
-        return self.finish(self.weight_at(t, inp) * (eps_cfg - eps), t, inp)
+        s = self.noised(inp, noise=self.view_noise)
+        eps_cfg = self.guided(s.x_t, s.t, inp).eps_cfg
+        return self.finish(self.weight_at(s.t, inp) * (eps_cfg - s.eps), s.t, inp)
 
 
 __all__ = ["FSD", "FSDConfig", "ddim_step", "euler_step"]

@@ -1,11 +1,11 @@
 """The variational score model of VSD / L2-VSD: a LoRA of the prior's UNet plus a camera MLP.
 
-ProlificDreamer [PD, Sec. 4 / App. F] estimates the score of the rendered distribution q_t^mu with
+ProlificDreamer [PD: Wang et al. 2023, arXiv 2305.16213, Sec. 4 and App. F] estimates the score of the rendered distribution q_t^mu with
 
-    eps_phi(x_t, t, c, y) = UNet_{W + (alpha/r) B A}(x_t, t, y; temb(t) + MLP(c))
+    eps_phi(x_t, t, c, y) = UNet_{W + (lora_alpha/r) B A}(x_t, t, y; temb(t) + MLP(c))
 
 - LoRA (peft): every attention projection to_q, to_k, to_v, to_out.0 (self- and cross-attention, in down, mid and up
-  blocks) gets W + (alpha/r) B A with rank r = 4 (diffusers' LoRAAttnProcessor default, what PD and threestudio use).
+  blocks) gets W + (lora_alpha/r) B A with rank r = 4 (diffusers' LoRAAttnProcessor default, what PD and threestudio use).
   A starts Gaussian, B starts at zero, so a fresh LoRA equals the frozen UNet.
 - Camera MLP: the pose c (the camera-to-world 4x4 flattened, 16 numbers, as PD/threestudio) goes through
   Linear(16, D) -> SiLU -> Linear(D, D), D = the UNet's timestep-embedding width, and is ADDED to the timestep
@@ -18,8 +18,8 @@ ProlificDreamer [PD, Sec. 4 / App. F] estimates the score of the rendered distri
 The network is an ``nn.Module`` whose trainable parameters (LoRA A/B and the camera MLP) can be swapped with
 ``torch.func.functional_call``: L2-VSD differentiates eps_phi with respect to them in forward mode.
 
-On CPU, forward-mode AD through ``F.scaled_dot_product_attention`` fails with the default flash kernel
-(environment_notes.md Sec. 2); ``math_attention()`` selects the MATH kernel, which supports it.
+Forward-mode AD through ``F.scaled_dot_product_attention`` has no formula for the flash and memory-efficient
+kernels (it fails on CPU too); ``math_attention()`` selects the MATH kernel, which supports it.
 """
 
 from __future__ import annotations
@@ -44,11 +44,16 @@ _ADAPTER_IDS = itertools.count()
 UnetCall = Callable[[nn.Module, torch.Tensor, torch.Tensor, TextEmbedding, "torch.Tensor | None"], torch.Tensor]
 
 
+ADAPTER_PREFIX = "vsd"  # adapter names are this plus a per-instance number, so several score nets can share a UNet
+DTYPES = ("", "float32", "bfloat16", "float16")
+
+
 @dataclass
 class LoRAConfig:
-    """LoRA of the prior's UNet (defaults per PD/threestudio, see the module docstring).
+    """LoRA of the prior's UNet (defaults per PD/threestudio, see the module docstring). VSD's options set these
+    fields as ``lora_<field>`` (e.g. lora_rank=8; lora_alpha is its own name).
 
-    rank, alpha: W + (alpha / rank) B A.
+    rank, lora_alpha: W + (lora_alpha / rank) B A (peft's name; a scale numerator, not the schedule's alpha_t).
     target_modules: the attention projections that get adapters.
     camera_dropout: probability that the LoRA sees a zero camera while it trains.
     lr, weight_decay, betas: its own AdamW. PD states lr 1e-4 for the LoRA and the camera MLP.
@@ -56,11 +61,12 @@ class LoRAConfig:
     copy_unet: True gives the LoRA its own copy of the prior's UNet (the prior stays untouched, at the memory cost of
         one more UNet); False injects the adapter into the prior's own UNet and disables it around every call that is
         not ours, which saves that memory but mutates a shared object.
-    dtype: the copy's dtype (e.g. torch.float32 under a bf16 prior); None keeps the prior's. Needs copy_unet.
+    dtype: the copy's dtype, "float32", "bfloat16" or "float16" (e.g. float32 under a bf16 prior); "" keeps the
+        prior's. Needs copy_unet.
     """
 
     rank: int = 4
-    alpha: float = 4.0
+    lora_alpha: float = 4.0
     target_modules: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
     camera_dropout: float = 0.1
     lr: float = 1e-4
@@ -68,18 +74,30 @@ class LoRAConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     seed: int = 0
     copy_unet: bool = True
-    adapter_name: str = "vsd"  # a per-instance number is appended, so several score nets can share one UNet
-    dtype: torch.dtype | None = None
+    dtype: str = ""
 
     def __post_init__(self):
-        if self.dtype is not None and not self.copy_unet:
-            raise ValueError("a LoRA dtype other than the prior's needs its own UNet copy: set copy_unet=True")
+        self.target_modules = tuple(self.target_modules)
+        self.betas = tuple(self.betas)
+        if self.dtype is None:
+            self.dtype = ""
+        if self.dtype not in DTYPES:
+            raise ValueError(f"lora_dtype is {self.dtype!r}; use '' (the prior's), 'float32', 'bfloat16' or 'float16'")
+        if self.dtype and not self.copy_unet:
+            raise ValueError(
+                "a lora_dtype other than the prior's needs the LoRA's own UNet copy: set lora_copy_unet=True"
+            )
         if self.rank < 1:
-            raise ValueError(f"LoRA rank is {self.rank}; use a positive integer (PD uses 4)")
+            raise ValueError(f"lora_rank is {self.rank}; use a positive integer (PD uses 4)")
         if not 0.0 <= self.camera_dropout <= 1.0:
-            raise ValueError(f"camera_dropout is {self.camera_dropout}; use a probability in [0, 1] (PD uses 0.1)")
+            raise ValueError(f"lora_camera_dropout is {self.camera_dropout}; use a probability in [0, 1] (PD uses 0.1)")
         if self.lr <= 0:
-            raise ValueError(f"LoRA lr is {self.lr}; use a positive learning rate (PD uses 1e-4)")
+            raise ValueError(f"lora_lr is {self.lr}; use a positive learning rate (PD uses 1e-4)")
+
+    @property
+    def torch_dtype(self) -> torch.dtype | None:
+        """The copy's torch dtype, or None for the prior's."""
+        return getattr(torch, self.dtype) if self.dtype else None
 
 
 def camera_pose_input(camera: torch.Tensor | None, batch: int, device) -> torch.Tensor:
@@ -145,17 +163,17 @@ class LoRAScoreNet(nn.Module):
         self.call_unet = call_unet or default_call_unet
         if config.copy_unet:
             unet = copy.deepcopy(unet)
-            if config.dtype is not None:
-                unet = unet.to(config.dtype)
+            if config.torch_dtype is not None:
+                unet = unet.to(config.torch_dtype)
         unet.requires_grad_(False)
-        self.adapter_name = f"{config.adapter_name}{next(_ADAPTER_IDS)}"
+        self.adapter_name = f"{ADAPTER_PREFIX}{next(_ADAPTER_IDS)}"
         dev = next(unet.parameters()).device
         with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
             torch.manual_seed(config.seed)
             unet.add_adapter(
                 LoraConfig(
                     r=config.rank,
-                    lora_alpha=config.alpha,
+                    lora_alpha=config.lora_alpha,
                     init_lora_weights="gaussian",
                     target_modules=list(config.target_modules),
                 ),

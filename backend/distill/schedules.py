@@ -1,25 +1,27 @@
-"""Timestep samplers, timestep weightings w(t), gradient clipping, and the option parsing every method shares.
+"""Timestep samplers, timestep weightings w(t), gradient clipping and threestudio-style scheduled values.
 
 Timesteps are integers t in [0, T) indexing the prior's alphas_cumprod (T = num_train_timesteps, 1000 for DDPM/SD).
 Ranges are given as fractions of T, as threestudio's ``min_step_percent``/``max_step_percent``:
 t_min = int(T * min_step_percent), t_max = int(T * max_step_percent).
 
-Any scalar hyper-parameter here may be a *scheduled value* as threestudio's ``C()``:
+Any scalar hyper-parameter here may be a *scheduled value*, as threestudio's ``C()``:
     x                                  a constant;
     [start_value, end_value, end_step] linear from step 0 to end_step;
     [start_step, start_value, end_value, end_step]
-                                       start_value before start_step, end_value after end_step, linear in between.
-Step bounds that are ints count optimisation steps; floats in [0, 1] are fractions of the run's total_steps
-(threestudio uses floats for epochs; a fraction of the run is the analogue for a job with a fixed step count).
-``[5000, 0.98, 0.5, 5001]`` is threestudio's ProlificDreamer hard drop of max_step_percent at step 5000.
+                                       start_value before start_step, end_value after end_step, linear in between
+                                       (end_step <= start_step: a hard switch at end_step).
+Step bounds (start_step, end_step) say WHEN, in one of two unambiguous spellings:
+    an integer                         an optimisation step (5000 = step 5000; 1 = step 1);
+    a string "P%"                      that share of the run's total_steps ("50%" = halfway, "100%" = the end).
+A float step bound (1.0, 0.5, 5000.0) is refused: JSON clients cannot tell 1 from 1.0, and threestudio's floats
+mean epochs. ``["20%", 0.98, 0.5, "20%"]`` is ProlificDreamer's hard drop of max_step_percent at a fifth of the run.
 
 Samplers (all draw from the torch.Generator they are given):
 - "uniform":  t ~ U{t_min, ..., t_max} per sample (DreamFusion's U(0.02, 0.98) by default), with t_min/t_max possibly
   scheduled (threestudio's step schedules).
-- "sqrt" (HiFA): the deterministic anneal t(i) = T_max - (T_max - T_min) sqrt(i / N), N = total_steps
-  (i = step). threestudio's ``sqrt_anneal``; FSD's 3D schedule.
-- "linear": t(i) = T_max - (T_max - T_min) i / N (FSD's 2D schedule; DreamTime-like).
-"sqrt" and "linear" are FSD's monotonically decreasing t(tau).
+- "sqrt" (HiFA, arXiv 2305.18766): the deterministic anneal t(i) = t_max - (t_max - t_min) sqrt(i / N),
+  N = total_steps (i = step); FSD's 3D schedule.
+- "linear": t(i) = t_max - (t_max - t_min) i / N (FSD's 2D schedule; DreamTime-like).
 
 Weightings w(t) (alpha_t^2 = abar_t, sigma_t^2 = 1 - abar_t):
 - "sds": sigma_t^2 = 1 - abar_t (DreamFusion; threestudio's default "sds"; ProlificDreamer's and ASD's sigma_t^2).
@@ -30,24 +32,44 @@ Weightings w(t) (alpha_t^2 = abar_t, sigma_t^2 = 1 - abar_t):
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
-ScheduledValue = float | int | list | tuple
+ScheduledValue = float | int | list | tuple  # see scheduled_value; step bounds: int steps or "P%" strings
 
 SAMPLERS = ("uniform", "sqrt", "linear")
 WEIGHTINGS = ("sds", "uniform", "fantasia3d", "snr_inverse")
 CLIP_MODES = ("value", "norm")
 
 
-def scheduled_value(value: ScheduledValue | None, step: int, total_steps: int) -> float | None:
-    """Evaluate a constant or a threestudio ``C()`` schedule at ``step`` (see module docstring)."""
-    if value is None or isinstance(value, (int, float)):
-        return value
+def step_bound(bound, total_steps: int, value=None) -> float:
+    """A schedule's step bound as a step number: an int is a step, "P%" is P percent of ``total_steps``."""
+    where = f" in the scheduled value {value!r}" if value is not None else ""
+    if isinstance(bound, bool) or isinstance(bound, float):
+        raise ValueError(
+            f"step bound {bound!r}{where} is ambiguous: write an integer step (e.g. 5000) or a share of the run as a "
+            f'string (e.g. "50%"; "100%" = the last step)'
+        )
+    if isinstance(bound, int):
+        if bound < 0:
+            raise ValueError(f"step bound {bound}{where} is negative; steps count from 0")
+        return float(bound)
+    if isinstance(bound, str) and bound.strip().endswith("%"):
+        try:
+            share = float(bound.strip()[:-1])
+        except ValueError:
+            share = float("nan")
+        if not 0.0 <= share <= 100.0:
+            raise ValueError(f'step bound {bound!r}{where}: a share of the run lies in "0%".."100%"')
+        return share / 100.0 * total_steps
+    raise ValueError(
+        f'step bound {bound!r}{where}: write an integer step (e.g. 5000) or a share of the run such as "50%"'
+    )
+
+
+def _schedule_parts(value) -> tuple:
     value = list(value)
     if len(value) == 3:
         value = [0] + value
@@ -55,16 +77,37 @@ def scheduled_value(value: ScheduledValue | None, step: int, total_steps: int) -
         raise ValueError(
             f"a scheduled value is a number, [start, end, end_step] or [start_step, start, end, end_step]; got {value}"
         )
-    start_step, start_value, end_value, end_step = value
+    for v in value[1:3]:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ValueError(f"the start and end of the scheduled value {value!r} must be numbers, got {v!r}")
+    return tuple(value)
 
-    def to_steps(s):
-        return s * total_steps if isinstance(s, float) and s <= 1.0 else s
 
-    start_step, end_step = to_steps(start_step), to_steps(end_step)
+def scheduled_value(value: ScheduledValue | None, step: int, total_steps: int) -> float | None:
+    """Evaluate a constant or a threestudio ``C()`` schedule at ``step`` (see module docstring)."""
+    if value is None or isinstance(value, (int, float)):
+        return value
+    if isinstance(value, str):
+        raise ValueError(f"a scheduled value is a number or a list, got the string {value!r}")
+    start_step, start_value, end_value, end_step = _schedule_parts(value)
+    start_step, end_step = step_bound(start_step, total_steps, value), step_bound(end_step, total_steps, value)
     if end_step <= start_step:
         return float(end_value if step >= end_step else start_value)
     frac = min(max((step - start_step) / (end_step - start_step), 0.0), 1.0)
     return float(start_value + (end_value - start_value) * frac)
+
+
+def check_scheduled_value(name: str, value: ScheduledValue | None, low: float | None = None, high: float | None = None):
+    """Raise a ValueError naming ``name`` if ``value`` is malformed, or leaves [low, high] at either end."""
+    try:
+        ends = [scheduled_value(value, s, 100) for s in (0, 100)]
+    except ValueError as err:
+        raise ValueError(f"{name}: {err}") from None
+    if value is not None and not isinstance(value, (int, float)):
+        ends += [float(v) for v in _schedule_parts(value)[1:3]]
+    for v in ends:
+        if v is not None and ((low is not None and v < low) or (high is not None and v > high)):
+            raise ValueError(f"{name} = {value!r} reaches {v}, outside [{low}, {high}]")
 
 
 @dataclass
@@ -79,6 +122,8 @@ class TimestepSchedule:
     def __post_init__(self):
         if self.sampler not in SAMPLERS:
             raise ValueError(f"unknown timestep sampler {self.sampler!r}; choose one of {', '.join(SAMPLERS)}")
+        check_scheduled_value("min_step_percent", self.min_step_percent, 0.0, 1.0)
+        check_scheduled_value("max_step_percent", self.max_step_percent, 0.0, 1.0)
 
     def bounds(self, step: int, total_steps: int, num_train_timesteps: int) -> tuple[int, int]:
         """(t_min, t_max) at this step as integers, clamped to [1, T-1] (t = 0 has sigma = 0 in DDPM)."""
@@ -148,55 +193,15 @@ def clip_gradient(grad: torch.Tensor, clip: float | None, mode: str = "value") -
     raise ValueError(f"unknown grad_clip_mode {mode!r}; choose one of {', '.join(CLIP_MODES)}")
 
 
-@dataclass
-class DistillConfig:
-    """Options every method shares (JobSpec.options / --option KEY=VALUE set them by name).
-
-    t_sampler, min_step_percent, max_step_percent, t_per_sample: the TimestepSchedule.
-    weighting: name of w(t). grad_clip: None, a number or a scheduled value; grad_clip_mode "value" or "norm".
-    """
-
-    t_sampler: str = "uniform"
-    min_step_percent: ScheduledValue = 0.02
-    max_step_percent: ScheduledValue = 0.98
-    t_per_sample: bool = True
-    weighting: str = "sds"
-    grad_clip: ScheduledValue | None = None
-    grad_clip_mode: str = "value"
-
-    extra_weightings = ()  # (class attribute, not an option) weightings a method computes itself, e.g. FSD's "euler"
-
-    def __post_init__(self):
-        known = WEIGHTINGS + tuple(self.extra_weightings)
-        if self.weighting not in known:
-            raise ValueError(f"unknown weighting {self.weighting!r}; choose one of {', '.join(known)}")
-        if self.grad_clip_mode not in CLIP_MODES:
-            raise ValueError(f"unknown grad_clip_mode {self.grad_clip_mode!r}; choose one of {', '.join(CLIP_MODES)}")
-        self.schedule = TimestepSchedule(
-            self.t_sampler, self.min_step_percent, self.max_step_percent, self.t_per_sample
-        )
-
-
-def parse_options(config_cls: type, options: dict[str, Any], method: str):
-    """Build ``config_cls(**options)``, or raise a ValueError naming the unknown keys and the accepted ones."""
-    names = {f.name for f in dataclasses.fields(config_cls)}
-    unknown = sorted(set(options) - names)
-    if unknown:
-        raise ValueError(
-            f"unknown option(s) {', '.join(unknown)} for method {method!r}; it accepts: {', '.join(sorted(names))}"
-        )
-    return config_cls(**options)
-
-
 __all__ = [
     "CLIP_MODES",
-    "DistillConfig",
     "SAMPLERS",
     "TimestepSchedule",
     "WEIGHTINGS",
     "clip_gradient",
     "hifa_sqrt_anneal",
-    "parse_options",
+    "check_scheduled_value",
     "scheduled_value",
+    "step_bound",
     "weighting",
 ]

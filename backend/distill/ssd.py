@@ -1,4 +1,4 @@
-"""Stable Score Distillation (Tang et al. 2023, arXiv 2312.09305; spec_ssd_fsd.md Part A).
+"""Stable Score Distillation (Tang et al. 2023, arXiv 2312.09305, Eq. 4 and Algorithm 1).
 
 SSD splits the SDS estimator (SSD Eq. 4, with the CFG scale s = 1 + omega in the diffusers convention):
 
@@ -16,25 +16,29 @@ and replaces it by (Algorithm 1), per sample:
     grad = w(t) E_SSD,   w(t) = sigma_t^2.
 
 r is the per-sample proxy of the optimal control-variate coefficient c* = tr(Cov(eps_hat, eps)) / d (Eq. 8).
-No CFG scale enters the estimator (``guidance`` only matters to ``decompose``).
+No CFG scale enters the estimator (``guidance`` only matters to ``decompose``); with Perp-Neg, h is the guided
+direction with the perpendicular negative terms.
 
-Code versus paper: the paper gives neither M nor w(t); M = 200 (the "t <= 200" regime the text names) and
+Timesteps: the paper's 3D schedule, scaled to the run: t ~ U[20, 980] for the first half, then U[20, 500]
+(the paper: 5k steps, then t_max = 500; ``max_step_percent=["50%", 0.98, 0.5, "50%"]``).
+
+Code versus paper: the paper gives neither M (the option ``threshold_t``) nor w(t); M = 200 (the "t <= 200" regime the text names) and
 w = sigma_t^2 (threestudio's default) are this module's defaults. Norms and r are per sample over the whole
-flattened tensor. The 3D schedule in the paper is t ~ U[20, 980] for 5k steps then U[20, 500]
-(``max_step_percent=[5000, 0.98, 0.5, 5001]``); the default here is the constant U(0.02, 0.98).
-Ablations (``estimator``): "mode_disengaging" (h only = CSD), "mode_seeking" (eps_hat(y) only, the toy's trapped
-trajectory), "variance_reduced" (eps_tilde without the rescale), "ssd".
+flattened tensor. Ablations (``estimator``): "mode_disengaging" (h only = CSD), "mode_seeking" (eps_hat(y) only, the
+toy's trapped trajectory), "variance_reduced" (the paper's "without rescale": h for t > M, eps_tilde without the
+rescale for t <= M), "ssd".
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 
-from .base import DistillInput, DistillOutput
-from .schedules import DistillConfig
-from .sds import ScoreDistillation
+from .base import DistillInput, DistillOutput, ScoreDistillation
+from .options import DistillConfig
+from .schedules import ScheduledValue
 
 ESTIMATORS = ("ssd", "mode_disengaging", "mode_seeking", "variance_reduced")
 
@@ -63,42 +67,51 @@ def variance_reduction_coefficient(eps_hat: torch.Tensor, eps: torch.Tensor) -> 
 
 def ssd_estimator(
     eps_cond: torch.Tensor,
-    eps_uncond: torch.Tensor,
+    direction: torch.Tensor,
     eps: torch.Tensor,
     t: torch.Tensor,
-    threshold: int,
+    threshold_t: int,
     estimator: str = "ssd",
 ) -> tuple[torch.Tensor, dict]:
-    """E_SSD of Algorithm 1 per sample (see module docstring) and diagnostics (r, ||h||, fraction with t <= M)."""
-    h = eps_cond - eps_uncond
+    """E_SSD of Algorithm 1 per sample (module docstring) from eps_hat(y), h and eps, and diagnostics (r, ||h||,
+    fraction with t <= M)."""
+    h = direction
     r = variance_reduction_coefficient(eps_cond, eps)
     eps_tilde = eps_cond - _per_sample(r, eps) * eps
     h_norm = h.flatten(1).norm(dim=1)
-    info = {"r": r.mean(), "h_norm": h_norm.mean(), "frac_t_le_M": (t <= threshold).float().mean()}
+    info = {"r": r.mean(), "h_norm": h_norm.mean(), "frac_t_le_M": (t <= threshold_t).float().mean()}
     if estimator == "mode_disengaging":
         return h, info
     if estimator == "mode_seeking":
         return eps_cond, info
     if estimator == "variance_reduced":
-        return eps_tilde, info
-    if estimator != "ssd":
+        low_t = eps_tilde
+    elif estimator == "ssd":
+        scale = h_norm / eps_tilde.flatten(1).norm(dim=1).clamp_min(1e-20)
+        low_t = _per_sample(scale, eps) * eps_tilde
+    else:
         raise ValueError(f"unknown SSD estimator {estimator!r}; choose one of {', '.join(ESTIMATORS)}")
-    scale = h_norm / eps_tilde.flatten(1).norm(dim=1).clamp_min(1e-20)
-    low = _per_sample(t <= threshold, eps)
-    return torch.where(low, _per_sample(scale, eps) * eps_tilde, h), info
+    return torch.where(_per_sample(t <= threshold_t, eps), low_t, h), info
 
 
 @dataclass
 class SSDConfig(DistillConfig):
-    threshold: int = 200  # M: t > M uses h, t <= M the rescaled variance-reduced mode-seeking term
+    """DistillConfig with the paper's halfway drop of t_max, plus M (``threshold_t``) and the estimator."""
+
+    max_step_percent: ScheduledValue = field(default_factory=lambda: ["50%", 0.98, 0.5, "50%"])
+    threshold_t: int = 200  # M: t > M uses h, t <= M the rescaled variance-reduced mode-seeking term
     estimator: str = "ssd"  # or an ablation: mode_disengaging, mode_seeking, variance_reduced
+
+    renamed_options: ClassVar[dict[str, str]] = {"threshold": "threshold_t"}
 
     def __post_init__(self):
         super().__post_init__()
         if self.estimator not in ESTIMATORS:
             raise ValueError(f"unknown SSD estimator {self.estimator!r}; choose one of {', '.join(ESTIMATORS)}")
-        if self.threshold < 0:
-            raise ValueError(f"SSD's threshold M must be >= 0; got {self.threshold}")
+        if self.threshold_t < 0:
+            raise ValueError(f"SSD's threshold_t (the paper's M) must be >= 0; got {self.threshold_t}")
+        if self.cfg_rescale:
+            raise ValueError("SSD's estimator has no CFG scale, so cfg_rescale has nothing to rescale: leave it 0")
 
 
 class SSD(ScoreDistillation):
@@ -109,14 +122,12 @@ class SSD(ScoreDistillation):
     Config = SSDConfig
 
     def gradient(self, inp: DistillInput) -> DistillOutput:
-        z = inp.z.detach()
-        t = self.sample_t(inp)
-        eps = self.sample_noise(inp)
-        x_t = self.prior.add_noise(z, eps, t)
-        with torch.no_grad():
-            _, eps_c, eps_u = self.prior.predict_eps_cfg(x_t, t, inp.cond, inp.uncond, 1.0, inp.camera)
-        estimate, info = ssd_estimator(eps_c, eps_u, eps, t, self.config.threshold, self.config.estimator)
-        return self.finish(self.weight(t, z.ndim) * estimate, t, inp, **info)
+        s = self.noised(inp)
+        g = self.guided(s.x_t, s.t, inp, scale=1.0)
+        estimate, info = ssd_estimator(
+            g.eps_cond, g.direction, s.eps, s.t, self.config.threshold_t, self.config.estimator
+        )
+        return self.finish(self.weight(s.t, s.z.ndim) * estimate, s.t, inp, **info)
 
 
 __all__ = ["ESTIMATORS", "SSD", "SSDConfig", "decompose", "ssd_estimator", "variance_reduction_coefficient"]

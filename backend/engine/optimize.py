@@ -1,37 +1,43 @@
 """Per-prompt optimization: one field theta, rendered from random cameras, pulled toward the prior by a distillation
 method, as a generator of events.
 
-One step (DreamFusion's loop, with the method pluggable):
+One step is engine.step.DistillStep (DreamFusion's loop, with the method pluggable):
     cameras c ~ p(c)                      render.sample_cameras (stratified azimuth, threestudio ranges)
     x = g(theta, c)                       volume rendering of the field (albedo or lambertian shading)
     z = E(x)                              prior.encode_images (VAE latents or pixels, differentiable)
     grad = method.gradient(z, y, c, ...)  backend/distill
-    L = 0.5 ||z - sg(z - grad)||^2        distill.surrogate_loss; Adam step on theta
+    L = 0.5 ||z - sg(z - grad)||^2        distill.surrogate_loss, plus the regularizers; Adam step on theta
 
-Every random draw comes from two generators seeded by the JobSpec's seed (one on the CPU for cameras, one on the
-prior's device for noise and timesteps), so a spec reproduces its asset; both are saved in checkpoints.
+Every random draw comes from two generators seeded by the JobSpec's seed (``camera_rng`` on the CPU for cameras,
+shading and lights, ``noise_rng`` on the prior's device for render jitter, noise and timesteps), so a spec
+reproduces its asset; both are saved in checkpoints.
+
+A stage (e.g. a surface stage after this density stage) plugs in by replacing attributes between steps: ``field``
+and ``background`` (what is rendered and meshed), ``optimizer`` (over the new parameters), ``distill.shading``
+(ShadingSchedule), ``distill.render_settings`` (RenderSettings) and ``regularizers`` (callables of the step's
+DistillViews returning a loss term).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from dreamstill.protocol import JobSpec, Preview, Progress
 
-from ..distill import make_method
-from ..distill.base import DistillInput, surrogate_loss
+from ..distill import encode_view_prompts, make_method
 from ..fields import Background, DensityField, DensityFieldConfig
 from ..priors import Prior, load_prior
 from ..priors.base import TextEmbedding
-from ..render import render, sample_light_positions
+from ..render import RenderSettings
 from ..render.cameras import Cameras, orbit_cameras, sample_cameras, with_view_suffix
+from .asset import FieldAsset
+from .step import DistillStep, OpacitySparsity, Regularizer, ShadingSchedule, wants_view_prompts
 
 
 @dataclass
@@ -39,15 +45,17 @@ class EngineDefaults:
     """Settings the JobSpec does not carry; chosen for the built-in prior on a CPU and SD on a GPU alike."""
 
     lr: float = 1e-2  # Adam on the hash grid and MLP (threestudio uses 1e-2 for the grid)
-    num_samples: int = 48  # samples per ray
-    lambertian_after: float = 0.1  # fraction of steps rendered with albedo only before shading starts
-    shading_probability: float = 0.75  # P(lambertian) after that, else albedo (DreamFusion samples shading per step)
+    num_samples: int = 48  # samples per ray (output renders take twice as many)
+    shading: ShadingSchedule = field(default_factory=ShadingSchedule)  # albedo for 10% of the steps, then 75% lit
     opacity_sparsity: float = 0.0  # weight of mean opacity (threestudio's lambda_sparsity), off by default
     preview_size: int = 64
 
 
-class AssetOptimizer:
-    """Holds the field, its optimizer, the method and the RNG state of one job; ``run`` yields its events."""
+class AssetOptimizer(FieldAsset):
+    """Holds the field, its optimizer, the method and the RNG state of one job; ``run`` yields its events.
+
+    An Asset (engine.asset): ``render`` and ``to_mesh`` show the field as it is now.
+    """
 
     def __init__(
         self,
@@ -56,24 +64,34 @@ class AssetOptimizer:
         device: str | torch.device | None = None,
         defaults: EngineDefaults | None = None,
     ):
-        self.spec = spec.validate()
+        self.spec = spec
         self.defaults = defaults or EngineDefaults()
         self.prior = prior if prior is not None else load_prior(spec.prior, device=device)
-        self.device = self.prior.device
         self.resolution = spec.resolution or self.prior.image_size
         torch.manual_seed(spec.seed)  # field initialisation
-        self.field = DensityField(DensityFieldConfig()).to(self.device)
-        self.background = Background().to(self.device)
+        density_field = DensityField(DensityFieldConfig()).to(self.prior.device)
+        output_settings = RenderSettings(num_samples=2 * self.defaults.num_samples)
+        super().__init__(density_field, Background().to(self.prior.device), self.prior.device, output_settings)
         self.method = make_method(spec.method, self.prior, guidance=spec.guidance, **spec.options)
         params = [p for p in list(self.field.parameters()) + list(self.background.parameters()) if p.requires_grad]
         self.optimizer = torch.optim.Adam(params, lr=spec.lr or self.defaults.lr, betas=(0.9, 0.99), eps=1e-15)
-        self.camera_generator = torch.Generator().manual_seed(spec.seed)
-        self.noise_generator = torch.Generator(self.device).manual_seed(spec.seed + 1)
+        self.camera_rng = torch.Generator().manual_seed(spec.seed)
+        self.noise_rng = torch.Generator(self.device).manual_seed(spec.seed + 1)
+        self.distill = DistillStep(
+            self.prior,
+            self.method,
+            self.resolution,
+            RenderSettings(num_samples=self.defaults.num_samples),
+            self.defaults.shading,
+        )
+        self.regularizers: list[Regularizer] = []
+        if self.defaults.opacity_sparsity > 0:
+            self.regularizers.append(OpacitySparsity(self.defaults.opacity_sparsity))
         self.step = 0
         self.seconds_per_step = 0.0
-        self.warnings: list[str] = []
         self._text_cache: dict[str, object] = {}
         self.uncond = self.prior.encode_text([spec.negative_prompt])
+        self.view_prompts = encode_view_prompts(self.prior, spec.prompt) if wants_view_prompts(self.method) else None
 
     # --- text ------------------------------------------------------------------------------------------------
     def _text_for(self, cams: Cameras):
@@ -93,55 +111,23 @@ class AssetOptimizer:
         return TextEmbedding(tokens, pooled)
 
     # --- one step --------------------------------------------------------------------------------------------
-    def _shading(self) -> str:
-        if self.step < self.defaults.lambertian_after * self.spec.steps:
-            return "albedo"
-        u = torch.rand((), generator=self.camera_generator).item()
-        return "lambertian" if u < self.defaults.shading_probability else "albedo"
-
     def train_step(self) -> float:
         spec = self.spec
         cams = sample_cameras(
             spec.batch_size,
-            self.camera_generator,
+            self.camera_rng,
             spec.elevation_range,
             spec.azimuth_range,
             spec.distance_range,
             spec.fov_range,
         ).to(self.device)
-        shading = self._shading()
-        lights = None if shading == "albedo" else sample_light_positions(cams, self.camera_generator)
-        out = render(
-            self.field,
-            cams,
-            self.resolution,
-            self.resolution,
-            self.background,
-            shading=shading,
-            light_positions=lights,
-            num_samples=self.defaults.num_samples,
-            generator=self.noise_generator,
+        views = self.distill.render(
+            self.field, self.background, cams, self.step, spec.steps, self.camera_rng, self.noise_rng
         )
-        rgb = out.rgb.permute(0, 3, 1, 2)
-        z = self.prior.encode_images(rgb)
-        opacity = F.interpolate(
-            out.opacity.permute(0, 3, 1, 2), size=z.shape[-2:], mode="bilinear", align_corners=False
-        )
-        result = self.method.gradient(
-            DistillInput(
-                z=z,
-                cond=self._text_for(cams),
-                uncond=self.uncond,
-                step=self.step,
-                total_steps=spec.steps,
-                generator=self.noise_generator,
-                camera=cams.as_condition(),
-                opacity=opacity.detach(),
-            )
-        )
-        loss = surrogate_loss(z, result.grad)
-        if self.defaults.opacity_sparsity > 0:
-            loss = loss + self.defaults.opacity_sparsity * out.opacity.mean()
+        cond = self._text_for(cams)
+        loss = self.distill.loss(views, cond, self.uncond, self.step, spec.steps, self.noise_rng, self.view_prompts)
+        for regularizer in self.regularizers:
+            loss = loss + regularizer(views)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -168,37 +154,14 @@ class AssetOptimizer:
                 yield Preview(self.step, self.preview())
 
     # --- outputs ---------------------------------------------------------------------------------------------
-    @torch.no_grad()
-    def render(self, cameras: Cameras, height: int, width: int, shading: str = "albedo"):
-        """Render without gradients (for previews, contact sheets and scoring)."""
-        return render(
-            self.field,
-            cameras.to(self.device),
-            height,
-            width,
-            self.background,
-            shading=shading,
-            num_samples=self.defaults.num_samples * 2,
-            generator=None,
-        )
-
     def preview(self) -> np.ndarray:
-        """(S, S, 4) uint8 RGBA from a camera that orbits with the step count, alpha = opacity."""
+        """(S, S, 4) uint8 RGBA from a camera that orbits with the step count; the fourth channel is the opacity."""
         size = self.defaults.preview_size
         cam = orbit_cameras(1, elevation=20.0)
         cam.azimuth = torch.tensor([(self.step * 7.0) % 360.0 - 180.0])
         out = self.render(cam, size, size)
         rgba = torch.cat([out.rgb[0], out.opacity[0]], -1).clamp(0, 1)
         return (rgba * 255).round().byte().cpu().numpy()
-
-    def extract_mesh(self, resolution: int | None = None, texture_size: int | None = None):
-        """Marching cubes of the density with vertex colours, plus a baked UV texture when texture_size > 0."""
-        from .meshing import field_to_mesh
-
-        size = self.spec.texture_size if texture_size is None else texture_size
-        return field_to_mesh(
-            self.field, self.device, resolution or self.spec.mesh_grid, size, self.warnings, self.spec.face_budget
-        )
 
     # --- checkpoints -----------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -209,8 +172,8 @@ class AssetOptimizer:
             "background": self.background.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "method": self.method.state_dict(),
-            "camera_generator": self.camera_generator.get_state(),
-            "noise_generator": self.noise_generator.get_state(),
+            "camera_generator": self.camera_rng.get_state(),  # key names kept: checkpoints stay loadable
+            "noise_generator": self.noise_rng.get_state(),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -221,8 +184,8 @@ class AssetOptimizer:
         self.background.load_state_dict(state["background"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.method.load_state_dict(state["method"])
-        self.camera_generator.set_state(state["camera_generator"])
-        self.noise_generator.set_state(state["noise_generator"])
+        self.camera_rng.set_state(state["camera_generator"])
+        self.noise_rng.set_state(state["noise_generator"])
 
     def save_checkpoint(self, path: Path) -> None:
         """Atomic write: a crash mid-save never leaves a broken checkpoint in place."""

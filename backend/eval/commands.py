@@ -13,7 +13,10 @@ def register(subparsers) -> None:
         help="score methods on the toy benchmark: R@1, similarity, geometry, diversity, time",
         description="Run score-distillation methods over the fixed toy-world benchmark (16 prompts, single objects "
         "and compositions) and score each asset with the toy-world scorer (R@1 and similarity over views all around, "
-        "top-down included) and against the ground-truth shape (volumetric IoU).",
+        "top-down included) and against the ground-truth shape: volumetric IoU, and after the IoU's alignment "
+        "(position, size, turn about the vertical) the Chamfer distance to the true surface (CD, world units), "
+        "the mean angle between mesh and true normals (degrees), the share of assets whose Euler number is the "
+        "truth's (topo) and the mean face count.",
     )
     ev.add_argument("--method", default="sds", help="one method (sds, csd, vsd, l2vsd, ssd, fsd, asd, or groundtruth)")
     ev.add_argument("--methods", default=None, help="comma-separated methods compared in one table, e.g. sds,asd")
@@ -84,7 +87,7 @@ def register(subparsers) -> None:
 def _methods(args) -> tuple[str, ...]:
     from dreamstill.protocol import METHODS
 
-    from .benchmark import PSEUDO_METHODS
+    from .assets import PSEUDO_METHODS
 
     names = [m.strip() for m in (args.methods.split(",") if args.methods else [args.method]) if m.strip()]
     for m in names:
@@ -98,8 +101,8 @@ def _methods(args) -> tuple[str, ...]:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from ..cli_args import parse_options
-    from . import benchmark as B
+    from . import assets
+    from .runner import run_benchmark
     from .scorer import load_scorer
 
     try:
@@ -108,62 +111,76 @@ def run_eval(args: argparse.Namespace) -> int:
         print(f"dreamstill eval: {err}", file=sys.stderr)
         return 2
     if args.scorer_check:
-        from .scorer import evaluate_scorer
-
-        report = evaluate_scorer(scorer, list(B.BENCHMARK_PROMPTS), list(B.BENCHMARK_PROMPT_SET))
-        for k, v in report.items():
-            print(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}")
-        return 0
-
+        return _scorer_check(scorer)
     if args.rescore:
         try:
-            saved = B.SavedAssets(args.rescore)
+            saved = assets.SavedAssets(args.rescore)
         except (OSError, ValueError) as err:
             print(f"dreamstill eval --rescore: {err}", file=sys.stderr)
             return 2
-        return _report(B.run_benchmark(saved.config(), scorer=scorer, log=print, saved=saved), args)
+        return _report(run_benchmark(saved.config(), scorer=scorer, log=print, saved=saved), args)
+    cfg = _config(args)
+    generator = None
+    try:
+        if args.generator is not None:
+            generator = assets.load_generator_assets(args.generator, cfg.mesh_resolution)
+            cfg.seeds = 1 if args.seeds is None else cfg.seeds  # one forward pass per prompt: nothing random
+            cfg.methods = (f"generator:{args.generator}",)
+        if generator is not None or args.prompts is not None:
+            _use_corpus_prompts(cfg, args, generator)
+    except (assets.NotAvailableError, OSError, ValueError) as err:
+        print(f"dreamstill eval: {err}", file=sys.stderr)
+        return 2
+    _select_prompts(cfg, args)
+    return _report(run_benchmark(cfg, scorer=scorer, log=print, generator=generator), args)
 
-    methods = _methods(args)
+
+def _scorer_check(scorer) -> int:
+    from .prompts import BENCHMARK_PROMPT_SET, BENCHMARK_PROMPTS
+    from .scorer import evaluate_scorer
+
+    report = evaluate_scorer(scorer, list(BENCHMARK_PROMPTS), list(BENCHMARK_PROMPT_SET))
+    for k, v in report.items():
+        print(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}")
+    return 0
+
+
+def _config(args: argparse.Namespace):
+    """The BenchmarkConfig the flags ask for (--quick: its smoke setting); bad counts stop with what to change."""
+    from ..cli_args import parse_options
+    from .config import BenchmarkConfig
+
     overrides = dict(
-        methods=methods,
+        methods=_methods(args),
         prior=args.prior,
         guidance=args.guidance,
         options=parse_options(args.option),
         shading=args.shading,
         device=args.device,
     )
-    if args.steps is not None:
-        if args.steps < 1:
-            raise SystemExit("dreamstill eval: --steps must be at least 1")
-        overrides["steps"] = args.steps
-    if args.seeds is not None:
-        if args.seeds < 1:
-            raise SystemExit("dreamstill eval: --seeds must be at least 1")
-        overrides["seeds"] = args.seeds
+    for flag, name, value in (("--steps", "steps", args.steps), ("--seeds", "seeds", args.seeds)):
+        if value is not None:
+            if value < 1:
+                raise SystemExit(f"dreamstill eval: {flag} must be at least 1")
+            overrides[name] = value
     if args.seed_start < 0:
         raise SystemExit("dreamstill eval: --seed-start must be at least 0")
     overrides["seed_start"] = args.seed_start
-    cfg = B.BenchmarkConfig.quick(**overrides) if args.quick else B.BenchmarkConfig(**overrides)
+    return BenchmarkConfig.quick(**overrides) if args.quick else BenchmarkConfig(**overrides)
 
-    generator = None
-    if args.generator is not None:
-        try:
-            generator = B.load_generator_assets(args.generator, cfg.mesh_resolution)
-        except B.NotAvailableError as err:
-            print(f"dreamstill eval: {err}", file=sys.stderr)
-            return 2
-        cfg.seeds = 1 if args.seeds is None else cfg.seeds  # one forward pass per prompt: nothing random
-        cfg.methods = (f"generator:{args.generator}",)
-    if generator is not None or args.prompts is not None:
-        # a corpus's sampled training or held-out prompts instead of the benchmark: R@1 chooses among them
-        corpus = generator.config.corpus if generator is not None else args.corpus
-        try:
-            prompts = B.sample_corpus_prompts(corpus, args.prompts or "train")
-        except (OSError, ValueError) as err:
-            print(f"dreamstill eval: {err}", file=sys.stderr)
-            return 2
-        cfg.prompts = tuple(prompts[:4] if args.quick else prompts)
-        cfg.prompt_set = cfg.reference_prompts = tuple(prompts)
+
+def _use_corpus_prompts(cfg, args: argparse.Namespace, generator) -> None:
+    """A corpus's sampled training or held-out prompts instead of the benchmark's: R@1 chooses among them."""
+    from .prompts import sample_corpus_prompts
+
+    corpus = generator.config.corpus if generator is not None else args.corpus
+    sampled = sample_corpus_prompts(corpus, args.prompts or "train")
+    cfg.prompts = tuple(sampled[:4] if args.quick else sampled)
+    cfg.prompt_set = cfg.reference_prompts = tuple(sampled)
+
+
+def _select_prompts(cfg, args: argparse.Namespace) -> None:
+    """--prompts-limit N keeps the first N prompts; --prompt-index picks prompts by position."""
     if args.prompts_limit:
         cfg.prompts = cfg.prompts[: args.prompts_limit]
     if args.prompt_index:
@@ -172,21 +189,20 @@ def run_eval(args: argparse.Namespace) -> int:
             raise SystemExit(f"dreamstill eval: --prompt-index {bad} out of range 0..{len(cfg.prompts) - 1}")
         cfg.prompts = tuple(cfg.prompts[i] for i in args.prompt_index)
 
-    return _report(B.run_benchmark(cfg, scorer=scorer, log=print, generator=generator), args)
-
 
 def _report(result: dict, args: argparse.Namespace) -> int:
-    from . import benchmark as B
+    from .assets import save_assets
+    from .report import format_table, save_grid, save_json
 
     print()
-    print(B.format_table(result))
+    print(format_table(result))
     if args.grid:
-        B.save_grid(result, args.grid)
+        save_grid(result, args.grid)
         print(f"render grid: {args.grid}")
     if args.json:
-        B.save_json(result, args.json)
+        save_json(result, args.json)
         assets = args.json.with_suffix(".assets.pt")
-        B.save_assets(result, assets)
+        save_assets(result, assets)
         print(f"figures: {args.json}; assets: {assets}")
     return 0
 

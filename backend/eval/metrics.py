@@ -269,13 +269,35 @@ def _rotation_z(theta: float) -> torch.Tensor:
     return torch.tensor([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
 
 
-def geometry_iou(pred: Occupancy, truth: Occupancy, n_angles: int = 36, resolution: int = 48) -> float:
-    """Volumetric IoU after normalising centroid and RMS radius, maximised over ``n_angles`` rotations about Z.
+@dataclass(frozen=True)
+class Alignment:
+    """How a prediction was laid onto the truth for the IoU: a predicted point x corresponds to the true point
 
-    Returns 0 when the prediction is empty. Symmetric in its arguments up to the rotation search grid.
+        x' = c_truth + r_truth R_z(theta)^T (x - c_pred) / r_pred
+
+    (centroids c, RMS radii r, the best rotation theta about Z). ``iou`` is the volumetric IoU at that pose."""
+
+    iou: float
+    theta: float
+    pred_centre: torch.Tensor
+    pred_radius: float
+    truth_centre: torch.Tensor
+    truth_radius: float
+
+    def to_truth(self, points: torch.Tensor) -> torch.Tensor:
+        """(N, 3) predicted points in the truth's frame."""
+        rot = _rotation_z(self.theta).to(points)
+        u = (points - self.pred_centre.to(points)) / self.pred_radius
+        return self.truth_centre.to(points) + self.truth_radius * (u @ rot)
+
+
+def align_occupancy(pred: Occupancy, truth: Occupancy, n_angles: int = 36, resolution: int = 48) -> Alignment:
+    """Normalise centroid and RMS radius, and find the rotation about Z that maximises the volumetric IoU.
+
+    Raises ValueError when the prediction is empty. Symmetric in its arguments up to the rotation search grid.
     """
     if pred.grid.sum() <= 0:
-        return 0.0
+        raise ValueError("the predicted occupancy is empty: nothing to align")
     cp, rp, rho_p, dz_p = pred.moments()
     ct, rt, rho_t, dz_t = truth.moments()
     half = 1.05 * max(rho_p, rho_t, dz_p, dz_t) + 2.0 / resolution
@@ -290,11 +312,24 @@ def geometry_iou(pred: Occupancy, truth: Occupancy, n_angles: int = 36, resoluti
 
     # a coarse search over the full turn, then a finer one around the best angle
     step = 2 * math.pi / n_angles
-    best_theta, best = max(((k * step, iou_at(k * step)) for k in range(n_angles)), key=lambda p: p[1])
+    coarse_theta, best = max(((k * step, iou_at(k * step)) for k in range(n_angles)), key=lambda p: p[1])
+    best_theta = coarse_theta
     for j in range(-4, 5):
         if j:
-            best = max(best, iou_at(best_theta + j * step / 8))
-    return best
+            value = iou_at(coarse_theta + j * step / 8)
+            if value > best:
+                best, best_theta = value, coarse_theta + j * step / 8
+    return Alignment(best, best_theta, cp, rp, ct, rt)
+
+
+def geometry_iou(pred: Occupancy, truth: Occupancy, n_angles: int = 36, resolution: int = 48) -> float:
+    """Volumetric IoU after normalising centroid and RMS radius, maximised over ``n_angles`` rotations about Z.
+
+    Returns 0 when the prediction is empty. Symmetric in its arguments up to the rotation search grid.
+    """
+    if pred.grid.sum() <= 0:
+        return 0.0
+    return align_occupancy(pred, truth, n_angles, resolution).iou
 
 
 # ------------------------------------------------------------------------------------------------------------------

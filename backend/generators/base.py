@@ -1,7 +1,7 @@
 """Prompt-amortized generators: G(y) maps a text embedding to a 3D field in one forward pass (ScaleDreamer, Sec. 3).
 
 Every architecture returns a ``GeneratedFields`` batch: B prompt-specific fields that the ordinary volume renderer
-draws. ``fields[b]`` is a field like ``fields.nerf.DensityField``: ``forward(x) -> (sigma, albedo)``, ``density(x)``
+draws. ``fields[b]`` is a field like ``fields.nerf.DensityField``: ``forward(x) -> (density, albedo)``, ``density(x)``
 and ``bound``. The density carries the same blob bias as the per-prompt field (DreamFusion's initialisation), so a
 fresh generator starts from a blob and training only has to carve it.
 """
@@ -25,7 +25,7 @@ def pooled_text(text: TextEmbedding) -> torch.Tensor:
 
 @dataclass
 class DensityDecoding:
-    """sigma = softplus(raw + blob) with blob = blob_density * (1 - ||x|| / blob_radius) (Magic3D's blob);
+    """density = softplus(raw + blob) with blob = blob_density * (1 - ||x|| / blob_radius) (Magic3D's blob);
     albedo = sigmoid(raw_rgb)."""
 
     blob_density: float = 10.0
@@ -72,7 +72,7 @@ class GeneratedFields:
         raise NotImplementedError
 
     def query(self, index: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """World points (N, 3) in [-bound, bound]^3 -> (sigma (N,), albedo (N, 3))."""
+        """World points (N, 3) in [-bound, bound]^3 -> (density (N,), albedo (N, 3))."""
         return self.decoding(x, self.raw(index, x / self.bound))
 
 

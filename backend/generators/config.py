@@ -29,7 +29,7 @@ class GeneratorTrainConfig:
     checkpoint_every: int = 200
     keep_checkpoints: bool = False  # also keep checkpoints/step_NNNNNN.pt at every checkpoint_every (not only the last)
     grid_every: int = 500
-    options: dict = dataclasses.field(default_factory=dict)  # method options, e.g. {"eta": 0.1}
+    options: dict = dataclasses.field(default_factory=dict)  # method options (distill method Config keys)
     arch_options: dict = dataclasses.field(default_factory=dict)  # e.g. {"spectral_norm": true}
 
 

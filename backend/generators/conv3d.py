@@ -1,13 +1,17 @@
 """3DConv-Net (ScaleDreamer App. A.3, after CC3D): StyleGAN2 modulated convolutions in 3D.
 
-    w = Mapping([z ; W_y y_pooled])                     z ~ N(0, I) of size z_dim, y the pooled text embedding
+    w = Mapping([z ; W_y y_pooled])                     y the pooled text embedding; z = 0 (see below)
     V_4 = learned constant (C, 4, 4, 4)
     V_{2r} = LeakyReLU(ModConv3d(Up2(V_r), w) + b_{2r})   b_{2r}: the learned "3D bias" at each resolution
     F = Conv1x1(V_R)                                    feature voxel grid (C_f, R, R, R)
-    (sigma, c) = MLP(trilinear(F, x))
+    (density, c) = MLP(trilinear(F, x))
 
 ModConv3d (StyleGAN2): s = A(w) per input channel, w'_{oikkk} = s_i w_{oikkk}, demodulated by
-sigma_o = sqrt(sum_{i,k} w'^2 + 1e-8), applied per sample as one grouped convolution.
+d_o = sqrt(sum_{i,k} w'^2 + 1e-8), applied per sample as one grouped convolution.
+
+The paper draws z ~ N(0, I) (as text-conditioned GANs do, for several samples per prompt). Here z is always the zero
+vector, in training and at inference: a job asks for the one asset of its prompt, and nothing here samples z. The
+mapping network keeps its z_dim input columns (they see only zeros) so that trained checkpoints keep loading.
 """
 
 from __future__ import annotations
@@ -90,18 +94,11 @@ class Conv3DNet(nn.Module):
         self.to_features = nn.Conv3d(c.channels[-1], c.feature_dim, 1)
         self.decoder = small_mlp(c.feature_dim, c.decoder_hidden, 4)
 
-    def forward(
-        self, text: TextEmbedding, noise: torch.Tensor | None = None, generator: torch.Generator | None = None
-    ) -> VoxelFields:
+    def forward(self, text: TextEmbedding) -> VoxelFields:
         y = pooled_text(text)
         b = y.shape[0]
-        if noise is None:
-            noise = (
-                torch.randn(b, self.config.z_dim, generator=generator, device=y.device)
-                if generator is not None
-                else torch.zeros(b, self.config.z_dim, device=y.device)
-            )
-        w = self.mapping(torch.cat([noise, self.text_proj(y)], -1))
+        z = torch.zeros(b, self.config.z_dim, device=y.device)  # the paper's latent, fixed at 0 (module docstring)
+        w = self.mapping(torch.cat([z, self.text_proj(y)], -1))
         v = self.const.expand(b, -1, -1, -1, -1)
         for block, bias in zip(self.blocks, self.biases):
             v = F.interpolate(v, scale_factor=2, mode="trilinear", align_corners=False)

@@ -3,7 +3,7 @@
     h(x) = HashGrid(x)                                  shared by every prompt (L levels x F features)
     [W_1, W_2, U_1, U_2] = H(y)                         hypernetwork on the pooled text embedding y:
                                                         H = Linear(no bias) -> LayerNorm -> SiLU -> Linear
-    sigma_raw = W_2 relu(W_1 h),  c_raw = U_2 relu(U_1 h)   generated layers, no biases (as the released code)
+    density_raw = W_2 relu(W_1 h),  c_raw = U_2 relu(U_1 h)   generated layers, no biases (as the released code)
 
 Spectral normalisation of the hypernetwork's linear layers is optional: ATT3D and ScaleDreamer find SDS needs it
 for stability and ASD does not.
@@ -65,7 +65,7 @@ class HyperINGP(nn.Module):
                 last.bias[start : start + o * i].uniform_(-(i**-0.5), i**-0.5)
                 start += o * i
 
-    def forward(self, text: TextEmbedding, noise=None, generator=None) -> HyperFields:
+    def forward(self, text: TextEmbedding) -> HyperFields:
         weights = self.hyper(pooled_text(text))  # (B, n_weights)
         mats, start = [], 0
         for o, i in self.shapes:
@@ -82,6 +82,6 @@ class HyperFields(GeneratedFields):
     def raw(self, index: int, x_unit: torch.Tensor) -> torch.Tensor:
         h = self.grid((x_unit + 1) / 2)  # the grid takes [0, 1]^3
         w1, w2, u1, u2 = (m[index] for m in self.mats)
-        sigma = torch.relu(h @ w1.t()) @ w2.t()
+        density = torch.relu(h @ w1.t()) @ w2.t()
         rgb = torch.relu(h @ u1.t()) @ u2.t()
-        return torch.cat([sigma, rgb], -1)
+        return torch.cat([density, rgb], -1)

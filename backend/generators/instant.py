@@ -1,16 +1,18 @@
-"""Instant mode: a trained generator turns a prompt into a mesh in one forward pass, then marching cubes."""
+"""Instant mode's asset: a trained generator turns a prompt into a field in one forward pass (jobs.instant_job runs
+it as a job)."""
 
 from __future__ import annotations
 
 import functools
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 
-from dreamstill.protocol import Done, Failed, JobEvent, JobSpec, Progress
+from dreamstill.protocol import JobSpec
 
+from ..engine.asset import FieldAsset
+from ..fields import Background
+from ..render import RenderSettings
 from . import build_generator
 from .config import CHECKPOINT_NAME, GeneratorTrainConfig
 
@@ -39,9 +41,16 @@ def resolve_checkpoint(name: str) -> Path:
     return path
 
 
+def generator_config(name: str) -> GeneratorTrainConfig:
+    """The training config of generator ``name`` (its arch, prior, corpus...), without building it or its prior."""
+    return GeneratorTrainConfig(**torch.load(resolve_checkpoint(name), map_location="cpu", weights_only=True)["config"])
+
+
 @functools.lru_cache(maxsize=4)
 def load_generator(name: str, device: str | None = None):
-    """(generator module in eval mode, its prior, its training config); cached so a server loads it once."""
+    """(generator module in eval mode, its prior, its training config); cached so a server loads it once.
+
+    Raises GeneratorNotFoundError without the checkpoint, priors.PriorNotFoundError without its prior's weights."""
     from ..priors import load_prior
 
     state = torch.load(resolve_checkpoint(name), map_location="cpu", weights_only=True)
@@ -53,61 +62,14 @@ def load_generator(name: str, device: str | None = None):
     return generator.to(prior.device).eval(), prior, config
 
 
-class InstantAsset:
-    """The field of one prompt from a generator, with the AssetOptimizer's output methods (render, mesh)."""
+class InstantAsset(FieldAsset):
+    """The field of one prompt from a trained generator, as an Asset (engine.asset): one forward pass, then the
+    same renders and meshes as a per-prompt asset. Output renders take twice the training samples per ray."""
 
     def __init__(self, spec: JobSpec):
         self.spec = spec
         generator, self.prior, self.config = load_generator(spec.generator)
         with torch.no_grad():
-            self.field = generator(self.prior.encode_text([spec.prompt]))[0]
-        from ..fields import Background
-
-        self.background = Background().to(self.prior.device)
-        self.device = self.prior.device
-        self.warnings: list[str] = []
-
-    @torch.no_grad()
-    def render(self, cameras, height: int, width: int, shading: str = "albedo"):
-        from ..render import render
-
-        return render(
-            self.field,
-            cameras.to(self.device),
-            height,
-            width,
-            self.background,
-            shading=shading,
-            num_samples=2 * self.config.num_samples,
-        )
-
-    def extract_mesh(self, resolution: int | None = None, texture_size: int | None = None):
-        from ..engine.meshing import field_to_mesh
-
-        size = self.spec.texture_size if texture_size is None else texture_size
-        return field_to_mesh(
-            self.field, self.device, resolution or self.spec.mesh_grid, size, self.warnings, self.spec.face_budget
-        )
-
-
-def run_instant(spec: JobSpec, output_path: Path, started: float) -> Iterator[JobEvent]:
-    from ..engine.job import mesh_update, write_views
-    from ..mesh import EmptyFieldError, export_mesh
-
-    try:
-        asset = InstantAsset(spec)
-    except (GeneratorNotFoundError, FileNotFoundError) as err:
-        yield Failed("no_generator", str(err))
-        return
-    yield Progress(1, 1, 0.0, 0.0, time.perf_counter() - started)
-    try:
-        mesh = asset.extract_mesh()
-    except EmptyFieldError as err:
-        yield Failed("empty_field", str(err))
-        return
-    yield mesh_update(mesh, 1, final=True)
-    files = export_mesh(mesh, output_path, spec.output_format)
-    files = [str(f) for f in (files if isinstance(files, (list, tuple)) else [files])]
-    # a small contact sheet: at 128 px its 4 renders would take longer than everything else in an instant job
-    files.append(str(write_views(asset, output_path.with_name(output_path.stem + "_views.png"), size=64)))
-    yield Done(files=files, seconds=time.perf_counter() - started, metrics={"warnings": asset.warnings})
+            field = generator(self.prior.encode_text([spec.prompt]))[0]
+        output_settings = RenderSettings(num_samples=2 * self.config.num_samples)
+        super().__init__(field, Background().to(self.prior.device), self.prior.device, output_settings)

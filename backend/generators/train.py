@@ -1,7 +1,8 @@
 """Amortized training (ScaleDreamer Sec. 3): one generator G_theta over a prompt corpus, by score distillation.
 
 Each step draws a minibatch of prompts y_1..y_P from the corpus, makes their fields G_theta(y_p) in one forward
-pass, renders each from V random cameras, and applies the same surrogate loss as per-prompt optimization,
+pass, renders each from V random cameras, and applies the same distillation step as per-prompt optimization
+(engine.step.DistillStep: render -> encode -> method gradient -> surrogate loss),
     L = sum_p 0.5 ||z_p - sg(z_p - grad_p)||^2 / (P V),
 so d L / d theta = sum_p grad_p^T dz_p/dtheta. The method (ASD by default) is the ordinary ``distill`` method.
 
@@ -26,15 +27,14 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
-from ..distill import make_method
-from ..distill.base import DistillInput, surrogate_loss
-from ..engine.optimize import EngineDefaults
+from ..distill import encode_view_prompts, make_method
+from ..engine.images import contact_sheet, save_png
+from ..engine.step import DistillStep, DistillViews, wants_view_prompts
 from ..fields import Background
 from ..priors import load_prior
 from ..priors.base import TextEmbedding
-from ..render import render, sample_light_positions
+from ..render import RenderSettings, render
 from ..render.cameras import orbit_cameras, sample_cameras
 from . import build_generator
 from .config import CHECKPOINT_NAME, GeneratorTrainConfig, load_corpus
@@ -60,9 +60,13 @@ class GeneratorTrainer:
             self.model = DistributedDataParallel(self.generator)
         self.method = make_method(config.method, self.prior, guidance=config.guidance, **config.options)
         self.optimizer = torch.optim.Adam(self.generator.parameters(), lr=config.lr, betas=(0.0, 0.99), eps=1e-8)
-        self.sample_generator = torch.Generator().manual_seed(config.seed * 1000 + rank)
-        self.noise_generator = torch.Generator(self.device).manual_seed(config.seed * 1000 + rank + 1)
+        self.sample_rng = torch.Generator().manual_seed(config.seed * 1000 + rank)  # prompts, cameras, shading
+        self.noise_rng = torch.Generator(self.device).manual_seed(config.seed * 1000 + rank + 1)
         self.resolution = config.resolution or self.prior.image_size
+        # the shading schedule is the per-prompt one (engine.step.ShadingSchedule's defaults)
+        self.distill = DistillStep(
+            self.prior, self.method, self.resolution, RenderSettings(num_samples=config.num_samples)
+        )
         self.step = 0
         self.lineage: list[dict] = []  # the earlier runs this one was fine-tuned from: their configs and steps
 
@@ -74,55 +78,26 @@ class GeneratorTrainer:
         pooled = None if self.text.pooled is None else self.text.pooled[idx]
         return TextEmbedding(self.text.tokens[idx], pooled)
 
-    def _shading(self) -> str:
-        """As per-prompt optimization (engine.EngineDefaults): albedo first, then mostly lambertian."""
-        d = EngineDefaults()
-        if self.step < d.lambertian_after * self.config.steps:
-            return "albedo"
-        return (
-            "lambertian" if torch.rand((), generator=self.sample_generator).item() < d.shading_probability else "albedo"
-        )
-
     def train_step(self) -> float:
         c = self.config
-        idx = torch.randint(len(self.prompts), (c.prompts_per_step,), generator=self.sample_generator).tolist()
+        idx = torch.randint(len(self.prompts), (c.prompts_per_step,), generator=self.sample_rng).tolist()
         text = self._rows(idx)
         fields = self.model(text)
-        zs, cams_all, opac = [], [], []
+        groups = []
         for p in range(len(idx)):
-            cams = sample_cameras(c.views_per_prompt, self.sample_generator).to(self.device)
-            shading = self._shading()
-            lights = None if shading == "albedo" else sample_light_positions(cams, self.sample_generator)
-            out = render(
-                fields[p],
-                cams,
-                self.resolution,
-                self.resolution,
-                self.background,
-                shading=shading,
-                light_positions=lights,
-                num_samples=c.num_samples,
-                generator=self.noise_generator,
+            cams = sample_cameras(c.views_per_prompt, self.sample_rng).to(self.device)
+            groups.append(
+                self.distill.render(
+                    fields[p], self.background, cams, self.step, c.steps, self.sample_rng, self.noise_rng
+                )
             )
-            zs.append(self.prior.encode_images(out.rgb.permute(0, 3, 1, 2)))
-            cams_all.append(cams.as_condition())
-            opac.append(out.opacity.permute(0, 3, 1, 2))
-        z = torch.cat(zs)
-        opacity = F.interpolate(torch.cat(opac), size=z.shape[-2:], mode="bilinear", align_corners=False)
+        views = DistillViews.cat(groups)
         cond = text.repeat(c.views_per_prompt)
-        result = self.method.gradient(
-            DistillInput(
-                z=z,
-                cond=cond,
-                uncond=self.uncond,
-                step=self.step,
-                total_steps=c.steps,
-                generator=self.noise_generator,
-                camera=torch.cat(cams_all),
-                opacity=opacity.detach(),
-            )
-        )
-        loss = surrogate_loss(z, result.grad) + self._opacity_loss(torch.cat(opac))
+        view_prompts = None
+        if wants_view_prompts(self.method):  # Perp-Neg: the step's prompts' front/side/back views, per view
+            view_prompts = encode_view_prompts(self.prior, [self.prompts[i] for i in idx]).repeat(c.views_per_prompt)
+        loss = self.distill.loss(views, cond, self.uncond, self.step, c.steps, self.noise_rng, view_prompts)
+        loss = loss + self._opacity_loss(views.opacity)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -167,8 +142,8 @@ class GeneratorTrainer:
             "lineage": self.lineage,
             "generator": self.generator.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "sample_generator": self.sample_generator.get_state(),
-            "noise_generator": self.noise_generator.get_state(),
+            "sample_generator": self.sample_rng.get_state(),  # key names kept: checkpoints stay loadable
+            "noise_generator": self.noise_rng.get_state(),
         }
 
     def save(self, path: Path | None = None) -> Path:
@@ -196,14 +171,12 @@ class GeneratorTrainer:
         self.lineage = state.get("lineage", [])
         self.generator.load_state_dict(state["generator"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.sample_generator.set_state(state["sample_generator"])
-        self.noise_generator.set_state(state["noise_generator"])
+        self.sample_rng.set_state(state["sample_generator"])
+        self.noise_rng.set_state(state["noise_generator"])
 
     @torch.no_grad()
     def render_grid(self, prompts: list[str], views: int = 4, size: int = 64):
         """(rows = prompts, columns = views) uint8 image grid of the current generator."""
-        from ..engine.images import contact_sheet
-
         text = self._encode(prompts)
         fields = self.generator(text)
         images = []
@@ -221,8 +194,6 @@ class GeneratorTrainer:
 
     def train(self, progress: bool = True) -> None:
         from tqdm import tqdm
-
-        from ..engine.images import save_png
 
         c = self.config
         bar = tqdm(total=c.steps, initial=self.step, disable=not progress or self.rank != 0, unit="step")

@@ -3,7 +3,7 @@
     Q_0 = learned queries, 3 n^2 tokens of width d (one n x n grid per plane)
     Q_{l+1} = Block_l(Q_l, Y):  Q += CrossAttn(LN(Q), W_y Y);  Q += SelfAttn(LN(Q));  Q += MLP(LN(Q))
     P = ConvTranspose2d_{k=2,s=2}(reshape(LN(Q_L)))     three feature planes (C, 2n, 2n): xy, xz, yz
-    (sigma, c) = MLP(P_xy(x, y) + P_xz(x, z) + P_yz(y, z))   bilinear lookups, summed
+    (density, c) = MLP(P_xy(x, y) + P_xz(x, z) + P_yz(y, z))   bilinear lookups, summed
 
 Y are the token-level text embeddings (B, L, D_text); every layer cross-attends to them.
 """
@@ -67,7 +67,7 @@ class TriplaneTransformer(nn.Module):
         self.upsample = nn.ConvTranspose2d(c.width, c.plane_channels, kernel_size=2, stride=2)
         self.decoder = small_mlp(c.plane_channels, c.decoder_hidden, 4)
 
-    def forward(self, text: TextEmbedding, noise=None, generator=None) -> TriplaneFields:
+    def forward(self, text: TextEmbedding) -> TriplaneFields:
         c, y = self.config, text.tokens
         b, n = y.shape[0], c.tokens_per_side
         q = self.queries.expand(b, -1, -1)

@@ -1,4 +1,4 @@
-"""Mesh extraction (marching cubes), UV unwrapping and texture baking, and export (glb/obj/ply).
+"""Mesh extraction (marching cubes), UV unwrapping and texture baking, and export (glb/obj/ply/usd).
 
 mesh = extract_mesh(field.density, bound, resolution=128, albedo_fn=field.albedo)   # may raise EmptyFieldError
 mesh = decimate(mesh, 10_000, field.albedo)                                          # quadric decimation

@@ -1,4 +1,4 @@
-"""Write meshes as .glb (default), .obj (+ .mtl + .png) or .ply, atomically, through trimesh.
+"""Write meshes as .glb (default), .obj (+ .mtl + .png), .ply (trimesh) or .usda/.usdc/.usdz (usd-core), atomically.
 
 Frames. The backend's world frame is Z up (Blender's). glTF 2.0 is Y up by specification and Blender's OBJ importer
 also assumes Y up (forward -Z), so for .glb and .obj every point is rotated by -90 degrees about X:
@@ -6,21 +6,25 @@ also assumes Y up (forward -Z), so for .glb and .obj every point is rotated by -
     (x, y, z)_world  ->  (x, z, -y)_file,
 
 which those importers turn back into (x, y, z). It is a proper rotation (det +1), so the face winding (outward
-normals) is kept. Blender's PLY importer is Z up, so .ply is written in the world frame.
+normals) is kept. Blender's PLY importer is Z up, so .ply is written in the world frame; USD files declare
+``upAxis = Z`` and ``metersPerUnit = 1`` and are written in the world frame too (see ``usd.py``).
 
 Appearance. A mesh with ``uvs`` and ``texture`` is written textured (glTF: a metallic 0, roughness 1 material whose
 base colour is the texture; OBJ: map_Kd). Otherwise ``vertex_colors`` are written (glTF COLOR_0, OBJ/PLY per-vertex
 colours). PLY has no textures: a textured mesh is written with its texture sampled at the vertices.
 
 Atomic writes: every file is first written to a temporary name in the target folder and then renamed with
-os.replace; for .obj the .obj itself is renamed last, so an .obj on disk always has its .mtl and .png.
+os.replace; for .obj (and .usda/.usdc) the main file is renamed last, so it always has its .mtl and .png.
+
+File modes: results are created with mode 0o666 minus the process umask (0644 under the usual umask 022), like
+any file a program writes, not with ``tempfile.mkstemp``'s private 0600.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import tempfile
+import secrets
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -28,15 +32,16 @@ import numpy as np
 
 from .texture import sample_texture
 from .types import Mesh
+from .usd import USD_FORMATS
 
-FORMATS = ("glb", "obj", "ply")
+FORMATS = ("glb", "obj", "ply", *USD_FORMATS)
 
 # (x, y, z) Z-up world -> (x, z, -y) Y-up file: rows are the file axes expressed in world coordinates.
 Z_UP_TO_Y_UP = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]], np.float64)
 
 
 def resolve_format(path: str | os.PathLike, format: str | None = None) -> str:
-    """'glb' | 'obj' | 'ply' from ``format`` or else the file suffix (no suffix -> glb)."""
+    """'glb' | 'obj' | 'ply' | 'usda' | 'usdc' | 'usdz' from ``format`` or else the file suffix (no suffix -> glb)."""
     if format is None:
         suffix = Path(path).suffix.lower().lstrip(".")
         format = suffix or "glb"
@@ -44,7 +49,10 @@ def resolve_format(path: str | os.PathLike, format: str | None = None) -> str:
     if fmt == "gltf":
         raise ValueError("Only binary glTF is written: use a .glb path (or format='glb'), or .obj / .ply")
     if fmt not in FORMATS:
-        raise ValueError(f"Unknown mesh format {format!r} for {str(path)!r}: use one of .glb (default), .obj, .ply")
+        raise ValueError(
+            f"Unknown mesh format {format!r} for {str(path)!r}: use one of .glb (default), .obj, .ply, "
+            ".usda, .usdc, .usdz"
+        )
     return fmt
 
 
@@ -120,26 +128,27 @@ def _concatenate_colored(parts: list[Mesh]) -> Mesh:
     )
 
 
+def _open_temp(path: Path) -> tuple[int, str]:
+    """A new file next to ``path`` under a hidden temporary name, mode 0o666 & ~umask (mkstemp would give 0600)."""
+    while True:
+        tmp = str(path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
+        except FileExistsError:
+            continue
+
+
 def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_files_atomic([(path, data)])
 
 
-def _write_all_atomic(files: list[tuple[Path, bytes]]) -> None:
-    """Write every file to a temporary name first, then rename them in order (the last one is the 'main' file)."""
+def write_files_atomic(files: list[tuple[Path, bytes]]) -> None:
+    """Write every (path, bytes) to a temporary name first, then rename them in order (the last one is the 'main'
+    file, so a reader that finds it finds the others); on failure no temporary file is left behind."""
     tmps = []
     try:
         for path, data in files:
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            fd, tmp = _open_temp(path)
             tmps.append(tmp)
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
@@ -197,7 +206,7 @@ def encode_ply(parts: list[Mesh]) -> bytes:
 
 
 def export_mesh(mesh_or_parts: Mesh | Sequence[Mesh], path: str | os.PathLike, format: str | None = None) -> list[str]:
-    """Write a Mesh (or a list of parts) to ``path`` as glb/obj/ply; returns the paths written, main file first.
+    """Write a Mesh (or a list of parts) to ``path`` as glb/obj/ply/usd*; returns the paths written, main file first.
 
     The format comes from ``format`` or the suffix of ``path`` (no suffix = glb). The folder must exist. Nothing is
     left half-written: files appear whole or not at all.
@@ -214,10 +223,15 @@ def export_mesh(mesh_or_parts: Mesh | Sequence[Mesh], path: str | os.PathLike, f
     if fmt == "ply":
         _write_atomic(path, encode_ply(parts))
         return [str(path)]
-    files = encode_obj(parts, stem)
-    main = files.pop(f"{stem}.obj")
+    if fmt in USD_FORMATS:
+        from .usd import encode_usd
+
+        files = encode_usd(parts, fmt, stem)
+    else:
+        files = encode_obj(parts, stem)
+    main = files.pop(f"{stem}.{fmt}")
     ordered = [(path.parent / name, data) for name, data in sorted(files.items())] + [(path, main)]
-    _write_all_atomic(ordered)
+    write_files_atomic(ordered)
     return [str(ordered[-1][0])] + [str(p) for p, _ in ordered[:-1]]
 
 
@@ -229,6 +243,10 @@ def load_mesh(path: str | os.PathLike) -> Mesh:
     import trimesh
 
     fmt = resolve_format(path)
+    if fmt in USD_FORMATS:
+        from .usd import read_usd
+
+        return _concatenate_first_texture(read_usd(path))
     loaded = trimesh.load(str(path), process=False, force=None)
     geom = loaded.to_geometry() if isinstance(loaded, trimesh.Scene) else loaded
     vertices = np.asarray(geom.vertices, np.float64)
@@ -248,6 +266,21 @@ def load_mesh(path: str | os.PathLike) -> Mesh:
     return Mesh(vertices=vertices, faces=faces, vertex_colors=colors, uvs=uvs, texture=texture)
 
 
+def _concatenate_first_texture(parts: list[Mesh]) -> Mesh:
+    if len(parts) == 1:
+        return parts[0]
+    offsets = np.cumsum([0] + [p.num_vertices for p in parts[:-1]])
+    textured = all(p.uvs is not None for p in parts)
+    colored = all(p.vertex_colors is not None for p in parts)
+    return Mesh(
+        vertices=np.concatenate([p.vertices for p in parts]),
+        faces=np.concatenate([p.faces + o for p, o in zip(parts, offsets)]),
+        vertex_colors=np.concatenate([p.vertex_colors for p in parts]) if colored and not textured else None,
+        uvs=np.concatenate([p.uvs for p in parts]) if textured else None,
+        texture=parts[0].texture if textured else None,
+    )
+
+
 def glb_bytes_of(mesh_or_parts: Mesh | Sequence[Mesh]) -> bytes:
     """The .glb encoding without touching the disk (for sending over the wire)."""
     return encode_glb(_as_parts(mesh_or_parts))
@@ -264,4 +297,5 @@ __all__ = [
     "load_mesh",
     "resolve_format",
     "to_trimesh",
+    "write_files_atomic",
 ]

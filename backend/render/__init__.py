@@ -4,6 +4,7 @@ from .cameras import Cameras, fov_to_focal, orbit_cameras, sample_cameras, view_
 from .shading import SHADINGS, lambertian, sample_light_positions, shade
 from .volume import (
     RenderOutput,
+    RenderSettings,
     composite_weights,
     interval_edges,
     ray_sphere_intersect,
@@ -15,6 +16,7 @@ from .volume import (
 __all__ = [
     "Cameras",
     "RenderOutput",
+    "RenderSettings",
     "SHADINGS",
     "composite_weights",
     "fov_to_focal",

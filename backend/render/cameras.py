@@ -74,7 +74,7 @@ class Cameras:
 
 def sample_cameras(
     n: int,
-    generator: torch.Generator,
+    rng: torch.Generator,
     elevation_range=(-10.0, 45.0),
     azimuth_range=(-180.0, 180.0),
     distance_range=(2.5, 3.0),
@@ -88,11 +88,11 @@ def sample_cameras(
     """
 
     def uniform(lo, hi, size):
-        return lo + (hi - lo) * torch.rand(size, generator=generator)
+        return lo + (hi - lo) * torch.rand(size, generator=rng)
 
     lo, hi = azimuth_range
     slice_width = (hi - lo) / n
-    azimuth = lo + (torch.arange(n) + torch.rand(n, generator=generator)) * slice_width
+    azimuth = lo + (torch.arange(n) + torch.rand(n, generator=rng)) * slice_width
     azimuth = (azimuth + 180.0) % 360.0 - 180.0
     cams = Cameras(
         elevation=uniform(*elevation_range, n),

@@ -58,13 +58,13 @@ def shade(
 
 
 def sample_light_positions(
-    cameras: Cameras, generator: torch.Generator, distance_range=(1.8, 3.3), perturb: float = 2.2
+    cameras: Cameras, rng: torch.Generator, distance_range=(1.8, 3.3), perturb: float = 2.2
 ) -> torch.Tensor:
     """(B, 3) point-light positions around each camera: normalize(c_pos + perturb * N(0, I)) * U(distance_range)."""
     pos = cameras.position
     b = pos.shape[0]
-    noise = torch.randn(b, 3, generator=generator, device=generator.device).to(pos)
-    u = torch.rand(b, generator=generator, device=generator.device).to(pos)
+    noise = torch.randn(b, 3, generator=rng, device=rng.device).to(pos)
+    u = torch.rand(b, generator=rng, device=rng.device).to(pos)
     lo, hi = distance_range
     direction = torch.nn.functional.normalize(pos + perturb * noise, dim=-1)
     return direction * (lo + (hi - lo) * u)[:, None]

@@ -1,15 +1,10 @@
-"""Headless commands: ``dreamstill serve | keys | submit | batch``.
+"""Headless commands: ``dreamstill serve | keys | submit``.
 
     dreamstill serve [--bind tcp://127.0.0.1:5555] [--store DIR] [--keys DIR] [--devices cuda:0,cuda:1 | --workers N]
                      [--prior NAME=PATH] [--generator NAME=PATH] [--models DIR] [--allow-hub] [--shared]
                      [--keep-jobs N] [--keep-days D]
     dreamstill keys -o DIR
     dreamstill submit "a red cube" --server tcp://127.0.0.1:5555 -o cube.glb [job options as for generate]
-    dreamstill batch prompts.txt -o out/ --server tcp://127.0.0.1:5555 [job options]
-
-``batch`` reads one prompt a line (blank lines and ``#`` comments skipped), writes ``NNN_<prompt>.<format>`` per
-prompt plus ``contact_sheet.png``, and resumes: a prompt whose output exists is skipped, and a job submitted by an
-interrupted run is re-attached (its id is kept in ``.batch_jobs.json``) instead of being computed again.
 
 Each subcommand's ``func`` takes the parsed args and returns an exit code: 0 done, 1 a job failed, 2 bad input,
 3 no server, 130 interrupted.
@@ -18,9 +13,6 @@ Each subcommand's ``func`` takes the parsed args and returns an exit code: 0 don
 from __future__ import annotations
 
 import argparse
-import json
-import math
-import os
 import re
 import shutil
 import signal
@@ -64,13 +56,6 @@ def register(subparsers) -> None:
     _client_arguments(submit)
     add_job_arguments(submit)
     submit.set_defaults(func=cmd_submit)
-
-    batch = subparsers.add_parser("batch", help="run a list of prompts (one a line) on a running server")
-    batch.add_argument("prompts", type=Path, help="text file, one prompt a line")
-    batch.add_argument("-o", "--output", type=Path, required=True, help="folder for the results")
-    _client_arguments(batch)
-    add_job_arguments(batch)
-    batch.set_defaults(func=cmd_batch)
 
 
 def _serve_arguments(serve) -> None:
@@ -314,142 +299,8 @@ def cmd_submit(args) -> int:
         client.close()
 
 
-# ---------------------------------------------------------------------- batch
-def read_prompts(path: Path) -> list[str]:
-    lines = path.read_text(encoding="utf-8").splitlines()
-    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
-
-
-def output_name(index: int, prompt: str, fmt: str) -> str:
-    """``NNN_words_of_the_prompt.fmt``: sortable, readable, safe on every file system."""
-    slug = re.sub(r"[^a-z0-9]+", "_", prompt.lower()).strip("_")[:48].rstrip("_") or "prompt"
-    return f"{index:03d}_{slug}.{fmt}"
-
-
-def contact_sheet(tiles: list[tuple[str, Path | None]], path: Path, size: int = 160) -> Path:
-    """A grid of one image per prompt (its views or last preview; grey when none), captioned by file name."""
-    from PIL import Image, ImageDraw
-
-    cols = max(1, math.ceil(math.sqrt(len(tiles))))
-    rows = max(1, math.ceil(len(tiles) / cols))
-    caption = 14
-    sheet = Image.new("RGB", (cols * size, rows * (size + caption)), (255, 255, 255))
-    draw = ImageDraw.Draw(sheet)
-    for i, (label, image_path) in enumerate(tiles):
-        x, y = (i % cols) * size, (i // cols) * (size + caption)
-        tile = Image.new("RGB", (size, size), (128, 128, 128))
-        if image_path is not None and image_path.exists():
-            with Image.open(image_path) as img:
-                img = img.convert("RGBA")
-                img.thumbnail((size, size))
-                tile.paste(img, ((size - img.width) // 2, (size - img.height) // 2), img)
-        sheet.paste(tile, (x, y))
-        draw.text((x + 2, y + size + 1), label[: size // 6], fill=(0, 0, 0))
-    sheet.save(path)
-    return path
-
-
-def cmd_batch(args) -> int:
-    from PIL import Image
-
-    from dreamstill.protocol import Cancelled, Done, JobSpecError
-    from dreamstill.protocol.client import ServerError, ServerUnavailable
-
-    try:
-        prompts = read_prompts(args.prompts)
-    except OSError as err:
-        _err("batch", f"cannot read {args.prompts}: {err}")
-        return EXIT_USAGE
-    if not prompts:
-        _err("batch", f"{args.prompts} has no prompts (one a line; # starts a comment)")
-        return EXIT_USAGE
-    out_dir = args.output.expanduser().resolve()
-    (out_dir / "previews").mkdir(parents=True, exist_ok=True)
-    fmt = args.format or "glb"
-    items = []
-    try:
-        for i, prompt in enumerate(prompts, 1):
-            path = out_dir / output_name(i, prompt, fmt)
-            items.append((prompt, path, _spec(args, prompt, path, "batch")))
-    except JobSpecError as err:
-        _err("batch", f"prompt {len(items) + 1}: {err}")
-        return EXIT_USAGE
-    state_file = out_dir / ".batch_jobs.json"
-    try:
-        known = json.loads(state_file.read_text()) if state_file.exists() else {}
-    except ValueError:
-        known = {}
-
-    def save_state():
-        tmp = state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(known, indent=1))
-        os.replace(tmp, state_file)
-
-    todo = [(prompt, path, spec) for prompt, path, spec in items if not path.exists()]
-    if not args.quiet:
-        print(f"{len(items) - len(todo)} of {len(items)} already done; {len(todo)} to run", file=sys.stderr)
-    failures = 0
-    client = None
-    try:
-        client = _connect(args, "batch")
-        jobs = []
-        for prompt, path, spec in todo:  # queue them all: the server runs them one after another
-            job_id = known.get(path.name)
-            if job_id is not None:
-                try:
-                    state = client.attach(job_id)["state"]
-                except ServerError:
-                    state = "unknown"
-                if state in ("failed", "cancelled", "unknown"):
-                    job_id = None
-            if job_id is None:
-                job_id = client.submit(spec)
-                known[path.name] = job_id
-                save_state()
-            jobs.append((prompt, path, spec, job_id))
-        for n, (prompt, path, spec, job_id) in enumerate(jobs, 1):
-            preview_path = out_dir / "previews" / f"{path.stem}.png"
-
-            def keep_preview(event, preview_path=preview_path):
-                Image.fromarray(event.rgba, "RGBA").save(preview_path)
-
-            end = _follow(client, job_id, spec.steps, f"[{n}/{len(jobs)}] {prompt}", args.quiet, keep_preview)
-            if isinstance(end, Done):
-                placed = _fetch_into(client, job_id, path, spec.output_format)
-                if not args.quiet:
-                    print(f"[{n}/{len(jobs)}] {placed[0]}", file=sys.stderr)
-            else:
-                failures += 1
-                why = f"cancelled at step {end.step}" if isinstance(end, Cancelled) else f"{end.message} [{end.code}]"
-                _err("batch", f"{prompt!r}: {why}")
-    except ServerUnavailable as err:
-        _err("batch", f"{err} (run the same command again to resume)")
-        return EXIT_NO_SERVER
-    except KeyboardInterrupt:
-        _err("batch", "interrupted; run the same command again to resume (finished prompts are kept)")
-        return EXIT_INTERRUPTED
-    finally:
-        if client is not None:
-            client.close()
-        tiles = []
-        for _prompt, path, _ in items:
-            if path.exists():
-                views = path.with_name(f"{path.stem}_views.png")
-                preview = out_dir / "previews" / f"{path.stem}.png"
-                tiles.append((path.stem, views if views.exists() else preview if preview.exists() else None))
-        if tiles:
-            contact_sheet(tiles, out_dir / "contact_sheet.png")
-    missing = sum(not path.exists() for _, path, _ in items)
-    if not args.quiet:
-        print(
-            f"{len(items) - missing} of {len(items)} done; contact sheet {out_dir / 'contact_sheet.png'}",
-            file=sys.stderr,
-        )
-    return EXIT_FAILED if missing or failures else 0
-
-
 def main(argv: list[str] | None = None) -> int:
-    """``python -m dreamstill.backend.server.commands serve|keys|submit|batch ...`` (without the other commands)."""
+    """``python -m dreamstill.backend.server.commands serve|keys|submit ...`` (without the other commands)."""
     parser = argparse.ArgumentParser(prog="dreamstill")
     register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)

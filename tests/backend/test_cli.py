@@ -23,7 +23,7 @@ def test_version(capsys):
 def test_generate_prints_its_thread_count_and_sets_it(monkeypatch, tmp_path, capsys):
     import torch
 
-    from dreamstill.backend import engine
+    from dreamstill.backend import jobs
     from dreamstill.protocol import Done
 
     seen = {}
@@ -32,7 +32,7 @@ def test_generate_prints_its_thread_count_and_sets_it(monkeypatch, tmp_path, cap
         seen["threads"], seen["spec"] = torch.get_num_threads(), spec
         yield Done(files=[str(output_path)], seconds=0.0)
 
-    monkeypatch.setattr(engine, "run_job", fake_run_job)
+    monkeypatch.setattr(jobs, "run_job", fake_run_job)
     before = torch.get_num_threads()
     try:
         code = main(["generate", "a red cube", "-o", str(tmp_path / "cube.ply"), "--threads", "1", "--quiet"])

@@ -1,5 +1,7 @@
-"""The built-in prior: a toy world (``world``) and a small text- and camera-conditioned pixel diffusion model trained
-on it (``train``), shipped in diffusers layout in ``model/``."""
+"""The built-in prior: a toy world (``world``, with exact distances in ``exact_sdf`` and its words in ``vocabulary``)
+and a small text- and camera-conditioned pixel diffusion model trained on it, shipped in diffusers layout in
+``model/``: its tokenizer (``tokenizer``), networks (``networks``), data (``data``), training loop (``training``,
+configured by ``train_config``; ``dreamstill train-prior`` in ``train``) and sampler (``sampling``)."""
 
 from __future__ import annotations
 

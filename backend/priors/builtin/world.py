@@ -1,8 +1,10 @@
 """The toy world: primitives, colours, a caption grammar, signed distances and a batched sphere tracer.
 
-Everything here is ground truth: a caption parses to exactly one :class:`Scene`, the scene has an exact (or, for the
-polyhedra, an exact-bound) signed distance function phi(x) (negative inside), an albedo field, and a renderer that
-draws it from the cameras of ``render.cameras`` on a white background.
+Everything here is ground truth: a caption parses to exactly one :class:`Scene`, the scene has a signed distance
+function phi(x) (negative inside; exact outside and on the surface, which is what sphere tracing needs; the
+polyhedra's is a bound outside, the cone's too small inside near its axis: ``exact_sdf`` has the exact distances that
+geometry metrics need), an albedo field, and a renderer that draws it from the cameras of ``render.cameras`` on a
+white background.
 
 World frame: Z up (as ``render.cameras``). Every primitive is centred at its local origin, about one unit across, with
 its vertical extent symmetric about z = 0 (half-height ``h``). Compositions:
@@ -386,7 +388,9 @@ _PRIMITIVE_SDF = {
     "pyramid": _sd_pyramid,
     "octahedron": _sd_octahedron,
 }
-EXACT_SHAPES = frozenset({"sphere", "cube", "cylinder", "cone", "torus", "capsule"})  # others: exact inside, bound out
+# exact everywhere: sphere, cube, cylinder, torus, capsule; the cone is exact outside (inside, near its axis, -rho is
+# smaller than the distance), the polyhedra exact inside (outside a bound); exact_sdf.py has them all exact
+EXACT_SHAPES = frozenset({"sphere", "cube", "cylinder", "cone", "torus", "capsule"})
 
 
 def primitive_sdf(shape: str, points: torch.Tensor) -> torch.Tensor:

@@ -5,15 +5,16 @@ import math
 import pytest
 import torch
 
-from dreamstill.backend.distill.analytic import ddpm_alphas_cumprod
+from dreamstill.backend.distill.options import DistillConfig
 from dreamstill.backend.distill.schedules import (
-    DistillConfig,
     TimestepSchedule,
     clip_gradient,
     hifa_sqrt_anneal,
     scheduled_value,
+    step_bound,
     weighting,
 )
+from dreamstill.backend.priors.analytic import ddpm_alphas_cumprod
 
 
 def test_hifa_sqrt_anneal_endpoints_and_shape():
@@ -36,9 +37,29 @@ def test_threestudio_scheduled_values():
     assert scheduled_value(hard_drop, 4999, 15000) == 0.98
     assert scheduled_value(hard_drop, 5001, 15000) == 0.5
     assert scheduled_value([0.98, 0.5, 100], 50, 1000) == pytest.approx(0.74)  # 3 entries: start at step 0
-    assert scheduled_value([0, 0.5, 0.02, 1.0], 500, 1000) == pytest.approx(0.26)  # float bound = fraction of the run
+    assert scheduled_value([0, 0.5, 0.02, "100%"], 500, 1000) == pytest.approx(0.26)  # "P%" = share of the run
+    assert scheduled_value(["20%", 0.98, 0.5, "20%"], 199, 1000) == 0.98  # a hard drop at a fifth of the run
+    assert scheduled_value(["20%", 0.98, 0.5, "20%"], 200, 1000) == 0.5
     with pytest.raises(ValueError, match="scheduled value"):
         scheduled_value([1, 2], 0, 10)
+
+
+def test_step_bounds_are_unambiguous():
+    """An int bound is a step (1 = step 1), "P%" a share of the run; a float (1 vs 1.0 in JSON) is refused."""
+    assert step_bound(1, 1000) == 1.0
+    assert step_bound("100%", 1000) == 1000.0 and step_bound("2.5%", 1000) == 25.0
+    assert scheduled_value([0, 0.0, 1.0, 1], 1, 1000) == 1.0  # int 1: the ramp ends at step 1
+    assert scheduled_value([0, 0.0, 1.0, "100%"], 1, 1000) == pytest.approx(0.001)
+    for bad in (1.0, 0.5, 5000.0, True):
+        with pytest.raises(ValueError, match="ambiguous"):
+            scheduled_value([0, 0.0, 1.0, bad], 1, 1000)
+    for bad in ("150%", "half", "-5%", -3):
+        with pytest.raises(ValueError, match="step bound"):
+            step_bound(bad, 1000)
+    with pytest.raises(ValueError, match="min_step_percent.*ambiguous"):
+        DistillConfig(min_step_percent=[0, 0.5, 0.02, 1.0])  # refused when the options are parsed, not at the step
+    with pytest.raises(ValueError, match="outside"):
+        DistillConfig(max_step_percent=[0, 0.98, 1.5, "100%"])
 
 
 def test_uniform_sampler_range_and_annealing():

@@ -8,7 +8,7 @@ Compared: VSD (PD order: gradient with phi_i, then phi steps), L-VSD (phi steps 
 linearised lookahead, several eta). Reported: distance of the particle mean from mu and relative covariance error
 ||C - Sigma||_F / ||Sigma||_F along the run.
 
-Run ``python tests/test_distill_vsd_order.py`` for the table (pytest -s prints it too).
+Run ``python tests/backend/distill/test_vsd_order.py`` for the table (pytest -s prints it too).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import math
 import torch
 
 from dreamstill.backend.distill import DistillInput, make_method, surrogate_loss
-from dreamstill.backend.distill.analytic import GaussianPrior, gaussian_eps
 from dreamstill.backend.distill.vsd import GaussianScoreNet
+from dreamstill.backend.priors.analytic import GaussianPrior, gaussian_eps
 
 MEAN = torch.tensor([1.0, -0.5])
 COV = torch.tensor([[0.5, 0.2], [0.2, 0.3]])
@@ -28,9 +28,9 @@ VARIANTS = (
     ("exact q score", {"exact": True}),  # reference: eps_phi = the exact noised score of the current q
     ("vsd", {}),
     ("lookahead", {"order": "lookahead"}),
-    ("l2vsd eta=0.1", {"eta": 0.1}),
-    ("l2vsd eta=1", {"eta": 1.0}),
-    ("l2vsd eta=10", {"eta": 10.0}),
+    ("l2vsd eta=0.1", {"lookahead_lr": 0.1}),
+    ("l2vsd eta=1", {"lookahead_lr": 1.0}),
+    ("l2vsd eta=10", {"lookahead_lr": 10.0}),
 )
 
 
@@ -54,7 +54,7 @@ def run(
         m = make_method("vsd", prior, guidance=1.0, score_model=exact, max_step_percent=0.98)
     else:
         net = GaussianScoreNet(prior.alphas_cumprod, 2)
-        method = "l2vsd" if "eta" in variant else "vsd"
+        method = "l2vsd" if "lookahead_lr" in variant else "vsd"
         m = make_method(
             method,
             prior,

@@ -1,5 +1,5 @@
 """Amortized training: a step changes the generator, resume continues the same run, DDP keeps replicas identical,
-instant jobs produce a mesh."""
+the shared shading schedule, and an exported generator serves instant jobs."""
 
 import dataclasses
 import os
@@ -226,29 +226,6 @@ def test_two_process_torchrun_keeps_replicas_identical(tmp_path):
     torch.testing.assert_close(r0["after"], r1["after"], rtol=0, atol=1e-7)
 
 
-def test_instant_job_returns_a_mesh(tiny_prior, tmp_path, monkeypatch):
-    from dreamstill.backend.engine import run_job
-    from dreamstill.backend.generators.train import GeneratorTrainer
-    from dreamstill.backend.mesh import decimation_available
-    from dreamstill.protocol import Done, JobSpec, MeshUpdate
-
-    trainer = GeneratorTrainer(tiny_config(corpus_file(tmp_path), steps=1), tmp_path / "gen", prior=tiny_prior)
-    trainer.train_step()
-    trainer.save()
-    spec = JobSpec(
-        prompt="a red cube", mode="instant", generator=str(tmp_path / "gen"), mesh_resolution=32, texture_size=0
-    )
-    events = list(run_job(spec, tmp_path / "out"))
-    assert isinstance(events[-1], Done), events[-1]
-    mesh = next(e for e in events if isinstance(e, MeshUpdate))
-    assert mesh.final and len(mesh.faces) > 0 and mesh.vertex_colors is not None
-    assert len(mesh.faces) > 100, len(mesh.faces)
-    if decimation_available():  # the face budget reaches the instant job's mesh
-        spec.max_faces = 100
-        small = next(e for e in run_job(spec, tmp_path / "out2") if isinstance(e, MeshUpdate))
-        assert len(small.faces) <= 100 < len(mesh.faces)
-
-
 def test_cli_generator_flag_implies_instant_mode():
     from dreamstill.backend.cli import build_parser
     from dreamstill.backend.cli_args import spec_from_args
@@ -267,8 +244,8 @@ def test_exported_generator_drops_the_optimizer_and_still_serves(tiny_prior, tmp
     import torch
 
     from dreamstill.backend.cli import main
-    from dreamstill.backend.engine import run_job
     from dreamstill.backend.generators.train import GeneratorTrainer
+    from dreamstill.backend.jobs import run_job
     from dreamstill.protocol import Done, JobSpec
 
     trainer = GeneratorTrainer(tiny_config(corpus_file(tmp_path), steps=1), tmp_path / "gen", prior=tiny_prior)
@@ -279,17 +256,13 @@ def test_exported_generator_drops_the_optimizer_and_still_serves(tiny_prior, tmp
     assert set(state) == {"config", "step", "lineage", "generator"} and state["step"] == 1
     assert state["lineage"] == []  # trained from scratch: no earlier stages
     spec = JobSpec(
-        prompt="a red cube", mode="instant", generator=str(tmp_path / "small.pt"), mesh_resolution=32, texture_size=0
+        prompt="a red cube",
+        mode="instant",
+        generator=str(tmp_path / "small.pt"),
+        prior="tiny",
+        mesh_resolution=32,
+        texture_size=0,
     )
     assert isinstance(list(run_job(spec, tmp_path / "out"))[-1], Done)
     with pytest.raises(SystemExit, match="not found"):
         main(["export-generator", str(tmp_path / "nothing"), str(tmp_path / "x.pt")])
-
-
-def test_missing_generator_fails_clearly(tmp_path):
-    from dreamstill.backend.engine import run_job
-    from dreamstill.protocol import Failed, JobSpec
-
-    events = list(run_job(JobSpec(prompt="a red cube", mode="instant", generator=str(tmp_path / "none")), tmp_path))
-    assert isinstance(events[-1], Failed) and events[-1].code == "no_generator"
-    assert "train-generator" in events[-1].message

@@ -1,4 +1,8 @@
-"""Export: formats, frames (Z up -> Y up for glb/obj), round trips, atomic writes, errors."""
+"""Export: formats, frames (Z up -> Y up for glb/obj), round trips, atomic writes, file modes, errors."""
+
+import importlib.util
+import os
+import stat
 
 import numpy as np
 import pytest
@@ -124,3 +128,18 @@ def test_failed_write_leaves_no_file_and_keeps_the_old_one(tmp_path, monkeypatch
     with pytest.raises(RuntimeError):
         export_mesh(tetra(colors=False, textured=True), tmp_path / "c.obj")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.glb"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_written_files_respect_the_umask_not_mkstemps_0600(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        files = export_mesh(tetra(), tmp_path / "a.glb") + export_mesh(tetra(), tmp_path / "a.ply")
+        files += export_mesh(tetra(colors=False, textured=True), tmp_path / "t.obj")
+        if importlib.util.find_spec("pxr") is not None:
+            files += export_mesh(tetra(colors=False, textured=True), tmp_path / "t.usdc")
+    finally:
+        os.umask(old)
+    assert len(files) >= 6
+    for path in files:
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o666 & ~umask, path

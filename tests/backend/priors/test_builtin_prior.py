@@ -5,9 +5,10 @@ import json
 import pytest
 import torch
 
-from dreamstill.backend.priors.builtin import MODEL_DIR, load_builtin_prior
-from dreamstill.backend.priors.builtin import train as T
+from dreamstill.backend.priors.builtin import MODEL_DIR, load_builtin_prior, networks, training
+from dreamstill.backend.priors.builtin import tokenizer as tok_mod
 from dreamstill.backend.priors.builtin import world as W
+from dreamstill.backend.priors.builtin.train_config import DEFAULT_CONFIG, TrainConfig
 from dreamstill.backend.render.cameras import Cameras, sample_cameras
 
 # eps-MSE of the shipped weights on the fixed held-out batch below, measured at 0.0078 (fp32, CPU); an untrained copy
@@ -40,7 +41,7 @@ def test_shipped_folder_layout_and_size():
 
 def test_tokenizer_and_text_encoder_load_offline(prior):
     tok = prior.tokenizer
-    for word in T.grammar_words():
+    for word in tok_mod.grammar_words():
         assert len(tok(word).input_ids) == 3, word  # BOS, the word as one token, EOS
     text = "a purple capsule next to a red octahedron"
     assert tok.decode(tok(text).input_ids, skip_special_tokens=True) == text
@@ -50,14 +51,14 @@ def test_tokenizer_and_text_encoder_load_offline(prior):
 
 
 def test_shipped_tokenizer_files_are_what_training_writes(tmp_path):
-    vocab, merges = T.write_tokenizer_files(tmp_path)
+    vocab, merges = tok_mod.write_tokenizer_files(tmp_path)
     assert vocab.read_text() == (MODEL_DIR / "tokenizer" / "vocab.json").read_text()
     assert merges.read_text() == (MODEL_DIR / "tokenizer" / "merges.txt").read_text()
 
 
 def test_learn_merges_makes_every_word_one_symbol():
-    merges = T.learn_merges(["abab", "ab", "ba"])
-    assert merges == T.learn_merges(["abab", "ab", "ba"])
+    merges = tok_mod.learn_merges(["abab", "ab", "ba"])
+    assert merges == tok_mod.learn_merges(["abab", "ab", "ba"])
     seqs = {"ab": ["a", "b</w>"], "ba": ["b", "a</w>"], "abab": ["a", "b", "a", "b</w>"]}
     for word, s in seqs.items():
         for a, b in merges:
@@ -94,8 +95,8 @@ def test_shipped_prior_heldout_loss_is_low_and_far_below_untrained(prior):
     batch = _heldout_batch()
     loss = _eps_mse(prior, batch)
     assert loss < HELDOUT_LOSS_THRESHOLD
-    cfg = T.TrainConfig.load(T.DEFAULT_CONFIG)
-    unet, text_encoder, _ = T.build_models(cfg, prior.tokenizer, seed=0)
+    cfg = TrainConfig.load(DEFAULT_CONFIG)
+    unet, text_encoder, _ = networks.build_models(cfg, prior.tokenizer, seed=0)
     untrained = DiffusersPrior(
         unet,
         prior.scheduler,
@@ -130,20 +131,20 @@ def test_camera_conditioning_matters(prior):
 
 
 def test_lr_schedule():
-    cfg = T.TrainConfig(lr=1.0, warmup=10, steps=110, final_lr_fraction=0.1)
-    assert T.lr_at(0, cfg) == pytest.approx(0.1)
-    assert T.lr_at(9, cfg) == pytest.approx(1.0)
-    assert T.lr_at(60, cfg) == pytest.approx(0.55)
-    assert T.lr_at(110, cfg) == pytest.approx(0.1)
+    cfg = TrainConfig(lr=1.0, warmup=10, steps=110, final_lr_fraction=0.1)
+    assert training.lr_at(0, cfg) == pytest.approx(0.1)
+    assert training.lr_at(9, cfg) == pytest.approx(1.0)
+    assert training.lr_at(60, cfg) == pytest.approx(0.55)
+    assert training.lr_at(110, cfg) == pytest.approx(0.1)
 
 
 def test_config_round_trip_and_errors(tmp_path):
-    cfg = T.TrainConfig.load(T.DEFAULT_CONFIG)
-    assert T.TrainConfig.from_dict(cfg.to_dict()) == cfg
+    cfg = TrainConfig.load(DEFAULT_CONFIG)
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError, match="unknown training config"):
-        T.TrainConfig.from_dict({"batchsize": 3})
+        TrainConfig.from_dict({"batchsize": 3})
     with pytest.raises(FileNotFoundError, match="--config"):
-        T.TrainConfig.load(tmp_path / "nope.json")
+        TrainConfig.load(tmp_path / "nope.json")
 
 
 TINY = dict(
@@ -163,13 +164,13 @@ TINY = dict(
 
 @pytest.mark.slow
 def test_train_resumes_exactly(tmp_path):
-    cfg = T.TrainConfig(**TINY)
+    cfg = TrainConfig(**TINY)
     quiet = dict(device="cpu", progress=False, log=lambda *a: None)
-    a = T.train(cfg, tmp_path / "a", **quiet)
-    T.train(cfg, tmp_path / "b", steps=2, **quiet)
+    a = training.train(cfg, tmp_path / "a", **quiet)
+    training.train(cfg, tmp_path / "b", steps=2, **quiet)
     with pytest.raises(ValueError, match="different config"):
-        T.train(T.TrainConfig(**{**TINY, "lr": 1e-3}), tmp_path / "b", resume=True, **quiet)
-    b = T.train(cfg, tmp_path / "b", resume=True, **quiet)
+        training.train(TrainConfig(**{**TINY, "lr": 1e-3}), tmp_path / "b", resume=True, **quiet)
+    b = training.train(cfg, tmp_path / "b", resume=True, **quiet)
     from safetensors.torch import load_file
 
     wa = load_file(a / "unet" / "diffusion_pytorch_model.safetensors")

@@ -16,6 +16,7 @@ from dreamstill.backend.fields import (
 from dreamstill.backend.fields.occupancy import OccupancyGrid
 from dreamstill.backend.render import (
     Cameras,
+    RenderSettings,
     composite_weights,
     lambertian,
     orbit_cameras,
@@ -143,26 +144,26 @@ def test_importance_sampling_concentrates_samples_at_the_surface():
     cam = front_camera(2.5)
     coarse = render(field, cam, 5, 5, num_samples=24, occupancy=False)
     fine = render(field, cam, 5, 5, num_samples=24, num_importance=24, occupancy=False)
-    assert fine.t.shape[-1] == 48 and fine.weights.shape[-1] == 48
-    t_c, t_f = coarse.t[0, 2, 2], fine.t[0, 2, 2]
-    assert (t_f[1:] >= t_f[:-1]).all()  # merged and sorted
-    near_surface = lambda t: ((t > 1.9) & (t < 2.1)).sum().item()  # noqa: E731
-    assert near_surface(t_c) <= 4
-    assert near_surface(t_f) >= 20
+    assert fine.ray_dist.shape[-1] == 48 and fine.weights.shape[-1] == 48
+    s_coarse, s_fine = coarse.ray_dist[0, 2, 2], fine.ray_dist[0, 2, 2]
+    assert (s_fine[1:] >= s_fine[:-1]).all()  # merged and sorted
+    near_surface = lambda s: ((s > 1.9) & (s < 2.1)).sum().item()  # noqa: E731
+    assert near_surface(s_coarse) <= 4
+    assert near_surface(s_fine) >= 20
     # the finer samples sharpen the depth estimate
     assert abs(fine.depth[0, 2, 2, 0] - 2.0) < abs(coarse.depth[0, 2, 2, 0] - 2.0) + 1e-6
     assert abs(fine.depth[0, 2, 2, 0] - 2.0) < 0.02
 
 
-def test_renders_are_deterministic_without_a_generator_and_seeded_with_one():
+def test_renders_are_deterministic_without_an_rng_and_seeded_with_one():
     field = Sphere(r=0.5, density=3.0)
     cams = sample_cameras(2, gen(3))
     a = render(field, cams, 8, 8)
     b = render(field, cams, 8, 8)
     assert torch.equal(a.rgb, b.rgb)
-    c = render(field, cams, 8, 8, generator=gen(4))
-    d = render(field, cams, 8, 8, generator=gen(4))
-    e = render(field, cams, 8, 8, generator=gen(5))
+    c = render(field, cams, 8, 8, rng=gen(4))
+    d = render(field, cams, 8, 8, rng=gen(4))
+    e = render(field, cams, 8, 8, rng=gen(5))
     assert torch.equal(c.rgb, d.rgb) and not torch.equal(c.rgb, e.rgb)
 
 
@@ -227,7 +228,7 @@ def test_background_module_fills_missed_rays():
 def test_density_field_render_has_gradients_and_shapes():
     field = DensityField(DensityFieldConfig(grid=HashGridConfig(backend="torch")), generator=gen(9))
     cams = sample_cameras(2, gen(10))
-    out = render(field, cams, 12, 10, Background(), shading="lambertian", generator=gen(11), need_normal=True)
+    out = render(field, cams, 12, 10, Background(), shading="lambertian", rng=gen(11), need_normal=True)
     assert out.rgb.shape == (2, 12, 10, 3) and out.opacity.shape == (2, 12, 10, 1)
     assert out.depth.shape == (2, 12, 10, 1) and out.normal.shape == (2, 12, 10, 3)
     assert out.weights.shape == (2, 12, 10, 48)
@@ -285,6 +286,19 @@ def test_render_argument_errors():
         render(Sphere(), cam, 4, 4, shading="lambertian", light_dir=torch.ones(2, 3))
     with pytest.raises(ValueError, match="background"):
         render(Sphere(), cam, 4, 4, background=(1.0, 0.0))
+    with pytest.raises(TypeError, match="num_samples"):  # a misspelt setting names the real ones
+        render(Sphere(), cam, 4, 4, num_sample=8)
+
+
+def test_settings_object_and_keyword_overrides_render_the_same():
+    field, cams = Cone(), orbit_cameras(2, elevation=20.0)
+    settings = RenderSettings(shading="lambertian", num_samples=24, num_importance=8)
+    by_object = render(field, cams, 6, 6, settings=settings, rng=gen(3))
+    by_keywords = render(field, cams, 6, 6, shading="lambertian", num_samples=24, num_importance=8, rng=gen(3))
+    assert torch.equal(by_object.rgb, by_keywords.rgb) and torch.equal(by_object.ray_dist, by_keywords.ray_dist)
+    overridden = render(field, cams, 6, 6, settings=settings, shading="albedo", rng=gen(3))
+    assert overridden.normal is None and not torch.equal(overridden.rgb, by_object.rgb)
+    assert settings.shading == "lambertian"  # overrides copy, never mutate, the caller's settings
 
 
 # --- cameras --------------------------------------------------------------------------------------------------
@@ -334,7 +348,7 @@ def test_a_density_field_fits_target_renders():
             12,
             12,
             num_samples=32,
-            generator=gen(100 + step),
+            rng=gen(100 + step),
             shading="lambertian" if step % 4 == 3 else "albedo",
         )
         loss = (out.rgb - target.rgb).square().mean() + (out.opacity - target.opacity).square().mean()

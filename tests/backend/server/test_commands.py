@@ -1,9 +1,8 @@
-"""`dreamstill serve | keys | submit | batch` against a server running the fake engine."""
+"""`dreamstill serve | keys | submit` against a server running the fake engine."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import signal
 import socket
 import subprocess
@@ -12,9 +11,8 @@ import sys
 import pytest
 
 from dreamstill.backend.server import Server, ServerConfig
-from dreamstill.backend.server.commands import output_name, read_prompts, register, serve_config
+from dreamstill.backend.server.commands import register, serve_config
 from dreamstill.backend.server.testing import result_bytes
-from dreamstill.protocol.client import Client
 
 RUNNER = "dreamstill.backend.server.testing:fake_runner"
 FAKE = ["--steps", "4", "--preview-every", "1", "--option", "fake_step_s=0.01", "--quiet"]
@@ -36,11 +34,6 @@ def server(tmp_path_factory):
         yield srv
     finally:
         srv.stop()
-
-
-def job_count(server) -> int:
-    with Client(server.address, timeout_s=20) as c:
-        return len(c.list_jobs(limit=1000))
 
 
 def test_submit_writes_the_result(server, tmp_path, capsys):
@@ -91,30 +84,6 @@ def test_submit_errors_have_exit_codes(server, tmp_path, capsys):
         == 3
     )
     assert "dreamstill serve" in capsys.readouterr().err
-
-
-def test_batch_writes_one_file_per_prompt_a_contact_sheet_and_resumes(server, tmp_path):
-    prompts = tmp_path / "prompts.txt"
-    prompts.write_text("a red cube\n\n# a comment\na blue sphere\na green torus\n")
-    assert read_prompts(prompts) == ["a red cube", "a blue sphere", "a green torus"]
-    out = tmp_path / "out"
-    before = job_count(server)
-    assert run_cli("batch", prompts, "-o", out, "--server", server.address, *FAKE) == 0
-    names = [output_name(i, p, "glb") for i, p in enumerate(read_prompts(prompts), 1)]
-    assert names[0] == "001_a_red_cube.glb"
-    assert all((out / n).exists() for n in names)
-    assert (out / "contact_sheet.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert len(list((out / "previews").glob("*.png"))) == 3
-    assert job_count(server) == before + 3
-    (out / names[1]).unlink()  # interrupted after the job finished, before its file was written
-    assert run_cli("batch", prompts, "-o", out, "--server", server.address, *FAKE) == 0
-    assert (out / names[1]).exists() and job_count(server) == before + 3  # fetched again, not recomputed
-    (out / names[2]).unlink()  # interrupted before the job was even submitted
-    state = json.loads((out / ".batch_jobs.json").read_text())
-    del state[names[2]]
-    (out / ".batch_jobs.json").write_text(json.dumps(state))
-    assert run_cli("batch", prompts, "-o", out, "--server", server.address, *FAKE) == 0
-    assert (out / names[2]).exists() and job_count(server) == before + 4  # only the missing one ran again
 
 
 def test_keys_command(tmp_path, capsys):

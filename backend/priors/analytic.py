@@ -23,7 +23,8 @@ t -> 0, is the score of the tilted density p_c^s p_u^(1-s) (``GaussianPrior.guid
 isotropic Gaussians of width ``bandwidth``), the "score model fitted exactly to the current particles" that the VSD
 identity tests need: with a single point mass at the particle x_0 it returns (x_t - alpha_t x_0) / sigma_t = eps.
 
-All maths runs in float64; outputs come back in x_t's dtype.
+All maths runs in float64; outputs come back in x_t's dtype. The particle loop of the 2D harness that optimises
+against these priors is ``dreamstill.backend.distill.particles.optimize_particles``.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import math
 
 import torch
 
-from ..priors.base import Prior, TextEmbedding
+from .base import Prior, TextEmbedding
 
 
 def ddpm_alphas_cumprod(
@@ -361,55 +362,6 @@ def particle_score_prior(particles: torch.Tensor, bandwidth: float = 0.0, alphas
     return ParticlePrior(particles, bandwidth, alphas_cumprod)
 
 
-# --- the 2D harness: optimise particles directly (the renderer is the identity) ------------------------------------
-class ParticleRun:
-    """Result of ``optimize_particles``: final particles (N, *shape), per-step mean gradient norms, snapshots."""
-
-    def __init__(self, particles, grad_norms, snapshots):
-        self.particles, self.grad_norms, self.snapshots = particles, grad_norms, snapshots
-
-
-def optimize_particles(
-    method,
-    x0: torch.Tensor,
-    steps: int,
-    lr: float = 0.05,
-    optimizer: str = "adam",
-    seed: int = 0,
-    prompt: str = "a point",
-    negative_prompt: str = "",
-    snapshot_every: int = 0,
-) -> ParticleRun:
-    """Optimise N particles x (the "renders" z = x) with ``method.gradient`` for ``steps`` steps.
-
-    Each step hands the whole particle set to the method as one batch (one t and eps per particle) and applies its
-    gradient directly: "sgd" is x <- x - lr * grad, "adam" is torch.optim.Adam on that gradient (betas 0.9, 0.999;
-    the papers' 2D toys use Adam). Every draw comes from one torch.Generator seeded with ``seed``.
-    """
-    prior = method.prior
-    x = torch.nn.Parameter(x0.detach().clone().float().reshape(x0.shape[0], *prior.latent_shape))
-    if optimizer == "adam":
-        opt = torch.optim.Adam([x], lr=lr)
-    elif optimizer == "sgd":
-        opt = torch.optim.SGD([x], lr=lr)
-    else:
-        raise ValueError(f"unknown optimizer {optimizer!r}; choose adam or sgd")
-    from .base import DistillInput
-
-    cond, uncond = prior.encode_text([prompt]), prior.encode_text([negative_prompt])
-    generator = torch.Generator().manual_seed(seed)
-    norms, snaps = [], [x.detach().clone()] if snapshot_every else []
-    for step in range(steps):
-        out = method.gradient(DistillInput(x, cond, uncond, step, steps, generator))
-        norms.append(float(out.grad.flatten(1).norm(dim=1).mean()))
-        opt.zero_grad(set_to_none=True)
-        x.grad = out.grad.detach().to(x.dtype)
-        opt.step()
-        if snapshot_every and (step + 1) % snapshot_every == 0:
-            snaps.append(x.detach().clone())
-    return ParticleRun(x.detach().clone(), torch.tensor(norms), snaps)
-
-
 __all__ = [
     "AnalyticPrior",
     "GaussianPrior",
@@ -418,7 +370,5 @@ __all__ = [
     "ddpm_alphas_cumprod",
     "empirical_eps",
     "gaussian_eps",
-    "optimize_particles",
     "particle_score_prior",
-    "ParticleRun",
 ]

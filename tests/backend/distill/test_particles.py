@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from dreamstill.backend.distill import make_method
-from dreamstill.backend.distill.analytic import GaussianPrior, optimize_particles
+from dreamstill.backend.distill.particles import optimize_particles
+from dreamstill.backend.priors.analytic import GaussianPrior
 
 MU = torch.tensor([1.0, 1.0])
 COV = torch.tensor([[0.5, 0.2], [0.2, 0.3]])

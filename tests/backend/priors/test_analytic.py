@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch.distributions import MultivariateNormal
 
-from dreamstill.backend.distill.analytic import (
+from dreamstill.backend.priors.analytic import (
     GaussianPrior,
     MixtureOfGaussiansPrior,
     ddpm_alphas_cumprod,
