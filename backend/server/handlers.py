@@ -186,6 +186,7 @@ def status_of(job: LiveJob, store, queue_position: int | None) -> dict:
     progress = stored.last_progress
     if progress is not None:
         status.update(step=progress.step, total=progress.total, loss=progress.loss, eta_s=progress.eta_s)
+        status["phase"] = getattr(progress, "phase", "optimize")  # step / total count this phase's units
     terminal = stored.terminal
     if isinstance(terminal, Failed):
         status.update(code=terminal.code, message=terminal.message)
