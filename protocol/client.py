@@ -11,6 +11,11 @@ gets no answer within ``timeout_s`` it raises ``ServerUnavailable``, naming the 
 The socket's routing id is fixed per Client, so a TCP reconnect keeps the server's subscriptions; after a server
 *restart* (a new ``server_id`` in its pong) the client re-attaches to every job it follows.
 
+Ownership: a server without CURVE tells its clients apart by the owner tag inside their routing id, derived from a
+secret that every Client of one user shares (``$DREAMSTILL_HOME/client.id``, made on first use, readable by that
+user only). So the add-on, ``dreamstill submit`` and a resumed ``dreamstill batch`` of one user see each other's
+jobs, and other users' clients see none of them (with CURVE the server uses the client's public key instead).
+
 Pure Python + numpy + pyzmq: Blender imports this.
 """
 
@@ -28,12 +33,13 @@ from pathlib import Path
 
 import zmq
 
+from .addresses import DEFAULT_ADDRESS
 from .events import Cancelled, Done, Failed, JobEvent
 from .jobspec import JobSpec, JobSpecError
-from .messages import EVENTS, REPLIES, STATE_EVENTS, TERMINAL, Message, decode, encode
+from .messages import EVENTS, REPLIES, Message, decode, encode
+from .newest import NewestEvents
 from .wire import MAX_MESSAGE_BYTES, ProtocolError
 
-DEFAULT_ADDRESS = "tcp://127.0.0.1:5555"
 _ADDRESS = re.compile(r"^(tcp://(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+):\d{1,5}|ipc://.+|inproc://.+)$")
 
 
@@ -68,6 +74,36 @@ def load_client_keys(keys_dir: Path | str) -> dict:
     return {"server_public_key": read("server.public"), "client_keys": (read("client.public"), read("client.secret"))}
 
 
+def client_secret(home: Path | str | None = None) -> bytes:
+    """This user's client secret (32 random bytes in ``$DREAMSTILL_HOME/client.id``, mode 0600, made on first use).
+
+    Where the file cannot be read or written, a fresh secret for this process only (its jobs are then its own)."""
+    folder = Path(home if home is not None else os.environ.get("DREAMSTILL_HOME", "~/.dreamstill")).expanduser()
+    path = folder / "client.id"
+    try:
+        data = bytes.fromhex(path.read_text().strip())
+        if len(data) >= 16:
+            return data
+    except (OSError, ValueError):
+        pass
+    secret = secrets.token_bytes(32)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".client.id.{os.getpid()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secret.hex() + "\n")
+        os.replace(tmp, path)  # two first uses at once: the last one wins, and both read it back below
+        return bytes.fromhex(path.read_text().strip())
+    except (OSError, ValueError):
+        return secret
+
+
+def routing_id(secret: bytes) -> bytes:
+    """``b"ds"`` + an 8-byte owner tag (SHA-256 of the secret) + 6 random bytes: one owner, a routing id per Client."""
+    return b"ds" + hashlib.sha256(b"dreamstill-owner:" + secret).digest()[:8] + secrets.token_bytes(6)
+
+
 def check_address(address: str) -> str:
     """The address unchanged, or ValueError with an example of what it should look like."""
     if not isinstance(address, str) or not _ADDRESS.match(address.strip()):
@@ -90,12 +126,13 @@ class Client:
         *,
         heartbeat_s: float = 2.0,
         context: zmq.Context | None = None,
+        owner_secret: bytes | None = None,
     ):
         self.address = check_address(address)
         self.timeout_s = float(timeout_s)
         self.heartbeat_s = float(heartbeat_s)
         self._ctx = context or zmq.Context.instance()
-        self._routing_id = b"ds" + secrets.token_bytes(14)
+        self._routing_id = routing_id(owner_secret if owner_secret is not None else client_secret())
         self.curve = server_public_key is not None
         if self.curve:
             public, secret = client_keys if client_keys is not None else zmq.curve_keypair()
@@ -104,7 +141,9 @@ class Client:
         self._open_socket()
         self._rids = itertools.count(1)
         self._replies: dict[str, Message] = {}
-        self._inbox: dict[str, deque] = {}
+        self._inbox: dict[str, NewestEvents] = {}  # per job, under the one newest-event policy
+        self._stray_error: tuple[float, str, str] | None = None  # (when, code, message): an error with no rid
+        self._chunk_token: str | None = None  # echoed in the next fetch_result (the server paces chunks by it)
         self._following: set[str] = set()  # jobs this client watches that have not ended
         self._ended: dict[str, JobEvent] = {}  # job id -> its terminal event
         self._last_heard = time.monotonic()
@@ -224,6 +263,9 @@ class Client:
                 raise
             self.errors.append(("protocol", err.code, err.message))
             return
+        except Exception as err:  # whatever a broken or hostile server sends, poll() must not raise on it
+            self.errors.append(("protocol", "malformed", f"{err.__class__.__name__}: {str(err)[:200]}"))
+            return
         if msg.type in EVENTS:
             self._deliver(msg.job_id, msg.type, msg.payload)
         elif msg.type == "pong":
@@ -241,17 +283,15 @@ class Client:
                     del self._replies[rid]
         elif msg.type == "error":
             self.errors.append((msg.job_id, msg.payload["code"], msg.payload["message"]))
+            if msg.job_id is None:  # an answer to a request whose id the server could not read
+                self._stray_error = (time.monotonic(), msg.payload["code"], msg.payload["message"])
 
     def _deliver(self, job_id: str, kind: str, event) -> None:
-        if job_id in self._ended and kind not in TERMINAL:
-            return  # a late state event after the end (e.g. re-sent on attach)
-        box = self._inbox.setdefault(job_id, deque())
-        if kind in STATE_EVENTS:  # coalesce: keep only the newest of its kind
-            for old in [e for e in box if type(e) is type(event)]:
-                box.remove(old)
-            box.append(event)
-        elif job_id not in self._ended:
-            box.append(event)
+        if job_id in self._ended:
+            return  # a late event after the end (e.g. re-sent on attach)
+        box = self._inbox.setdefault(job_id, NewestEvents())
+        box.put(kind, event)
+        if box.ended:
             self._ended[job_id] = event
             self._following.discard(job_id)
 
@@ -280,9 +320,14 @@ class Client:
 
     def _request(self, kind: str, *, job_id: str | None = None, payload=None, what: str = "") -> Message:
         rid = str(next(self._rids))
+        sent = time.monotonic()
         self._send(encode(Message(kind, job_id=job_id, payload=payload, rid=rid)), what or f"to {kind}")
-        deadline = time.monotonic() + self.timeout_s
+        deadline = sent + self.timeout_s
         while rid not in self._replies:
+            stray = self._stray_error
+            if stray is not None and stray[0] >= sent:  # the server refused our request without reading its id
+                self._stray_error = None
+                raise ServerError(stray[1], stray[2])
             left = deadline - time.monotonic()
             if left <= 0:
                 raise self._unavailable(what or f"to {kind}")
@@ -305,8 +350,8 @@ class Client:
         return time.perf_counter() - started
 
     def submit(self, spec: JobSpec) -> str:
-        """Queue a job; returns its id. The spec is checked here first (JobSpecError names the field)."""
-        spec.validate()
+        """Queue a job; returns its id. A JobSpec is checked as it is made (JobSpecError names the field); the
+        server refuses priors and generators it does not offer (JobSpecError too)."""
         reply = self._request("submit", payload=spec, what="to a submitted job")
         self._following.add(reply.job_id)
         return reply.job_id
@@ -331,9 +376,8 @@ class Client:
             self.attach(job_id)
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while True:
-            box = self._inbox.get(job_id)
-            while box:
-                event = box.popleft()
+            box = self._inbox.pop(job_id, None)
+            for event in box.take() if box is not None else ():
                 yield event
                 if isinstance(event, (Done, Failed, Cancelled)):
                     return
@@ -355,11 +399,8 @@ class Client:
         per job. For a GUI timer; raises ServerUnavailable when the server stopped answering heartbeats."""
         self._receive(0)
         self._heartbeat()
-        out = []
-        for job_id, box in list(self._inbox.items()):
-            while box:
-                out.append((job_id, box.popleft()))
-            del self._inbox[job_id]
+        out = [(job_id, event) for job_id, box in self._inbox.items() for event in box.take()]
+        self._inbox.clear()
         return out
 
     def pump(self, seconds: float) -> list[tuple[str, JobEvent]]:
@@ -375,8 +416,18 @@ class Client:
         return self._request("status", job_id=job_id).payload["status"]
 
     def list_jobs(self, limit: int = 100) -> list[dict]:
-        """The server's jobs, newest first: [{job_id, state, prompt, step, ...}]."""
-        return list(self._request("list_jobs", payload={"limit": int(limit)}).payload["jobs"])
+        """This client's jobs on the server (every job on a ``--shared`` server), newest first:
+        [{job_id, state, prompt, step, ...}]. Fetched page by page, so a long list never makes one huge reply."""
+        jobs: list[dict] = []
+        before = None
+        while len(jobs) < limit:
+            payload = {"limit": int(limit) - len(jobs), **({"before": before} if before else {})}
+            page = self._request("list_jobs", payload=payload).payload
+            jobs.extend(page["jobs"])
+            before = page.get("next")
+            if not before or not page["jobs"]:
+                break
+        return jobs[:limit]
 
     def fetch_result(self, job_id: str, out_dir: Path | str) -> list[Path]:
         """Download a finished job's result files into ``out_dir`` (checked by size and SHA-256); their paths."""
@@ -396,9 +447,13 @@ class Client:
             digest, offset = hashlib.sha256(), 0
             with open(partial, "wb") as f:
                 while True:
-                    chunk = self._request(
-                        "fetch_result", job_id=job_id, payload={"name": name, "offset": offset}
-                    ).payload
+                    ask = {
+                        "name": name,
+                        "offset": offset,
+                        **({"token": self._chunk_token} if self._chunk_token else {}),
+                    }
+                    chunk = self._request("fetch_result", job_id=job_id, payload=ask).payload
+                    self._chunk_token = chunk.get("token")
                     data = chunk["data"]
                     f.write(data.data)
                     digest.update(data.data)

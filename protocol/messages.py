@@ -9,6 +9,11 @@ Three families (all carry the protocol version in their header, see ``protocol.w
 - job events, server -> client: ``progress``, ``preview``, ``mesh``, ``done``, ``failed``, ``cancelled``: one per
   class in ``protocol.events``, decoded back into that very class.
 
+Every reply carries the ``rid`` of its request, errors included (a server reads the rid before anything else can
+fail). Two requests are paced by the reader: ``list_jobs`` answers one page (``next`` names the cursor to pass as
+``before`` for the next one) and each ``file_chunk`` carries a ``token`` that the next ``fetch_result`` of the same
+client must echo, so a server never queues more than one unread chunk per client.
+
 Every field and array is checked against its type's schema on decode (and on encode, so a sender learns of a
 broken limit before the peer does); a failure is a ``ProtocolError`` whose text says what to change.
 """
@@ -26,13 +31,14 @@ import numpy as np
 
 from .events import Cancelled, Done, Failed, MeshUpdate, Preview, Progress
 from .jobspec import MAX_TEXTURE_SIZE, JobSpec, JobSpecError
+from .newest import STATE_KINDS, TERMINAL_KINDS
 from .wire import MAX_MESSAGE_BYTES, PROTOCOL_VERSION, ProtocolError, RawMessage, pack, unpack
 
 REQUESTS = ("submit", "cancel", "status", "list_jobs", "fetch_result", "attach", "ping")
 REPLIES = ("accepted", "job_status", "job_list", "result_files", "file_chunk", "pong", "error")
 EVENTS = ("progress", "preview", "mesh", "done", "failed", "cancelled")
-TERMINAL = ("done", "failed", "cancelled")
-STATE_EVENTS = ("progress", "preview", "mesh")  # only the newest of each kind matters to a viewer
+TERMINAL = TERMINAL_KINDS
+STATE_EVENTS = STATE_KINDS  # only the newest of each kind matters to a viewer (protocol.newest)
 
 EVENT_TYPES = {
     Progress: "progress",
@@ -56,15 +62,21 @@ _BODY = {
     "submit": {"spec": ("dict", True)},
     "cancel": {},
     "status": {},
-    "list_jobs": {"limit": ("int", False)},
-    "fetch_result": {"name": ("str", False), "offset": ("int", False)},
+    "list_jobs": {"limit": ("int", False), "before": ("str", False)},
+    "fetch_result": {"name": ("str", False), "offset": ("int", False), "token": ("str", False)},
     "attach": {},
     "ping": {},
     "accepted": {"position": ("int", True)},
     "job_status": {"status": ("dict", True)},
-    "job_list": {"jobs": ("list", True)},
+    "job_list": {"jobs": ("list", True), "next": ("str", False)},
     "result_files": {"files": ("list", True)},
-    "file_chunk": {"name": ("str", True), "offset": ("int", True), "size": ("int", True), "eof": ("bool", True)},
+    "file_chunk": {
+        "name": ("str", True),
+        "offset": ("int", True),
+        "size": ("int", True),
+        "eof": ("bool", True),
+        "token": ("str", False),
+    },
     "pong": {"server_id": ("str", True), "time": ("num", True)},
     "error": {"code": ("str", True), "message": ("str", True)},
     "progress": {
@@ -304,7 +316,7 @@ def encode(obj, *, job_id: str | None = None, rid: str | None = None) -> list:
         raise ProtocolError("unknown_type", f"unknown message type {kind!r}")
     if kind == "submit":
         spec = obj.payload if isinstance(obj.payload, JobSpec) else JobSpec.from_dict(dict(obj.payload["spec"]))
-        body, arrays = {"spec": spec.validate().to_dict()}, {}
+        body, arrays = {"spec": spec.to_dict()}, {}
     elif kind in EVENTS:
         if type(obj.payload) not in EVENT_TYPES or EVENT_TYPES[type(obj.payload)] != kind:
             raise TypeError(f"a {kind!r} message needs a {kind} event payload, got {type(obj.payload).__name__}")
@@ -346,7 +358,7 @@ def check(raw: RawMessage, expect: Sequence[str] | None = None) -> Message:
         payload = event_from(kind, raw.body, raw.arrays)
     elif kind == "submit":
         try:
-            payload = JobSpec.from_dict(raw.body["spec"]).validate()
+            payload = JobSpec.from_dict(raw.body["spec"])  # checked as it is made
         except JobSpecError as exc:
             raise ProtocolError("bad_spec", str(exc), rid) from None
         except Exception as exc:  # a wrong type anywhere in the spec: never let it escape as another error

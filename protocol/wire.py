@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,7 +35,9 @@ PROTOCOL_VERSION = 1
 MAX_HEADER_BYTES = 1 << 20  # 1 MiB of JSON
 MAX_ARRAYS = 8
 MAX_NDIM = 4
-MAX_REQUEST_BYTES = 8 << 20  # what a server accepts from a client (requests carry no big arrays)
+MAX_REQUEST_BYTES = 8 << 20  # what a server accepts from a client in one request (header and any arrays)
+MAX_REQUEST_FRAMES = 1 + MAX_ARRAYS  # a server drops longer messages frame by frame, never decoding them
+MAX_DIM = 1 << 31  # any one array axis (a zero-sized array cannot hide a 2**62 axis behind its 0 bytes)
 MAX_MESSAGE_BYTES = 1 << 30  # what a client accepts from a server (a mesh with a 4k texture is ~100 MB)
 
 # Arrays travel little-endian; these are the only dtypes a decoder accepts.
@@ -116,11 +119,12 @@ def pack(
         array = np.ascontiguousarray(array, dtype=DTYPES[wire])
         specs.append({"name": name, "dtype": wire, "shape": list(array.shape)})
         buffers.append(array)
-    header = {"v": version, "type": type, "body": body or {}, "arrays": specs}
+    header = {"v": version, "type": type}
+    if rid is not None:
+        header["rid"] = rid  # early in the header, so a peer can find it even in a message it refuses to parse
     if job_id is not None:
         header["job"] = job_id
-    if rid is not None:
-        header["rid"] = rid
+    header.update(body=body or {}, arrays=specs)
     data = json.dumps(header, default=_json_default, separators=(",", ":")).encode("utf-8")
     if len(data) > MAX_HEADER_BYTES:
         raise ProtocolError("too_large", f"message header is {len(data)} bytes; the limit is {MAX_HEADER_BYTES}")
@@ -136,21 +140,38 @@ def _buffer(frame) -> memoryview:
     return view
 
 
+_RID = re.compile(rb'"rid"\s*:\s*"([A-Za-z0-9_.:-]{1,64})"')
+
+
+def sniff_rid(frame) -> str | None:
+    """The request id of a header frame that may be too large, cut or malformed (searched, not parsed)."""
+    try:
+        head = _buffer(frame)
+    except TypeError:
+        return None
+    match = _RID.search(bytes(head[:4096]))
+    return match.group(1).decode("ascii") if match else None
+
+
 def peek_header(frames: Sequence) -> dict:
     """The parsed JSON header of a frame list (version and size checks included), without touching arrays."""
     if not frames:
         raise ProtocolError("malformed", "empty message: expected a JSON header frame")
     head = _buffer(frames[0])
     if len(head) > MAX_HEADER_BYTES:
-        raise ProtocolError("too_large", f"header frame is {len(head)} bytes; the limit is {MAX_HEADER_BYTES}")
+        raise ProtocolError(
+            "too_large", f"header frame is {len(head)} bytes; the limit is {MAX_HEADER_BYTES}", sniff_rid(head)
+        )
     try:
         header = json.loads(bytes(head).decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise ProtocolError(
-            "malformed", f"header frame is not UTF-8 JSON ({exc.__class__.__name__}: {str(exc)[:200]})"
+            "malformed",
+            f"header frame is not UTF-8 JSON ({exc.__class__.__name__}: {str(exc)[:200]})",
+            sniff_rid(head),
         ) from None
     if not isinstance(header, dict):
-        raise ProtocolError("malformed", "header must be a JSON object")
+        raise ProtocolError("malformed", "header must be a JSON object", sniff_rid(head))
     rid = header.get("rid")
     rid = rid if isinstance(rid, str) and len(rid) <= 64 else None
     version = header.get("v")
@@ -178,6 +199,8 @@ def unpack(frames: Sequence, max_bytes: int = MAX_MESSAGE_BYTES) -> RawMessage:
     total = sum(len(_buffer(f)) for f in frames)
     if total > max_bytes:
         bad("too_large", f"message is {total} bytes; the limit here is {max_bytes}")
+    if len(frames) > 1 + MAX_ARRAYS:
+        bad("malformed", f"message has {len(frames)} frames; at most {1 + MAX_ARRAYS} are allowed")
     kind = header.get("type")
     if not isinstance(kind, str) or not 0 < len(kind) <= 32:
         bad("malformed", "header.type must be a short string naming the message type")
@@ -204,9 +227,12 @@ def unpack(frames: Sequence, max_bytes: int = MAX_MESSAGE_BYTES) -> RawMessage:
         if (
             not isinstance(shape, list)
             or len(shape) > MAX_NDIM
-            or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape)
+            or not all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n < MAX_DIM for n in shape)
         ):
-            bad("bad_array", f"array {name!r}: shape must be a list of at most {MAX_NDIM} non-negative integers")
+            bad(
+                "bad_array",
+                f"array {name!r}: shape must be a list of at most {MAX_NDIM} integers in 0..{MAX_DIM - 1}",
+            )
         dtype = DTYPES[wire]
         buffer = _buffer(frame)
         expected = math.prod(shape) * dtype.itemsize
@@ -215,7 +241,10 @@ def unpack(frames: Sequence, max_bytes: int = MAX_MESSAGE_BYTES) -> RawMessage:
                 "bad_array",
                 f"array {name!r}: shape {shape} of {wire} needs {expected} bytes but its frame has {len(buffer)}",
             )
-        array = np.frombuffer(buffer, dtype=dtype).reshape(shape)
+        try:
+            array = np.frombuffer(buffer, dtype=dtype).reshape(shape)
+        except ValueError as exc:  # e.g. a shape numpy cannot represent
+            bad("bad_array", f"array {name!r}: shape {shape} cannot be made ({exc})")
         array.flags.writeable = False
         arrays[name] = array
     return RawMessage(type=kind, version=PROTOCOL_VERSION, job_id=job_id, rid=rid, body=body, arrays=arrays)

@@ -1,6 +1,8 @@
 """Headless commands: ``dreamstill serve | keys | submit``.
 
-    dreamstill serve [--bind tcp://127.0.0.1:5555] [--store DIR] [--keys DIR]
+    dreamstill serve [--bind tcp://127.0.0.1:5555] [--store DIR] [--keys DIR] [--devices cuda:0,cuda:1 | --workers N]
+                     [--prior NAME=PATH] [--generator NAME=PATH] [--models DIR] [--allow-hub] [--shared]
+                     [--keep-jobs N] [--keep-days D]
     dreamstill keys -o DIR
     dreamstill submit "a red cube" --server tcp://127.0.0.1:5555 -o cube.glb [job options as for generate]
 
@@ -39,6 +41,7 @@ def register(subparsers) -> None:
         help="job store folder (default $DREAMSTILL_HOME/jobs or ~/.dreamstill/jobs)",
     )
     serve.add_argument("--keys", type=Path, default=None, help="CURVE key folder made by `dreamstill keys`")
+    _serve_arguments(serve)
     serve.add_argument("--runner", default=DEFAULT_RUNNER, help=argparse.SUPPRESS)  # tests: a fake engine
     serve.set_defaults(func=cmd_serve)
 
@@ -53,6 +56,69 @@ def register(subparsers) -> None:
     _client_arguments(submit)
     add_job_arguments(submit)
     submit.set_defaults(func=cmd_submit)
+
+
+def _serve_arguments(serve) -> None:
+    """Workers, offered models, sharing, retention: the flags of `dreamstill serve` beyond address and keys."""
+    workers = serve.add_mutually_exclusive_group()
+    workers.add_argument(
+        "--devices",
+        default=None,
+        help="one worker per device, comma-separated, e.g. cuda:0,cuda:1 (default: one worker, CUDA when present)",
+    )
+    workers.add_argument("--workers", type=int, default=None, help="N workers on the CPU, sharing its cores")
+    serve.add_argument(
+        "--prior",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="offer the diffusers folder PATH as prior NAME (repeatable); clients choose priors by name only",
+    )
+    serve.add_argument(
+        "--generator",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="offer the generator checkpoint PATH as NAME (repeatable)",
+    )
+    serve.add_argument(
+        "--models",
+        type=Path,
+        default=None,
+        help="models folder: priors/<name>/ and generators/<name>[.pt] (default $DREAMSTILL_HOME/models if present)",
+    )
+    serve.add_argument("--allow-hub", action="store_true", help="let clients name Hugging Face hub ids as priors")
+    serve.add_argument("--shared", action="store_true", help="every client sees, fetches and cancels every job")
+    serve.add_argument("--keep-jobs", type=int, default=1000, help="finished jobs kept (oldest deleted; 0 = all)")
+    serve.add_argument(
+        "--keep-days", type=float, default=0.0, help="delete finished jobs older than D days (0 = never)"
+    )
+
+
+def serve_config(args):
+    """(ServerConfig, ModelCatalog) from the parsed `dreamstill serve` flags; ValueError naming a bad flag."""
+    from .config import ServerConfig
+    from .models import ModelCatalog, default_models_dir, parse_named_path
+
+    if args.workers is not None and not 1 <= args.workers <= 64:
+        raise ValueError(f"--workers {args.workers}: use 1..64")
+    if args.keep_jobs < 0 or args.keep_days < 0:
+        raise ValueError("--keep-jobs and --keep-days must be >= 0 (0 = no limit)")
+    if args.devices:
+        devices = tuple(d.strip() for d in args.devices.split(",") if d.strip())
+        bad = [d for d in devices if not (d in ("cpu", "auto") or re.fullmatch(r"cuda:\d+", d))]
+        if bad or not devices:
+            raise ValueError(f"--devices {args.devices!r}: list devices like cuda:0,cuda:1 or cpu")
+    else:
+        devices = ("cpu",) * args.workers if args.workers else ("auto",)
+    config = ServerConfig(devices=devices, shared=args.shared, keep_jobs=args.keep_jobs, keep_days=args.keep_days)
+    priors = dict(parse_named_path(text) for text in args.prior)
+    generators = dict(parse_named_path(text) for text in args.generator)
+    models = args.models if args.models is not None else default_models_dir()
+    if args.models is not None and not args.models.is_dir():
+        raise ValueError(f"--models {args.models}: no such folder")
+    catalog = ModelCatalog.build(priors, generators, allow_hub=args.allow_hub, models_dir=models)
+    return config, catalog
 
 
 def _client_arguments(parser) -> None:
@@ -79,7 +145,10 @@ def cmd_serve(args) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
-        server = Server(args.bind, store_dir=args.store, runner=args.runner, keys_dir=args.keys)
+        config, catalog = serve_config(args)
+        server = Server(
+            args.bind, store_dir=args.store, runner=args.runner, keys_dir=args.keys, config=config, catalog=catalog
+        )
     except (ValueError, OSError) as err:
         _err("serve", str(err))
         return EXIT_USAGE

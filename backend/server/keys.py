@@ -1,4 +1,4 @@
-"""CURVE keys for a server that listens beyond loopback, and the loopback test for bind addresses.
+"""CURVE keys for a server that listens beyond loopback (the loopback rule itself is protocol.addresses).
 
 ZeroMQ CURVE (CurveZMQ: Curve25519 key exchange, then authenticated encryption of every frame) needs a server
 keypair, known to clients by its public half, and a keypair per client; the server accepts only clients whose
@@ -14,11 +14,12 @@ public key sits in ``authorized_clients/``. Keys are 40-character Z85 text files
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from dreamstill.protocol.addresses import is_loopback  # noqa: F401 - the one loopback rule, re-exported
 
 _Z85_KEY = re.compile(rb"^[0-9a-zA-Z.\-:+=^!/*?&<>()\[\]{}@%$#]{40}$")
 
@@ -28,22 +29,6 @@ class ServerKeys:
     public: bytes
     secret: bytes
     authorized: set[bytes] = field(default_factory=set)  # client public keys (Z85)
-
-
-def is_loopback(address: str) -> bool:
-    """True for ipc://, inproc:// and tcp:// on 127.0.0.0/8, ::1 or localhost (nothing else can reach them)."""
-    if address.startswith(("ipc://", "inproc://")):
-        return True
-    match = re.match(r"^tcp://(\[[^\]]+\]|[^:/]+):(\d+|\*)$", address)
-    if not match:
-        return False
-    host = match.group(1).strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # a host name or interface name: treat as reachable from outside
 
 
 def _write(path: Path, text: bytes, secret: bool) -> None:

@@ -9,6 +9,10 @@ by name. Behaviour is steered through ``spec.options`` (all optional):
     fake_crash_at    raise RuntimeError at this step      fake_oom_at   raise a CUDA-style out-of-memory error
     fake_exit_at     os._exit(3) at this step (a crash no Python code sees)
     fake_ignore_cancel  never look at the cancel callback
+    fake_fill_at, fake_fill_bytes  at this step write up to this many bytes into ../filler.bin (fills a small disk)
+
+With ``spec.checkpoint_every`` it writes ``checkpoint.pt`` (the step, as text) every that many steps and when
+cancelled, and ``resume=True`` continues after the checkpoint's step (Done.metrics["resumed_from"]).
 """
 
 from __future__ import annotations
@@ -39,18 +43,35 @@ def result_bytes(seed: int, size: int) -> bytes:
     return np.random.default_rng(seed).integers(0, 256, size, dtype=np.uint8).tobytes()
 
 
+def _fill(path: Path, size: int) -> None:
+    """Write up to ``size`` bytes to ``path``; a full disk just ends the file early."""
+    try:
+        with open(path, "wb") as f:
+            for _ in range(0, size, 4096):
+                f.write(b"\0" * 4096)
+                f.flush()
+    except OSError:
+        pass
+
+
 def fake_runner(spec, out_dir, cancel=None, resume=False):
     opts = spec.options
     step_s = float(opts.get("fake_step_s", 0.01))
     vertices = int(opts.get("fake_vertices", 4))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint = out_dir / "checkpoint.pt"
+    first = int(checkpoint.read_text()) + 1 if resume and checkpoint.exists() else 1
     started = time.perf_counter()
-    for step in range(1, spec.steps + 1):
+    for step in range(first, spec.steps + 1):
         if cancel is not None and cancel() and not opts.get("fake_ignore_cancel"):
+            if spec.checkpoint_every:
+                checkpoint.write_text(str(step - 1))
             yield Cancelled(step - 1)
             return
         time.sleep(step_s)
+        if step == opts.get("fake_fill_at"):
+            _fill(out_dir.parent / "filler.bin", int(opts.get("fake_fill_bytes", 0)))
         if step == opts.get("fake_crash_at"):
             raise RuntimeError(f"fake crash at step {step}")
         if step == opts.get("fake_oom_at"):
@@ -66,7 +87,79 @@ def fake_runner(spec, out_dir, cancel=None, resume=False):
             yield Preview(step=step, rgba=rgba)
         if spec.mesh_every and step % spec.mesh_every == 0:
             yield fake_mesh(step, vertices, spec.seed)
+        if spec.checkpoint_every and step % spec.checkpoint_every == 0:
+            checkpoint.write_text(str(step))
     yield fake_mesh(spec.steps, vertices, spec.seed, final=True)
     path = out_dir / f"asset.{spec.output_format}"
     path.write_bytes(result_bytes(spec.seed, int(opts.get("fake_file_bytes", 1000))))
-    yield Done(files=[str(path)], seconds=time.perf_counter() - started, metrics={"fake": True})
+    yield Done(
+        files=[str(path)], seconds=time.perf_counter() - started, metrics={"fake": True, "resumed_from": first - 1}
+    )
+
+
+FAKE_RUNNER = "dreamstill.backend.server.testing:fake_runner"
+
+
+def fake_spec(steps: int = 5, seed: int = 0, preview_every: int = 0, mesh_every: int = 0, **options):
+    """A JobSpec for the fake runner: ``options`` are its fake_* settings (fake_step_s defaults to 0.01)."""
+    from dreamstill.protocol import JobSpec
+
+    checkpoint_every = options.pop("checkpoint_every", 0)
+    options.setdefault("fake_step_s", 0.01)
+    return JobSpec(
+        prompt="a red cube",
+        steps=steps,
+        seed=seed,
+        preview_every=preview_every,
+        mesh_every=mesh_every,
+        checkpoint_every=checkpoint_every,
+        options=options,
+    )
+
+
+_SERVE = """
+import resource, sys
+limit = int(sys.argv[1])
+if limit:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+from dreamstill.backend.server.commands import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def spawn_server(store: Path, *extra: str, fd_limit: int = 0, log_path: Path | None = None):
+    """`dreamstill serve` with the fake runner in a subprocess on a free loopback port: (Popen, address).
+
+    ``fd_limit`` sets RLIMIT_NOFILE (soft = hard) before the server starts; ``extra`` are more serve flags."""
+    import subprocess
+    import sys
+
+    address = f"tcp://127.0.0.1:{free_port()}"
+    argv = [sys.executable, "-c", _SERVE, str(fd_limit), "serve", "--bind", address, "--store", str(store)]
+    argv += ["--runner", FAKE_RUNNER, *extra]
+    out = open(log_path, "w") if log_path is not None else subprocess.DEVNULL  # noqa: SIM115 - child keeps it
+    return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ)), address
+
+
+def wait_until_up(address: str, timeout_s: float = 60.0, **client_kwargs):
+    """A connected Client once the server at ``address`` answers a ping (ServerUnavailable after timeout_s)."""
+    from dreamstill.protocol.client import Client, ServerUnavailable
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        client = Client(address, timeout_s=3, **client_kwargs)
+        try:
+            client.ping()
+            return client
+        except ServerUnavailable:
+            client.close()
+            if time.monotonic() > deadline:
+                raise

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from dreamstill.backend.server import Server, ServerConfig
-from dreamstill.backend.server.commands import register
+from dreamstill.backend.server.commands import register, serve_config
 from dreamstill.backend.server.testing import result_bytes
 
 RUNNER = "dreamstill.backend.server.testing:fake_runner"
@@ -131,3 +131,50 @@ def test_serve_process_end_to_end_and_sigterm(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def serve_args(*argv):
+    parser = argparse.ArgumentParser(prog="dreamstill")
+    register(parser.add_subparsers(dest="command", required=True))
+    return parser.parse_args(["serve", *map(str, argv)])
+
+
+def test_serve_flags_make_the_config_and_the_offer(tmp_path):
+    (tmp_path / "sd").mkdir()
+    (tmp_path / "models" / "generators").mkdir(parents=True)
+    (tmp_path / "models" / "generators" / "g.pt").write_bytes(b"")
+    config, catalog = serve_config(
+        serve_args(
+            "--workers",
+            2,
+            "--prior",
+            f"sd={tmp_path / 'sd'}",
+            "--models",
+            tmp_path / "models",
+            "--shared",
+            "--keep-jobs",
+            5,
+            "--keep-days",
+            1.5,
+        )  # fmt: skip
+    )
+    assert config.devices == ("cpu", "cpu") and config.shared and (config.keep_jobs, config.keep_days) == (5, 1.5)
+    assert catalog.resolve_prior("sd") == str((tmp_path / "sd").resolve()) and "g" in catalog.offers()["generators"]
+    assert serve_config(serve_args("--devices", "cuda:0, cuda:1"))[0].devices == ("cuda:0", "cuda:1")
+    assert serve_config(serve_args("--models", tmp_path / "models"))[0].devices == ("auto",)
+
+
+@pytest.mark.parametrize(
+    "argv, text",
+    [
+        (["--devices", "gpu0"], "--devices"),
+        (["--workers", "0"], "--workers"),
+        (["--keep-jobs", "-1"], "--keep-jobs"),
+        (["--prior", "sd"], "NAME=PATH"),
+        (["--prior", "sd=/no/such/folder"], "does not exist"),
+        (["--models", "/no/such/folder"], "--models"),
+    ],
+)
+def test_bad_serve_flags_are_refused_by_name(tmp_path, capsys, argv, text):
+    assert run_cli("serve", "--bind", "tcp://127.0.0.1:*", "--store", tmp_path, *argv) == 2
+    assert text in capsys.readouterr().err

@@ -15,10 +15,17 @@ import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dreamstill.backend.server import Server, ServerConfig, is_loopback, make_keys
-from dreamstill.backend.server.testing import result_bytes
+from dreamstill.backend.server import ModelCatalog, Server, ServerConfig, is_loopback, make_keys
+from dreamstill.backend.server.testing import fake_spec, result_bytes
 from dreamstill.protocol import Cancelled, Done, Failed, JobSpec, JobSpecError, MeshUpdate, Preview, Progress
-from dreamstill.protocol.client import Client, ServerError, ServerUnavailable, load_client_keys
+from dreamstill.protocol.client import (
+    Client,
+    ServerError,
+    ServerUnavailable,
+    client_secret,
+    load_client_keys,
+    routing_id,
+)
 from dreamstill.protocol.messages import REQUESTS, Message, decode, encode
 from dreamstill.protocol.wire import ProtocolError
 
@@ -28,11 +35,11 @@ FAST = ServerConfig(
 )
 
 
-def spec(steps=5, seed=0, preview_every=0, mesh_every=0, **options) -> JobSpec:
-    options.setdefault("fake_step_s", 0.01)
-    return JobSpec(
-        prompt="a red cube", steps=steps, seed=seed, preview_every=preview_every, mesh_every=mesh_every, options=options
-    )
+spec = fake_spec
+
+
+def worker_pid(server, index=0):
+    return server.pool.slots[index].handle.pid
 
 
 def wait_progress(client, job_id, step, timeout_s=60):
@@ -225,33 +232,34 @@ def test_two_clients_at_once(server, tmp_path):
 def test_worker_faults_fail_the_job_and_the_next_job_succeeds(server, client, fault, code, restarts):
     job = client.submit(spec(steps=5, **fault))
     wait_progress(client, job, 1)
-    pid = server.worker.pid
+    pid = worker_pid(server)
     last = list(client.events(job, timeout_s=60))[-1]
     assert isinstance(last, Failed) and last.code == code, last
     if code == "worker_died":
         assert "exited with code 3" in last.message and "step 1 of 5" in last.message
     follow = client.submit(spec(steps=2))
     assert isinstance(list(client.events(follow, timeout_s=60))[-1], Done)
-    assert (server.worker.pid != pid) == restarts
+    assert (worker_pid(server) != pid) == restarts
 
 
 def test_worker_killed_mid_job(server, client):
     job = client.submit(spec(steps=500, fake_step_s=0.02))
     wait_progress(client, job, 2)
-    pid = server.worker.pid
+    pid = worker_pid(server)
     os.kill(pid, signal.SIGKILL)
     last = list(client.events(job, timeout_s=60))[-1]
     assert isinstance(last, Failed) and last.code == "worker_died" and "SIGKILL" in last.message
     assert client.status(job)["state"] == "failed"
     follow = client.submit(spec(steps=2))
     assert isinstance(list(client.events(follow, timeout_s=60))[-1], Done)
-    assert server.worker.pid != pid
+    assert worker_pid(server) != pid
 
 
 def test_slow_client_gets_newest_state_not_a_backlog(server, client):
     """A client that does not read while a job streams 3 x 120 events receives a bounded number of them."""
     sock = zmq.Context.instance().socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.ROUTING_ID, routing_id(client_secret()))  # the same owner as this user's Clients
     sock.setsockopt(zmq.RCVHWM, 4)
     sock.setsockopt(zmq.RCVBUF, 64 * 1024)
     sock.connect(server.address)
@@ -383,7 +391,297 @@ def test_end_to_end_with_the_real_engine(tmp_path):
             if isinstance(last, Failed) and (last.code == "missing_weights" or "ImportError" in last.message):
                 pytest.skip(f"the engine cannot run this job here yet: {last.message}")
             assert isinstance(last, Done), last
-            assert [e.step for e in events if isinstance(e, Progress)][-1] == 3
+            steps = [e.step for e in events if isinstance(e, Progress) and e.phase == "optimize"]
+            assert steps == sorted(steps) and 0 < steps[-1] <= 3  # a newer finishing phase may replace step 3
+            assert c.status(job)["phase"] in ("optimize", "mesh", "decimate", "bake", "export", "views")
             paths = c.fetch_result(job, tmp_path / "out")
             glb = [p for p in paths if p.suffix == ".glb"]
             assert glb and glb[0].read_bytes()[:4] == b"glTF"
+
+
+# ---------------------------------------------------------------------- hardening (issue 20)
+def serving(store, **config):
+    """A server on a random loopback port with the fake runner and FAST settings plus ``config``."""
+    base = {
+        "progress_interval_s": 0,
+        "preview_interval_s": 0,
+        "mesh_interval_s": 0,
+        "chunk_bytes": 64 * 1024,
+        "worker_backoff_s": (0.1,),
+    }
+    return Server("tcp://127.0.0.1:*", store_dir=store, runner=RUNNER, config=ServerConfig(**{**base, **config}))
+
+
+def wait_for(predicate, what, timeout_s=60):
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_full_disk_fails_the_running_job_holds_the_queue_and_recovers(tmp_path, monkeypatch):
+    from dreamstill.backend.server import store as store_module
+
+    full = threading.Event()
+    real = store_module._append_bytes
+
+    def append(fd, data):
+        if full.is_set():
+            raise OSError(28, "No space left on device")
+        return real(fd, data)
+
+    monkeypatch.setattr(store_module, "_append_bytes", append)
+    with serving(tmp_path / "store", cancel_grace_s=3) as srv, Client(srv.address, timeout_s=20) as c:
+        running = c.submit(spec(steps=2000, fake_step_s=0.02, fake_ignore_cancel=True))  # a worker that is stuck
+        queued = c.submit(spec(steps=3, seed=9))
+        wait_progress(c, running, 2)
+        stuck_pid = worker_pid(srv)
+        full.set()
+        last = list(c.events(running, timeout_s=30))[-1]
+        assert isinstance(last, Failed) and last.code == "disk_full" and "free space" in last.message
+        with pytest.raises(ServerError) as err:  # nothing new is accepted while the disk is full
+            c.submit(spec(steps=2))
+        assert err.value.code == "disk_full"
+        time.sleep(1.5)  # a few dispatch attempts while still full
+        assert c.status(queued)["state"] == "queued" and c.ping() and c.server_info["disk_full"]
+        full.clear()
+        assert isinstance(list(c.events(queued, timeout_s=60))[-1], Done)
+        assert worker_pid(srv) != stuck_pid  # not queued behind the stuck job: that worker was replaced
+        wait_for(lambda: running not in srv._unwritten, "the held end to reach the disk")
+    log_lines = (tmp_path / "store" / running / "events.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in log_lines]  # every line whole
+    assert records[-1]["type"] == "failed" and records[-1]["code"] == "disk_full"
+
+
+def test_real_full_disk_on_a_small_tmpfs(tmp_path):
+    import subprocess
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        with serving(disk, min_free_bytes=1 << 20) as srv, Client(srv.address, timeout_s=20) as c:
+            filling = c.submit(spec(steps=2000, fake_step_s=0.02, fake_fill_at=3, fake_fill_bytes=8 << 20))
+            queued = c.submit(spec(steps=3, seed=2))
+            last = list(c.events(filling, timeout_s=60))[-1]
+            assert isinstance(last, Failed) and last.code == "disk_full", last
+            time.sleep(1.0)
+            assert c.status(queued)["state"] == "queued"
+            (disk / "filler.bin").unlink()
+            assert isinstance(list(c.events(queued, timeout_s=60))[-1], Done)
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def test_worker_start_failures_back_off_show_in_ping_and_fail_the_queue(tmp_path, monkeypatch):
+    from dreamstill.backend.server import supervisor
+
+    failures = {"left": 2}
+    real = supervisor.WorkerHandle
+
+    def flaky(*args, **kwargs):
+        if failures["left"] > 0:
+            failures["left"] -= 1
+            raise OSError(11, "Resource temporarily unavailable")  # EAGAIN at fork
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(supervisor, "WorkerHandle", flaky)
+    with serving(tmp_path / "store", worker_backoff_s=(0.3,), max_worker_start_failures=3) as srv:
+        with Client(srv.address, timeout_s=20) as c:
+            c.ping()
+            assert c.server_info["workers"][0]["state"] == "backoff"
+            assert "Resource temporarily unavailable" in c.server_info["workers"][0]["error"]
+            job = c.submit(spec(steps=2))  # accepted, and run once a start works
+            assert isinstance(list(c.events(job, timeout_s=60))[-1], Done)
+            wait_for(lambda: (c.ping() or True) and c.server_info["workers"][0]["failures"] == 0, "a ready worker")
+            failures["left"] = 10**6  # from now on no worker can start
+            os.kill(worker_pid(srv), signal.SIGKILL)
+            wait_for(lambda: srv.pool.slots[0].handle is None, "the worker's death")
+            wait_for(lambda: srv.pool.slots[0].broken is not None, "three failed starts")
+            doomed = c.submit(spec(steps=2))  # revives the slot once more; it fails again
+            last = list(c.events(doomed, timeout_s=60))[-1]
+            assert isinstance(last, Failed) and last.code == "worker_unavailable"
+            assert "Resource temporarily unavailable" in last.message
+            c.ping()
+            assert c.server_info["workers"][0]["state"] == "broken"
+
+
+def test_a_client_that_never_reads_gets_one_chunk_at_a_time(tmp_path):
+    with serving(tmp_path / "store") as srv, Client(srv.address, timeout_s=20) as c:
+        job = c.submit(spec(steps=2, fake_file_bytes=1_000_000))
+        assert isinstance(list(c.events(job, timeout_s=60))[-1], Done)
+        sock = zmq.Context.instance().socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.ROUTING_ID, routing_id(client_secret()))
+        sock.connect(srv.address)
+        try:
+            for i in range(30):  # pipelined, nothing read in between
+                sock.send_multipart(encode(Message("fetch_result", job_id=job, rid=f"f{i}",
+                                                   payload={"name": "asset.glb", "offset": 0})))  # fmt: skip
+            replies = [decode(sock.recv_multipart()) for _ in range(30) if sock.poll(20_000)]
+            assert len(replies) == 30 and all(r.rid for r in replies)
+            chunks = [r for r in replies if r.type == "file_chunk"]
+            assert len(chunks) == 1 and len(chunks[0].payload["data"]) == 64 * 1024
+            assert {r.payload["code"] for r in replies if r.type == "error"} == {"busy"}
+            token = chunks[0].payload["token"]
+            ask = {"name": "asset.glb", "offset": 64 * 1024, "token": token}
+            assert raw_request(sock, encode(Message("fetch_result", job_id=job, rid="n", payload=ask))).type == (
+                "file_chunk"
+            )
+        finally:
+            sock.close(0)
+        assert c.fetch_result(job, tmp_path / "out")[0].read_bytes() == result_bytes(0, 1_000_000)
+
+
+def test_requests_with_extra_or_oversized_frames_are_refused(server, client):
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(server.address)
+    try:
+        reply = raw_request(sock, [*encode(Message("ping", rid="many")), *([b""] * 100_000)])
+        assert reply.type == "error" and reply.payload["code"] == "malformed" and reply.rid == "many"
+        assert "100001" in reply.payload["message"]
+        assert client.ping() < 20
+        sock.send_multipart([*encode(Message("ping", rid="big")), b"\0" * (9 << 20)])  # one 9 MiB frame
+        assert not sock.poll(2000)  # libzmq cut the connection at the frame (MAXMSGSIZE): nothing buffered
+        assert client.ping() < 20
+    finally:
+        sock.close(0)
+
+
+def test_every_reply_carries_its_rid_even_for_a_bad_offset(client, raw_dealer):
+    job = client.submit(spec(steps=2))
+    assert isinstance(list(client.events(job, timeout_s=60))[-1], Done)
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.ROUTING_ID, routing_id(client_secret()))
+    sock.connect(client.address)
+    try:
+        ask = {"name": "asset.glb", "offset": 2**63}
+        reply = raw_request(sock, encode(Message("fetch_result", job_id=job, rid="off", payload=ask)))
+        assert reply.type == "error" and reply.rid == "off" and reply.payload["code"] == "bad_field"
+        header = [b'{"v": 1, "type": "ping", "rid": "cut", "body": {']  # not JSON: its rid is still found
+        reply = raw_request(sock, header)
+        assert reply.payload["code"] == "malformed" and reply.rid == "cut"
+    finally:
+        sock.close(0)
+
+
+def test_deeply_nested_options_are_refused_without_a_folder(server, raw_dealer):
+    from dreamstill.protocol.wire import pack
+
+    before = set(os.listdir(server.store.root))
+    options: dict = {}
+    inner = options
+    for _ in range(600):
+        inner["x"] = {}
+        inner = inner["x"]
+    body = {"spec": {**JobSpec(prompt="a cube", steps=2).to_dict(), "options": options}}
+    reply = raw_request(raw_dealer, pack("submit", body, rid="deep"))
+    assert reply.type == "error" and reply.payload["code"] == "bad_spec" and reply.rid == "deep"
+    assert set(os.listdir(server.store.root)) == before
+
+
+def test_quotas_and_retention(tmp_path):
+    store = tmp_path / "store"
+    config = {"max_queued_per_client": 2, "submits_per_minute_per_client": 4, "keep_jobs": 2}
+    with serving(store, **config) as srv, Client(srv.address, timeout_s=20) as c:
+        first, second = c.submit(spec(steps=3000, fake_step_s=0.02)), c.submit(spec(steps=3))
+        with pytest.raises(ServerError, match="unfinished") as err:
+            c.submit(spec(steps=3))
+        assert err.value.code == "quota"
+        c.cancel(second)
+        c.cancel(first)
+        for job in (first, second):
+            assert isinstance(list(c.events(job, timeout_s=30))[-1], Cancelled)
+        finished = []
+        for _ in range(2):  # 4 submits used: the bucket is empty
+            finished.append(c.submit(spec(steps=2)))
+            assert isinstance(list(c.events(finished[-1], timeout_s=60))[-1], Done)
+        third, fourth = finished
+        with pytest.raises(ServerError, match="a minute") as err:
+            c.submit(spec(steps=2))
+        assert err.value.code == "quota"
+        wait_for(lambda: len(c.list_jobs()) == 2, "retention to delete the oldest finished jobs")
+        assert {j["job_id"] for j in c.list_jobs()} == {third, fourth}
+        assert sorted(p.name for p in store.iterdir()) == sorted([third, fourth])
+
+
+def test_priors_and_generators_only_from_what_the_server_offers(tmp_path):
+    (tmp_path / "sd").mkdir()
+    catalog = ModelCatalog.build({"mine": str(tmp_path / "sd")}, {})
+    srv = Server("tcp://127.0.0.1:*", store_dir=tmp_path / "store", runner=RUNNER, config=FAST, catalog=catalog)
+    with srv, Client(srv.address, timeout_s=20) as c:
+        c.ping()
+        assert "mine" in c.server_info["offers"]["priors"] and "builtin" in c.server_info["offers"]["generators"]
+        for field, value in (("prior", "/etc/passwd"), ("generator", "/etc/hostname"), ("prior", str(tmp_path))):
+            bad = spec(steps=2)
+            setattr(bad, field, value)
+            with pytest.raises(JobSpecError, match="does not offer") as err:
+                c.submit(bad)
+            assert "builtin" in str(err.value)
+        named = spec(steps=2)
+        named.prior = "mine"
+        assert isinstance(list(c.events(c.submit(named), timeout_s=60))[-1], Done)
+
+
+def test_error_messages_carry_no_server_paths(client, server):
+    job = client.submit(spec(steps=4, fake_crash_at=2))
+    last = list(client.events(job, timeout_s=60))[-1]
+    assert isinstance(last, Failed) and last.code == "internal_error"
+    root = str(server.store.root)
+    assert root not in last.message and "error.log" in last.message
+    assert root not in client.status(job)["message"]
+    with pytest.raises(ServerError) as err:
+        client.status("0000000000000-aaaaaa")
+    assert root not in str(err.value)
+
+
+def test_jobs_belong_to_their_owner_unless_shared(tmp_path):
+    for shared in (False, True):
+        with serving(tmp_path / f"store{shared}", shared=shared) as srv:
+            alice = Client(srv.address, timeout_s=20, owner_secret=b"alice")
+            bob = Client(srv.address, timeout_s=20, owner_secret=b"bob")
+            alice_again = Client(srv.address, timeout_s=20, owner_secret=b"alice")  # another process of alice
+            try:
+                job = alice.submit(spec(steps=2))
+                assert isinstance(list(alice.events(job, timeout_s=60))[-1], Done)
+                assert alice_again.status(job)["state"] == "done"
+                assert [j["job_id"] for j in alice_again.list_jobs()] == [job]
+                if shared:
+                    assert bob.status(job)["state"] == "done" and bob.fetch_result(job, tmp_path / "bob")
+                    continue
+                assert bob.list_jobs() == []
+                for call in (bob.status, bob.cancel, bob.attach, lambda j: bob.fetch_result(j, tmp_path / "x")):
+                    with pytest.raises(ServerError) as err:
+                        call(job)
+                    assert err.value.code == "unknown_job"
+            finally:
+                for c in (alice, bob, alice_again):
+                    c.close()
+
+
+def test_list_jobs_is_paged(tmp_path):
+    with serving(tmp_path / "store", list_page_bytes=1500) as srv, Client(srv.address, timeout_s=20) as c:
+        jobs = [c.submit(spec(steps=1, seed=i)) for i in range(12)]
+        for job in jobs:
+            list(c.events(job, timeout_s=60))
+        page = c._request("list_jobs", payload={"limit": 100}).payload
+        assert 0 < len(page["jobs"]) < 12 and page["next"] == page["jobs"][-1]["job_id"]
+        assert [j["job_id"] for j in c.list_jobs(100)] == jobs[::-1]
+        assert [j["job_id"] for j in c.list_jobs(5)] == jobs[::-1][:5]
+
+
+def test_an_interrupted_checkpointing_job_resumes_after_a_restart(tmp_path):
+    store = tmp_path / "store"
+    with serving(store) as first, Client(first.address, timeout_s=20) as c:
+        job = c.submit(spec(steps=400, fake_step_s=0.02, checkpoint_every=5))
+        wait_progress(c, job, 12)
+    assert (store / job / "checkpoint.pt").exists()
+    with serving(store) as second, Client(second.address, timeout_s=20) as c:
+        events = list(c.events(job, timeout_s=120))
+        steps = [e.step for e in events if isinstance(e, Progress)]
+        assert isinstance(events[-1], Done) and steps[-1] == 400
+        assert min(steps) > 10  # continued from the checkpoint, not from step 1
+        assert (store / job / "result.json").exists()
