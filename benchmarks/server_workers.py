@@ -21,7 +21,7 @@ from dreamstill.backend.server import Server, ServerConfig
 from dreamstill.protocol import Done, JobSpec
 from dreamstill.protocol.client import Client
 
-RUNNERS = {"engine": "dreamstill.backend.engine:run_job", "fake": "dreamstill.backend.server.testing:fake_runner"}
+RUNNERS = {"engine": "dreamstill.backend.jobs:run_job", "fake": "dreamstill.backend.server.testing:fake_runner"}
 
 
 def cheap_spec(steps: int, seed: int, runner: str) -> JobSpec:

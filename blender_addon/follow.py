@@ -60,19 +60,6 @@ def asset_object(item):
     return None
 
 
-def newest_events(events: list) -> tuple[dict, object]:
-    """({event class: the newest event of that class}, the job's end event or None).
-
-    MERGE: the server helper adds one newest-event policy to the protocol; switch this to it."""
-    newest, end = {}, None
-    for event in events:
-        if isinstance(event, (protocol.Done, protocol.Failed, protocol.Cancelled)):
-            end = event
-        else:
-            newest[type(event)] = event
-    return newest, end
-
-
 def finish(job: LiveJob, item, state: str, message: str, error: bool = False, details=()) -> None:
     """End a followed job: its queue item, its object's properties, the panel's status, and in blocking mode a line
     (and one per detail) on the console."""
@@ -132,12 +119,12 @@ def apply_events(job: LiveJob, events: list) -> None:
     if item is None:  # the scene or its queue entry is gone: stop following
         JOBS.pop(job.job_id, None)
         return
-    newest, end = newest_events(events)
-    progress = newest.get(protocol.Progress)
+    newest, end = protocol.split_newest(events)  # the protocol's one newest-event policy
+    progress = newest.get("progress")
     if progress is not None:
         _apply_progress(job, item, progress)
-    preview = newest.get(protocol.Preview)
-    mesh = newest.get(protocol.MeshUpdate)
+    preview = newest.get("preview")
+    mesh = newest.get("mesh")
     obj = asset_object(item)
     try:
         if preview is not None and settings.active_job == job.job_id:

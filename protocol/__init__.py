@@ -7,6 +7,7 @@ from .addresses import DEFAULT_ADDRESS, is_loopback
 from .events import Cancelled, Done, Failed, JobEvent, MeshUpdate, Preview, Progress
 from .jobspec import FORMATS, GROUPS, METHODS, MODES, JobSpec, field_defaults, spec_fields
 from .messages import Message, decode, encode
+from .newest import NewestEvents, split_newest
 from .prompts import parse_prompts, read_prompts
 from .schema import JobSpecError, Setting, SpecField, setting
 from .wire import PROTOCOL_VERSION, ProtocolError
@@ -35,6 +36,8 @@ __all__ = [
     "Message",
     "decode",
     "encode",
+    "NewestEvents",
+    "split_newest",
     "parse_prompts",
     "read_prompts",
     "PROTOCOL_VERSION",

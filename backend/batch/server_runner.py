@@ -61,7 +61,6 @@ def run_on_server(args, todo: list[BatchItem], out_dir: Path, manifest: Manifest
 
     from dreamstill.protocol import Cancelled, Done
 
-    from ..mesh.usd import relink_textures
     from ..server import commands as server_commands
 
     state, failures = JobState(out_dir), 0
@@ -79,9 +78,7 @@ def run_on_server(args, todo: list[BatchItem], out_dir: Path, manifest: Manifest
             end = server_commands._follow(client, job_id, item.spec.steps, desc, args.quiet, keep_preview)
             if isinstance(end, Done):
                 fmt = item.spec.output_format
-                placed = server_commands._fetch_into(client, job_id, item.path, fmt)
-                if fmt in ("usda", "usdc"):
-                    relink_textures(item.path)  # asset_texture.png arrived as <stem>_texture.png
+                placed = server_commands._fetch_into(client, job_id, item.path, fmt)  # relinks USD textures
                 manifest.record(item.path, placed)
                 if not args.quiet:
                     print(f"[{n}/{len(jobs)}] {placed[0]}", file=sys.stderr)

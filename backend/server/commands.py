@@ -190,22 +190,21 @@ def _connect(args, command: str):
 
 
 def _follow(client, job_id: str, total: int, desc: str, quiet: bool, on_preview=None):
-    """Stream a job's events into a tqdm bar; return its terminal event."""
-    from tqdm import tqdm
-
+    """Stream a job's events into a console progress display (steps, then the finishing phases); return its
+    terminal event. ``total`` is unused: each Progress event carries its own."""
     from dreamstill.protocol import Cancelled, Done, Failed, Preview, Progress
 
-    bar = tqdm(total=total, unit="step", desc=desc[:40], disable=quiet, leave=False)
+    from ..jobs.console import ConsoleProgress
+
+    bar = ConsoleProgress(desc[:40], disable=quiet)
     try:
         for event in client.events(job_id):
             if isinstance(event, Progress):
-                bar.total = event.total
-                bar.n = event.step
-                bar.set_postfix(loss=f"{event.loss:.4g}", refresh=False)
-                bar.refresh()
+                bar.update(event)
             elif isinstance(event, Preview) and on_preview is not None:
                 on_preview(event)
             elif isinstance(event, (Done, Failed, Cancelled)):
+                bar.close(done=isinstance(event, Done))
                 return event
     finally:
         bar.close()
@@ -232,6 +231,10 @@ def _place_results(paths: list[Path], output: Path, fmt: str) -> list[Path]:
             path.write_text(text)
     for path in paths:
         shutil.move(str(path), renames[path.name])
+    if fmt in ("usda", "usdc"):  # asset_texture.png arrived as <stem>_texture.png
+        from ..mesh.usd import relink_textures
+
+        relink_textures(output)
     return [renames[p.name] for p in paths]
 
 

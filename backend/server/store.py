@@ -36,7 +36,7 @@ log = logging.getLogger("dreamstill.server")
 PROGRESS_LOG_INTERVAL_S = 1.0
 EVENTS_FILE = "events.jsonl"
 MANIFEST_FILE = "result.json"
-CHECKPOINT_FILE = "checkpoint.pt"  # engine.job.CHECKPOINT_NAME (not imported: the store must not import torch)
+CHECKPOINT_FILE = "checkpoint.pt"  # jobs.optimize_job.CHECKPOINT_NAME (not imported: the store must not import torch)
 
 
 class StoreWriteError(OSError):

@@ -1,4 +1,4 @@
-"""Stand-in job runners with the signature of ``engine.run_job``, for tests and the protocol benchmark.
+"""Stand-in job runners with the signature of ``jobs.run_job``, for tests and the protocol benchmark.
 
 They live in the package (not in tests/) because the worker is a *spawned* process: its runner must be importable
 by name. Behaviour is steered through ``spec.options`` (all optional):

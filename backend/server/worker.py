@@ -29,7 +29,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-DEFAULT_RUNNER = "dreamstill.backend.engine:run_job"
+DEFAULT_RUNNER = "dreamstill.backend.jobs:run_job"
 STOP_ALL = -1  # cancel_seq value that cancels whatever job is running (server shutdown)
 _DISK_FULL_TEXT = ("no space left on device", "[errno 28]", "disk quota exceeded", "[errno 122]")
 _OOM_TEXT = ("outofmemory", "out of memory", "can't allocate memory", "cannot allocate memory", "bad_alloc")

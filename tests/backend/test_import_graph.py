@@ -13,10 +13,7 @@ from pathlib import Path
 
 BACKEND = Path(__file__).resolve().parents[2] / "backend"
 
-COMPATIBILITY_EDGES = {
-    ("engine", "jobs"): "engine.run_job / engine.job.run_job re-export run_job, which moved to jobs, for "
-    "backend/server/worker.py (DEFAULT_RUNNER) and backend/cli.py; remove when they import dreamstill.backend.jobs",
-}
+COMPATIBILITY_EDGES: dict[tuple[str, str], str] = {}
 
 
 def imported_parts(module_parts: tuple[str, ...], is_package: bool, node: ast.AST) -> list[tuple[str, ...]]:

@@ -101,7 +101,7 @@ def test_bad_settings_name_the_field(groups):
         properties.spec_from(job)
     job.elevation_range = (0.0, 10.0)
     job.options_json = "{bad"
-    with pytest.raises(JobSpecError, match=r'Options: not valid JSON .*write e.g. \{"eta": 0.1\}'):
+    with pytest.raises(JobSpecError, match=r'Options: not valid JSON .*write e.g. \{"shift_ratio": 0.1\}'):
         properties.spec_from(job)
     job.options_json = "[1]"
     with pytest.raises(JobSpecError, match="Options: must be a JSON object"):

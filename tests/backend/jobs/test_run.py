@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from dreamstill.protocol import Cancelled, Done, Failed, MeshUpdate, Preview, Progress
+from dreamstill.protocol import Cancelled, Failed, MeshUpdate, Preview, Progress
 
 
 def test_run_job_streams_steps_then_phases_and_writes_files(tiny_spec, tiny_prior, tmp_path):
@@ -94,17 +94,6 @@ def test_unwritable_result_fails_after_the_mesh_was_sent(tiny_spec, tiny_prior, 
     assert isinstance(events[-1], Failed) and events[-1].code == "unwritable_output"
     assert "not-a-folder" in events[-1].message
     assert any(isinstance(e, MeshUpdate) and e.final for e in events)
-
-
-def test_old_engine_import_path_still_runs_jobs(tiny_spec, tiny_prior, tmp_path):
-    """The server's DEFAULT_RUNNER "dreamstill.backend.engine:run_job" and engine.job.run_job (compatibility)."""
-    from dreamstill.backend import engine
-    from dreamstill.backend.engine.job import run_job
-
-    assert isinstance(list(engine.run_job(tiny_spec(steps=1), tmp_path / "a", prior=tiny_prior))[-1], Done)
-    assert isinstance(list(run_job(tiny_spec(steps=1), tmp_path / "b", prior=tiny_prior))[-1], Done)
-    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
-        engine.nothing  # noqa: B018
 
 
 # --- the command line ------------------------------------------------------------------------------------------
