@@ -96,7 +96,7 @@ def run_baseline(spec, out: Path) -> dict:
     from dreamstill.backend.mesh import export_mesh
 
     progress = print_progress(50)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     opt = AssetOptimizer(spec)
     for event in opt.run():
         if hasattr(event, "loss"):
@@ -105,7 +105,8 @@ def run_baseline(spec, out: Path) -> dict:
     mesh = opt.extract_mesh()
     path = out / "baseline.glb"
     export_mesh(mesh, path)
-    return {"mesh": mesh, "seconds": {"density": t_steps, "total": time.perf_counter() - t0}, "file": str(path)}
+    seconds = {"density": t_steps, "total": time.perf_counter() - t0, "total_cpu": time.process_time() - c0}
+    return {"mesh": mesh, "seconds": seconds, "file": str(path)}
 
 
 def parse_sets(pairs: list[str]) -> dict:
@@ -131,6 +132,8 @@ def main(argv=None) -> int:
     p.add_argument("--geometry-steps", type=int, default=120)
     p.add_argument("--texture-steps", type=int, default=60)
     p.add_argument("--baseline", action="store_true", help="also run today's default (JobSpec steps) for comparison")
+    p.add_argument("--baseline-glb", help="score this existing density-only asset as the baseline instead")
+    p.add_argument("--baseline-only", action="store_true", help="with --baseline-glb: score it and stop")
     p.add_argument("--density-checkpoint", help="reuse (or write) the density stage's checkpoint")
     p.add_argument("--close-radius", type=float, help="SDF init closing radius (world units)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="SurfaceStageConfig field")
@@ -144,6 +147,14 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     spec = JobSpec(prompt=args.prompt, method=args.method, seed=args.seed).validate()
     result = {"prompt": args.prompt, "method": args.method, "seed": args.seed}
+    if args.baseline_glb:
+        from dreamstill.backend.mesh import load_mesh
+
+        result["baseline"] = geometry_figures(load_mesh(args.baseline_glb), args.prompt)
+        print("baseline", json.dumps(result["baseline"]), file=sys.stderr)
+        if args.baseline_only:
+            print(json.dumps(result, indent=1, default=str))
+            return 0
     if args.baseline:
         base = run_baseline(spec, out)
         result["baseline"] = {"seconds": base["seconds"], **geometry_figures(base["mesh"], args.prompt)}
