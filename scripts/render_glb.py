@@ -51,7 +51,17 @@ def load_scene(path: Path, smooth: bool):
     return meshes, (lo + hi) / 2, max((hi - lo).length / 2, 1e-3)
 
 
-def setup_render(args):
+def colour_source(meshes) -> str:
+    """Workbench colour type showing the asset's appearance: its image texture, else its vertex colours."""
+    for o in meshes:
+        for slot in o.material_slots:
+            tree = slot.material.node_tree if slot.material and slot.material.use_nodes else None
+            if tree and any(n.type == "TEX_IMAGE" and n.image for n in tree.nodes):
+                return "TEXTURE"
+    return "VERTEX" if any(len(o.data.color_attributes) for o in meshes) else "MATERIAL"
+
+
+def setup_render(args, meshes):
     import bpy
 
     scene = bpy.context.scene
@@ -66,7 +76,7 @@ def setup_render(args):
         scene.render.engine = "BLENDER_WORKBENCH"
         shading = scene.display.shading
         shading.light = "STUDIO"
-        shading.color_type = "TEXTURE" if args.shading == "texture" else "SINGLE"
+        shading.color_type = colour_source(meshes) if args.shading == "texture" else "SINGLE"
         shading.single_color = (0.8, 0.8, 0.8)
         shading.show_cavity = args.shading == "geometry"
     sun = bpy.data.objects.new("sun", bpy.data.lights.new("sun", type="SUN"))
@@ -124,8 +134,8 @@ def main(argv=None) -> int:
     if not glb.exists():
         raise SystemExit(f"{glb} does not exist")
     output = Path(args.output) if args.output else glb.with_name(glb.stem + "_render.png")
-    _, centre, radius = load_scene(glb, args.smooth)
-    cam = setup_render(args)
+    meshes, centre, radius = load_scene(glb, args.smooth)
+    cam = setup_render(args, meshes)
     with tempfile.TemporaryDirectory(prefix="render_glb_") as tmp:
         contact_sheet(render_views(args, cam, centre, radius, Path(tmp)), output)
     print(output)
