@@ -3,13 +3,13 @@
 1. Occupancy. The density sigma is sampled on a regular grid over the box [-bound, bound]^3 and thresholded at the
    level ``level`` that ``mesh.extract`` would mesh (its automatic silhouette rule by default), giving a solid
    O = {sigma >= level}.
-2. Clean-up on the voxels (scipy.ndimage):
+2. Clean-up on the voxels (mesh/voxels.py, scipy.ndimage):
    - keep the ``keep_components`` largest connected parts (26-connectivity), dropping floaters;
    - morphological closing O <- erode(dilate(O, B_r), B_r) with a ball B_r of radius ``close_radius`` (world units):
      it fills pits, cracks and tunnels narrower than about 2 r and leaves every feature wider than that alone (a
      torus's hole stays open when its radius is well above r);
    - fill enclosed cavities (voids no path from the outside reaches), which no camera sees.
-3. Signed distance by the Euclidean distance transform, with the surface half a voxel between an inside and an
+3. Signed distance by the Euclidean distance transform (mesh/voxels.py), with the surface half a voxel between an inside and an
    outside sample:  d = edt(outside) - h/2 outside,  d = -(edt(inside) - h/2) inside  (h = voxel size).
 4. Fit. An SDFField is regressed onto the grid's d (trilinear interpolation at random points: half uniform in the
    ball, half within two voxels of the surface) with an L1 loss, plus the eikonal term E[(||grad d|| - 1)^2] at the
@@ -18,13 +18,13 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from ..mesh.voxels import close_small_features, fill_cavities, keep_largest_components, signed_distance
 from .sdf import SDFField, SDFFieldConfig
 
 
@@ -70,66 +70,6 @@ class SDFGrid:
         # grid_sample reads the last coordinate as the first spatial axis (W), so pass (z, y, x) for (X, Y, Z)
         coords = g.flip(-1).clamp(-1, 1)[None, :, None, None, :]
         return torch.nn.functional.grid_sample(grid, coords, mode="bilinear", align_corners=True).reshape(-1)
-
-
-# --- voxel operations ----------------------------------------------------------------------------------------------
-
-
-def ball_structure(radius_voxels: float) -> np.ndarray:
-    """Boolean ball of the given radius in voxels, (2k + 1)^3 with k = floor(radius)."""
-    k = int(math.floor(radius_voxels))
-    i = np.arange(-k, k + 1)
-    x, y, z = np.meshgrid(i, i, i, indexing="ij")
-    return x * x + y * y + z * z <= radius_voxels * radius_voxels + 1e-9
-
-
-def keep_largest_components(occ: np.ndarray, n: int | None) -> np.ndarray:
-    """The ``n`` largest 26-connected parts of ``occ`` by voxel count (all of them when n is None)."""
-    from scipy import ndimage
-
-    if n is None or not occ.any():
-        return occ
-    labels, count = ndimage.label(occ, structure=np.ones((3, 3, 3), bool))
-    if count <= n:
-        return occ
-    sizes = np.bincount(labels.ravel())[1:]
-    keep = np.argsort(-sizes, kind="stable")[:n] + 1
-    return np.isin(labels, keep)
-
-
-def close_small_features(occ: np.ndarray, radius_voxels: float) -> np.ndarray:
-    """Morphological closing with a ball (pits, cracks and tunnels narrower than ~2 radius are filled).
-
-    The grid is padded by the ball's reach first, so the closing does not stick to the box's faces.
-    """
-    from scipy import ndimage
-
-    if radius_voxels < 1 or not occ.any():
-        return occ
-    ball = ball_structure(radius_voxels)
-    pad = ball.shape[0]
-    padded = np.pad(occ, pad)
-    closed = ndimage.binary_erosion(ndimage.binary_dilation(padded, ball), ball)
-    return closed[pad:-pad, pad:-pad, pad:-pad] | occ
-
-
-def fill_cavities(occ: np.ndarray) -> np.ndarray:
-    """Fill enclosed voids (empty voxels not connected to the grid's border)."""
-    from scipy import ndimage
-
-    return ndimage.binary_fill_holes(occ)
-
-
-def signed_distance(occ: np.ndarray, spacing: float) -> np.ndarray:
-    """d per voxel, negative inside, the surface half a voxel between inside and outside samples (float32)."""
-    from scipy import ndimage
-
-    if occ.all() or not occ.any():
-        raise ValueError("the occupancy grid is all inside or all outside; there is no surface to measure from")
-    outside = ndimage.distance_transform_edt(~occ, sampling=spacing)
-    inside = ndimage.distance_transform_edt(occ, sampling=spacing)
-    d = np.where(occ, -(inside - 0.5 * spacing), outside - 0.5 * spacing)
-    return d.astype(np.float32)
 
 
 def occupancy_of_density(density_fn: Callable, bound: float, resolution: int, level: float | None, chunk: int):
