@@ -16,8 +16,9 @@ with a VolSDF field (fields/sdf.py) instead of DMTet so the existing volume rend
                      filled, outward faces), quadric decimation to ``max_faces``, a ``texture_size`` px UV bake of
                      the albedo, export.
 
-One distillation method instance serves every stage (its state, e.g. VSD's LoRA, carries over); each stage passes
-its own step and length as the method's (step, total_steps), so timestep schedules restart per stage. The lead will
+One distillation method instance serves every stage (its state, e.g. VSD's LoRA, carries over) unless
+``method_options`` asks the surface stages for other settings; each stage passes its own step and length as the
+method's (step, total_steps), so timestep schedules restart per stage. The lead will
 move this into the refactored engine (one Asset protocol); until then ``run_surface_prototype`` is the entry point.
 """
 
@@ -52,7 +53,7 @@ class SurfaceStageConfig:
 
     geometry_steps: int = 120
     texture_steps: int = 60
-    geometry_lr: float = 1e-3  # Adam on the distance's hash grid and MLP
+    geometry_lr: float = 3e-4  # Adam on the distance's hash grid and MLP (1e-3 and up: pits and bubbles come back)
     albedo_lr: float = 1e-2
     beta_start: float = 0.04  # Laplace scale of the density at the start of the geometry stage (world units)
     beta_end: float = 0.015
@@ -64,15 +65,22 @@ class SurfaceStageConfig:
     # they are large, as threestudio's (eikonal 1000, normal consistency 10000)
     eikonal_weight: float = 100.0
     eikonal_points: int = 4096
-    normal_smoothness_weight: float = 1000.0
-    normal_smoothness_jitter: float = 0.02  # world units
+    normal_smoothness_weight: float = 2000.0
+    normal_smoothness_jitter: float = 0.04  # world units
+    normal_smoothness_power: float = 1.0  # 1: total variation (keeps edges); 2: squared (rounds edges over time)
     smoothness_points: int = 2048
     orientation_weight: float = 10.0
-    init: SDFInitConfig = field(default_factory=SDFInitConfig)
+    # distillation options for stages 3-4 on top of the JobSpec's (e.g. {"max_step_percent": 0.5}, Magic3D's refine
+    # range); empty = the density stage's method instance itself (its state, e.g. VSD's LoRA, carries over)
+    method_options: dict = field(default_factory=dict)
+    init: SDFInitConfig = field(default_factory=lambda: SDFInitConfig(close_radius=0.12))  # also the final repair
     # the distance's hash grid stops at 64 cells per side: the prior sees 32 px renders (~0.07 world units a
     # pixel), and finer levels only gave the distillation room to punch pits and bubbles (see the module docstring)
     sdf: SDFFieldConfig = field(
-        default_factory=lambda: SDFFieldConfig(grid=HashGridConfig(n_levels=6, max_resolution=64))
+        default_factory=lambda: SDFFieldConfig(
+            grid=HashGridConfig(n_levels=6, max_resolution=64),
+            albedo_grid=HashGridConfig(n_levels=6, max_resolution=64),
+        )
     )
     mesh_resolution: int = 128
     max_faces: int = 20_000
@@ -98,6 +106,11 @@ class SurfaceStage:
         self.base, self.field, self.config = optimizer, sdf_field, config
         self.spec: JobSpec = optimizer.spec
         self.prior, self.method = optimizer.prior, optimizer.method
+        if config.method_options:
+            from ..distill import make_method
+
+            options = {**self.spec.options, **config.method_options}
+            self.method = make_method(self.spec.method, self.prior, guidance=self.spec.guidance, **options)
         self.camera_generator, self.noise_generator = optimizer.camera_generator, optimizer.noise_generator
         self.reg_generator = torch.Generator().manual_seed(self.spec.seed + 2)
 
@@ -165,7 +178,9 @@ class SurfaceStage:
         if cfg.normal_smoothness_weight > 0:
             x = self._surface_points(out, cams, cfg.smoothness_points)
             if len(x):
-                smooth = normal_smoothness_loss(self.field.normals, x, cfg.normal_smoothness_jitter, self.reg_generator)
+                smooth = normal_smoothness_loss(
+                    self.field.normals, x, cfg.normal_smoothness_jitter, self.reg_generator, cfg.normal_smoothness_power
+                )
                 loss = loss + cfg.normal_smoothness_weight * smooth
         if cfg.orientation_weight > 0 and out.normal is not None:
             _, dirs = cams.rays(self.base.resolution, self.base.resolution)
@@ -214,7 +229,8 @@ class SurfaceStage:
 def surface_mesh(sdf_field: SDFField, config: SurfaceStageConfig, n_objects: int, warnings: list[str]):
     """Marching cubes of d, clean-up, decimation, bake. Returns (mesh, report of the undecimated and final mesh)."""
     from ..mesh import TextureBakeError, bake_texture, decimate
-    from ..mesh.cleanup import clean_mesh, marching_cubes_sdf, sdf_grid, topology
+    from ..mesh.cleanup import clean_mesh, marching_cubes_sdf, sdf_grid, topology, weld
+    from ..mesh.extract import albedo_to_uint8, evaluate_points
     from ..mesh.voxels import repair_sdf_grid
 
     device = next(sdf_field.parameters()).device
@@ -238,6 +254,9 @@ def surface_mesh(sdf_field: SDFField, config: SurfaceStageConfig, n_objects: int
         mesh = decimate(mesh, config.max_faces, albedo)
     except ImportError as err:
         warnings.append(str(err))
+    mesh = weld(mesh)  # quadric decimation leaves duplicate vertices along collapsed edges
+    colors = evaluate_points(albedo, mesh.vertices, 65536, torch.device("cpu"), "albedo")
+    mesh = mesh.copy(vertex_colors=albedo_to_uint8(colors))  # the fallback if the bake fails
     report["final"] = topology(mesh).as_dict()
     if config.texture_size:
         try:

@@ -57,8 +57,14 @@ def test_normal_difference_closed_form_on_plane_and_sphere():
     r, e = 0.5, 0.1
     got = normal_difference(sphere_gradient, torch.tensor([[r, 0.0, 0.0]]), torch.tensor([[0.0, e, 0.0]]))
     assert got.item() == pytest.approx(2 - 2 * r / math.sqrt(r * r + e * e), rel=1e-5)
+    # power 1 (total variation): the norm itself
+    got = normal_difference(sphere_gradient, torch.tensor([[r, 0.0, 0.0]]), torch.tensor([[0.0, e, 0.0]]), power=1.0)
+    assert got.item() == pytest.approx(math.sqrt(2 - 2 * r / math.sqrt(r * r + e * e)), rel=1e-4)
+    assert normal_smoothness_loss(plane, x, 0.05, gen(2), power=1.0).item() == pytest.approx(1e-4, rel=1e-3)  # eps
     with pytest.raises(ValueError, match="jitter"):
         normal_smoothness_loss(plane, x, 0.0, gen())
+    with pytest.raises(ValueError, match="power"):
+        normal_smoothness_loss(plane, x, 0.05, gen(), power=0.0)
 
 
 def test_normal_smoothness_is_reproducible_and_grows_with_curvature():
