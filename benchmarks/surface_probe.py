@@ -9,7 +9,7 @@ the mesh's face normals and grad phi (both over area-weighted surface samples, a
 a cube the share of area within 15 degrees of a face direction (at the best turn about Z). Seconds per stage too.
 
     OMP_NUM_THREADS=1 PYTHONPATH=$PWD/.pkg python benchmarks/surface_probe.py "a red cube" --out out/probe \
-        --density-steps 220 --geometry-steps 120 --texture-steps 60 [--baseline] [--set beta_end=0.01] [--json f]
+        --density-steps 220 --geometry-steps 180 --texture-steps 60 [--baseline] [--set beta_end=0.01] [--json f]
 """
 
 from __future__ import annotations
@@ -129,7 +129,7 @@ def main(argv=None) -> int:
     p.add_argument("--method", default="sds")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--density-steps", type=int, default=220)
-    p.add_argument("--geometry-steps", type=int, default=120)
+    p.add_argument("--geometry-steps", type=int, default=180)
     p.add_argument("--texture-steps", type=int, default=60)
     p.add_argument("--baseline", action="store_true", help="also run today's default (JobSpec steps) for comparison")
     p.add_argument("--baseline-glb", help="score this existing density-only asset as the baseline instead")

@@ -51,7 +51,7 @@ ProgressFn = Callable[[str, int, int, float], None]
 class SurfaceStageConfig:
     """Settings of stages 2-5 (the density stage takes the JobSpec's)."""
 
-    geometry_steps: int = 120
+    geometry_steps: int = 180
     texture_steps: int = 60
     geometry_lr: float = 3e-4  # Adam on the distance's hash grid and MLP (1e-3 and up: pits and bubbles come back)
     albedo_lr: float = 1e-2
@@ -73,7 +73,10 @@ class SurfaceStageConfig:
     # distillation options for stages 3-4 on top of the JobSpec's (e.g. {"max_step_percent": 0.5}, Magic3D's refine
     # range); empty = the density stage's method instance itself (its state, e.g. VSD's LoRA, carries over)
     method_options: dict = field(default_factory=dict)
-    init: SDFInitConfig = field(default_factory=lambda: SDFInitConfig(close_radius=0.12))  # also the final repair
+    init: SDFInitConfig = field(default_factory=lambda: SDFInitConfig(close_radius=0.12))
+    # closing radius of the final SDF grid repair (world units): only tunnels and pits the geometry stage opened;
+    # a repaired patch takes the voxel distance transform's blocky surface, so this stays small
+    final_close_radius: float = 0.04
     # the distance's hash grid stops at 64 cells per side: the prior sees 32 px renders (~0.07 world units a
     # pixel), and finer levels only gave the distillation room to punch pits and bubbles (see the module docstring)
     sdf: SDFFieldConfig = field(
@@ -245,7 +248,7 @@ def surface_mesh(sdf_field: SDFField, config: SurfaceStageConfig, n_objects: int
 
     bound, res = sdf_field.bound, config.mesh_resolution
     values, changed = repair_sdf_grid(
-        sdf_grid(sdf, bound, res), 2 * bound / (res - 1), n_objects, config.init.close_radius
+        sdf_grid(sdf, bound, res), 2 * bound / (res - 1), n_objects, config.final_close_radius
     )
     raw = marching_cubes_sdf(values, bound)
     mesh, report = clean_mesh(raw, keep_components=n_objects, max_hole_edges=config.max_hole_edges)

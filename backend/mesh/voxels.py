@@ -82,10 +82,12 @@ def repair_sdf_grid(
     close_radius: float = 0.0,
     fill: bool = True,
     blend_voxels: int = 2,
+    smooth_voxels: float = 1.0,
 ) -> tuple[np.ndarray, int]:
     """The SDF grid with its solid {d < 0} cleaned (largest parts, closing of radius ``close_radius`` in world units,
     cavities filled). Returns (values, number of voxels whose side changed); the input is returned unchanged when
-    nothing changed. Within ``blend_voxels`` of a changed voxel d is the repaired solid's distance transform."""
+    nothing changed. Within ``blend_voxels`` of a changed voxel d is the repaired solid's distance transform, blurred
+    by a Gaussian of ``smooth_voxels`` voxels (0: none) so the patch is not a voxel staircase."""
     from scipy import ndimage
 
     occ = values < 0
@@ -98,4 +100,7 @@ def repair_sdf_grid(
     if n_changed == 0:
         return values, 0
     region = ndimage.binary_dilation(changed, iterations=max(1, blend_voxels))
-    return np.where(region, signed_distance(clean, spacing), values).astype(np.float32), n_changed
+    patch = signed_distance(clean, spacing)
+    if smooth_voxels > 0:
+        patch = ndimage.gaussian_filter(patch, smooth_voxels)
+    return np.where(region, patch, values).astype(np.float32), n_changed
