@@ -4,8 +4,8 @@ The geometry is a signed distance d(x) (negative inside, |grad d| = 1 ideally) a
 volume density through the Laplace CDF (VolSDF Eq. 2-3), so ``render.volume`` works unchanged:
 
     sigma(x) = a Psi_beta(-d(x)),   a = 1 / beta,
-    Psi_beta(s) = 1/2 exp(s / beta)          (s <= 0)
-                = 1 - 1/2 exp(-s / beta)      (s > 0)          the CDF of Laplace(0, beta),
+    Psi_beta(v) = 1/2 exp(v / beta)          (v <= 0)
+                = 1 - 1/2 exp(-v / beta)      (v > 0)          the CDF of Laplace(0, beta),
 
 so sigma = 1/(2 beta) exp(-d / beta) outside and 1/beta (1 - 1/2 exp(d / beta)) inside; the surface d = 0 has
 sigma = 1/(2 beta), and beta -> 0 makes the density a step of height 1/beta at the surface. beta is either a fixed
@@ -39,10 +39,10 @@ from .nerf import make_mlp
 from .occupancy import OccupancyGrid
 
 
-def laplace_cdf(s: torch.Tensor, beta) -> torch.Tensor:
-    """Psi_beta(s), the CDF of the zero-mean Laplace distribution with scale beta, in a form that never overflows:
-    1/2 + 1/2 sign(s) (1 - exp(-|s| / beta))."""
-    return 0.5 - 0.5 * torch.sign(s) * torch.expm1(-s.abs() / beta)
+def laplace_cdf(v: torch.Tensor, beta) -> torch.Tensor:
+    """Psi_beta(v), the CDF of the zero-mean Laplace distribution with scale beta, in a form that never overflows:
+    1/2 + 1/2 sign(v) (1 - exp(-|v| / beta))."""
+    return 0.5 - 0.5 * torch.sign(v) * torch.expm1(-v.abs() / beta)
 
 
 def volsdf_density(d: torch.Tensor, beta) -> torch.Tensor:
