@@ -153,8 +153,7 @@ def main(argv=None) -> int:
         result["baseline"] = geometry_figures(load_mesh(args.baseline_glb), args.prompt)
         print("baseline", json.dumps(result["baseline"]), file=sys.stderr)
         if args.baseline_only:
-            print(json.dumps(result, indent=1, default=str))
-            return 0
+            return finish(result, args.json)
     if args.baseline:
         base = run_baseline(spec, out)
         result["baseline"] = {"seconds": base["seconds"], **geometry_figures(base["mesh"], args.prompt)}
@@ -184,9 +183,15 @@ def main(argv=None) -> int:
         "warnings": report["warnings"],
         **geometry_figures(exported, args.prompt),
     }
-    print(json.dumps(result, indent=1, default=str))
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1, default=str))
+    return finish(result, args.json)
+
+
+def finish(result: dict, path: str | None) -> int:
+    """Print the figures and keep them in ``path`` when given."""
+    text = json.dumps(result, indent=1, default=str)
+    print(text)
+    if path:
+        Path(path).write_text(text)
     return 0
 
 
