@@ -70,6 +70,7 @@ class InstantAsset(FieldAsset):
         self.spec = spec
         generator, self.prior, self.config = load_generator(spec.generator)
         with torch.no_grad():
-            field = generator(self.prior.encode_text([spec.prompt]))[0]
+            self.fields = generator(self.prior.encode_text([spec.prompt]))  # a batch of one (generators.refine)
+        field = self.fields[0]
         output_settings = RenderSettings(num_samples=2 * self.config.num_samples)
         super().__init__(field, Background().to(self.prior.device), self.prior.device, output_settings)
