@@ -22,15 +22,17 @@ from torch import nn
 from dreamstill.protocol import JobSpec
 
 from ..engine import AssetOptimizer
-from ..fields import Field
+from ..fields import Field, OccupancyGrid
 from .base import GeneratedFields
+from .instant import OCCUPANCY_RESOLUTION
 
 REFINE_LR = 1e-2  # Adam on the copied tensors and modules when the spec's lr is 0 (see docs/results/instant_surface.md)
 
 
 class RefinableField(Field):
     """Prompt ``index`` of a generator's output as a standalone field whose tensors and modules are trainable copies
-    (the generator itself is untouched). forward(x) -> (density, albedo) as the generator's field."""
+    (the generator itself is untouched). forward(x) -> (density, albedo) as the generator's field; an occupancy grid
+    (fields.occupancy) lets the renderer skip empty space as it does for a per-prompt field."""
 
     def __init__(self, fields: GeneratedFields, index: int = 0):
         super().__init__()
@@ -42,6 +44,8 @@ class RefinableField(Field):
             p.requires_grad_(True)
         self.bound = float(fields.bound)
         self.fields = type(fields).from_parts({**self.tensors, **self.shared}, self.bound)
+        # empty-space skipping as a per-prompt DensityField's: refreshed by the renderer every 16 training renders
+        self.occupancy = OccupancyGrid(self.bound, OCCUPANCY_RESOLUTION)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.fields.query(0, x)

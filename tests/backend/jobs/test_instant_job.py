@@ -3,6 +3,8 @@ trained with (or a clear refusal)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -105,6 +107,27 @@ def test_instant_asset_is_an_asset(tiny_generator):
     out = asset.render(orbit_cameras(2), 8, 8)
     assert out.rgb.shape == (2, 8, 8, 3) and not out.rgb.requires_grad
     assert asset.output_settings.num_samples == 16  # twice the 8 samples it was trained with
+
+
+def test_the_contact_sheet_of_an_instant_job_takes_the_training_samples(tiny_generator):
+    from dreamstill.backend.generators.instant import InstantAsset
+    from dreamstill.backend.jobs.instant_job import draft_views_settings
+
+    asset = InstantAsset(instant(tiny_generator))
+    views = draft_views_settings(asset)
+    assert views.num_samples == 8 and asset.output_settings.num_samples == 16  # the asset's own renders keep 16
+    assert dataclasses.replace(views, num_samples=16) == asset.output_settings  # nothing else changes
+
+
+def test_an_instant_asset_with_a_texture_starts_the_unwrap_child_ahead(tiny_generator):
+    pytest.importorskip("xatlas")
+    from dreamstill.backend.generators.instant import InstantAsset
+    from dreamstill.backend.mesh.unwrap_worker import worker
+
+    worker().close()
+    InstantAsset(instant(tiny_generator, texture_size=64))
+    proc = worker().proc
+    assert proc is not None and proc.poll() is None
 
 
 def refined(generator: str, steps: int = 3, **kw) -> JobSpec:
