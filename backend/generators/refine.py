@@ -26,7 +26,7 @@ from ..fields import Field, OccupancyGrid
 from .base import GeneratedFields
 from .instant import OCCUPANCY_RESOLUTION
 
-REFINE_LR = 1e-2  # Adam on the copied tensors and modules when the spec's lr is 0 (see docs/results/instant_surface.md)
+REFINE_LR = 1e-2  # Adam on the copied tensors and modules when the spec's lr is 0 (docs/results/instant_refine_cpu.md)
 
 
 class RefinableField(Field):
