@@ -4,7 +4,8 @@
    level ``level`` that ``mesh.extract`` would mesh (its automatic silhouette rule by default), giving a solid
    O = {sigma >= level}.
 2. Clean-up on the voxels (mesh/voxels.py, scipy.ndimage):
-   - keep the ``keep_components`` largest connected parts (26-connectivity), dropping floaters;
+   - keep the ``keep_components`` largest connected parts (26-connectivity), none under ``min_part_fraction`` of the
+     largest, dropping floaters;
    - morphological closing O <- erode(dilate(O, B_r), B_r) with a ball B_r of radius ``close_radius`` (world units):
      it fills pits, cracks and tunnels narrower than about 2 r and leaves every feature wider than that alone (a
      torus's hole stays open when its radius is well above r);
@@ -34,6 +35,7 @@ class SDFInitConfig:
     level: float | None = None  # density level of the solid; None = mesh.extract's automatic silhouette threshold
     close_radius: float = 0.06  # world units; 0 turns the closing off
     keep_components: int | None = 1  # largest parts kept; None keeps all
+    min_part_fraction: float = 0.03  # and none smaller than this fraction of the largest (floaters)
     fill_cavities: bool = True
     fit_steps: int = 300
     fit_points: int = 8192  # per step, half uniform and half near the surface
@@ -97,7 +99,7 @@ def sdf_grid_from_density(density_fn: Callable, bound: float, config: SDFInitCon
     """Steps 1-3 of the module docstring."""
     cfg = (config or SDFInitConfig()).validate()
     occ, _, lo, h = occupancy_of_density(density_fn, bound, cfg.resolution, cfg.level, cfg.chunk)
-    occ = keep_largest_components(occ, cfg.keep_components)
+    occ = keep_largest_components(occ, cfg.keep_components, cfg.min_part_fraction)
     occ = close_small_features(occ, cfg.close_radius / h)
     if cfg.fill_cavities:
         occ = fill_cavities(occ)

@@ -1,6 +1,7 @@
 """Voxel operations on solids (boolean occupancy grids) and signed distance grids, with scipy.ndimage.
 
-- ``keep_largest_components``: the n largest 26-connected parts (floaters dropped);
+- ``keep_largest_components``: the n largest 26-connected parts, none under a fraction of the largest (floaters
+  dropped);
 - ``close_small_features``: morphological closing O <- erode(dilate(O, B_r), B_r) with a ball B_r of radius r:
   pits, cracks and tunnels narrower than about 2 r are filled, features wider than that are left alone (a torus's
   hole stays open when its radius is well above r);
@@ -26,17 +27,19 @@ def ball_structure(radius_voxels: float) -> np.ndarray:
     return x * x + y * y + z * z <= radius_voxels * radius_voxels + 1e-9
 
 
-def keep_largest_components(occ: np.ndarray, n: int | None) -> np.ndarray:
-    """The ``n`` largest 26-connected parts of ``occ`` by voxel count (all of them when n is None)."""
+def keep_largest_components(occ: np.ndarray, n: int | None, min_fraction: float = 0.0) -> np.ndarray:
+    """The ``n`` largest 26-connected parts of ``occ`` by voxel count (all of them when n is None), less any part
+    smaller than ``min_fraction`` of the largest (floaters)."""
     from scipy import ndimage
 
-    if n is None or not occ.any():
+    if (n is None and min_fraction <= 0) or not occ.any():
         return occ
     labels, count = ndimage.label(occ, structure=np.ones((3, 3, 3), bool))
-    if count <= n:
-        return occ
     sizes = np.bincount(labels.ravel())[1:]
-    keep = np.argsort(-sizes, kind="stable")[:n] + 1
+    order = np.argsort(-sizes, kind="stable")[: count if n is None else n]
+    keep = order[sizes[order] >= min_fraction * sizes[order[0]]] + 1
+    if len(keep) == count:
+        return occ
     return np.isin(labels, keep)
 
 
@@ -83,15 +86,17 @@ def repair_sdf_grid(
     fill: bool = True,
     blend_voxels: int = 2,
     smooth_voxels: float = 1.0,
+    min_fraction: float = 0.0,
 ) -> tuple[np.ndarray, int]:
-    """The SDF grid with its solid {d < 0} cleaned (largest parts, closing of radius ``close_radius`` in world units,
-    cavities filled). Returns (values, number of voxels whose side changed); the input is returned unchanged when
-    nothing changed. Within ``blend_voxels`` of a changed voxel d is the repaired solid's distance transform, blurred
-    by a Gaussian of ``smooth_voxels`` voxels (0: none) so the patch is not a voxel staircase."""
+    """The SDF grid with its solid {d < 0} cleaned (largest parts, none under ``min_fraction`` of the largest,
+    closing of radius ``close_radius`` in world units, cavities filled). Returns (values, number of voxels whose side
+    changed); the input is returned unchanged when nothing changed. Within ``blend_voxels`` of a changed voxel d is
+    the repaired solid's distance transform, blurred by a Gaussian of ``smooth_voxels`` voxels (0: none) so the patch
+    is not a voxel staircase."""
     from scipy import ndimage
 
     occ = values < 0
-    clean = keep_largest_components(occ, keep_components)
+    clean = keep_largest_components(occ, keep_components, min_fraction)
     clean = close_small_features(clean, close_radius / spacing)
     if fill:
         clean = fill_cavities(clean)

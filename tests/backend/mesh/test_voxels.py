@@ -102,3 +102,15 @@ def test_repair_sdf_grid_removes_a_bubble_and_a_floater_and_keeps_the_rest_exact
     assert np.array_equal(repaired[far], d[far])
     same, none = repair_sdf_grid(np.linalg.norm(p, axis=-1).astype(np.float32) - 0.5, H, 1, 0.06)
     assert none == 0
+
+
+def test_components_under_a_fraction_of_the_largest_are_dropped():
+    p = grid_points()
+    big = np.linalg.norm(p - [0.4, 0, 0], axis=-1) <= 0.3
+    small = np.linalg.norm(p - [-0.4, 0, 0], axis=-1) <= 0.2  # (2/3)^3 = 30% of the big one's voxels
+    speck = np.linalg.norm(p - [0, 0.7, 0], axis=-1) <= 0.06  # 0.8%
+    occ = big | small | speck
+    np.testing.assert_array_equal(keep_largest_components(occ, None, min_fraction=0.05), big | small)
+    np.testing.assert_array_equal(keep_largest_components(occ, 2), big | small)
+    np.testing.assert_array_equal(keep_largest_components(occ, 2, min_fraction=0.5), big)
+    assert keep_largest_components(occ, None) is occ
