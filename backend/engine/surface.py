@@ -6,8 +6,8 @@ The stages are JobSpec.stage_plan: ("density", d), ("geometry", g), ("texture", 
 step loop over all of them; entering a stage swaps what the loop uses (``SurfaceStages.enter``):
 
   geometry  SDF init: the density field's solid at its silhouette level, floaters dropped, pits and tunnels narrower
-            than ~2 close_radius closed, cavities filled, as a signed distance fitted by an SDFField
-            (fields/sdf_init.py); a density stage with no surface starts the SDF from a ball instead, with a warning.
+            than ~2 close_radius closed, cavities and the hollows the JobSpec's cameras never see into filled, as a
+            signed distance fitted by an SDFField (fields/sdf_init.py); a density stage with no surface starts the SDF from a ball instead, with a warning.
             Then the optimizer: Adam on the distance (geometry_lr) and the albedo (albedo_lr); the shading: lit
             renders, ``textureless_probability`` of them without albedo; renders with importance samples (the
             VolSDF surface is thin); the regularizers, each relative to the distillation's surrogate loss:
@@ -36,6 +36,7 @@ from ..fields.hashgrid import HashGridConfig
 from ..fields.regularizers import eikonal_loss, normal_smoothness_loss, orientation_loss
 from ..fields.sdf import SDFField, SDFFieldConfig
 from ..fields.sdf_init import SDFInitConfig, sdf_field_from_density, uniform_ball
+from ..mesh.voxels import orbit_viewpoints
 from ..render import RenderSettings
 from ..render.cameras import Cameras
 from .step import DistillViews, ShadingSchedule
@@ -77,6 +78,7 @@ class SurfaceConfig:
     )
     mesh: SurfaceMeshSettings = field(default_factory=SurfaceMeshSettings)
     output_samples: int = 64  # samples per ray of previews and contact sheets (plus as many importance samples)
+    fill_unseen: bool = True  # the SDF init fills hollows the distillation's cameras never see (mesh.voxels)
 
 
 def objects_in_prompt(prompt: str) -> int | None:
@@ -173,6 +175,12 @@ class SurfaceStages:
         self.objects = objects_in_prompt(spec.prompt)
         self.rng = torch.Generator().manual_seed(spec.seed + 2)
         self.mesh_settings = config.mesh.for_objects(self.objects)
+        # the cameras of the distillation, nearest distance: what they never see into is filled at the SDF init
+        self.viewpoints = (
+            orbit_viewpoints(spec.elevation_range, spec.distance_range[0], spec.azimuth_range)
+            if config.fill_unseen
+            else None
+        )
 
     def enter(self, opt, name: str, fit: bool) -> None:
         """Swap stage ``name``'s field, optimizer, shading, render settings and regularizers into ``opt``
@@ -200,7 +208,7 @@ class SurfaceStages:
         if fit:
             init = replace(cfg.init, keep_components=self.objects)
             try:
-                return sdf_field_from_density(opt.field, sdf_config, init, self.rng)[0]
+                return sdf_field_from_density(opt.field, sdf_config, init, self.rng, viewpoints=self.viewpoints)[0]
             except EmptyFieldError as err:
                 opt.warnings.append(f"the surface stage started from a ball: {err}")
         return SDFField(sdf_config, generator=self.rng).to(opt.device)

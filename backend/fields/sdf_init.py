@@ -9,7 +9,10 @@
    - morphological closing O <- erode(dilate(O, B_r), B_r) with a ball B_r of radius ``close_radius`` (world units):
      it fills pits, cracks and tunnels narrower than about 2 r and leaves every feature wider than that alone (a
      torus's hole stays open when its radius is well above r);
-   - fill enclosed cavities (voids no path from the outside reaches), which no camera sees.
+   - fill enclosed cavities (voids no path from the outside reaches), which no camera sees;
+   - given the cameras the distillation uses, fill the hollows none of them sees into that the solid surrounds
+     sideways (the inside of a shell open at the bottom when the cameras orbit above it: SDS leaves cones and
+     pyramids hollow underneath).
 3. Signed distance by the Euclidean distance transform (mesh/voxels.py), with the surface half a voxel between an inside and an
    outside sample:  d = edt(outside) - h/2 outside,  d = -(edt(inside) - h/2) inside  (h = voxel size).
 4. Fit. An SDFField is regressed onto the grid's d (trilinear interpolation at random points: half uniform in the
@@ -25,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..mesh.voxels import close_small_features, fill_cavities, keep_largest_components, signed_distance
+from ..mesh.voxels import close_small_features, fill_cavities, fill_unseen, keep_largest_components, signed_distance
 from .sdf import SDFField, SDFFieldConfig
 
 
@@ -95,14 +98,19 @@ def occupancy_of_density(density_fn: Callable, bound: float, resolution: int, le
     return occ, float(level), float(-bound), spacing
 
 
-def sdf_grid_from_density(density_fn: Callable, bound: float, config: SDFInitConfig | None = None) -> SDFGrid:
-    """Steps 1-3 of the module docstring."""
+def sdf_grid_from_density(
+    density_fn: Callable, bound: float, config: SDFInitConfig | None = None, viewpoints: np.ndarray | None = None
+) -> SDFGrid:
+    """Steps 1-3 of the module docstring; with ``viewpoints`` (K, 3), the cameras the distillation sees the asset
+    from, the hollows none of them sees into are filled too (mesh.voxels.fill_unseen)."""
     cfg = (config or SDFInitConfig()).validate()
     occ, _, lo, h = occupancy_of_density(density_fn, bound, cfg.resolution, cfg.level, cfg.chunk)
     occ = keep_largest_components(occ, cfg.keep_components, cfg.min_part_fraction)
     occ = close_small_features(occ, cfg.close_radius / h)
     if cfg.fill_cavities:
         occ = fill_cavities(occ)
+    if viewpoints is not None:
+        occ = fill_unseen(occ, lo, h, viewpoints)
     return SDFGrid(signed_distance(occ, h), lo, h)
 
 
@@ -169,8 +177,10 @@ def sdf_field_from_density(
     init: SDFInitConfig | None = None,
     generator: torch.Generator | None = None,
     progress: Callable[[int, int, float], None] | None = None,
+    viewpoints: np.ndarray | None = None,
 ) -> tuple[SDFField, SDFGrid]:
-    """A new SDFField (on the density field's device, same bound) fitted to the density field's cleaned solid."""
+    """A new SDFField (on the density field's device, same bound) fitted to the density field's cleaned solid
+    (``viewpoints``: see sdf_grid_from_density)."""
     init = (init or SDFInitConfig()).validate()
     bound = float(density_field.bound)
     sdf_config = sdf_config or SDFFieldConfig(bound=bound)
@@ -186,7 +196,7 @@ def sdf_field_from_density(
         with torch.no_grad():
             return density_field(points.to(device))[1]
 
-    grid = sdf_grid_from_density(density, bound, init)
+    grid = sdf_grid_from_density(density, bound, init, viewpoints)
     field = SDFField(sdf_config, generator=generator).to(device)
     fit_sdf_field(field, grid, init, albedo, generator, progress)
     return field, grid
