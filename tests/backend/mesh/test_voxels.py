@@ -114,3 +114,40 @@ def test_components_under_a_fraction_of_the_largest_are_dropped():
     np.testing.assert_array_equal(keep_largest_components(occ, 2), big | small)
     np.testing.assert_array_equal(keep_largest_components(occ, 2, min_fraction=0.5), big)
     assert keep_largest_components(occ, None) is occ
+
+
+def cone_shell():
+    """(a solid cone, base down at z = -0.5, and the same cone as a shell 0.07 thick, open at the bottom)."""
+    p = grid_points()
+    r, z = np.linalg.norm(p[..., :2], axis=-1), p[..., 2]
+    solid = (r <= (0.5 - z) * 0.6) & (z >= -0.5) & (z <= 0.5)
+    hollow = (r <= (0.5 - z) * 0.6 - 0.07) & (z >= -0.5) & (z <= 0.43)
+    return solid, solid & ~hollow
+
+
+def test_hollows_no_camera_above_sees_into_are_filled_and_seen_space_is_not():
+    from dreamstill.backend.mesh.voxels import fill_unseen, orbit_viewpoints
+
+    above = orbit_viewpoints((-10.0, 45.0), 2.5)
+    solid, shell = cone_shell()
+    np.testing.assert_array_equal(fill_unseen(shell, -BOUND, H, above), solid)
+    below = orbit_viewpoints((-60.0, 45.0), 2.5)  # cameras that look into the opening
+    assert (fill_unseen(shell, -BOUND, H, below) & ~shell).sum() < 0.1 * (solid & ~shell).sum()  # the apex only
+    torus = torus_occupancy()
+    filled = fill_unseen(torus, -BOUND, H, above)
+    assert not filled[N // 2, N // 2, N // 2]  # the hole is seen from above
+    assert (filled & ~torus).sum() < 0.05 * torus.sum()  # at most a rim of voxels the sight lines graze
+    cube = cube_occupancy()
+    np.testing.assert_array_equal(fill_unseen(cube, -BOUND, H, above), cube)  # no wedge under a flat bottom
+
+
+def test_orbit_viewpoints_cover_the_ranges_at_the_distance():
+    from dreamstill.backend.mesh.voxels import orbit_viewpoints
+
+    vp = orbit_viewpoints((-10.0, 45.0), 2.5, (-180.0, 180.0), elevations=4, azimuths=8)
+    assert vp.shape == (32, 3)
+    np.testing.assert_allclose(np.linalg.norm(vp, axis=1), 2.5, rtol=1e-6)
+    elevation = np.degrees(np.arcsin(vp[:, 2] / 2.5))
+    np.testing.assert_allclose(sorted(set(np.round(elevation, 3))), [-10.0, 8.333, 26.667, 45.0], atol=1e-3)
+    half = orbit_viewpoints((0.0, 0.0), 1.0, (0.0, 90.0), elevations=1, azimuths=3)
+    np.testing.assert_allclose(half, [[1, 0, 0], [np.sqrt(0.5), np.sqrt(0.5), 0], [0, 1, 0]], atol=1e-6)
