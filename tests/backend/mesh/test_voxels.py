@@ -136,7 +136,7 @@ def test_hollows_no_camera_above_sees_into_are_filled_and_seen_space_is_not():
     torus = torus_occupancy()
     filled = fill_unseen(torus, -BOUND, H, above)
     assert not filled[N // 2, N // 2, N // 2]  # the hole is seen from above
-    assert (filled & ~torus).sum() < 0.05 * torus.sum()  # at most a rim of voxels the sight lines graze
+    assert (filled & ~torus).sum() < 0.1 * torus.sum()  # at most a rim of voxels the sight lines graze
     cube = cube_occupancy()
     np.testing.assert_array_equal(fill_unseen(cube, -BOUND, H, above), cube)  # no wedge under a flat bottom
 
