@@ -111,11 +111,20 @@ def surface_config(pairs: list[str]):
     return cfg
 
 
-def run(spec, out: Path, cfg) -> dict:
-    """run_job on ``spec`` with the surface stage's engine settings ``cfg``; the events' timings and the Done."""
+def run(spec, out: Path, cfg, density_checkpoint: str | None = None) -> dict:
+    """run_job on ``spec`` with the surface stage's engine settings ``cfg``; the events' timings and the Done.
+    ``density_checkpoint``: resume from this checkpoint of the density stage's last step when it exists, else save
+    it there (the spec's checkpoint_every is the density stage's length)."""
+    import shutil
+
     from dreamstill.backend.engine import optimize
     from dreamstill.backend.jobs import run_job
+    from dreamstill.backend.jobs.optimize_job import CHECKPOINT_NAME
     from dreamstill.protocol import Done, Failed, Progress
+
+    resume = bool(density_checkpoint) and Path(density_checkpoint).exists()
+    if resume:
+        shutil.copyfile(density_checkpoint, out / CHECKPOINT_NAME)
 
     class ProbeDefaults(optimize.EngineDefaults):  # this run's settings; the defaults stay as they are
         def __init__(self, **kwargs):
@@ -125,7 +134,10 @@ def run(spec, out: Path, cfg) -> dict:
     t0, c0 = time.perf_counter(), time.process_time()
     stage_cpu: dict[str, float] = {}
     last, c_last, done = "start", c0, None
-    for event in run_job(spec, out, output_path=out / "asset.glb"):
+    for event in run_job(spec, out, output_path=out / "asset.glb", resume=resume):
+        saved = density_checkpoint and not resume and not Path(density_checkpoint).exists()
+        if saved and isinstance(event, Progress) and event.step > spec.stage_plan[0][1]:  # written after its step
+            shutil.copyfile(out / CHECKPOINT_NAME, density_checkpoint)
         if isinstance(event, Progress):  # a step's event ends its step; a finishing phase's starts its phase
             now = time.process_time()
             owner = event.phase if event.optimizing else last
@@ -154,6 +166,11 @@ def main(argv=None) -> int:
     p.add_argument("--texture-steps", type=int, default=0)
     p.add_argument("--no-surface", action="store_true", help="the density stage alone")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="SurfaceConfig setting (JSON)")
+    p.add_argument(
+        "--density-checkpoint",
+        help="resume from this checkpoint of the density stage when it exists, else write it (for trying surface "
+        "settings on one density field; the spec then checkpoints every density-stage length of steps)",
+    )
     p.add_argument("--json", help="write the figures here")
     args = p.parse_args(argv)
 
@@ -171,8 +188,10 @@ def main(argv=None) -> int:
         texture_steps=args.texture_steps,
         **({"steps": args.steps} if args.steps else {}),
     )
+    if args.density_checkpoint:
+        spec = replace(spec, checkpoint_every=spec.stage_plan[0][1])
     cfg = surface_config(args.set)
-    report = run(spec, out, cfg)
+    report = run(spec, out, cfg, args.density_checkpoint)
     result = {
         "prompt": args.prompt,
         "method": args.method,

@@ -30,6 +30,13 @@ def register(subparsers) -> None:
     ev.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="method option (JSON value)")
     ev.add_argument("--shading", choices=("albedo", "lambertian"), default="albedo", help="how views are drawn")
     ev.add_argument(
+        "--surface",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="per-prompt assets with the surface stage (the default); --no-surface: the density stage alone, named "
+        "'<method>-density' in the table and the kept assets, so --rescore compares the two",
+    )
+    ev.add_argument(
         "--json",
         type=Path,
         default=None,
@@ -157,6 +164,7 @@ def _config(args: argparse.Namespace):
         options=parse_options(args.option),
         shading=args.shading,
         device=args.device,
+        surface=args.surface,
     )
     for flag, name, value in (("--steps", "steps", args.steps), ("--seeds", "seeds", args.seeds)):
         if value is not None:
