@@ -235,7 +235,7 @@ class JobSpec:
         zero_means="the mode's default: 128 optimize, 64 instant",
     )
     texture_size: int = setting(
-        512,
+        1024,
         label="Texture Size",
         help="baked texture size in pixels",
         group="output",
