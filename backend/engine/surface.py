@@ -5,9 +5,10 @@ recipe (Magic3D, ProlificDreamer, Fantasia3D) on this project's volume renderer,
 The stages are JobSpec.stage_plan: ("density", d), ("geometry", g), ("texture", x) steps. AssetOptimizer runs one
 step loop over all of them; entering a stage swaps what the loop uses (``SurfaceStages.enter``):
 
-  geometry  SDF init: the density field's solid at its silhouette level, floaters dropped, pits and tunnels narrower
-            than ~2 close_radius closed, cavities and the hollows the JobSpec's cameras never see into filled, as a
-            signed distance fitted by an SDFField (fields/sdf_init.py); a density stage with no surface starts the SDF from a ball instead, with a warning.
+  geometry  SDF init: the solid the JobSpec's cameras see of the density field (all but the space some camera sees
+            in front of the depth where its rendered opacity reaches SDFInitConfig.carve_opacity), floaters dropped, pits and tunnels
+            narrower than ~2 close_radius closed, cavities filled, as a signed distance fitted by an SDFField
+            (fields/sdf_init.py); a density stage with no surface starts the SDF from a ball instead, with a warning.
             Then the optimizer: Adam on the distance (geometry_lr) and the albedo (albedo_lr); the shading: lit
             renders, ``textureless_probability`` of them without albedo; renders with importance samples (the
             VolSDF surface is thin); the regularizers, each relative to the distillation's surrogate loss:
@@ -78,7 +79,7 @@ class SurfaceConfig:
     )
     mesh: SurfaceMeshSettings = field(default_factory=SurfaceMeshSettings)
     output_samples: int = 64  # samples per ray of previews and contact sheets (plus as many importance samples)
-    fill_unseen: bool = True  # the SDF init fills hollows the distillation's cameras never see (mesh.voxels)
+    carve: bool = True  # the SDF init's solid is what the distillation's cameras see (mesh.voxels.carve_seen_space)
 
 
 def objects_in_prompt(prompt: str) -> int | None:
@@ -175,11 +176,9 @@ class SurfaceStages:
         self.objects = objects_in_prompt(spec.prompt)
         self.rng = torch.Generator().manual_seed(spec.seed + 2)
         self.mesh_settings = config.mesh.for_objects(self.objects)
-        # the cameras of the distillation, nearest distance: what they never see into is filled at the SDF init
+        # the cameras of the distillation at their nearest: the SDF init's solid is what they see of the density
         self.viewpoints = (
-            orbit_viewpoints(spec.elevation_range, spec.distance_range[0], spec.azimuth_range)
-            if config.fill_unseen
-            else None
+            orbit_viewpoints(spec.elevation_range, spec.distance_range[0], spec.azimuth_range) if config.carve else None
         )
 
     def enter(self, opt, name: str, fit: bool) -> None:

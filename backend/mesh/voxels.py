@@ -6,9 +6,8 @@
   pits, cracks and tunnels narrower than about 2 r are filled, features wider than that are left alone (a torus's
   hole stays open when its radius is well above r);
 - ``fill_cavities``: enclosed voids (no path to the grid's border) become solid;
-- ``fill_unseen``: empty space that no camera of a set sees (behind the solid's first surface from every one of
-  them) and that the solid surrounds in its horizontal slice, e.g. the inside of a shell open at the bottom when no
-  camera looks from below, becomes solid;
+- ``carve_seen_space``: the solid a set of cameras sees in a density grid: all but the voxels some camera sees in
+  front of the depth where its rendered opacity reaches a level (space carving with rendered depth);
 - ``signed_distance``: the Euclidean distance transform of both sides, with the surface half a voxel between an
   inside and an outside sample: d = edt(outside) - h/2 outside, d = -(edt(inside) - h/2) inside (h = voxel size);
 - ``repair_sdf_grid``: all of the above applied to {d < 0} of a sampled SDF, with d replaced by the repaired solid's
@@ -18,8 +17,12 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 
 def ball_structure(radius_voxels: float) -> np.ndarray:
@@ -69,56 +72,87 @@ def fill_cavities(occ: np.ndarray) -> np.ndarray:
     return ndimage.binary_fill_holes(occ)
 
 
-def viewpoint_depth_test(
-    occ: np.ndarray, lo: float, spacing: float, viewpoint: np.ndarray, margin_voxels: float = 0.5
-) -> np.ndarray:
-    """(n^3,) bool: the voxels of ``occ`` (a grid with sample 0 at ``lo`` on every axis) that a pinhole camera at
-    ``viewpoint`` looking at the origin sees as empty space, i.e. that lie in front of the solid's first surface.
-
-    Each voxel centre p is projected to (x, y) = (q . r, q . u) / z with q = p - c, z = q . f (f the unit direction
-    from the camera to the origin, r and u the image axes); the image is cut into square bins of sqrt(2) voxels'
-    size at the nearest depth a voxel can have, sqrt(2) h / (|c| - R) with R the grid's corner radius, so the
-    centres of a solid's near side leave no bin empty. Per bin the depth of the first surface is the least z of the
-    solid voxels in it; a voxel is seen empty when its z is less than that by more than ``margin_voxels`` h."""
+def _camera_frame(viewpoint) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(position c, forward f towards the origin, right r, up u) of a camera at ``viewpoint`` looking at the origin."""
     import torch
 
-    n = occ.shape[0]
-    axis = torch.arange(n, dtype=torch.float32) * spacing + lo
-    pts = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), -1).reshape(-1, 3)
-    solid = torch.from_numpy(np.ascontiguousarray(occ).reshape(-1))
     c = torch.as_tensor(viewpoint, dtype=torch.float32)
     f = -c / c.norm()
     side = torch.tensor([0.0, 0.0, 1.0]) if abs(float(f[2])) < 0.99 else torch.tensor([1.0, 0.0, 0.0])
     r = torch.nn.functional.normalize(torch.linalg.cross(f, side), dim=0)
-    u = torch.linalg.cross(r, f)
-    q = pts - c
-    z = q @ f
-    corner = float(pts.norm(dim=-1).max())
-    bin_size = math.sqrt(2.0) * spacing / max(float(c.norm()) - corner, spacing)
-    ix = torch.floor((q @ r) / z / bin_size).long()
-    iy = torch.floor((q @ u) / z / bin_size).long()
-    ix, iy = ix - ix.min(), iy - iy.min()
-    key = ix * (int(iy.max()) + 1) + iy
-    first = torch.full((int(key.max()) + 1,), float("inf")).scatter_reduce(0, key[solid], z[solid], "amin")
-    return ((~solid) & (z < first[key] - margin_voxels * spacing)).numpy()
+    return c, f, r, torch.linalg.cross(r, f)
 
 
-def fill_unseen(occ: np.ndarray, lo: float, spacing: float, viewpoints: np.ndarray) -> np.ndarray:
-    """``occ`` with the hollows no camera sees made solid: every empty voxel that no camera at ``viewpoints`` (K, 3)
-    sees (``viewpoint_depth_test``) and that the solid surrounds within its horizontal slice (z = const), such as
-    the inside of a shell whose opening faces below cameras that orbit above it. Unseen space that the solid does
-    not surround sideways (the thin wedge under a flat bottom that the lowest camera just misses) stays empty."""
-    from scipy import ndimage
+def rendered_depth(
+    density: np.ndarray, lo: float, spacing: float, viewpoint, pixels: int, opacity: float = 0.5
+) -> tuple[torch.Tensor, float]:
+    """(depth image (P, P), half-width T of its tangent plane) of a density grid seen from ``viewpoint``: per pixel
+    ray o + s v, the distance s at which the accumulated opacity 1 - exp(-int_0^s density) first reaches
+    ``opacity`` (inf where it never does), with density interpolated trilinearly between the grid samples (sample
+    0 at ``lo`` on every axis; zero outside the grid) and s stepped by h / 2. Pixel (i, j) looks along
+    normalize(f + x r + y u) with x, y the pixel centres on [-T, T], T = tan of the angle the grid's corner sphere
+    subtends."""
+    import torch
 
-    if not occ.any():
-        return occ
-    seen = np.zeros(occ.size, bool)
+    n = density.shape[0]
+    c, f, r, u = _camera_frame(viewpoint)
+    corner = math.sqrt(3.0) * max(abs(lo), abs(lo + spacing * (n - 1)))
+    half = math.tan(math.asin(min(corner / float(c.norm()), 0.999)))
+    t = (torch.arange(pixels, dtype=torch.float32) + 0.5) / pixels * 2 * half - half
+    y, x = torch.meshgrid(-t, t, indexing="ij")
+    dirs = torch.nn.functional.normalize(f + x[..., None] * r + y[..., None] * u, dim=-1).reshape(-1, 3)
+    step = 0.5 * spacing
+    s = float(c.norm()) - corner + step * torch.arange(int(math.ceil(2 * corner / step)) + 1, dtype=torch.float32)
+    grid = torch.from_numpy(np.ascontiguousarray(density, np.float32))[None, None]
+    depth = torch.full((len(dirs),), float("inf"))
+    for rows in torch.arange(len(dirs)).split(max(1, 2_000_000 // len(s))):
+        pts = c + s[None, :, None] * dirs[rows, None, :]  # (R, S, 3)
+        g = ((pts - lo) / (spacing * (n - 1)) * 2 - 1).flip(-1)  # grid_sample reads (z, y, x) for (X, Y, Z)
+        sigma = torch.nn.functional.grid_sample(grid, g[None, :, :, None, :], align_corners=True)[0, 0, :, :, 0]
+        reached = (1 - torch.exp(-torch.cumsum(sigma.clamp_min(0) * step, -1))) >= opacity
+        first = torch.where(reached.any(-1), reached.float().argmax(-1), -1)
+        depth[rows] = torch.where(first >= 0, s[first.clamp_min(0)], torch.tensor(float("inf")))
+    return depth.view(pixels, pixels), half
+
+
+def carve_seen_space(
+    density: np.ndarray,
+    lo: float,
+    spacing: float,
+    viewpoints: np.ndarray,
+    opacity: float = 0.2,
+    margin_voxels: float = 0.5,
+) -> np.ndarray:
+    """The solid the cameras at ``viewpoints`` (K, 3) see in a density grid: every voxel is inside except those that
+    some camera sees as empty space, i.e. nearer than the ``rendered_depth`` of the pixel it projects to (less
+    ``margin_voxels`` h; the least depth of the 2 x 2 pixel centres around it, so a silhouette's edge is not carved away).
+
+    A fog whose density never passes a threshold point by point but that renders opaque (what score distillation
+    often leaves of thin parts) still becomes a solid where it looks opaque; a hollow that no camera sees into, such
+    as the inside of a shell open underneath when the cameras orbit above it, becomes solid too; a hole the cameras
+    see through (a torus's) stays open."""
+    import torch
+
+    n = density.shape[0]
+    axis = torch.arange(n, dtype=torch.float32) * spacing + lo
+    pts = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), -1).reshape(-1, 3)
+    pixels = n
+    empty = torch.zeros(len(pts), dtype=torch.bool)
     for viewpoint in np.asarray(viewpoints, np.float32):
-        seen |= viewpoint_depth_test(occ, lo, spacing, viewpoint)
-    in_plane = np.zeros((3, 3, 3), bool)
-    in_plane[:, :, 1] = ndimage.generate_binary_structure(2, 1)  # connectivity within z slices only
-    surrounded = ndimage.binary_fill_holes(occ, in_plane)
-    return occ | (surrounded & ~seen.reshape(occ.shape))
+        depth, half = rendered_depth(density, lo, spacing, viewpoint, pixels, opacity)
+        c, f, r, u = _camera_frame(viewpoint)
+        q = pts - c
+        z = q @ f
+        col = ((q @ r) / z + half) / (2 * half) * pixels - 0.5  # pixel centres at whole numbers
+        row = (half - (q @ u) / z) / (2 * half) * pixels - 0.5
+        nearest = torch.full((len(pts),), float("inf"))
+        for dc in (0, 1):  # the least depth of the 2 x 2 pixel centres around the voxel's projection
+            for dr in (0, 1):
+                ci = (col.floor().long() + dc).clamp(0, pixels - 1)
+                ri = (row.floor().long() + dr).clamp(0, pixels - 1)
+                nearest = torch.minimum(nearest, depth[ri, ci])
+        empty |= q.norm(dim=-1) < nearest - margin_voxels * spacing
+    return (~empty).view(density.shape).numpy()
 
 
 def orbit_viewpoints(

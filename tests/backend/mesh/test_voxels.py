@@ -125,20 +125,40 @@ def cone_shell():
     return solid, solid & ~hollow
 
 
-def test_hollows_no_camera_above_sees_into_are_filled_and_seen_space_is_not():
-    from dreamstill.backend.mesh.voxels import fill_unseen, orbit_viewpoints
+def test_carving_fills_hollows_no_camera_sees_into_and_keeps_seen_space_empty():
+    """The carved solid holds the true solid and the hollows no camera sees into; it exceeds the truth by the carving
+    margin (a voxel and a pixel around the surface) and the wedge under a flat base that the lowest camera misses."""
+    from dreamstill.backend.mesh.voxels import carve_seen_space, orbit_viewpoints
 
+    opaque = 60.0  # a density that renders opaque within a voxel or two
     above = orbit_viewpoints((-10.0, 45.0), 2.5)
     solid, shell = cone_shell()
-    np.testing.assert_array_equal(fill_unseen(shell, -BOUND, H, above), solid)
+    hollow = solid & ~shell
+    carved = carve_seen_space(shell * opaque, -BOUND, H, above)
+    assert (solid & ~carved).sum() == 0  # the hollow is filled, the shell kept
+    assert (carved & ~solid).sum() < 0.25 * solid.sum()
     below = orbit_viewpoints((-60.0, 45.0), 2.5)  # cameras that look into the opening
-    assert (fill_unseen(shell, -BOUND, H, below) & ~shell).sum() < 0.1 * (solid & ~shell).sum()  # the apex only
+    assert (carve_seen_space(shell * opaque, -BOUND, H, below) & hollow).sum() < 0.5 * hollow.sum()
     torus = torus_occupancy()
-    filled = fill_unseen(torus, -BOUND, H, above)
-    assert not filled[N // 2, N // 2, N // 2]  # the hole is seen from above
-    assert (filled & ~torus).sum() < 0.1 * torus.sum()  # at most a rim of voxels the sight lines graze
+    carved = carve_seen_space(torus * opaque, -BOUND, H, above)
+    assert not carved[N // 2, N // 2, N // 2]  # the hole is seen from above
+    assert (torus & ~carved).sum() == 0 and (carved & ~torus).sum() < 0.35 * torus.sum()
     cube = cube_occupancy()
-    np.testing.assert_array_equal(fill_unseen(cube, -BOUND, H, above), cube)  # no wedge under a flat bottom
+    carved = carve_seen_space(cube * opaque, -BOUND, H, above)
+    assert (cube & ~carved).sum() == 0 and (carved & ~cube).sum() < 0.2 * cube.sum()
+
+
+def test_a_fog_that_renders_opaque_becomes_solid():
+    from dreamstill.backend.mesh.voxels import carve_seen_space, orbit_viewpoints
+
+    radius = np.linalg.norm(grid_points(), axis=-1)
+    fog = (radius <= 0.5) * 4.0  # opacity 1 - exp(-4 s) after s of it: 0.2 at s = 0.056, 0.98 through the middle
+    cameras = orbit_viewpoints((-10.0, 45.0), 2.5)
+    carved = carve_seen_space(fog, -BOUND, H, cameras, opacity=0.2)
+    assert (carved & (radius > 0.5)).sum() < 0.05 * (radius <= 0.5).sum()
+    inner = radius <= 0.5 - 0.056 - 2 * H  # the depth where the rays reach 0.2, less the margins
+    assert (inner & ~carved).sum() < 0.05 * inner.sum()
+    assert not carve_seen_space(fog / 10, -BOUND, H, cameras, opacity=0.2).any()  # 0.33 at most: seen through
 
 
 def test_orbit_viewpoints_cover_the_ranges_at_the_distance():
