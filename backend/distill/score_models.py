@@ -146,8 +146,8 @@ class TrainedScoreModel:
         return pose
 
     def training_sample(self, z: torch.Tensor, inp: DistillInput):
-        """(x', t', eps', pose) for one score-model step, drawn from ``inp.generator`` in that order."""
-        g = inp.generator
+        """(x', t', eps', pose) for one score-model step, drawn from ``inp.rng`` in that order."""
+        g = inp.rng
         big_t = self.prior.num_train_timesteps
         lo = min(int(big_t * self.config.lora_min_step_percent), big_t - 1)
         hi = min(max(int(big_t * self.config.lora_max_step_percent), lo), big_t - 1)

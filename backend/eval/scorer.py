@@ -286,16 +286,14 @@ class ScorerTrainConfig:
     model: ScorerConfig = field(default_factory=ScorerConfig)
 
 
-def sample_scorer_cameras(n: int, generator: torch.Generator, spread: bool):
+def sample_scorer_cameras(n: int, rng: torch.Generator, spread: bool):
     """Distillation cameras (JobSpec ranges) or, with ``spread``, elevations up to nearly top-down and wider
     distance/fov ranges, as the evaluation views need."""
     from ..render.cameras import sample_cameras
 
     if spread:
-        return sample_cameras(
-            n, generator, elevation_range=(-10.0, 85.0), distance_range=(2.3, 3.2), fov_range=(38.0, 52.0)
-        )
-    return sample_cameras(n, generator)
+        return sample_cameras(n, rng, elevation_range=(-10.0, 85.0), distance_range=(2.3, 3.2), fov_range=(38.0, 52.0))
+    return sample_cameras(n, rng)
 
 
 def render_training_set(
@@ -309,7 +307,7 @@ def render_training_set(
 ):
     """n renders of random scenes: (images uint8 (n, 3, 32, 32), cameras (n, 4), targets (n, 5)).
 
-    Chunk i (of ``chunk`` images) draws from its own generator seeded (seed, i), so chunks can be rendered in
+    Chunk i (of ``chunk`` images) draws from its own rng seeded (seed, i), so chunks can be rendered in
     parallel (``chunks`` picks a sub-range; concatenating every sub-range in order gives the full set). Chunks
     cycle through shadings: flat albedo (half; what the benchmark draws), lambertian with a jittered light and random
     ambient/diffuse (a quarter), and the world's default light; cameras alternate between the distillation range and
@@ -333,7 +331,7 @@ def render_training_set(
             cfg = w.RenderConfig(steps=40, ambient=0.3 + 0.2 * u[0], diffuse=0.5 + 0.25 * u[1], light_jitter=0.35)
         else:
             cfg = w.RenderConfig(steps=40)
-        rgb = w.render_scenes(scenes, c, 32, cfg, generator=g)
+        rgb = w.render_scenes(scenes, c, 32, cfg, rng=g)
         images.append((rgb * 255).round().to(torch.uint8))
         cams.append(c.as_condition())
         targets.append(torch.tensor([scene_targets(s) for s in scenes]))
@@ -479,7 +477,7 @@ def evaluate_scorer(
         scene = w.parse_prompt(p)
         x1 = w.render_scenes([scene] * len(eval_cams), eval_cams, 32, flat)
         rc = sample_scorer_cameras(n_random_views, g, spread=True)
-        x2 = w.render_scenes([scene] * n_random_views, rc, 32, lit, generator=g)
+        x2 = w.render_scenes([scene] * n_random_views, rc, 32, lit, rng=g)
         x = torch.cat([x1, x2])
         c = torch.cat([eval_cams.as_condition(), rc.as_condition()])
         n1 = len(eval_cams)

@@ -50,7 +50,7 @@ def frequency_encoding(d: torch.Tensor, n_frequencies: int) -> torch.Tensor:
 class Background(nn.Module):
     """forward(dirs (..., 3)) -> colours (..., 3) in [0, 1]."""
 
-    def __init__(self, config: BackgroundConfig | None = None, generator: torch.Generator | None = None, **overrides):
+    def __init__(self, config: BackgroundConfig | None = None, rng: torch.Generator | None = None, **overrides):
         super().__init__()
         config = config or BackgroundConfig()
         if overrides:
@@ -60,7 +60,7 @@ class Background(nn.Module):
         self.mlp = None
         if cfg.kind == "learned":
             n_in = 3 + 6 * cfg.n_frequencies
-            self.mlp = make_mlp(n_in, 3, cfg.hidden_dim, cfg.n_hidden_layers, generator)
+            self.mlp = make_mlp(n_in, 3, cfg.hidden_dim, cfg.n_hidden_layers, rng)
             last = self.mlp[-1]
             with torch.no_grad():
                 last.weight.mul_(0.01)

@@ -71,23 +71,23 @@ class DensityFieldConfig:
         return self
 
 
-def init_linear(layer: nn.Linear, generator: torch.Generator | None) -> nn.Linear:
+def init_linear(layer: nn.Linear, rng: torch.Generator | None) -> nn.Linear:
     """PyTorch's default Linear initialisation (U(-1/sqrt(fan_in), 1/sqrt(fan_in))), drawn from ``generator``."""
-    if generator is None:
+    if rng is None:
         return layer
     bound = 1.0 / math.sqrt(layer.in_features)
     with torch.no_grad():
-        layer.weight.copy_((torch.rand(layer.weight.shape, generator=generator) * 2 - 1) * bound)
-        layer.bias.copy_((torch.rand(layer.bias.shape, generator=generator) * 2 - 1) * bound)
+        layer.weight.copy_((torch.rand(layer.weight.shape, generator=rng) * 2 - 1) * bound)
+        layer.bias.copy_((torch.rand(layer.bias.shape, generator=rng) * 2 - 1) * bound)
     return layer
 
 
-def make_mlp(n_in: int, n_out: int, hidden: int, n_hidden_layers: int, generator=None) -> nn.Sequential:
+def make_mlp(n_in: int, n_out: int, hidden: int, n_hidden_layers: int, rng=None) -> nn.Sequential:
     """Linear-ReLU stack with ``n_hidden_layers`` hidden layers of width ``hidden`` (0 gives one Linear)."""
     dims = [n_in] + [hidden] * n_hidden_layers + [n_out]
     layers: list[nn.Module] = []
     for i in range(len(dims) - 1):
-        layers.append(init_linear(nn.Linear(dims[i], dims[i + 1]), generator))
+        layers.append(init_linear(nn.Linear(dims[i], dims[i + 1]), rng))
         if i < len(dims) - 2:
             layers.append(nn.ReLU(inplace=True))
     return nn.Sequential(*layers)
@@ -97,12 +97,12 @@ class DensityField(Field):
     """forward(x (N, 3) world) -> (sigma (N,), albedo (N, 3)); density(x) -> (N,); normals(x) -> (N, 3) unit,
     -normalize(grad_x sigma), closed form by default ("analytic"), or "autograd" / "finite_difference"."""
 
-    def __init__(self, config: DensityFieldConfig | None = None, generator: torch.Generator | None = None):
+    def __init__(self, config: DensityFieldConfig | None = None, rng: torch.Generator | None = None):
         super().__init__()
         self.config = cfg = (config or DensityFieldConfig()).validate()
         self.bound = float(cfg.bound)
-        self.encoding = HashGridEncoding(cfg.grid, generator=generator)
-        self.mlp = make_mlp(self.encoding.output_dim, 4, cfg.hidden_dim, cfg.n_hidden_layers, generator)
+        self.encoding = HashGridEncoding(cfg.grid, rng=rng)
+        self.mlp = make_mlp(self.encoding.output_dim, 4, cfg.hidden_dim, cfg.n_hidden_layers, rng)
         self._activation = density_activation(cfg.density_activation)
         self.occupancy = (
             OccupancyGrid(cfg.bound, cfg.occupancy_resolution, cfg.occupancy_threshold, cfg.occupancy_update_every)

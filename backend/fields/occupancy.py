@@ -12,7 +12,7 @@ sample has alpha = 1 - exp(-sigma delta) < 0.4%.
 
 ``maybe_update`` refreshes every ``update_every`` calls; the renderer calls it on training renders (grad enabled), so
 the default render path skips empty space without the caller managing the grid. The jitter of refresh k is drawn
-from a generator seeded with k, so a run and its resume (the counters are buffers, saved with the field) agree.
+from a torch.Generator seeded with k, so a run and its resume (the counters are buffers, saved with the field) agree.
 """
 
 from __future__ import annotations
@@ -61,12 +61,12 @@ class OccupancyGrid(nn.Module):
         return torch.stack(torch.meshgrid(c, c, c, indexing="ij"), -1).reshape(-1, 3)
 
     @torch.no_grad()
-    def update(self, density_fn: Callable[[torch.Tensor], torch.Tensor], generator: torch.Generator | None = None):
+    def update(self, density_fn: Callable[[torch.Tensor], torch.Tensor], rng: torch.Generator | None = None):
         """One refresh: D <- max(decay D, sigma(jittered centres)); occupied = dilate(D > threshold)."""
-        if generator is None:
-            generator = torch.Generator().manual_seed(int(self.updates))
+        if rng is None:
+            rng = torch.Generator().manual_seed(int(self.updates))
         pts = self.cell_centres()
-        jitter = torch.rand(pts.shape, generator=generator, device=generator.device).to(pts.device) - 0.5
+        jitter = torch.rand(pts.shape, generator=rng, device=rng.device).to(pts.device) - 0.5
         pts = pts + jitter * self.cell_size
         sigma = torch.cat([density_fn(c).float().reshape(-1) for c in pts.split(self.chunk)])
         sigma = sigma.reshape(self.density.shape)

@@ -240,7 +240,7 @@ def split_prompts(seed: int = 0, heldout_fraction: float = 0.1) -> tuple[list[st
 
 def sample_scenes(
     n: int,
-    generator: torch.Generator,
+    rng: torch.Generator,
     prompts: list[str] | None = None,
     single_fraction: float = 0.4,
 ) -> list[Scene]:
@@ -253,11 +253,11 @@ def sample_scenes(
     comps = [s for s in scenes if s.is_composition]
     if not singles or not comps:
         pool = singles or comps
-        idx = torch.randint(len(pool), (n,), generator=generator).tolist()
+        idx = torch.randint(len(pool), (n,), generator=rng).tolist()
         return [pool[i] for i in idx]
-    pick_single = (torch.rand(n, generator=generator) < single_fraction).tolist()
-    i_single = torch.randint(len(singles), (n,), generator=generator).tolist()
-    i_comp = torch.randint(len(comps), (n,), generator=generator).tolist()
+    pick_single = (torch.rand(n, generator=rng) < single_fraction).tolist()
+    i_single = torch.randint(len(singles), (n,), generator=rng).tolist()
+    i_comp = torch.randint(len(comps), (n,), generator=rng).tolist()
     return [singles[a] if p else comps[b] for p, a, b in zip(pick_single, i_single, i_comp)]
 
 
@@ -506,14 +506,14 @@ class RenderConfig:
     hit_eps: float = 2e-3
 
 
-def _light_dirs(cameras: Cameras, cfg: RenderConfig, generator: torch.Generator | None, device) -> torch.Tensor:
+def _light_dirs(cameras: Cameras, cfg: RenderConfig, rng: torch.Generator | None, device) -> torch.Tensor:
     b = len(cameras)
     l_cam = torch.tensor(LIGHT_DIR_CAMERA, device=device).expand(b, 3).clone()
     l_cam = l_cam / l_cam.norm(dim=-1, keepdim=True)
     if cfg.light_jitter > 0:
-        if generator is None:
+        if rng is None:
             raise ValueError("light_jitter > 0 needs a torch.Generator for reproducibility")
-        noise = torch.randn(b, 3, generator=generator).to(device)
+        noise = torch.randn(b, 3, generator=rng).to(device)
         l_cam = l_cam + cfg.light_jitter * noise
         l_cam[:, 2] = l_cam[:, 2].abs()  # keep the light on the viewer's side
         l_cam = l_cam / l_cam.norm(dim=-1, keepdim=True)
@@ -527,7 +527,7 @@ def render_scenes(
     cameras: Cameras,
     size: int = 32,
     config: RenderConfig | None = None,
-    generator: torch.Generator | None = None,
+    rng: torch.Generator | None = None,
     return_mask: bool = False,
 ):
     """Sphere-trace B scenes, one camera each, to (B, 3, size, size) RGB in [0, 1] on white.
@@ -581,7 +581,7 @@ def render_scenes(
         grads.append(packed.flat_slot_sdf(xh + e, sh).min(-1).values - packed.flat_slot_sdf(xh - e, sh).min(-1).values)
     n = torch.stack(grads, -1)
     n = n / n.norm(dim=-1, keepdim=True).clamp_min(1e-8)
-    light = _light_dirs(cameras, cfg, generator, device)  # (B, 3)
+    light = _light_dirs(cameras, cfg, rng, device)  # (B, 3)
     lam = (n * light[sh]).sum(-1).clamp_min(0)
     k = packed.flat_slot_sdf(xh, sh).argmin(-1)
     albedo = packed.albedo[sh, k]
