@@ -197,8 +197,8 @@ class ToyScorer(nn.Module):
         logits = self(images, cameras)
         logp = {name: logits[name].log_softmax(-1) for name in HEADS}
 
-        def total(t):
-            return sum(logp[name][:, t[:, k]] for k, name in enumerate(HEADS))
+        def total(labels):
+            return sum(logp[name][:, labels[:, k]] for k, name in enumerate(HEADS))
 
         as_captioned, swapped = total(targets), total(swap_pairs(targets))
         if cameras is None:
@@ -353,9 +353,9 @@ def augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     x = F.grid_sample(x - 1, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + 1  # white outside
     # blur on a random 40 %
-    sigma = 0.3 + 0.7 * u(b)
+    blur_width = 0.3 + 0.7 * u(b)
     k = torch.arange(-2, 3, dtype=torch.float32)
-    ker = torch.exp(-(k[None] ** 2) / (2 * sigma[:, None] ** 2))
+    ker = torch.exp(-(k[None] ** 2) / (2 * blur_width[:, None] ** 2))
     ker = ker / ker.sum(1, keepdim=True)
     blurred = F.conv2d(
         F.pad(x, (2, 2, 0, 0), mode="replicate").reshape(1, b * 3, h, w + 4),
@@ -373,8 +373,8 @@ def augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     # haze on the background (pixels that are nearly white) for a random 30 %
     bg = (x.min(1, keepdim=True).values > 0.95).float()
     tint = 0.6 + 0.4 * u(b, 3)
-    alpha = 0.3 * u(b) * (u(b) < 0.3).float()
-    x = x + bg * alpha[:, None, None, None] * (tint[:, :, None, None] - x)
+    haze = 0.3 * u(b) * (u(b) < 0.3).float()
+    x = x + bg * haze[:, None, None, None] * (tint[:, :, None, None] - x)
     x = x + (0.04 * u(b))[:, None, None, None] * torch.randn(x.shape, generator=g)
     return x.clamp(0, 1)
 

@@ -4,7 +4,7 @@
 "learned": threestudio's neural-environment-map background: a small MLP on a frequency encoding of d,
     gamma(d) = [d, sin(2^k pi d), cos(2^k pi d)]_{k < K},   c_bg(d) = sigmoid(MLP(gamma(d))).
 It starts close to ``color`` (last layer scaled down, bias set to logit(color)) so the first renders match the solid
-background, then learns. The renderer composites  rgb = sum_i w_i c_i + (1 - opacity) c_bg.
+background, then learns. The renderer composites  rgb = sum_i weight_i c_i + (1 - opacity) c_bg.
 """
 
 from __future__ import annotations

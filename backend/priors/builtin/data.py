@@ -49,7 +49,7 @@ class Batches:
             cam = type(cams)(*(x[i : i + 4096] for x in (cams.elevation, cams.azimuth, cams.distance, cams.fov)))
             parts.append(W.render_scenes(sub, cam.to(self.device), self.cfg.image_size, self.render_cfg, rng))
         rgb = torch.cat(parts)
-        ids = torch.stack([self.ids[t] for t in texts]).to(self.device)
+        ids = torch.stack([self.ids[text] for text in texts]).to(self.device)
         return 2 * rgb - 1, ids, cams.as_condition().to(self.device), texts
 
     def sample(self, batch: int, rng: torch.Generator):

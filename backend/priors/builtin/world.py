@@ -291,8 +291,8 @@ def _seg_dist2(px, py, ax, ay, bx, by):
     """Squared distance from points (px, py) to the segment a-b, and the signed side (cross product)."""
     ex, ey = bx - ax, by - ay
     wx, wy = px - ax, py - ay
-    t = ((wx * ex + wy * ey) / (ex * ex + ey * ey)).clamp(0, 1)
-    dx, dy = wx - t * ex, wy - t * ey
+    along = ((wx * ex + wy * ey) / (ex * ex + ey * ey)).clamp(0, 1)
+    dx, dy = wx - along * ex, wy - along * ey
     return dx * dx + dy * dy, ex * wy - ey * wx
 
 
@@ -548,28 +548,28 @@ def render_scenes(
     o = origins.reshape(-1, 3)
     d = dirs.reshape(-1, 3)
     scene_index = torch.arange(b, device=device).repeat_interleave(hi * hi)
-    # entry/exit of the bounding sphere |o + t d| = R
+    # entry/exit distances of the bounding sphere |o + s d| = R (s: ray_dist)
     bq = (o * d).sum(-1)
     cq = (o * o).sum(-1) - BOUND_RADIUS**2
     disc = bq * bq - cq
     sq = disc.clamp_min(0).sqrt()
-    t = (-bq - sq).clamp_min(0)
-    t_exit = -bq + sq
-    hit = torch.zeros_like(t, dtype=torch.bool)
+    ray_dist = (-bq - sq).clamp_min(0)
+    exit_dist = -bq + sq
+    hit = torch.zeros_like(ray_dist, dtype=torch.bool)
     active = torch.nonzero(disc > 0).squeeze(1)  # rays still marching
     for _ in range(cfg.steps):
         if active.numel() == 0:
             break
-        ta = t[active]
-        dist = packed.flat_slot_sdf(o[active] + ta[:, None] * d[active], scene_index[active]).min(-1).values
-        ta = ta + dist
-        t[active] = ta
+        marched = ray_dist[active]
+        dist = packed.flat_slot_sdf(o[active] + marched[:, None] * d[active], scene_index[active]).min(-1).values
+        marched = marched + dist
+        ray_dist[active] = marched
         done = dist < cfg.hit_eps
         hit[active[done]] = True
-        gone = ta > t_exit[active]
+        gone = marched > exit_dist[active]
         active = active[~(done | gone)]
-    hit &= t < t_exit
-    x = o + t[:, None] * d
+    hit &= ray_dist < exit_dist
+    x = o + ray_dist[:, None] * d
     # normals n = grad phi / |grad phi| by central differences, albedo of the nearest object, on hit rays only
     hit_idx = torch.nonzero(hit).squeeze(1)
     xh, sh = x[hit_idx], scene_index[hit_idx]

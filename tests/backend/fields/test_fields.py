@@ -225,21 +225,21 @@ def small_field(**kw) -> DensityField:
 def test_blob_makes_the_centre_dense_and_the_corners_empty():
     f = small_field()
     x = torch.tensor([[0.0, 0.0, 0.0], [0.7, 0.7, 0.0], [1.0, 1.0, 1.0], [-0.9, 0.0, 0.0]])
-    sigma, albedo = f(x)
-    assert sigma[0] > 8.0  # softplus(10 + O(0.1)) ~ 10
-    assert sigma[1] < 1e-3  # |x| = 0.99: softplus(10 (1 - 1.98)) ~ 5e-5
-    assert sigma[2] == 0.0  # outside the bound ball
-    assert sigma[3] < 1e-3
+    density, albedo = f(x)
+    assert density[0] > 8.0  # softplus(10 + O(0.1)) ~ 10
+    assert density[1] < 1e-3  # |x| = 0.99: softplus(10 (1 - 1.98)) ~ 5e-5
+    assert density[2] == 0.0  # outside the bound ball
+    assert density[3] < 1e-3
     assert ((albedo > 0) & (albedo < 1)).all() and albedo.shape == (4, 3)
-    torch.testing.assert_close(f.density(x), sigma)
+    torch.testing.assert_close(f.density(x), density)
 
 
 def test_dreamfusion_blob_and_trunc_exp_variant():
     f = small_field(density_bias="blob_dreamfusion", blob_density=5.0, blob_radius=0.2, density_activation="trunc_exp")
     bias = f.density_bias(torch.tensor([[0.0, 0.0, 0.0], [0.2, 0.0, 0.0]]))
     torch.testing.assert_close(bias, torch.tensor([5.0, 5.0 * math.exp(-0.5)]))
-    sigma = f.density(torch.tensor([[0.0, 0.0, 0.0], [0.0, 0.0, 0.9]]))
-    assert sigma[0] > 50 * sigma[1]
+    density = f.density(torch.tensor([[0.0, 0.0, 0.0], [0.0, 0.0, 0.9]]))
+    assert density[0] > 50 * density[1]
 
 
 def test_field_config_errors():
@@ -258,7 +258,7 @@ def test_seeded_fields_are_identical():
 
 
 class GaussianBlob(Field):
-    """sigma = 10 exp(-|x - c|^2 / (2 s^2)): normals point away from c."""
+    """density = 10 exp(-|x - c|^2 / (2 s^2)): normals point away from c."""
 
     def __init__(self, centre=(0.1, -0.2, 0.05), s=0.3):
         super().__init__()
@@ -375,8 +375,8 @@ def test_closed_form_density_gradient_matches_autograd_float64():
         with torch.no_grad():
             f.encoding.table.normal_(std=0.5, generator=rng(21))
         x = (torch.rand(150, 3, generator=rng(22), dtype=torch.float64) - 0.5) * 1.6
-        sigma, albedo, grad = f.forward_with_gradient(x)
-        torch.testing.assert_close(sigma, f.density(x))
+        density, albedo, grad = f.forward_with_gradient(x)
+        torch.testing.assert_close(density, f.density(x))
         want = f.density_gradient(x, method="autograd")
         torch.testing.assert_close(grad, want, rtol=1e-9, atol=1e-9 * want.abs().max().item())
         # a loss on the normals trains the parameters exactly as double backward would

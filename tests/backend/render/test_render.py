@@ -35,20 +35,20 @@ def rng(seed=0):
 
 
 class Sphere(Field):
-    """sigma = density inside radius r (hard edge), 0 outside; albedo a constant colour."""
+    """density = ``density`` inside radius r (hard edge), 0 outside; albedo a constant colour."""
 
     def __init__(self, r=0.5, density=1000.0, color=(0.9, 0.2, 0.1), bound=1.0):
         super().__init__()
-        self.bound, self.r, self.sigma = bound, r, density
+        self.bound, self.r, self.inside_density = bound, r, density
         self.color = torch.tensor(color)
 
     def forward(self, x):
         inside = (x.norm(dim=-1) < self.r).to(x.dtype)
-        return self.sigma * inside, self.color.to(x).expand(x.shape[0], 3)
+        return self.inside_density * inside, self.color.to(x).expand(x.shape[0], 3)
 
 
 class Cone(Field):
-    """sigma = k (r - |x|)_+ : smooth inside, so normals are radial (x / |x|) everywhere in the ball."""
+    """density = k (r - |x|)_+ : smooth inside, so normals are radial (x / |x|) everywhere in the ball."""
 
     def __init__(self, r=0.5, k=400.0, color=(0.5, 0.5, 0.5)):
         super().__init__()
@@ -88,12 +88,12 @@ def test_stratified_samples_midpoints_and_jitter_stay_in_their_bins():
 
 
 def test_composite_weights_of_constant_density():
-    sigma = torch.full((1, 40), 0.7)
+    density = torch.full((1, 40), 0.7)
     delta = torch.full((1, 40), 0.05)
-    w = composite_weights(sigma, delta)
-    torch.testing.assert_close(w.sum(), torch.tensor(1 - math.exp(-0.7 * 2.0)))
-    # w_i = T_i alpha_i with T_i = exp(-0.7 * 0.05 i)
-    torch.testing.assert_close(w[0, 3], torch.tensor(math.exp(-0.7 * 0.15) * (1 - math.exp(-0.035))))
+    weights = composite_weights(density, delta)
+    torch.testing.assert_close(weights.sum(), torch.tensor(1 - math.exp(-0.7 * 2.0)))
+    # weight_i = transmittance_i opacity_i with transmittance_i = exp(-0.7 * 0.05 i)
+    torch.testing.assert_close(weights[0, 3], torch.tensor(math.exp(-0.7 * 0.15) * (1 - math.exp(-0.035))))
 
 
 def test_sample_pdf_follows_the_weights():
