@@ -97,8 +97,6 @@ class GaussianScoreNet(nn.Module):
 class CallableScoreModel:
     """eps_phi = fn(x_t, t): a fixed (possibly exact) score model, never trained."""
 
-    trainable_model = False
-
     def __init__(self, fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]):
         self.fn = fn
 
@@ -123,8 +121,6 @@ class TrainedScoreModel:
     probability ``lora.camera_dropout`` per sample, loss = mean lambda(t') ||eps_phi(x', t', c, y) - eps'||^2 (the
     MSE in the prior's prediction type, module docstring), AdamW step.
     """
-
-    trainable_model = True
 
     def __init__(self, net: nn.Module, prior, config: VSDConfig):
         self.net = net

@@ -257,10 +257,6 @@ class HashGridEncoding(nn.Module):
             dtype=torch.float32,
         )
 
-    @property
-    def uses_tcnn(self) -> bool:
-        return self._tcnn is not None
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._run(x, with_jacobian=False)[0]
 

@@ -338,19 +338,13 @@ class MixtureOfGaussiansPrior(AnalyticPrior):
 
 
 class ParticlePrior(AnalyticPrior):
-    """The exact noised score of an empirical particle distribution, for conditional and unconditional text alike.
-
-    ``set_particles`` replaces the particle set (VSD's "score model fitted to the current particles").
-    """
+    """The exact noised score of an empirical particle distribution, for conditional and unconditional text alike."""
 
     def __init__(self, particles: torch.Tensor, bandwidth: float = 0.0, alphas_cumprod: torch.Tensor | None = None):
         self.bandwidth = float(bandwidth)
         self.particles = particles.detach().clone()
         d = self.particles.reshape(self.particles.shape[0], -1).shape[1]
         super().__init__(d, alphas_cumprod, tuple(particles.shape[1:]) if particles.ndim == 4 else None)
-
-    def set_particles(self, particles: torch.Tensor) -> None:
-        self.particles = particles.detach().clone()
 
     def _eps(self, x, abar, conditional):
         p = self.particles.reshape(self.particles.shape[0], -1).double().to(x.device)

@@ -378,6 +378,8 @@ def _sd_octahedron(p):
     return _planes_bound(p, *_OCT)
 
 
+# exact everywhere: sphere, cube, cylinder, torus, capsule; the cone is exact outside (inside, near its axis, -rho is
+# smaller than the distance), the polyhedra exact inside (outside a bound); exact_sdf.py has them all exact
 _PRIMITIVE_SDF = {
     "sphere": _sd_sphere,
     "cube": lambda p: _sd_box(p, CUBE_HALF),
@@ -388,9 +390,6 @@ _PRIMITIVE_SDF = {
     "pyramid": _sd_pyramid,
     "octahedron": _sd_octahedron,
 }
-# exact everywhere: sphere, cube, cylinder, torus, capsule; the cone is exact outside (inside, near its axis, -rho is
-# smaller than the distance), the polyhedra exact inside (outside a bound); exact_sdf.py has them all exact
-EXACT_SHAPES = frozenset({"sphere", "cube", "cylinder", "cone", "torus", "capsule"})
 
 
 def primitive_sdf(shape: str, points: torch.Tensor) -> torch.Tensor:
