@@ -1,4 +1,4 @@
-"""3D representations: hash-grid encoding, density NeRF field, occupancy grid, backgrounds."""
+"""3D representations: hash-grid encoding, density NeRF and SDF fields, occupancy grid, backgrounds, regularizers."""
 
 from .activations import trunc_exp
 from .background import Background, BackgroundConfig
@@ -6,6 +6,8 @@ from .base import Field
 from .hashgrid import HashGridConfig, HashGridEncoding, dense_index, level_lookup, spatial_hash, tcnn_available
 from .nerf import DensityField, DensityFieldConfig
 from .occupancy import OccupancyGrid
+from .sdf import SDFField, SDFFieldConfig
+from .sdf_init import SDFInitConfig, sdf_field_from_density
 
 __all__ = [
     "Background",
@@ -16,7 +18,11 @@ __all__ = [
     "HashGridConfig",
     "HashGridEncoding",
     "OccupancyGrid",
+    "SDFField",
+    "SDFFieldConfig",
+    "SDFInitConfig",
     "dense_index",
+    "sdf_field_from_density",
     "level_lookup",
     "spatial_hash",
     "tcnn_available",

@@ -1,0 +1,113 @@
+"""SDF meshing and mesh clean-up: watertight marching cubes, parts kept, holes filled, topology and face directions."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from dreamstill.backend.mesh import EmptyFieldError, Mesh
+from dreamstill.backend.mesh.cleanup import (
+    axis_aligned_area_share,
+    boundary_loops,
+    clean_mesh,
+    fill_small_holes,
+    keep_largest_parts,
+    mesh_sdf,
+    smooth_vertex_normals,
+    topology,
+)
+
+
+def sphere(centre=(0.0, 0.0, 0.0), radius=0.4):
+    c = torch.tensor(centre)
+    return lambda x: (x - c).norm(dim=-1) - radius
+
+
+def torus(x, R=0.4, r=0.16):
+    q = torch.sqrt(x[:, 0] ** 2 + x[:, 1] ** 2) - R
+    return torch.sqrt(q**2 + x[:, 2] ** 2) - r
+
+
+def box(x, half=0.42):
+    q = x.abs() - half
+    return q.clamp_min(0).norm(dim=-1) + q.max(dim=-1).values.clamp_max(0)
+
+
+def signed_volume(mesh: Mesh) -> float:
+    a, b, c = (mesh.vertices[mesh.faces[:, k]].astype(np.float64) for k in range(3))
+    return float(np.einsum("ij,ij->i", a, np.cross(b, c)).sum() / 6)
+
+
+def test_sdf_sphere_mesh_is_watertight_outward_and_the_right_size():
+    mesh = mesh_sdf(sphere(radius=0.5), 1.0, resolution=48)
+    topo = topology(mesh)
+    assert topo.watertight and topo.components == 1 and topo.euler == 2 and topo.genus == 0
+    assert signed_volume(mesh) == pytest.approx(4 / 3 * math.pi * 0.5**3, rel=0.02)  # positive: outward faces
+    assert np.abs(np.linalg.norm(mesh.vertices, axis=1) - 0.5).max() < 0.01
+
+
+def test_sdf_torus_has_euler_zero_and_a_shape_cut_by_the_box_is_closed():
+    topo = topology(mesh_sdf(torus, 1.0, resolution=64))
+    assert (topo.components, topo.euler, topo.genus, topo.watertight, topo.boundary_edges) == (1, 0, 1, True, 0)
+    cut = topology(mesh_sdf(sphere(radius=1.5), 1.0, resolution=16))  # fills the whole box: closed by the padding
+    assert cut.watertight and cut.euler == 2
+    with pytest.raises(EmptyFieldError, match="no inside"):
+        mesh_sdf(sphere(radius=0.01), 1.0, resolution=16)
+
+
+def test_keep_largest_parts_by_count_of_objects():
+    two = lambda x: torch.minimum(sphere((0.5, 0, 0), 0.3)(x), sphere((-0.5, 0, 0), 0.2)(x))  # noqa: E731
+    mesh = mesh_sdf(two, 1.0, resolution=48)
+    assert topology(mesh).components == 2
+    one, removed = keep_largest_parts(mesh, 1)
+    assert removed == 1 and topology(one).components == 1
+    assert one.vertices[:, 0].min() > 0.1  # the larger sphere (at +x) stayed
+    both, removed = keep_largest_parts(mesh, 2)
+    assert removed == 0 and both.num_faces == mesh.num_faces
+    with pytest.raises(ValueError, match="keep_components"):
+        keep_largest_parts(mesh, 0)
+
+
+def test_small_holes_are_filled_and_the_mesh_closes_again():
+    mesh = mesh_sdf(sphere(radius=0.5), 1.0, resolution=32)
+    top = np.argsort(-mesh.vertices[mesh.faces].mean(1)[:, 2])[:6]  # cut out the 6 faces around the top
+    holed = Mesh(mesh.vertices, np.delete(mesh.faces, top, axis=0))
+    loops = boundary_loops(holed.faces)
+    assert len(loops) == 1 and not topology(holed).watertight
+    filled, n = fill_small_holes(holed, max_hole_edges=64)
+    assert n == 1
+    topo = topology(filled)
+    assert topo.watertight and topo.euler == 2
+    assert signed_volume(filled) == pytest.approx(signed_volume(mesh), rel=0.01)  # patch wound outward
+    assert fill_small_holes(holed, max_hole_edges=len(loops[0]) - 1)[1] == 0  # bigger holes are left alone
+
+
+def test_clean_mesh_reports_what_it_did():
+    two = lambda x: torch.minimum(sphere((0.4, 0, 0), 0.35)(x), sphere((-0.6, 0, 0), 0.1)(x))  # noqa: E731
+    mesh = mesh_sdf(two, 1.0, resolution=48)
+    cleaned, report = clean_mesh(mesh, keep_components=1)
+    assert report["removed_components"] == 1 and report["filled_holes"] == 0
+    assert report["watertight"] and report["euler"] == 2 and report["components"] == 1
+    assert report["faces"] == cleaned.num_faces
+
+
+def test_smooth_vertex_normals_of_a_sphere_are_radial():
+    mesh = mesh_sdf(sphere(radius=0.5), 1.0, resolution=32)
+    n = smooth_vertex_normals(mesh)
+    radial = mesh.vertices / np.linalg.norm(mesh.vertices, axis=1, keepdims=True)
+    assert np.einsum("ij,ij->i", n, radial).min() > 0.98
+
+
+def test_axis_aligned_share_of_a_cube_and_a_sphere():
+    cube = mesh_sdf(box, 1.0, resolution=48)
+    assert axis_aligned_area_share(cube, 15.0) > 0.9
+    # a cube turned 45 degrees about Z: its side faces are off-axis, unless the frame turns with it
+    turned = cube.copy(
+        vertices=(cube.vertices @ np.array([[0.7071068, -0.7071068, 0], [0.7071068, 0.7071068, 0], [0, 0, 1]]).T)
+    )
+    assert axis_aligned_area_share(turned, 15.0) < 0.5
+    assert axis_aligned_area_share(turned, 15.0, rotation_z_deg=45.0) > 0.9
+    # a sphere: the share within 15 degrees of the six axes is 6 caps, 6 * 2 pi (1 - cos 15) / (4 pi)
+    ball = mesh_sdf(sphere(radius=0.5), 1.0, resolution=64)
+    assert axis_aligned_area_share(ball, 15.0) == pytest.approx(3 * (1 - math.cos(math.radians(15))), abs=0.02)

@@ -1,0 +1,104 @@
+"""Voxel operations: closing keeps a torus's hole and fills a cube's pit and tunnel, exact signed distances, SDF
+grid repair."""
+
+import numpy as np
+import pytest
+
+from dreamstill.backend.mesh.cleanup import marching_cubes_sdf, topology
+from dreamstill.backend.mesh.voxels import (
+    ball_structure,
+    close_small_features,
+    fill_cavities,
+    keep_largest_components,
+    repair_sdf_grid,
+    signed_distance,
+)
+
+N = 64
+BOUND = 1.0
+H = 2 * BOUND / (N - 1)
+
+
+def grid_points(n=N, bound=BOUND):
+    axis = np.linspace(-bound, bound, n)
+    return np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), -1)
+
+
+def torus_occupancy(R=0.4, r=0.16):
+    p = grid_points()
+    q = np.sqrt(p[..., 0] ** 2 + p[..., 1] ** 2) - R
+    return np.sqrt(q**2 + p[..., 2] ** 2) <= r
+
+
+def cube_occupancy(half=0.42):
+    return np.abs(grid_points()).max(-1) <= half
+
+
+def test_sphere_occupancy_gives_the_sphere_radius_within_a_voxel():
+    radius = 0.55
+    occ = np.linalg.norm(grid_points(), axis=-1) <= radius
+    d = signed_distance(occ, H)
+    mesh = marching_cubes_sdf(d, BOUND)
+    r = np.linalg.norm(mesh.vertices, axis=1)
+    assert abs(r.mean() - radius) < H and np.abs(r - radius).max() < H
+    # d is a distance: every sample is within a voxel of its true signed distance ||p|| - radius
+    assert np.abs(d - (np.linalg.norm(grid_points(), axis=-1) - radius)).max() < H
+
+
+def test_signed_distance_of_a_half_space_is_exact_in_voxel_units():
+    occ = np.zeros((8, 8, 8), bool)
+    occ[:4] = True  # inside for x index < 4: the surface sits at index 3.5
+    d = signed_distance(occ, 0.5)
+    assert np.allclose(d[:, 2, 2], (np.arange(8) - 3.5) * 0.5)
+    with pytest.raises(ValueError, match="no surface"):
+        signed_distance(np.ones((4, 4, 4), bool), 1.0)
+
+
+def test_closing_keeps_the_torus_hole():
+    occ = close_small_features(torus_occupancy(), 0.06 / H)
+    topo = topology(marching_cubes_sdf(signed_distance(occ, H), BOUND))
+    assert topo.components == 1 and topo.watertight
+    assert topo.euler == 0 and topo.genus == 1
+
+
+def test_closing_fills_a_small_pit_and_a_thin_tunnel_of_a_cube():
+    occ = cube_occupancy()
+    p = grid_points()
+    pit = (np.hypot(p[..., 0], p[..., 1]) < 0.05) & (p[..., 2] > 0.3)  # a narrow pit into the top face
+    tunnel = (np.hypot(p[..., 1], p[..., 2]) < 0.04) & (np.abs(p[..., 0]) < 0.5)  # a thin hole right through
+    damaged = occ & ~pit & ~tunnel
+    before = topology(marching_cubes_sdf(signed_distance(damaged, H), BOUND))
+    assert before.genus == 1  # the tunnel makes it a torus
+    closed = close_small_features(damaged, 0.06 / H)
+    assert closed[pit & occ].all() and closed[tunnel & occ].all()
+    after = topology(marching_cubes_sdf(signed_distance(closed, H), BOUND))
+    assert after.euler == 2 and after.genus == 0
+
+
+def test_keep_largest_components_and_fill_cavities():
+    p = grid_points()
+    big = np.linalg.norm(p - [0.4, 0, 0], axis=-1) < 0.3
+    small = np.linalg.norm(p - [-0.5, 0, 0], axis=-1) < 0.1
+    assert keep_largest_components(big | small, 1).sum() == big.sum()
+    assert (keep_largest_components(big | small, 2) == (big | small)).all()
+    assert (keep_largest_components(big | small, None) == (big | small)).all()
+    shell = big & ~(np.linalg.norm(p - [0.4, 0, 0], axis=-1) < 0.15)
+    assert (fill_cavities(shell) == big).all()
+    assert ball_structure(1.0).sum() == 7 and ball_structure(0.5).sum() == 1
+
+
+def test_repair_sdf_grid_removes_a_bubble_and_a_floater_and_keeps_the_rest_exact():
+    p = grid_points()
+    d = np.linalg.norm(p, axis=-1) - 0.5  # the ball
+    d = np.minimum(d, np.linalg.norm(p - [0.8, 0.0, 0.0], axis=-1) - 0.08)  # a floater outside
+    d = np.maximum(d, -(np.linalg.norm(p - [0.0, 0.0, 0.1], axis=-1) - 0.1))  # a bubble (void) inside
+    d = d.astype(np.float32)
+    assert topology(marching_cubes_sdf(d, BOUND)).components == 3
+    repaired, changed = repair_sdf_grid(d, H, keep_components=1, close_radius=0.0)
+    assert changed > 0
+    topo = topology(marching_cubes_sdf(repaired, BOUND))
+    assert topo.components == 1 and topo.euler == 2
+    far = np.linalg.norm(p - [0.0, 0.0, -0.45], axis=-1) < 0.05  # the ball's surface far from both repairs
+    assert np.array_equal(repaired[far], d[far])
+    same, none = repair_sdf_grid(np.linalg.norm(p, axis=-1).astype(np.float32) - 0.5, H, 1, 0.06)
+    assert none == 0
