@@ -210,7 +210,7 @@ class SurfaceStages:
                 return sdf_field_from_density(opt.field, sdf_config, init, self.rng, viewpoints=self.viewpoints)[0]
             except EmptyFieldError as err:
                 opt.warnings.append(f"the surface stage started from a ball: {err}")
-        return SDFField(sdf_config, generator=self.rng).to(opt.device)
+        return SDFField(sdf_config, rng=self.rng).to(opt.device)
 
     def _enter_geometry(self, opt, fit: bool) -> None:
         cfg = self.config
