@@ -97,6 +97,7 @@ def fake_runner(spec, out_dir, cancel=None, resume=False):
     )
 
 
+FAKE_JOB_FLAGS = ["--steps", "4", "--preview-every", "1", "--option", "fake_step_s=0.01", "--quiet"]  # CLI tests
 FAKE_RUNNER = "dreamstill.backend.server.testing:fake_runner"
 
 

@@ -15,7 +15,7 @@ RADIUS = 0.5
 
 
 def ball_density(x):
-    return 100.0 * torch.clamp(1.0 - x.norm(dim=-1), min=0.0)  # {sigma = 50} is the sphere of radius 0.5
+    return 100.0 * torch.clamp(1.0 - x.norm(dim=-1), min=0.0)  # {density = 50} is the sphere of radius 0.5
 
 
 def colour_of_position(x):
@@ -59,7 +59,7 @@ def test_a_mesh_within_budget_is_returned_as_is_and_bad_input_is_named(ball):
 def test_missing_package_keeps_every_face_and_warns(ball, monkeypatch):
     from dreamstill.backend.engine.meshing import field_to_mesh
 
-    class BallField:  # what field_to_mesh asks of a field: a bound, density(x) and field(x) -> (sigma, albedo)
+    class BallField:  # what field_to_mesh asks of a field: a bound, density(x) and field(x) -> (density, albedo)
         bound = 1.0
 
         def density(self, x):
@@ -79,7 +79,7 @@ def test_missing_package_keeps_every_face_and_warns(ball, monkeypatch):
 
 
 def test_face_budget_per_mode_and_its_range():
-    assert JobSpec(prompt="a", mode="optimize").face_budget is None
+    assert JobSpec(prompt="a", mode="optimize").face_budget == 20_000
     assert JobSpec(prompt="a", mode="instant").face_budget == 10_000
     assert JobSpec(prompt="a", mode="optimize", max_faces=5000).face_budget == 5000
     with pytest.raises(JobSpecError, match="max_faces"):
