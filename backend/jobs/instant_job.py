@@ -5,7 +5,6 @@ per-prompt distillation continues (jobs.refine_job), and its steps are a step ba
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -13,18 +12,11 @@ from dreamstill.protocol import Cancelled, Failed, JobEvent, JobSpec
 
 from ..generators.instant import GeneratorNotFoundError, InstantAsset, generator_config
 from ..priors import PriorNotFoundError
-from ..render import RenderSettings
 from .finish import finish_asset, finish_phase_names
 from .phases import PhaseClock
 from .refine_job import draft_phase_names, refine_and_finish
 
 INSTANT_VIEWS_SIZE = 64  # at 128 px the contact sheet's 4 renders would take longer than the rest of the job
-
-
-def draft_views_settings(asset: InstantAsset) -> RenderSettings:
-    """The contact sheet of an instant job: the generator's training samples per ray (half an output render's; at
-    64 px the difference does not show, and it halves the views phase)."""
-    return dataclasses.replace(asset.output_settings, num_samples=asset.config.num_samples)
 
 
 def prior_mismatch(spec: JobSpec, trained_with: str) -> str | None:
@@ -81,5 +73,4 @@ def run_instant_job(
     if spec.refine_steps:
         yield from refine_and_finish(asset, spec, out_dir, output_path, clock, cancel, resume)
         return
-    asset.output_settings = draft_views_settings(asset)  # only the contact sheet renders after this point
     yield from finish_asset(asset, spec, output_path, clock, step=0, views_size=INSTANT_VIEWS_SIZE)

@@ -3,7 +3,9 @@
 previews, intermediate meshes and cancel, then the usual finish.
 
 Progress: the draft's phases (generate, mesh, decimate) as an instant job reports them, the draft MeshUpdate and a
-Preview, then one "optimize" Progress per refinement step, then the finishing phases (jobs.finish)."""
+Preview, then one Progress per refinement step whose phase is the step's stage (JobSpec.stage_plan of the
+refinement's steps: "optimize", or with the surface stage "density" (the generator's field refined), then "geometry"
+and "texture" on the signed-distance field fitted to it), then the finishing phases (jobs.finish)."""
 
 from __future__ import annotations
 

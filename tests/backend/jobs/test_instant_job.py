@@ -3,8 +3,6 @@ trained with (or a clear refusal)."""
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pytest
 import torch
@@ -109,16 +107,6 @@ def test_instant_asset_is_an_asset(tiny_generator):
     assert asset.output_settings.num_samples == 16  # twice the 8 samples it was trained with
 
 
-def test_the_contact_sheet_of_an_instant_job_takes_the_training_samples(tiny_generator):
-    from dreamstill.backend.generators.instant import InstantAsset
-    from dreamstill.backend.jobs.instant_job import draft_views_settings
-
-    asset = InstantAsset(instant(tiny_generator))
-    views = draft_views_settings(asset)
-    assert views.num_samples == 8 and asset.output_settings.num_samples == 16  # the asset's own renders keep 16
-    assert dataclasses.replace(views, num_samples=16) == asset.output_settings  # nothing else changes
-
-
 def test_an_instant_asset_with_a_texture_starts_the_unwrap_child_ahead(tiny_generator):
     pytest.importorskip("xatlas")
     from dreamstill.backend.generators.instant import InstantAsset
@@ -151,10 +139,10 @@ def test_refined_job_sends_a_draft_then_a_step_bar_then_finishes(tiny_generator,
         ("Progress", "decimate", 2, 3),
         ("MeshUpdate", None, 0, None),
         ("Preview", None, 0, None),
-        ("Progress", "optimize", 1, 3),  # the refinement's step bar
-        ("Progress", "optimize", 2, 3),
+        ("Progress", "density", 1, 3),  # the refinement's step bar, its phase the stage (JobSpec.stage_plan)
+        ("Progress", "density", 2, 3),
         ("Preview", None, 2, None),
-        ("Progress", "optimize", 3, 3),
+        ("Progress", "geometry", 3, 3),  # the surface stage, from the refined density field (3 steps: 2 + 1)
         ("Preview", None, 3, None),
         ("Progress", "mesh", 0, 4),  # the finish
         ("Progress", "decimate", 1, 4),
@@ -169,11 +157,13 @@ def test_refined_job_sends_a_draft_then_a_step_bar_then_finishes(tiny_generator,
 
 
 def test_a_cancelled_refinement_resumes_to_the_uninterrupted_asset(tiny_generator, tmp_path):
+    from dreamstill.backend.generators.refine import refine_spec
     from dreamstill.backend.jobs import run_job
     from dreamstill.backend.jobs.refine_job import REFINE_CHECKPOINT_NAME
     from dreamstill.protocol import Cancelled
 
     spec = refined(tiny_generator, steps=4, checkpoint_every=4)
+    step_phases = {name for name, _ in refine_spec(spec).stage_plan}  # density, then geometry (the surface stage)
     whole = [e for e in run_job(spec, tmp_path / "whole") if isinstance(e, MeshUpdate)][-1]
 
     seen = []
@@ -182,13 +172,13 @@ def test_a_cancelled_refinement_resumes_to_the_uninterrupted_asset(tiny_generato
         return len(seen) >= 2
 
     for event in run_job(spec, tmp_path / "part", cancel=cancel):
-        if isinstance(event, Progress) and event.phase == "optimize":
+        if isinstance(event, Progress) and event.phase in step_phases:
             seen.append(event.step)
     assert isinstance(event, Cancelled) and event.step == 2
     assert (tmp_path / "part" / REFINE_CHECKPOINT_NAME).exists()
     events = list(run_job(spec, tmp_path / "part", resume=True))
     assert isinstance(events[-1], Done)
-    assert [e.step for e in events if isinstance(e, Progress) and e.phase == "optimize"] == [3, 4]
+    assert [e.step for e in events if isinstance(e, Progress) and e.phase in step_phases] == [3, 4]
     resumed = [e for e in events if isinstance(e, MeshUpdate)][-1]
     np.testing.assert_array_equal(resumed.vertices, whole.vertices)
     np.testing.assert_array_equal(resumed.vertex_colors, whole.vertex_colors)
