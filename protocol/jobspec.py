@@ -174,8 +174,9 @@ class JobSpec:
         0,
         label="Refine Steps",
         help="mode instant: per-prompt distillation steps (the job's method, seed and cameras) that continue from the "
-        "generator's asset; a draft mesh comes first, then a step bar; ~100 steps are a fraction of a per-prompt run "
-        "(giving it on the command line implies --mode instant)",
+        "generator's asset, split into stages as Steps are (the surface stage included unless it is off); a draft "
+        "mesh comes first, then a step bar; ~100 steps are a fraction of a per-prompt run (giving it on the command "
+        "line implies --mode instant)",
         group="job",
         minimum=1,
         maximum=MAX_STEPS,
