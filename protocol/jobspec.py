@@ -170,6 +170,20 @@ class JobSpec:
         required=True,
         implies=(("mode", "instant"),),
     )
+    refine_steps: int = setting(
+        0,
+        label="Refine Steps",
+        help="mode instant: per-prompt distillation steps (the job's method, seed and cameras) that continue from the "
+        "generator's asset, split into stages as Steps are (the surface stage included unless it is off); a draft "
+        "mesh comes first, then a step bar; ~100 steps are a fraction of a per-prompt run (giving it on the command "
+        "line implies --mode instant)",
+        group="job",
+        minimum=1,
+        maximum=MAX_STEPS,
+        soft_maximum=20_000,
+        zero_means="the generator's asset as it is",
+        implies=(("mode", "instant"),),
+    )
     negative_prompt: str = setting(
         "", label="Negative", help="what the asset should not look like", group="job", max_chars=MAX_PROMPT_CHARS
     )

@@ -70,6 +70,17 @@ class GeneratedFields:
     def raw(self, index: int, x_unit: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def prompt_parts(self, index: int) -> dict[str, torch.Tensor | nn.Module]:
+        """What prompt ``index``'s field is made of: its own tensors (batch axis kept, of size 1) and the modules it
+        shares with the other prompts (the decoder). ``from_parts`` of these is that one field (generators.refine
+        copies them into trainable parameters for test-time refinement)."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_parts(cls, parts: dict, bound: float) -> GeneratedFields:
+        """A batch of one field from ``prompt_parts``' dict (its tensors possibly replaced by trainable copies)."""
+        raise NotImplementedError
+
     def query(self, index: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """World points (N, 3) in [-bound, bound]^3 -> (density (N,), albedo (N, 3))."""
         return self.decoding(x, self.raw(index, x / self.bound))

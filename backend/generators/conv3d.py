@@ -116,3 +116,10 @@ class VoxelFields(GeneratedFields):
         coords = x_unit.view(1, -1, 1, 1, 3)
         feats = F.grid_sample(self.grid[index : index + 1], coords, align_corners=False, padding_mode="border")
         return self.decoder(feats.view(self.grid.shape[1], -1).t())
+
+    def prompt_parts(self, index: int) -> dict:
+        return {"grid": self.grid[index : index + 1], "decoder": self.decoder}
+
+    @classmethod
+    def from_parts(cls, parts: dict, bound: float) -> VoxelFields:
+        return cls(parts["grid"], parts["decoder"], bound)

@@ -75,6 +75,8 @@ class HyperINGP(nn.Module):
 
 
 class HyperFields(GeneratedFields):
+    MATRICES = ("w1", "w2", "u1", "u2")  # the generated layers, in the order of HyperINGP.shapes
+
     def __init__(self, grid: HashGridEncoding, mats: list[torch.Tensor], bound: float):
         super().__init__(mats[0].shape[0], bound, DensityDecoding())
         self.grid, self.mats = grid, mats
@@ -85,3 +87,10 @@ class HyperFields(GeneratedFields):
         density = torch.relu(h @ w1.t()) @ w2.t()
         rgb = torch.relu(h @ u1.t()) @ u2.t()
         return torch.cat([density, rgb], -1)
+
+    def prompt_parts(self, index: int) -> dict:
+        return {"grid": self.grid, **{k: m[index : index + 1] for k, m in zip(self.MATRICES, self.mats)}}
+
+    @classmethod
+    def from_parts(cls, parts: dict, bound: float) -> HyperFields:
+        return cls(parts["grid"], [parts[k] for k in cls.MATRICES], bound)

@@ -88,3 +88,10 @@ class TriplaneFields(GeneratedFields):
         grid = torch.stack(pairs).unsqueeze(2)  # (3, N, 1, 2)
         feats = F.grid_sample(self.planes[index], grid, align_corners=False, padding_mode="border")  # (3, C, N, 1)
         return self.decoder(feats.sum(0).squeeze(-1).t())
+
+    def prompt_parts(self, index: int) -> dict:
+        return {"planes": self.planes[index : index + 1], "decoder": self.decoder}
+
+    @classmethod
+    def from_parts(cls, parts: dict, bound: float) -> TriplaneFields:
+        return cls(parts["planes"], parts["decoder"], bound)

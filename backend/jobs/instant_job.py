@@ -1,6 +1,7 @@
 """An instant job: a trained generator's forward pass (generators.instant.InstantAsset), then the same finish as a
 per-prompt job (jobs.finish). Its progress is its own phases, generate, mesh, (decimate, bake,) export, views:
-never a bar of optimization steps it does not take."""
+never a bar of optimization steps it does not take. With refine_steps > 0 the forward pass is a draft that
+per-prompt distillation continues (jobs.refine_job), and its steps are a step bar."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from ..generators.instant import GeneratorNotFoundError, InstantAsset, generator
 from ..priors import PriorNotFoundError
 from .finish import finish_asset, finish_phase_names
 from .phases import PhaseClock
+from .refine_job import draft_phase_names, refine_and_finish
 
 INSTANT_VIEWS_SIZE = 64  # at 128 px the contact sheet's 4 renders would take longer than the rest of the job
 
@@ -38,8 +40,9 @@ def run_instant_job(
     resume: bool = False,
     prior=None,
 ) -> Iterator[JobEvent]:
-    """Generate, then finish. ``resume`` has nothing to resume; a loaded ``prior`` object is refused (the generator
-    loads the prior it was trained on, by name)."""
+    """Generate, then finish; with ``spec.refine_steps``, generate, draft, refine, finish (jobs.refine_job).
+    ``resume`` continues a refinement from its checkpoint (a plain instant job has nothing to resume); a loaded
+    ``prior`` object is refused (the generator loads the prior it was trained on, by name)."""
     if prior is not None:
         yield Failed("bad_spec", "an instant job loads its generator's own prior; call run_job without prior=")
         return
@@ -52,7 +55,12 @@ def run_instant_job(
     if why is not None:
         yield Failed("bad_spec", why)
         return
-    clock = PhaseClock(["generate"] + finish_phase_names(InstantAsset, spec), started)
+    plan = (
+        draft_phase_names(InstantAsset, spec)
+        if spec.refine_steps
+        else ["generate"] + finish_phase_names(InstantAsset, spec)
+    )
+    clock = PhaseClock(plan, started)
     yield clock.progress("generate")
     try:
         asset = InstantAsset(spec)
@@ -61,5 +69,8 @@ def run_instant_job(
         return
     if cancel is not None and cancel():
         yield Cancelled(0)
+        return
+    if spec.refine_steps:
+        yield from refine_and_finish(asset, spec, out_dir, output_path, clock, cancel, resume)
         return
     yield from finish_asset(asset, spec, output_path, clock, step=0, views_size=INSTANT_VIEWS_SIZE)

@@ -21,16 +21,13 @@ do not bleed the background in.
 xatlas is slow on big, smooth meshes (a 100 k-face marching-cubes mesh took minutes with its default chart options;
 limiting a chart's area to 1/256 of the mesh area brings that to seconds) and it has open segmentation-fault bugs on
 some inputs (jpcy/xatlas#151, microsoft/TRELLIS#329). So by default it runs in a child Python process: a crash
-becomes a ``TextureBakeError`` that says to use vertex colours (texture_size=0), not a dead worker.
+becomes a ``TextureBakeError`` that says to use vertex colours (texture_size=0), not a dead worker. The child is
+long-lived (mesh.unwrap_worker: one per process, restarted after a crash), so a bake does not pay its start.
 """
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -40,6 +37,8 @@ import torch
 
 from .extract import _infer_device, albedo_to_uint8, evaluate_points
 from .types import Mesh
+from .unwrap_worker import WORKER_SCRIPT, MultipleAtlases, UnwrapChildDied
+from .unwrap_worker import worker as unwrap_worker
 
 
 class TextureBakeError(RuntimeError):
@@ -78,32 +77,9 @@ class BakedTexture(NamedTuple):
     texture: np.ndarray  # (size, size, 3) uint8, row 0 at the top
 
 
-# The child process: reads positions/indices/options from an .npz, writes vmapping/indices/uvs to another .npz.
-# Exit code 3 = xatlas missing; 4 = more than one atlas. Only numpy and xatlas are imported (fast start).
-_CHILD = r"""
-import sys
-import numpy as np
-try:
-    import xatlas
-except ImportError:
-    sys.exit(3)
-d = np.load(sys.argv[1])
-atlas = xatlas.Atlas()
-atlas.add_mesh(d["positions"], d["indices"])
-co = xatlas.ChartOptions()
-co.max_iterations = int(d["max_iterations"])
-if float(d["max_chart_area"]) > 0:
-    co.max_chart_area = float(d["max_chart_area"])
-po = xatlas.PackOptions()
-po.resolution = int(d["resolution"])
-po.padding = int(d["padding"])
-po.bilinear = True
-atlas.generate(co, po)
-if atlas.atlas_count != 1:
-    sys.exit(4)
-vmapping, indices, uvs = atlas[0]
-np.savez(sys.argv[2], vmapping=vmapping, indices=indices, uvs=uvs)
-"""
+# The child process (mesh.unwrap_worker): long-lived, one unwrap per request on its stdin, answered on its stdout.
+# Exit code 3 = xatlas missing. Only numpy and xatlas are imported (fast start).
+_CHILD = WORKER_SCRIPT
 
 
 def xatlas_available() -> bool:
@@ -156,27 +132,23 @@ def _unwrap_here(positions, indices, opts):
 
 
 def _unwrap_in_child(positions, indices, opts):
-    with tempfile.TemporaryDirectory(prefix="dreamstill_xatlas_") as tmp:
-        src, dst = os.path.join(tmp, "in.npz"), os.path.join(tmp, "out.npz")
-        np.savez(src, positions=positions, indices=indices, **opts)
-        proc = subprocess.run([sys.executable, "-c", _CHILD, src, dst], capture_output=True, text=True)
-        if proc.returncode == 3:
-            raise ImportError(XATLAS_MISSING)
-        if proc.returncode == 4:
-            raise TextureBakeError("xatlas packed the charts into several atlases; use a larger texture_size")
-        if proc.returncode != 0:
-            how = (
-                f"was killed by {signal.Signals(-proc.returncode).name}"
-                if proc.returncode < 0 and -proc.returncode in signal.valid_signals()
-                else f"exited with code {proc.returncode}"
-            )
-            raise TextureBakeError(
-                f"UV unwrapping with xatlas {how} on this mesh ({len(positions)} vertices, {len(indices)} faces); "
-                f"xatlas has known crashes on some meshes. Export with vertex colours instead (texture_size=0), "
-                f"or change mesh_resolution. {proc.stderr.strip()[-500:]}"
-            )
-        with np.load(dst) as out:
-            return out["vmapping"], out["indices"], out["uvs"]
+    try:
+        return unwrap_worker(_CHILD).unwrap(positions, indices, opts)
+    except MultipleAtlases:
+        raise TextureBakeError("xatlas packed the charts into several atlases; use a larger texture_size") from None
+    except UnwrapChildDied as died:
+        if died.returncode == 3:
+            raise ImportError(XATLAS_MISSING) from None
+        how = (
+            f"was killed by {signal.Signals(-died.returncode).name}"
+            if died.returncode < 0 and -died.returncode in signal.valid_signals()
+            else f"exited with code {died.returncode}"
+        )
+        raise TextureBakeError(
+            f"UV unwrapping with xatlas {how} on this mesh ({len(positions)} vertices, {len(indices)} faces); "
+            f"xatlas has known crashes on some meshes. Export with vertex colours instead (texture_size=0), "
+            f"or change mesh_resolution. {died.stderr}"
+        ) from None
 
 
 def rasterize_uv(uvs: np.ndarray, faces: np.ndarray, size: int, batch: int = 1 << 22):
@@ -232,17 +204,22 @@ def rasterize_uv(uvs: np.ndarray, faces: np.ndarray, size: int, batch: int = 1 <
 
 
 def dilate(image: np.ndarray, filled: np.ndarray, iterations: int) -> tuple[np.ndarray, np.ndarray]:
-    """Grow the filled region of ``image`` (H, W, C) float by ``iterations`` texels (8-neighbourhood means)."""
-    image = image.copy()
+    """Grow the filled region of ``image`` (H, W, C) by ``iterations`` texels (8-neighbourhood means), in float32
+    (the texture is 8-bit in the end; float32 halves the memory traffic of this bake's slowest numpy step)."""
+    image = image.astype(np.float32)
     filled = filled.copy()
     h, w = filled.shape
+    m = np.zeros((h + 2, w + 2), np.float32)
+    v = np.zeros((h + 2, w + 2, image.shape[2]), np.float32)
+    acc = np.empty_like(image)
+    cnt = np.empty((h, w), np.float32)
     for _ in range(iterations):
         if filled.all():
             break
-        m = np.pad(filled.astype(np.float64), 1)
-        v = np.pad(image * filled[..., None], ((1, 1), (1, 1), (0, 0)))
-        acc = np.zeros_like(image)
-        cnt = np.zeros((h, w))
+        m[1:-1, 1:-1] = filled
+        np.multiply(image, filled[..., None], out=v[1:-1, 1:-1])
+        acc.fill(0.0)
+        cnt.fill(0.0)
         for dy in (0, 1, 2):
             for dx in (0, 1, 2):
                 if dy == 1 and dx == 1:
@@ -253,7 +230,7 @@ def dilate(image: np.ndarray, filled: np.ndarray, iterations: int) -> tuple[np.n
         if not grow.any():
             break
         image[grow] = acc[grow] / cnt[grow][:, None]
-        filled = filled | grow
+        filled |= grow
     return image, filled
 
 
@@ -308,7 +285,7 @@ def _bake(vertices, faces, albedo_fn, size, padding, chunk, device, unwrap, back
     albedo = evaluate_points(albedo_fn, points, chunk, device, "albedo_fn")
     if albedo.shape != (len(points), 3):
         raise ValueError(f"albedo_fn must return (N, 3) colours in [0, 1], got shape {albedo.shape}")
-    image = np.zeros((size * size, 3), np.float64)
+    image = np.zeros((size * size, 3), np.float32)
     filled = np.zeros(size * size, bool)
     image[texel] = np.clip(np.nan_to_num(albedo, nan=0.0), 0.0, 1.0)
     filled[texel] = True

@@ -93,6 +93,7 @@ def test_a_spec_survives_a_trip_through_the_flags():
         guidance=7.5,
         prior="some/hub-id",
         generator="run/generator.pt",
+        refine_steps=100,
         negative_prompt="blurry",
         elevation_range=(0.0, 30.0),
         azimuth_range=(-90.0, 90.0),
@@ -125,6 +126,7 @@ def test_generator_implies_instant_unless_the_mode_is_given():
     assert (spec_of().mode, spec_of().generator) == ("optimize", "builtin")
     assert (spec_of("--generator", "g.pt").mode, spec_of("--generator", "g.pt").generator) == ("instant", "g.pt")
     assert spec_of("--mode", "optimize", "--generator", "g.pt").mode == "optimize"
+    assert (spec_of("--refine-steps", "100").mode, spec_of("--refine-steps", "100").refine_steps) == ("instant", 100)
 
 
 def test_the_output_suffix_picks_the_format_unless_format_is_given():

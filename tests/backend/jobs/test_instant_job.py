@@ -3,6 +3,7 @@ trained with (or a clear refusal)."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -104,3 +105,88 @@ def test_instant_asset_is_an_asset(tiny_generator):
     out = asset.render(orbit_cameras(2), 8, 8)
     assert out.rgb.shape == (2, 8, 8, 3) and not out.rgb.requires_grad
     assert asset.output_settings.num_samples == 16  # twice the 8 samples it was trained with
+
+
+def test_an_instant_asset_with_a_texture_starts_the_unwrap_child_ahead(tiny_generator):
+    pytest.importorskip("xatlas")
+    from dreamstill.backend.generators.instant import InstantAsset
+    from dreamstill.backend.mesh.unwrap_worker import worker
+
+    worker().close()
+    InstantAsset(instant(tiny_generator, texture_size=64))
+    proc = worker().proc
+    assert proc is not None and proc.poll() is None
+
+
+def refined(generator: str, steps: int = 3, **kw) -> JobSpec:
+    return instant(generator, refine_steps=steps, method="asd", resolution=16, batch_size=1, preview_every=2, **kw)
+
+
+def test_refined_job_sends_a_draft_then_a_step_bar_then_finishes(tiny_generator, tmp_path):
+    from dreamstill.backend.jobs import run_job
+    from dreamstill.protocol import Preview
+
+    events = list(run_job(refined(tiny_generator), tmp_path))
+    assert isinstance(events[-1], Done), events[-1]
+    shown = [
+        (type(e).__name__, getattr(e, "phase", None), e.step, getattr(e, "total", None))
+        for e in events
+        if isinstance(e, (Progress, MeshUpdate, Preview))
+    ]
+    assert shown == [
+        ("Progress", "generate", 0, 3),  # the draft: an instant job's phases without the bake
+        ("Progress", "mesh", 1, 3),
+        ("Progress", "decimate", 2, 3),
+        ("MeshUpdate", None, 0, None),
+        ("Preview", None, 0, None),
+        ("Progress", "density", 1, 3),  # the refinement's step bar, its phase the stage (JobSpec.stage_plan)
+        ("Progress", "density", 2, 3),
+        ("Preview", None, 2, None),
+        ("Progress", "geometry", 3, 3),  # the surface stage, from the refined density field (3 steps: 2 + 1)
+        ("Preview", None, 3, None),
+        ("Progress", "mesh", 0, 4),  # the finish
+        ("Progress", "decimate", 1, 4),
+        ("MeshUpdate", None, 3, None),
+        ("Progress", "export", 2, 4),
+        ("Progress", "views", 3, 4),
+    ]
+    draft, final = [e for e in events if isinstance(e, MeshUpdate)]
+    assert not draft.final and final.final and draft.vertex_colors is not None
+    assert not (len(draft.vertices) == len(final.vertices) and np.array_equal(draft.vertices, final.vertices))
+    assert events[-1].metrics["refine_steps"] == 3 and (tmp_path / "asset.glb").exists()
+
+
+def test_a_cancelled_refinement_resumes_to_the_uninterrupted_asset(tiny_generator, tmp_path):
+    from dreamstill.backend.generators.refine import refine_spec
+    from dreamstill.backend.jobs import run_job
+    from dreamstill.backend.jobs.refine_job import REFINE_CHECKPOINT_NAME
+    from dreamstill.protocol import Cancelled
+
+    spec = refined(tiny_generator, steps=4, checkpoint_every=4)
+    step_phases = {name for name, _ in refine_spec(spec).stage_plan}  # density, then geometry (the surface stage)
+    whole = [e for e in run_job(spec, tmp_path / "whole") if isinstance(e, MeshUpdate)][-1]
+
+    seen = []
+
+    def cancel():
+        return len(seen) >= 2
+
+    for event in run_job(spec, tmp_path / "part", cancel=cancel):
+        if isinstance(event, Progress) and event.phase in step_phases:
+            seen.append(event.step)
+    assert isinstance(event, Cancelled) and event.step == 2
+    assert (tmp_path / "part" / REFINE_CHECKPOINT_NAME).exists()
+    events = list(run_job(spec, tmp_path / "part", resume=True))
+    assert isinstance(events[-1], Done)
+    assert [e.step for e in events if isinstance(e, Progress) and e.phase in step_phases] == [3, 4]
+    resumed = [e for e in events if isinstance(e, MeshUpdate)][-1]
+    np.testing.assert_array_equal(resumed.vertices, whole.vertices)
+    np.testing.assert_array_equal(resumed.vertex_colors, whole.vertex_colors)
+
+
+def test_a_bad_method_option_fails_the_refinement_as_bad_spec(tiny_generator, tmp_path):
+    from dreamstill.backend.jobs import run_job
+
+    events = list(run_job(refined(tiny_generator, options={"no_such_option": 1}), tmp_path))
+    assert isinstance(events[-1], Failed) and events[-1].code == "bad_spec"
+    assert "no_such_option" in events[-1].message
