@@ -28,10 +28,12 @@ METHOD_CHOICES = (
     ("fsd", "FSD", "Flow Score Distillation"),
     ("asd", "ASD", "Asynchronous Score Distillation (ScaleDreamer)"),
 )
-MODES = ("optimize", "instant")
+MODES = ("optimize", "instant", "texture", "refine")
 MODE_CHOICES = (
     ("optimize", "Optimize", "Optimize one asset by score distillation (minutes)"),
     ("instant", "Instant", "Ask the backend's amortized generator (under a second, when the backend has one)"),
+    ("texture", "Texture", "Paint a given mesh: its geometry is kept exactly, only its appearance is distilled"),
+    ("refine", "Refine", "Start from a given mesh's shape and refine shape and appearance by distillation"),
 )
 FORMAT_CHOICES = (
     ("glb", "glTF binary", "One .glb file with its texture inside"),
@@ -51,11 +53,13 @@ MAX_NAME_CHARS = 1024  # prior and generator: a name, a hub id or a path
 MAX_STEPS = 100_000
 MIN_RESOLUTION, MAX_RESOLUTION = 16, 1024
 MAX_MESH_RESOLUTION = 512
-MESH_RESOLUTION_BY_MODE = {"optimize": 128, "instant": 64}  # JobSpec.mesh_resolution = 0
+# JobSpec.mesh_resolution = 0 (texture mode keeps the input mesh and meshes nothing)
+MESH_RESOLUTION_BY_MODE = {"optimize": 128, "instant": 64, "texture": 128, "refine": 128}
 MAX_TEXTURE_SIZE = 4096
 # JobSpec.max_faces = 0: an instant job's mesh is decimated to 10,000 faces before its texture bake (the bake grows
-# with the mesh and would dominate the job); an optimized asset keeps every marching-cubes face.
-MAX_FACES_BY_MODE = {"optimize": None, "instant": 10_000}
+# with the mesh and would dominate the job); an optimized asset keeps every marching-cubes face, a refined one is
+# decimated to 20,000 (as the surface stage), and a textured mesh is never decimated (its geometry is the input's).
+MAX_FACES_BY_MODE = {"optimize": None, "instant": 10_000, "texture": None, "refine": 20_000}
 MIN_MAX_FACES, MAX_MAX_FACES = 100, 10_000_000
 MAX_SEED = 2**31 - 1  # a Blender IntProperty holds it
 MAX_OPTIONS_DEPTH = 16  # options nest at most this deep (a schedule [start, end, step] is depth 2)
@@ -82,10 +86,19 @@ class JobSpec:
     mode: str = setting(
         "optimize",
         label="Mode",
-        help="how the asset is made",
+        help="how the asset is made (texture and refine work on a mesh sent with the job)",
         group="job",
         choices=MODE_CHOICES,
         status=True,
+    )
+    keep_shape: float = setting(
+        0.5,
+        label="Keep Shape",
+        help="refine mode: how strongly the surface is held to the input mesh, from 0 (free to move where the "
+        "prompt pulls it) to 1 (held within about a hundredth of the asset's size)",
+        group="job",
+        minimum=0.0,
+        maximum=1.0,
     )
     steps: int = setting(
         400,
@@ -204,7 +217,7 @@ class JobSpec:
         group="output",
         minimum=16,
         maximum=MAX_MESH_RESOLUTION,
-        zero_means="the mode's default: 128 optimize, 64 instant",
+        zero_means="the mode's default: 128 optimize and refine, 64 instant (texture keeps the input mesh)",
     )
     texture_size: int = setting(
         512,
@@ -223,7 +236,8 @@ class JobSpec:
         minimum=MIN_MAX_FACES,
         maximum=MAX_MAX_FACES,
         soft_maximum=500_000,
-        zero_means="the mode's default: every face for optimize, 10,000 for instant",
+        zero_means="the mode's default: every face for optimize, 10,000 for instant, 20,000 for refine; texture "
+        "keeps the input mesh's faces",
     )
     preview_every: int = setting(
         50,
