@@ -73,6 +73,8 @@ def fast_mesh_stage():
         sdf=SDFFieldConfig(grid=small, albedo_grid=small, beta=0.02, occupancy_resolution=16),
         num_samples=16,
         num_importance=8,
+        output_samples=16,
+        output_importance=8,
         regularizer_points=512,
         live_texture_size=32,
     )

@@ -63,8 +63,10 @@ class MeshStageConfig:
             beta=0.01,
         )
     )
-    num_samples: int = 48  # training renders; output renders (contact sheet, previews) take 64 + 16
+    num_samples: int = 48  # samples per ray of the training renders, stratified + importance
     num_importance: int = 16
+    output_samples: int = 64  # the same for output renders (contact sheet, previews)
+    output_importance: int = 16
     albedo_lr: float = 1e-2  # JobSpec.lr replaces it when set
     geometry_lr: float = 3e-4  # refine; the surface stage's (faster rates punch pits)
     texture_shading: ShadingSchedule = field(
@@ -156,7 +158,7 @@ class MeshAssetOptimizer(AssetOptimizer):
         self.fit_generator = torch.Generator().manual_seed(spec.seed + 3)
         sdf_config = replace(cfg.sdf, bound=bound)
         self.field = SDFField(sdf_config, generator=self.fit_generator).to(self.device)
-        self.output_settings = RenderSettings(num_samples=64, num_importance=16)
+        self.output_settings = RenderSettings(num_samples=cfg.output_samples, num_importance=cfg.output_importance)
         self.distill.render_settings = RenderSettings(num_samples=cfg.num_samples, num_importance=cfg.num_importance)
         self.distill.shading = cfg.texture_shading if self.texturing else cfg.refine_shading
         self.optimizer = self._make_optimizer()
