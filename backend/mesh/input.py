@@ -4,7 +4,8 @@ trimesh reads it (a scene's parts are concatenated with their transforms, untouc
 keeps every vertex and face as the file has them). The result is in the backend's frame, Z up: .glb / .gltf / .obj
 are Y up by convention and turned back exactly as ``mesh.export`` turned them (x, z, -y) -> (x, y, z); .ply, .stl
 and .off are read as they are. UVs, when the file has them per vertex, become one (u, v) per triangle corner, the
-way Blender sends them.
+way Blender sends them. (trimesh keeps a glTF primitive's UVs only when the primitive has a material; without one
+the mesh is read without UVs and a texture job unwraps it.)
 """
 
 from __future__ import annotations
