@@ -57,9 +57,22 @@ def compare(before: Path, after: Path) -> int:
     return 1 if differ else 0
 
 
-if __name__ == "__main__":
+def main() -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("output", nargs="?", type=Path, help="write this code's fingerprint here")
+    parser.add_argument("--compare", nargs=2, type=Path, metavar=("BEFORE", "AFTER"), help="compare two fingerprints")
+    args = parser.parse_args()
     torch.set_num_threads(1)
-    if sys.argv[1:2] == ["--compare"]:
-        sys.exit(compare(Path(sys.argv[2]), Path(sys.argv[3])))
-    torch.save(fingerprint(), sys.argv[1])
-    print(f"wrote {sys.argv[1]}")
+    if args.compare:
+        return compare(*args.compare)
+    if args.output is None:
+        parser.error("give an output file, or --compare BEFORE AFTER")
+    torch.save(fingerprint(), args.output)
+    print(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

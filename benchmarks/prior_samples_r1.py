@@ -16,7 +16,7 @@ views = 4
 cam = orbit_cameras(views, elevation=20.0)
 cams = Cameras(*(x.repeat(len(prompts)) for x in (cam.elevation, cam.azimuth, cam.distance, cam.fov)))
 texts = [p for p in prompts for _ in range(views)]
-samples = sample_ddim(prior, texts, cams, steps=50, guidance=5.0, generator=torch.Generator().manual_seed(0))
+samples = sample_ddim(prior, texts, cams, steps=50, guidance=5.0, rng=torch.Generator().manual_seed(0))
 for name, pset in (("16 benchmark prompts", prompts), ("96 with hard negatives", list(B.BENCHMARK_PROMPT_SET))):
     s = scorer.score(samples, pset, cams)
     target = torch.tensor([pset.index(t) for t in texts])

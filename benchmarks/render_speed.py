@@ -30,7 +30,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     dev = torch.device(args.device)
-    field = DensityField(generator=torch.Generator().manual_seed(0)).to(dev)
+    field = DensityField(rng=torch.Generator().manual_seed(0)).to(dev)
     background = Background().to(dev)
     cams = sample_cameras(args.views, torch.Generator().manual_seed(0)).to(dev)
     print(

@@ -100,7 +100,7 @@ def main() -> None:
                     uncond=opt.uncond,
                     step=i,
                     total_steps=1000,
-                    generator=opt.noise_rng,
+                    rng=opt.noise_rng,
                     camera=cams.as_condition(),
                     opacity=opacity.detach(),
                 )

@@ -106,3 +106,18 @@ def uv_box():
         return InputMesh(vertices, faces, uvs)
 
     return make
+
+
+@pytest.fixture(scope="module")
+def fake_server(tmp_path_factory):
+    """A running server whose worker runs the fake runner (server.testing), events forwarded without delay."""
+    from dreamstill.backend.server import Server, ServerConfig
+    from dreamstill.backend.server.testing import FAKE_RUNNER
+
+    config = ServerConfig(progress_interval_s=0, preview_interval_s=0)
+    srv = Server("tcp://127.0.0.1:*", store_dir=tmp_path_factory.mktemp("store"), runner=FAKE_RUNNER, config=config)
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()

@@ -21,8 +21,8 @@ Code versus paper (the paper leaves these open; the ScaleDreamer repo's ``get_t_
 - dt_max = clamp(eta (t - T_min), 0, T - 1 - t) with T_min the *current* (annealed) lower bound of t;
   dt = floor(u dt_max), u ~ U(0, 1) (``random_shift``; False gives the deterministic ablation dt = floor(dt_max));
   t + dt is clamped to [1, T - 1], the scheduler's range, not the annealed T_max.
-- u is drawn after t and eps from the same generator, so with eta = 0 the draws of t and eps match SDS/CSD's and
-  ASD reduces exactly to eps_cfg - eps_c = (s - 1)(eps_c - eps_u), i.e. (s - 1) times CSD at scale 1.
+- u is drawn after t and eps from the same rng (``inp.rng``), so with eta = 0 the draws of t and eps match SDS/CSD's
+  and ASD reduces exactly to eps_cfg - eps_c = (s - 1)(eps_c - eps_u), i.e. (s - 1) times CSD at scale 1.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ class ASD(ScoreDistillation):
         t_min, _ = self.t_bounds(inp)
         dt_max = (self.config.shift_ratio * (t - t_min).float()).clamp_min(0.0)
         dt_max = torch.minimum(dt_max, (big_t - 1 - t).float())
-        g = inp.generator
+        g = inp.rng
         n = t.shape[0] if self.config.t_per_sample else 1
         u = torch.rand(n, generator=g, device=g.device).expand(t.shape[0]).to(t.device)
         dt = (u * dt_max).long() if self.config.random_shift else dt_max.long()

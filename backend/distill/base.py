@@ -40,7 +40,7 @@ class DistillInput:
     opacity: (B, 1, H, W) render opacity at the RENDER resolution (or any resolution that is a multiple of z's), or
        None. FSD average-pools it to z's resolution for its foreground mask.
     step, total_steps: for timestep schedules (step counts from 0; schedules with "P%" bounds scale to total_steps).
-    generator: the torch.Generator every random draw of the step uses (timesteps, noise), for reproducibility.
+    rng: the torch.Generator every random draw of the step uses (timesteps, noise), for reproducibility.
     view_prompts: the prompt's front/side/back view embeddings (perp_neg.encode_view_prompts), needed only by the
        perp_neg option.
     """
@@ -50,7 +50,7 @@ class DistillInput:
     uncond: TextEmbedding
     step: int
     total_steps: int
-    generator: torch.Generator
+    rng: torch.Generator
     camera: torch.Tensor | None = None
     opacity: torch.Tensor | None = None
     view_prompts: ViewPrompts | None = None
@@ -116,9 +116,9 @@ class ScoreDistillation(DistillMethod):
 
     # --- draws ------------------------------------------------------------------------------------------------
     def sample_t(self, inp: DistillInput) -> torch.Tensor:
-        """(B,) long timesteps on z's device from the configured schedule and ``inp.generator``."""
+        """(B,) long timesteps on z's device from the configured schedule and ``inp.rng``."""
         return self.config.schedule.sample(
-            inp.z.shape[0], inp.step, inp.total_steps, self.prior.num_train_timesteps, inp.generator, inp.z.device
+            inp.z.shape[0], inp.step, inp.total_steps, self.prior.num_train_timesteps, inp.rng, inp.z.device
         )
 
     def t_bounds(self, inp: DistillInput) -> tuple[int, int]:
@@ -127,12 +127,12 @@ class ScoreDistillation(DistillMethod):
 
     @staticmethod
     def sample_noise(inp: DistillInput) -> torch.Tensor:
-        """eps ~ N(0, I) shaped like z, drawn from ``inp.generator`` (on its device), float32 on z's device."""
-        g = inp.generator
+        """eps ~ N(0, I) shaped like z, drawn from ``inp.rng`` (on its device), float32 on z's device."""
+        g = inp.rng
         return torch.randn(inp.z.shape, generator=g, device=g.device, dtype=torch.float32).to(inp.z.device)
 
     def noised(self, inp: DistillInput, noise: Callable[[DistillInput], torch.Tensor] | None = None) -> NoisySample:
-        """t, then eps = ``noise(inp)`` (default: fresh N(0, I)), from ``inp.generator`` in that order, and
+        """t, then eps = ``noise(inp)`` (default: fresh N(0, I)), from ``inp.rng`` in that order, and
         x_t = alpha_t z + sigma_t eps.
 
         z is made contiguous: renders often arrive channels-last, and forward-mode group_norm (L2-VSD's jvp) needs

@@ -31,7 +31,7 @@ Code versus paper:
   a fifth of the default views have negative elevation.
 - The paper's equations were lost in extraction; the world map follows the CFD code otherwise (Theta = 180 by
   default, so a 64x64 latent patch slides over a 64x128 map), and the blend's sqrt(beta) form is a reading of its
-  ``sqrt_beta``. The fixed noises are drawn from the step's generator on the first call (so different job seeds
+  ``sqrt_beta``. The fixed noises are drawn from the step's rng on the first call (so different job seeds
   give different noises, FSD's diversity), or from ``seed`` when set, and are saved in ``state_dict``.
 - Schedule: HiFA's sqrt anneal t(i) = t_max - (t_max - t_min) sqrt(i / N) ("sqrt", the default; FSD's 2D runs use
   "linear") from 0.98 T down to 0.3 T (CFD's note "requires min_step_percent=0.3", HiFA-style anneals stop near
@@ -76,7 +76,7 @@ class FSDConfig(DistillConfig):
     beta: float = 1.0  # blend of the fixed and a fresh noise
     theta_deg: float = 180.0  # world-map patch angle Theta (<= 360)
     opacity_threshold: float = 0.5  # foreground where the (pooled) opacity exceeds this
-    seed: int | None = None  # None: draw the fixed noises from the step's generator on the first call
+    seed: int | None = None  # None: draw the fixed noises from the step's rng on the first call
 
     extra_weightings: ClassVar[tuple[str, ...]] = ("euler",)
 
@@ -110,10 +110,10 @@ class FSD(ScoreDistillation):
         self.background = state.get("background")
         self.fixed_noise = state.get("fixed_noise")
 
-    def _init_generator(self, inp: DistillInput) -> torch.Generator:
+    def _init_rng(self, inp: DistillInput) -> torch.Generator:
         if self.config.seed is None:
-            return inp.generator
-        return torch.Generator(inp.generator.device).manual_seed(self.config.seed)
+            return inp.rng
+        return torch.Generator(inp.rng.device).manual_seed(self.config.seed)
 
     def _randn(self, shape, g: torch.Generator, device) -> torch.Tensor:
         return torch.randn(shape, generator=g, device=g.device, dtype=torch.float32).to(device)
@@ -130,7 +130,7 @@ class FSD(ScoreDistillation):
         b, c, h, w = z.shape
         if inp.camera is None:
             if self.fixed_noise is None:
-                self.fixed_noise = self._randn(z.shape, self._init_generator(inp), z.device)
+                self.fixed_noise = self._randn(z.shape, self._init_rng(inp), z.device)
             if self.fixed_noise.shape != z.shape:
                 raise ValueError(
                     f"FSD's fixed noise has shape {tuple(self.fixed_noise.shape)} but z is {tuple(z.shape)}: "
@@ -139,7 +139,7 @@ class FSD(ScoreDistillation):
             return self.fixed_noise.to(z.device)
         shape = self.world_map_shape(c, h, w)
         if self.world_map is None:
-            g = self._init_generator(inp)
+            g = self._init_rng(inp)
             self.world_map = self._randn(shape, g, z.device)
             self.background = self._randn((c, h, w), g, z.device)
         if tuple(self.world_map.shape) != shape:

@@ -50,10 +50,10 @@ def optimize_particles(
     else:
         raise ValueError(f"unknown optimizer {optimizer!r}; choose adam or sgd")
     cond, uncond = prior.encode_text([prompt]), prior.encode_text([negative_prompt])
-    generator = torch.Generator().manual_seed(seed)
+    rng = torch.Generator().manual_seed(seed)
     norms, snaps = [], [x.detach().clone()] if snapshot_every else []
     for step in range(steps):
-        out = method.gradient(DistillInput(x, cond, uncond, step, steps, generator))
+        out = method.gradient(DistillInput(x, cond, uncond, step, steps, rng))
         norms.append(float(out.grad.flatten(1).norm(dim=1).mean()))
         opt.zero_grad(set_to_none=True)
         x.grad = out.grad.detach().to(x.dtype)

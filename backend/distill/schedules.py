@@ -148,14 +148,14 @@ class TimestepSchedule:
         step: int,
         total_steps: int,
         num_train_timesteps: int,
-        generator: torch.Generator,
+        rng: torch.Generator,
         device: torch.device | str = "cpu",
     ) -> torch.Tensor:
-        """(batch,) long timesteps on ``device``; draws from ``generator`` only for the uniform sampler."""
+        """(batch,) long timesteps on ``device``; draws from ``rng`` only for the uniform sampler."""
         if self.sampler == "uniform":
             t_min, t_max = self.bounds(step, total_steps, num_train_timesteps)
             n = batch if self.per_sample else 1
-            t = torch.randint(t_min, t_max + 1, (n,), generator=generator, device=generator.device)
+            t = torch.randint(t_min, t_max + 1, (n,), generator=rng, device=rng.device)
             return t.expand(batch).to(device)
         t = self.deterministic_t(step, total_steps, num_train_timesteps)
         return torch.full((batch,), t, dtype=torch.long, device=device)

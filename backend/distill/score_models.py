@@ -97,8 +97,6 @@ class GaussianScoreNet(nn.Module):
 class CallableScoreModel:
     """eps_phi = fn(x_t, t): a fixed (possibly exact) score model, never trained."""
 
-    trainable_model = False
-
     def __init__(self, fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]):
         self.fn = fn
 
@@ -124,8 +122,6 @@ class TrainedScoreModel:
     MSE in the prior's prediction type, module docstring), AdamW step.
     """
 
-    trainable_model = True
-
     def __init__(self, net: nn.Module, prior, config: VSDConfig):
         self.net = net
         self.prior = prior
@@ -146,8 +142,8 @@ class TrainedScoreModel:
         return pose
 
     def training_sample(self, z: torch.Tensor, inp: DistillInput):
-        """(x', t', eps', pose) for one score-model step, drawn from ``inp.generator`` in that order."""
-        g = inp.generator
+        """(x', t', eps', pose) for one score-model step, drawn from ``inp.rng`` in that order."""
+        g = inp.rng
         big_t = self.prior.num_train_timesteps
         lo = min(int(big_t * self.config.lora_min_step_percent), big_t - 1)
         hi = min(max(int(big_t * self.config.lora_max_step_percent), lo), big_t - 1)

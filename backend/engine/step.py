@@ -160,7 +160,7 @@ class DistillStep:
                 uncond=uncond,
                 step=step,
                 total_steps=total_steps,
-                generator=noise_rng,
+                rng=noise_rng,
                 camera=views.camera,
                 opacity=views.opacity.detach(),
                 view_prompts=view_prompts,

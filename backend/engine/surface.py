@@ -106,7 +106,7 @@ def objects_in_prompt(prompt: str) -> int:
 
 
 class SurfaceStage:
-    """Stages 3 and 4 on an SDF field, sharing the density stage's prior, method, background and generators."""
+    """Stages 3 and 4 on an SDF field, sharing the density stage's prior, method, background and rngs."""
 
     def __init__(self, optimizer, sdf_field: SDFField, config: SurfaceStageConfig):
         self.base, self.field, self.config = optimizer, sdf_field, config
@@ -117,21 +117,21 @@ class SurfaceStage:
 
             options = {**self.spec.options, **config.method_options}
             self.method = make_method(self.spec.method, self.prior, guidance=self.spec.guidance, **options)
-        self.camera_generator, self.noise_generator = optimizer.camera_generator, optimizer.noise_generator
-        self.reg_generator = torch.Generator().manual_seed(self.spec.seed + 2)
+        self.camera_rng, self.noise_rng = optimizer.camera_rng, optimizer.noise_rng
+        self.reg_rng = torch.Generator().manual_seed(self.spec.seed + 2)
 
     # --- one rendered, distilled step ------------------------------------------------------------------------------
     def _cameras(self) -> Cameras:
         s = self.spec
         return sample_cameras(
-            s.batch_size, self.camera_generator, s.elevation_range, s.azimuth_range, s.distance_range, s.fov_range
+            s.batch_size, self.camera_rng, s.elevation_range, s.azimuth_range, s.distance_range, s.fov_range
         ).to(self.base.device)
 
     def _pick(self, p: float, if_true: str, otherwise: str) -> str:
-        return if_true if torch.rand((), generator=self.camera_generator).item() < p else otherwise
+        return if_true if torch.rand((), generator=self.camera_rng).item() < p else otherwise
 
     def _render(self, cams: Cameras, shading: str):
-        lights = None if shading == "albedo" else sample_light_positions(cams, self.camera_generator)
+        lights = None if shading == "albedo" else sample_light_positions(cams, self.camera_rng)
         res = self.base.resolution
         cfg = self.config
         return render(
@@ -144,7 +144,7 @@ class SurfaceStage:
             light_positions=lights,
             num_samples=cfg.num_samples,
             num_importance=cfg.num_importance,
-            generator=self.noise_generator,
+            rng=self.noise_rng,
         )
 
     def _distill_loss(self, out, cams: Cameras, step: int, total: int) -> torch.Tensor:
@@ -157,7 +157,7 @@ class SurfaceStage:
                 uncond=self.base.uncond,
                 step=step,
                 total_steps=total,
-                generator=self.noise_generator,
+                rng=self.noise_rng,
                 camera=cams.as_condition(),
                 opacity=opacity.detach(),
             )
@@ -172,20 +172,20 @@ class SurfaceStage:
         hit = out.opacity[..., 0].detach() > 0.5
         pts = (origins + out.depth.detach() * dirs)[hit]
         if len(pts) > n:
-            pts = pts[torch.randperm(len(pts), generator=self.reg_generator)[:n].to(pts.device)]
+            pts = pts[torch.randperm(len(pts), generator=self.reg_rng)[:n].to(pts.device)]
         return pts
 
     def _regularizers(self, out, cams: Cameras) -> torch.Tensor:
         cfg, device = self.config, self.base.device
         loss = torch.zeros((), device=device)
         if cfg.eikonal_weight > 0:
-            x = uniform_ball(cfg.eikonal_points, self.field.bound, self.reg_generator).to(device)
+            x = uniform_ball(cfg.eikonal_points, self.field.bound, self.reg_rng).to(device)
             loss = loss + cfg.eikonal_weight * eikonal_loss(self.field.sdf_with_gradient(x)[1])
         if cfg.normal_smoothness_weight > 0:
             x = self._surface_points(out, cams, cfg.smoothness_points)
             if len(x):
                 smooth = normal_smoothness_loss(
-                    self.field.normals, x, cfg.normal_smoothness_jitter, self.reg_generator, cfg.normal_smoothness_power
+                    self.field.normals, x, cfg.normal_smoothness_jitter, self.reg_rng, cfg.normal_smoothness_power
                 )
                 loss = loss + cfg.normal_smoothness_weight * smooth
         if cfg.orientation_weight > 0 and out.normal is not None:
@@ -283,8 +283,8 @@ def print_progress(every: int = 10) -> ProgressFn:
         t0 = started.setdefault(stage, time.perf_counter())
         if step % every == 0 or step == total:
             spent = time.perf_counter() - t0
-            eta = spent / step * (total - step)
-            print(f"[{stage}] {step}/{total} loss {loss:.4g} {spent:.0f}s (eta {eta:.0f}s)", file=sys.stderr)
+            remaining = spent / step * (total - step)
+            print(f"[{stage}] {step}/{total} loss {loss:.4g} {spent:.0f}s (eta {remaining:.0f}s)", file=sys.stderr)
 
     return report
 
@@ -292,9 +292,9 @@ def print_progress(every: int = 10) -> ProgressFn:
 @contextmanager
 def _timed(seconds: dict[str, float], name: str):
     """Record the block's wall time as seconds[name] and its CPU time as seconds[name + "_cpu"]."""
-    t, c = time.perf_counter(), time.process_time()
+    wall, cpu = time.perf_counter(), time.process_time()
     yield
-    seconds[name], seconds[f"{name}_cpu"] = time.perf_counter() - t, time.process_time() - c
+    seconds[name], seconds[f"{name}_cpu"] = time.perf_counter() - wall, time.process_time() - cpu
 
 
 def _density_stage(spec: JobSpec, steps: int, prior, progress: ProgressFn, checkpoint: str | Path | None):
@@ -343,10 +343,8 @@ def run_surface_prototype(
     with _timed(seconds, "init"):
         init = replace(cfg.init, keep_components=n_objects)
         sdf_cfg = replace(cfg.sdf, bound=float(base.field.bound), beta=cfg.beta_start)
-        generator = torch.Generator().manual_seed(spec.seed + 3)
-        sdf_field, _ = sdf_field_from_density(
-            base.field, sdf_cfg, init, generator, lambda s, n, v: progress("init", s, n, v)
-        )
+        rng = torch.Generator().manual_seed(spec.seed + 3)
+        sdf_field, _ = sdf_field_from_density(base.field, sdf_cfg, init, rng, lambda s, n, v: progress("init", s, n, v))
     stage = SurfaceStage(base, sdf_field, cfg)
     with _timed(seconds, "geometry"):
         stage.run_geometry(progress)

@@ -102,12 +102,12 @@ class ShapePull:
     grid: SDFGrid
     weight: float
     points: int
-    generator: torch.Generator
+    rng: torch.Generator
 
     def __call__(self, views: DistillViews) -> torch.Tensor:
         half = self.points // 2
         x = torch.cat(
-            [near_surface_points(self.grid, half, self.generator), uniform_ball(half, self.field.bound, self.generator)]
+            [near_surface_points(self.grid, half, self.rng), uniform_ball(half, self.field.bound, self.rng)]
         ).to(views.z.device)
         return self.weight * ((self.field.sdf(x) - self.grid.sample(x)) ** 2).mean()
 
@@ -119,10 +119,10 @@ class Eikonal:
     field: SDFField
     weight: float
     points: int
-    generator: torch.Generator
+    rng: torch.Generator
 
     def __call__(self, views: DistillViews) -> torch.Tensor:
-        x = uniform_ball(self.points, self.field.bound, self.generator).to(views.z.device)
+        x = uniform_ball(self.points, self.field.bound, self.rng).to(views.z.device)
         return self.weight * eikonal_loss(self.field.sdf_with_gradient(x)[1])
 
 
@@ -155,9 +155,9 @@ class MeshAssetOptimizer(AssetOptimizer):
                 f"renders saw them as a slab {2 * cfg.grid.sheet_voxels * found.grid.spacing / self.frame.scale:.3g} "
                 "units thick"
             )
-        self.fit_generator = torch.Generator().manual_seed(spec.seed + 3)
+        self.fit_rng = torch.Generator().manual_seed(spec.seed + 3)
         sdf_config = replace(cfg.sdf, bound=bound)
-        self.field = SDFField(sdf_config, generator=self.fit_generator).to(self.device)
+        self.field = SDFField(sdf_config, rng=self.fit_rng).to(self.device)
         self.output_settings = RenderSettings(num_samples=cfg.output_samples, num_importance=cfg.output_importance)
         self.distill.render_settings = RenderSettings(num_samples=cfg.num_samples, num_importance=cfg.num_importance)
         self.distill.shading = cfg.texture_shading if self.texturing else cfg.refine_shading
@@ -189,7 +189,7 @@ class MeshAssetOptimizer(AssetOptimizer):
         """Fit the field's distance to the mesh's grid, yielding (step, total, loss) after each step; then freeze it
         in texture mode."""
         total = self.fit_steps_total
-        for step, loss in enumerate(fit_sdf_steps(self.field, self.grid, self.config.fit, None, self.fit_generator)):
+        for step, loss in enumerate(fit_sdf_steps(self.field, self.grid, self.config.fit, None, self.fit_rng)):
             yield step + 1, total, loss
         self._fitted()
 

@@ -65,8 +65,8 @@ def evaluation_cameras(
 
 
 def _as_targets(target, n: int) -> torch.Tensor:
-    t = torch.as_tensor(target, dtype=torch.long)
-    return t.expand(n) if t.ndim == 0 else t
+    targets = torch.as_tensor(target, dtype=torch.long)
+    return targets.expand(n) if targets.ndim == 0 else targets
 
 
 def r_at_1(scores: torch.Tensor, target) -> float:
@@ -77,18 +77,18 @@ def r_at_1(scores: torch.Tensor, target) -> float:
     """
     if scores.ndim != 2:
         raise ValueError(f"r_at_1: scores must be (views, prompts), got shape {tuple(scores.shape)}")
-    t = _as_targets(target, scores.shape[0])
-    if ((t < 0) | (t >= scores.shape[1])).any():
+    targets = _as_targets(target, scores.shape[0])
+    if ((targets < 0) | (targets >= scores.shape[1])).any():
         raise ValueError(f"r_at_1: target {target} outside the {scores.shape[1]} prompts")
-    return (scores.argmax(1) == t).float().mean().item()
+    return (scores.argmax(1) == targets).float().mean().item()
 
 
 def similarity(scores: torch.Tensor, target) -> float:
     """Mean over rows (views) of the score of the true prompt: ScaleDreamer's Sim."""
     if scores.ndim != 2:
         raise ValueError(f"similarity: scores must be (views, prompts), got shape {tuple(scores.shape)}")
-    t = _as_targets(target, scores.shape[0])
-    return scores.gather(1, t[:, None]).mean().item()
+    targets = _as_targets(target, scores.shape[0])
+    return scores.gather(1, targets[:, None]).mean().item()
 
 
 # ------------------------------------------------------------------------------------------------------------------

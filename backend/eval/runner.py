@@ -63,11 +63,11 @@ def _prompt_row(method: str, prompt: str, seeds_out: list) -> dict:
         "diversity": pairwise_diversity(renders),
         "diversity_features": pairwise_diversity(feats),
         "seconds_per_step": _mean([sps for _, _, sps, _ in seeds_out]),
-        "seconds_per_asset": _mean([t for _, _, _, t in seeds_out]),
+        "seconds_per_asset": _mean([secs for _, _, _, secs in seeds_out]),
     }
     row["seeds"] = [
-        {"seed": seed, **{k: s[k] for k in SCORE_KEYS}, "euler": s["euler"], "seconds_per_asset": t}
-        for seed, s, _, t in seeds_out
+        {"seed": seed, **{k: s[k] for k in SCORE_KEYS}, "euler": s["euler"], "seconds_per_asset": secs}
+        for seed, s, _, secs in seeds_out
     ]
     return row
 

@@ -197,8 +197,8 @@ class ToyScorer(nn.Module):
         logits = self(images, cameras)
         logp = {name: logits[name].log_softmax(-1) for name in HEADS}
 
-        def total(t):
-            return sum(logp[name][:, t[:, k]] for k, name in enumerate(HEADS))
+        def total(labels):
+            return sum(logp[name][:, labels[:, k]] for k, name in enumerate(HEADS))
 
         as_captioned, swapped = total(targets), total(swap_pairs(targets))
         if cameras is None:
@@ -286,16 +286,14 @@ class ScorerTrainConfig:
     model: ScorerConfig = field(default_factory=ScorerConfig)
 
 
-def sample_scorer_cameras(n: int, generator: torch.Generator, spread: bool):
+def sample_scorer_cameras(n: int, rng: torch.Generator, spread: bool):
     """Distillation cameras (JobSpec ranges) or, with ``spread``, elevations up to nearly top-down and wider
     distance/fov ranges, as the evaluation views need."""
     from ..render.cameras import sample_cameras
 
     if spread:
-        return sample_cameras(
-            n, generator, elevation_range=(-10.0, 85.0), distance_range=(2.3, 3.2), fov_range=(38.0, 52.0)
-        )
-    return sample_cameras(n, generator)
+        return sample_cameras(n, rng, elevation_range=(-10.0, 85.0), distance_range=(2.3, 3.2), fov_range=(38.0, 52.0))
+    return sample_cameras(n, rng)
 
 
 def render_training_set(
@@ -309,7 +307,7 @@ def render_training_set(
 ):
     """n renders of random scenes: (images uint8 (n, 3, 32, 32), cameras (n, 4), targets (n, 5)).
 
-    Chunk i (of ``chunk`` images) draws from its own generator seeded (seed, i), so chunks can be rendered in
+    Chunk i (of ``chunk`` images) draws from its own rng seeded (seed, i), so chunks can be rendered in
     parallel (``chunks`` picks a sub-range; concatenating every sub-range in order gives the full set). Chunks
     cycle through shadings: flat albedo (half; what the benchmark draws), lambertian with a jittered light and random
     ambient/diffuse (a quarter), and the world's default light; cameras alternate between the distillation range and
@@ -333,7 +331,7 @@ def render_training_set(
             cfg = w.RenderConfig(steps=40, ambient=0.3 + 0.2 * u[0], diffuse=0.5 + 0.25 * u[1], light_jitter=0.35)
         else:
             cfg = w.RenderConfig(steps=40)
-        rgb = w.render_scenes(scenes, c, 32, cfg, generator=g)
+        rgb = w.render_scenes(scenes, c, 32, cfg, rng=g)
         images.append((rgb * 255).round().to(torch.uint8))
         cams.append(c.as_condition())
         targets.append(torch.tensor([scene_targets(s) for s in scenes]))
@@ -355,9 +353,9 @@ def augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     x = F.grid_sample(x - 1, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + 1  # white outside
     # blur on a random 40 %
-    sigma = 0.3 + 0.7 * u(b)
+    blur_width = 0.3 + 0.7 * u(b)
     k = torch.arange(-2, 3, dtype=torch.float32)
-    ker = torch.exp(-(k[None] ** 2) / (2 * sigma[:, None] ** 2))
+    ker = torch.exp(-(k[None] ** 2) / (2 * blur_width[:, None] ** 2))
     ker = ker / ker.sum(1, keepdim=True)
     blurred = F.conv2d(
         F.pad(x, (2, 2, 0, 0), mode="replicate").reshape(1, b * 3, h, w + 4),
@@ -375,8 +373,8 @@ def augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     # haze on the background (pixels that are nearly white) for a random 30 %
     bg = (x.min(1, keepdim=True).values > 0.95).float()
     tint = 0.6 + 0.4 * u(b, 3)
-    alpha = 0.3 * u(b) * (u(b) < 0.3).float()
-    x = x + bg * alpha[:, None, None, None] * (tint[:, :, None, None] - x)
+    haze = 0.3 * u(b) * (u(b) < 0.3).float()
+    x = x + bg * haze[:, None, None, None] * (tint[:, :, None, None] - x)
     x = x + (0.04 * u(b))[:, None, None, None] * torch.randn(x.shape, generator=g)
     return x.clamp(0, 1)
 
@@ -479,7 +477,7 @@ def evaluate_scorer(
         scene = w.parse_prompt(p)
         x1 = w.render_scenes([scene] * len(eval_cams), eval_cams, 32, flat)
         rc = sample_scorer_cameras(n_random_views, g, spread=True)
-        x2 = w.render_scenes([scene] * n_random_views, rc, 32, lit, generator=g)
+        x2 = w.render_scenes([scene] * n_random_views, rc, 32, lit, rng=g)
         x = torch.cat([x1, x2])
         c = torch.cat([eval_cams.as_condition(), rc.as_condition()])
         n1 = len(eval_cams)

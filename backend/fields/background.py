@@ -4,7 +4,7 @@
 "learned": threestudio's neural-environment-map background: a small MLP on a frequency encoding of d,
     gamma(d) = [d, sin(2^k pi d), cos(2^k pi d)]_{k < K},   c_bg(d) = sigmoid(MLP(gamma(d))).
 It starts close to ``color`` (last layer scaled down, bias set to logit(color)) so the first renders match the solid
-background, then learns. The renderer composites  rgb = sum_i w_i c_i + (1 - opacity) c_bg.
+background, then learns. The renderer composites  rgb = sum_i weight_i c_i + (1 - opacity) c_bg.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def frequency_encoding(d: torch.Tensor, n_frequencies: int) -> torch.Tensor:
 class Background(nn.Module):
     """forward(dirs (..., 3)) -> colours (..., 3) in [0, 1]."""
 
-    def __init__(self, config: BackgroundConfig | None = None, generator: torch.Generator | None = None, **overrides):
+    def __init__(self, config: BackgroundConfig | None = None, rng: torch.Generator | None = None, **overrides):
         super().__init__()
         config = config or BackgroundConfig()
         if overrides:
@@ -60,7 +60,7 @@ class Background(nn.Module):
         self.mlp = None
         if cfg.kind == "learned":
             n_in = 3 + 6 * cfg.n_frequencies
-            self.mlp = make_mlp(n_in, 3, cfg.hidden_dim, cfg.n_hidden_layers, generator)
+            self.mlp = make_mlp(n_in, 3, cfg.hidden_dim, cfg.n_hidden_layers, rng)
             last = self.mlp[-1]
             with torch.no_grad():
                 last.weight.mul_(0.01)

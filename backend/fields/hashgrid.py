@@ -201,7 +201,7 @@ class HashGridEncoding(nn.Module):
     _fused = True  # use _TableBlend when the input needs no gradient (tests switch it off to compare)
     """x (..., 3) in [0, 1]^3 -> (..., L * F) features. Inputs outside the cube are clamped onto it."""
 
-    def __init__(self, config: HashGridConfig | None = None, generator: torch.Generator | None = None):
+    def __init__(self, config: HashGridConfig | None = None, rng: torch.Generator | None = None):
         super().__init__()
         self.config = cfg = (config or HashGridConfig()).validate()
         self.output_dim = cfg.output_dim
@@ -216,7 +216,7 @@ class HashGridEncoding(nn.Module):
         for s in sizes:
             offsets.append(offsets[-1] + s)
         # feature-major (F, rows): gathering columns of a (F, S) table is several times faster on CPU than rows
-        table = torch.rand(cfg.n_features_per_level, offsets[-1], generator=generator)
+        table = torch.rand(cfg.n_features_per_level, offsets[-1], generator=rng)
         self.table = nn.Parameter((table * 2 - 1) * cfg.init_scale)
 
         res = cfg.resolutions
@@ -256,10 +256,6 @@ class HashGridEncoding(nn.Module):
             },
             dtype=torch.float32,
         )
-
-    @property
-    def uses_tcnn(self) -> bool:
-        return self._tcnn is not None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._run(x, with_jacobian=False)[0]

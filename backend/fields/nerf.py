@@ -1,11 +1,11 @@
-"""Density NeRF field: hash grid -> small MLP -> (density sigma, albedo rho), DreamFusion / threestudio
+"""Density NeRF field: hash grid -> small MLP -> (volume density, albedo rho), DreamFusion / threestudio
 'implicit-volume' style.
 
 World points x in the ball ||x|| <= bound are mapped to u = (x / bound + 1) / 2 in [0, 1]^3, encoded by the
 multiresolution hash grid h(u) (Instant-NGP), and an MLP gives 4 raw outputs (s, a_1, a_2, a_3):
 
-    sigma(x) = act(s + b(x))            act = softplus (default) or trunc_exp
-    rho(x)   = sigmoid(a)               albedo in [0, 1]^3
+    density(x) = act(s + b(x))          act = softplus (default) or trunc_exp (NeRF's sigma(x))
+    rho(x)     = sigmoid(a)             albedo in [0, 1]^3
 
 b(x) is the density-blob bias that makes the initial field a fuzzy ball at the centre, so the first renders are not
 empty (DreamFusion, Sec. 3.1 and App. A.2; threestudio's ``density_bias``). Two shapes, with s_b = blob_density and
@@ -14,8 +14,8 @@ r_b = blob_radius (world units):
     "blob_magic3d" (default)  b(x) = s_b (1 - ||x|| / r_b)                 threestudio default for DreamFusion runs
     "blob_dreamfusion"        b(x) = s_b exp(-||x||^2 / (2 r_b^2))          the DreamFusion paper's Gaussian blob
 
-With softplus, s_b = 10 and r_b = 0.5 the centre starts at sigma ~ 10 (opaque over a few tenths of a unit), the
-blob's edge at sigma ~ 0.7 and the box corner at sigma ~ 1e-10, i.e. empty.
+With softplus, s_b = 10 and r_b = 0.5 the centre starts at density ~ 10 (opaque over a few tenths of a unit), the
+blob's edge at density ~ 0.7 and the box corner at density ~ 1e-10, i.e. empty.
 
 The field is zero outside the ball ||x|| <= bound (``clip_to_bound``): the renderer only samples inside that ball, so
 mesh extraction over the box [-bound, bound]^3 sees exactly what was rendered and trained, no unconstrained corners.
@@ -50,7 +50,7 @@ class DensityFieldConfig:
     clip_to_bound: bool = True
     # coarse occupancy grid the renderer uses to skip empty space (0 turns it off); see fields/occupancy.py
     occupancy_resolution: int = 32
-    occupancy_threshold: float = 0.1  # sigma below which a cell counts as empty
+    occupancy_threshold: float = 0.1  # density below which a cell counts as empty
     occupancy_update_every: int = 16  # training renders between automatic refreshes
 
     def validate(self) -> DensityFieldConfig:
@@ -71,38 +71,38 @@ class DensityFieldConfig:
         return self
 
 
-def init_linear(layer: nn.Linear, generator: torch.Generator | None) -> nn.Linear:
+def init_linear(layer: nn.Linear, rng: torch.Generator | None) -> nn.Linear:
     """PyTorch's default Linear initialisation (U(-1/sqrt(fan_in), 1/sqrt(fan_in))), drawn from ``generator``."""
-    if generator is None:
+    if rng is None:
         return layer
     bound = 1.0 / math.sqrt(layer.in_features)
     with torch.no_grad():
-        layer.weight.copy_((torch.rand(layer.weight.shape, generator=generator) * 2 - 1) * bound)
-        layer.bias.copy_((torch.rand(layer.bias.shape, generator=generator) * 2 - 1) * bound)
+        layer.weight.copy_((torch.rand(layer.weight.shape, generator=rng) * 2 - 1) * bound)
+        layer.bias.copy_((torch.rand(layer.bias.shape, generator=rng) * 2 - 1) * bound)
     return layer
 
 
-def make_mlp(n_in: int, n_out: int, hidden: int, n_hidden_layers: int, generator=None) -> nn.Sequential:
+def make_mlp(n_in: int, n_out: int, hidden: int, n_hidden_layers: int, rng=None) -> nn.Sequential:
     """Linear-ReLU stack with ``n_hidden_layers`` hidden layers of width ``hidden`` (0 gives one Linear)."""
     dims = [n_in] + [hidden] * n_hidden_layers + [n_out]
     layers: list[nn.Module] = []
     for i in range(len(dims) - 1):
-        layers.append(init_linear(nn.Linear(dims[i], dims[i + 1]), generator))
+        layers.append(init_linear(nn.Linear(dims[i], dims[i + 1]), rng))
         if i < len(dims) - 2:
             layers.append(nn.ReLU(inplace=True))
     return nn.Sequential(*layers)
 
 
 class DensityField(Field):
-    """forward(x (N, 3) world) -> (sigma (N,), albedo (N, 3)); density(x) -> (N,); normals(x) -> (N, 3) unit,
-    -normalize(grad_x sigma), closed form by default ("analytic"), or "autograd" / "finite_difference"."""
+    """forward(x (N, 3) world) -> (density (N,), albedo (N, 3)); density(x) -> (N,); normals(x) -> (N, 3) unit,
+    -normalize(grad_x density), closed form by default ("analytic"), or "autograd" / "finite_difference"."""
 
-    def __init__(self, config: DensityFieldConfig | None = None, generator: torch.Generator | None = None):
+    def __init__(self, config: DensityFieldConfig | None = None, rng: torch.Generator | None = None):
         super().__init__()
         self.config = cfg = (config or DensityFieldConfig()).validate()
         self.bound = float(cfg.bound)
-        self.encoding = HashGridEncoding(cfg.grid, generator=generator)
-        self.mlp = make_mlp(self.encoding.output_dim, 4, cfg.hidden_dim, cfg.n_hidden_layers, generator)
+        self.encoding = HashGridEncoding(cfg.grid, rng=rng)
+        self.mlp = make_mlp(self.encoding.output_dim, 4, cfg.hidden_dim, cfg.n_hidden_layers, rng)
         self._activation = density_activation(cfg.density_activation)
         self.occupancy = (
             OccupancyGrid(cfg.bound, cfg.occupancy_resolution, cfg.occupancy_threshold, cfg.occupancy_update_every)
@@ -136,13 +136,13 @@ class DensityField(Field):
         self._check(x)
         u = (x / self.bound + 1) * 0.5
         raw = self.mlp(self.encoding(u))
-        sigma = self._activation(raw[:, 0] + self.density_bias(x))
+        density = self._activation(raw[:, 0] + self.density_bias(x))
         if self.config.clip_to_bound:
-            sigma = sigma * ((x * x).sum(-1) <= self.bound**2)
-        return sigma, torch.sigmoid(raw[:, 1:4])
+            density = density * ((x * x).sum(-1) <= self.bound**2)
+        return density, torch.sigmoid(raw[:, 1:4])
 
     def density_gradient(self, x: torch.Tensor, method: str = "analytic", eps: float = 1e-2) -> torch.Tensor:
-        """grad_x sigma: "analytic" (closed form, equal to autograd's, first-order graph only), "autograd" or
+        """grad_x density: "analytic" (closed form, equal to autograd's, first-order graph only), "autograd" or
         "finite_difference"."""
         if method == "analytic":
             if self.supports_analytic_gradient:
@@ -158,10 +158,10 @@ class DensityField(Field):
         return self.encoding.supports_jacobian
 
     def forward_with_gradient(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(sigma, albedo, grad_x sigma) in one pass, the gradient in closed form (no double backward).
+        """(density, albedo, grad_x density) in one pass, the gradient in closed form (no double backward).
 
-        With z = s(h(u)) + b(x), u = (x / bound + 1) / 2 and sigma = act(z):
-            grad_x sigma = act'(z) (J_h(u)^T grad_h s / (2 bound) + grad_x b),
+        With q = s(h(u)) + b(x), u = (x / bound + 1) / 2 and density = act(q):
+            grad_x density = act'(q) (J_h(u)^T grad_h s / (2 bound) + grad_x b),
         grad_h s is the MLP's input gradient of its density output, back-propagated by hand through the
         Linear/ReLU stack (v <- v W for a Linear, v <- v * [pre > 0] for a ReLU), J_h from
         ``HashGridEncoding.forward_with_jacobian``. Every step is an ordinary differentiable op, so a loss on the
@@ -186,13 +186,13 @@ class DensityField(Field):
             else:
                 v = v @ layer.weight
         ds_du = torch.einsum("nj,njk->nk", v, jac)
-        z = raw[:, 0] + self.density_bias(x)
-        sigma = self._activation(z)
-        grad = activation_derivative(self.config.density_activation, z)[:, None] * (
+        q = raw[:, 0] + self.density_bias(x)
+        density = self._activation(q)
+        grad = activation_derivative(self.config.density_activation, q)[:, None] * (
             ds_du / (2 * self.bound) + self.density_bias_gradient(x)
         )
         if self.config.clip_to_bound:
             inside = (x * x).sum(-1) <= self.bound**2
-            sigma = sigma * inside
+            density = density * inside
             grad = grad * inside[:, None]
-        return sigma, torch.sigmoid(raw[:, 1:4]), grad
+        return density, torch.sigmoid(raw[:, 1:4]), grad

@@ -1,18 +1,18 @@
 """Coarse occupancy grid for empty-space skipping (Instant-NGP Sec. 5.2 / nerfacc's OccGridEstimator, in plain torch).
 
 An R^3 grid over the box [-bound, bound]^3 keeps, per cell, a running maximum of the density seen there,
-    D_cell <- max(decay * D_cell, sigma(x_cell)),   x_cell = cell centre + U(-1/2, 1/2) cell jitter,
+    D_cell <- max(decay * D_cell, density(x_cell)),   x_cell = cell centre + U(-1/2, 1/2) cell jitter,
 and a cell is occupied when D_cell > threshold, dilated by one cell so a surface between two cell centres is never
-cut. The renderer evaluates the field only at samples in occupied cells; skipped samples get sigma = 0. Before the
+cut. The renderer evaluates the field only at samples in occupied cells; skipped samples get density 0. Before the
 first update every cell is occupied, so an untouched grid changes nothing; an update that finds no dense cell at
 all also marks every cell occupied (an empty field must still get gradients).
 
 With threshold 0.1 and the default sampling (48 samples over a chord of at most 2 units, delta ~ 0.04) a skipped
-sample has alpha = 1 - exp(-sigma delta) < 0.4%.
+sample has opacity 1 - exp(-density delta) < 0.4%.
 
 ``maybe_update`` refreshes every ``update_every`` calls; the renderer calls it on training renders (grad enabled), so
 the default render path skips empty space without the caller managing the grid. The jitter of refresh k is drawn
-from a generator seeded with k, so a run and its resume (the counters are buffers, saved with the field) agree.
+from a torch.Generator seeded with k, so a run and its resume (the counters are buffers, saved with the field) agree.
 """
 
 from __future__ import annotations
@@ -61,17 +61,17 @@ class OccupancyGrid(nn.Module):
         return torch.stack(torch.meshgrid(c, c, c, indexing="ij"), -1).reshape(-1, 3)
 
     @torch.no_grad()
-    def update(self, density_fn: Callable[[torch.Tensor], torch.Tensor], generator: torch.Generator | None = None):
-        """One refresh: D <- max(decay D, sigma(jittered centres)); occupied = dilate(D > threshold)."""
-        if generator is None:
-            generator = torch.Generator().manual_seed(int(self.updates))
+    def update(self, density_fn: Callable[[torch.Tensor], torch.Tensor], rng: torch.Generator | None = None):
+        """One refresh: D <- max(decay D, density(jittered centres)); occupied = dilate(D > threshold)."""
+        if rng is None:
+            rng = torch.Generator().manual_seed(int(self.updates))
         pts = self.cell_centres()
-        jitter = torch.rand(pts.shape, generator=generator, device=generator.device).to(pts.device) - 0.5
+        jitter = torch.rand(pts.shape, generator=rng, device=rng.device).to(pts.device) - 0.5
         pts = pts + jitter * self.cell_size
-        sigma = torch.cat([density_fn(c).float().reshape(-1) for c in pts.split(self.chunk)])
-        sigma = sigma.reshape(self.density.shape)
+        measured = torch.cat([density_fn(c).float().reshape(-1) for c in pts.split(self.chunk)])
+        measured = measured.reshape(self.density.shape)
         fresh = torch.isinf(self.density)
-        self.density.copy_(torch.where(fresh, sigma, torch.maximum(self.density * self.decay, sigma)))
+        self.density.copy_(torch.where(fresh, measured, torch.maximum(self.density * self.decay, measured)))
         dense = (self.density > self.threshold).float()[None, None]
         occupied = torch.nn.functional.max_pool3d(dense, 3, stride=1, padding=1)[0, 0] > 0
         if not occupied.any():

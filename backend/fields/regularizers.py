@@ -59,14 +59,14 @@ def normal_difference(normal_fn: Callable, x: torch.Tensor, offsets: torch.Tenso
 
 
 def normal_smoothness_loss(
-    normal_fn: Callable, x: torch.Tensor, jitter: float, generator: torch.Generator, power: float = 2.0
+    normal_fn: Callable, x: torch.Tensor, jitter: float, rng: torch.Generator, power: float = 2.0
 ) -> torch.Tensor:
-    """E ||n(x) - n(x + delta)||^p with delta ~ N(0, jitter^2 I) drawn from ``generator``; 0 for a plane."""
+    """E ||n(x) - n(x + delta)||^p with delta ~ N(0, jitter^2 I) drawn from ``rng``; 0 for a plane."""
     if not jitter > 0:
         raise ValueError(f"normal smoothness jitter is {jitter}; use a small positive distance in world units (0.02)")
     if not power > 0:
         raise ValueError(f"normal smoothness power is {power}; use 2 (squared) or 1 (total variation)")
-    noise = torch.randn(x.shape, generator=generator, device=generator.device).to(x.device, x.dtype)
+    noise = torch.randn(x.shape, generator=rng, device=rng.device).to(x.device, x.dtype)
     return normal_difference(normal_fn, x, jitter * noise, power)
 
 

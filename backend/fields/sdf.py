@@ -3,12 +3,12 @@
 The geometry is a signed distance d(x) (negative inside, |grad d| = 1 ideally) and the renderer sees an ordinary
 volume density through the Laplace CDF (VolSDF Eq. 2-3), so ``render.volume`` works unchanged:
 
-    sigma(x) = a Psi_beta(-d(x)),   a = 1 / beta,
+    density(x) = a Psi_beta(-d(x)),   a = 1 / beta,   (VolSDF's sigma(x); sigma is the noise level here)
     Psi_beta(v) = 1/2 exp(v / beta)          (v <= 0)
                 = 1 - 1/2 exp(-v / beta)      (v > 0)          the CDF of Laplace(0, beta),
 
-so sigma = 1/(2 beta) exp(-d / beta) outside and 1/beta (1 - 1/2 exp(d / beta)) inside; the surface d = 0 has
-sigma = 1/(2 beta), and beta -> 0 makes the density a step of height 1/beta at the surface. beta is either a fixed
+so density = 1/(2 beta) exp(-d / beta) outside and 1/beta (1 - 1/2 exp(d / beta)) inside; the surface d = 0 has
+density = 1/(2 beta), and beta -> 0 makes the density a step of height 1/beta at the surface. beta is either a fixed
 value the caller anneals (``set_beta``) or learnable (``learn_beta``), always at least ``beta_min``.
 
 Geometry. World points x in the ball ||x|| <= bound map to u = (x / bound + 1) / 2 in [0, 1]^3; with the hash grid
@@ -46,12 +46,12 @@ def laplace_cdf(v: torch.Tensor, beta) -> torch.Tensor:
 
 
 def volsdf_density(d: torch.Tensor, beta) -> torch.Tensor:
-    """sigma = (1 / beta) Psi_beta(-d) (VolSDF Eq. 2): 1/(2 beta) on the surface, -> 1/beta deep inside."""
+    """density = (1 / beta) Psi_beta(-d) (VolSDF Eq. 2): 1/(2 beta) on the surface, -> 1/beta deep inside."""
     return laplace_cdf(-d, beta) / beta
 
 
 def volsdf_density_derivative(d: torch.Tensor, beta) -> torch.Tensor:
-    """d sigma / d d = -(1 / beta) psi_beta(-d) = -exp(-|d| / beta) / (2 beta^2) (psi the Laplace pdf)."""
+    """d density / d d = -(1 / beta) psi_beta(-d) = -exp(-|d| / beta) / (2 beta^2) (psi the Laplace pdf)."""
     return -torch.exp(-d.abs() / beta) / (2 * beta * beta)
 
 
@@ -66,7 +66,7 @@ class SDFFieldConfig:
     beta: float = 0.05  # initial Laplace scale (world units); ~ the thickness of the rendered surface
     beta_min: float = 1e-3
     learn_beta: bool = False
-    # coarse occupancy grid for empty-space skipping, as DensityField (0 turns it off); threshold on sigma
+    # coarse occupancy grid for empty-space skipping, as DensityField (0 turns it off); threshold on density
     occupancy_resolution: int = 32
     occupancy_threshold: float = 0.1
     occupancy_update_every: int = 16
@@ -109,17 +109,17 @@ def mlp_input_gradient(mlp: nn.Sequential, feats: torch.Tensor, output: int = 0)
 
 
 class SDFField(Field):
-    """forward(x) -> (sigma, albedo) with the VolSDF density; sdf(x) -> d; sdf_with_gradient(x) -> (d, grad d);
-    forward_with_gradient(x) -> (sigma, albedo, grad sigma) so lit renders get closed-form normals."""
+    """forward(x) -> (density, albedo) with the VolSDF density; sdf(x) -> d; sdf_with_gradient(x) -> (d, grad d);
+    forward_with_gradient(x) -> (density, albedo, grad density) so lit renders get closed-form normals."""
 
-    def __init__(self, config: SDFFieldConfig | None = None, generator: torch.Generator | None = None):
+    def __init__(self, config: SDFFieldConfig | None = None, rng: torch.Generator | None = None):
         super().__init__()
         self.config = cfg = (config or SDFFieldConfig()).validate()
         self.bound = float(cfg.bound)
-        self.encoding = HashGridEncoding(cfg.grid, generator=generator)
-        self.mlp = make_mlp(self.encoding.output_dim, 1, cfg.hidden_dim, cfg.n_hidden_layers, generator)
-        self.albedo_encoding = HashGridEncoding(cfg.albedo_grid, generator=generator)
-        self.albedo_mlp = make_mlp(self.albedo_encoding.output_dim, 3, cfg.hidden_dim, cfg.n_hidden_layers, generator)
+        self.encoding = HashGridEncoding(cfg.grid, rng=rng)
+        self.mlp = make_mlp(self.encoding.output_dim, 1, cfg.hidden_dim, cfg.n_hidden_layers, rng)
+        self.albedo_encoding = HashGridEncoding(cfg.albedo_grid, rng=rng)
+        self.albedo_mlp = make_mlp(self.albedo_encoding.output_dim, 3, cfg.hidden_dim, cfg.n_hidden_layers, rng)
         beta = torch.tensor(float(cfg.beta) - cfg.beta_min)
         if cfg.learn_beta:
             self.beta_offset = nn.Parameter(beta)
@@ -208,12 +208,12 @@ class SDFField(Field):
         return self.density(x), self.albedo(x)
 
     def forward_with_gradient(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(sigma, albedo, grad_x sigma); grad sigma = (d sigma / d d) grad d points inward, so the renderer's
-        n = -normalize(grad sigma) is the outward normalize(grad d)."""
+        """(density, albedo, grad_x density); grad density = (d density / d d) grad d points inward, so the renderer's
+        n = -normalize(grad density) is the outward normalize(grad d)."""
         d, grad_d = self.sdf_with_gradient(x)
         beta = self.beta
-        sigma = volsdf_density(d, beta)
-        return sigma, self.albedo(x), volsdf_density_derivative(d, beta)[:, None] * grad_d
+        density = volsdf_density(d, beta)
+        return density, self.albedo(x), volsdf_density_derivative(d, beta)[:, None] * grad_d
 
     def normals(self, x: torch.Tensor, method: str = "analytic", eps: float = 1e-2) -> torch.Tensor:
         """n = normalize(grad d), outward; "analytic" (closed form) or the base class's density-gradient methods."""

@@ -1,8 +1,8 @@
 """Start an SDF field from a trained density field: occupancy -> clean-up -> signed distance grid -> fitted SDFField.
 
-1. Occupancy. The density sigma is sampled on a regular grid over the box [-bound, bound]^3 and thresholded at the
+1. Occupancy. The density is sampled on a regular grid over the box [-bound, bound]^3 and thresholded at the
    level ``level`` that ``mesh.extract`` would mesh (its automatic silhouette rule by default), giving a solid
-   O = {sigma >= level}.
+   O = {density >= level}.
 2. Clean-up on the voxels (mesh/voxels.py, scipy.ndimage):
    - keep the ``keep_components`` largest connected parts (26-connectivity), dropping floaters;
    - morphological closing O <- erode(dilate(O, B_r), B_r) with a ball B_r of radius ``close_radius`` (world units):
@@ -73,7 +73,7 @@ class SDFGrid:
 
 
 def occupancy_of_density(density_fn: Callable, bound: float, resolution: int, level: float | None, chunk: int):
-    """(occupancy (n, n, n) bool, level used, lo, spacing) of {sigma >= level} on the box grid."""
+    """(occupancy (n, n, n) bool, level used, lo, spacing) of {density >= level} on the box grid."""
     from ..mesh.extract import _infer_device, sample_density_grid, silhouette_threshold
     from ..mesh.types import EmptyFieldError
 
@@ -107,21 +107,21 @@ def sdf_grid_from_density(density_fn: Callable, bound: float, config: SDFInitCon
 # --- fitting -------------------------------------------------------------------------------------------------------
 
 
-def uniform_ball(n: int, radius: float, generator: torch.Generator) -> torch.Tensor:
+def uniform_ball(n: int, radius: float, rng: torch.Generator) -> torch.Tensor:
     """n points uniform in the ball of the given radius (direction ~ normalised Gaussian, radius ~ U^(1/3))."""
-    v = torch.nn.functional.normalize(torch.randn(n, 3, generator=generator), dim=-1)
-    r = radius * torch.rand(n, 1, generator=generator).pow(1.0 / 3.0)
+    v = torch.nn.functional.normalize(torch.randn(n, 3, generator=rng), dim=-1)
+    r = radius * torch.rand(n, 1, generator=rng).pow(1.0 / 3.0)
     return v * r
 
 
-def near_surface_points(grid: SDFGrid, n: int, generator: torch.Generator, band_voxels: float = 2.0) -> torch.Tensor:
+def near_surface_points(grid: SDFGrid, n: int, rng: torch.Generator, band_voxels: float = 2.0) -> torch.Tensor:
     """n points jittered within a voxel around grid samples with |d| < band_voxels * h."""
     idx = np.argwhere(np.abs(grid.values) < band_voxels * grid.spacing)
     if len(idx) == 0:
         raise ValueError("the SDF grid has no samples near its zero level")
-    pick = torch.randint(len(idx), (n,), generator=generator)
+    pick = torch.randint(len(idx), (n,), generator=rng)
     base = torch.from_numpy(idx).float()[pick] * grid.spacing + grid.lo
-    return base + (torch.rand(n, 3, generator=generator) - 0.5) * grid.spacing
+    return base + (torch.rand(n, 3, generator=rng) - 0.5) * grid.spacing
 
 
 def fit_sdf_field(
@@ -129,13 +129,13 @@ def fit_sdf_field(
     grid: SDFGrid,
     config: SDFInitConfig | None = None,
     albedo_fn: Callable | None = None,
-    generator: torch.Generator | None = None,
+    rng: torch.Generator | None = None,
     progress: Callable[[int, int, float], None] | None = None,
 ) -> list[float]:
     """Regress ``field`` onto ``grid`` (and its albedo onto ``albedo_fn``); returns the loss per step."""
     cfg = (config or SDFInitConfig()).validate()
     losses = []
-    for loss in fit_sdf_steps(field, grid, cfg, albedo_fn, generator):
+    for loss in fit_sdf_steps(field, grid, cfg, albedo_fn, rng):
         losses.append(loss)
         if progress is not None:
             progress(len(losses), cfg.fit_steps, loss)
@@ -147,12 +147,12 @@ def fit_sdf_steps(
     grid: SDFGrid,
     config: SDFInitConfig | None = None,
     albedo_fn: Callable | None = None,
-    generator: torch.Generator | None = None,
+    rng: torch.Generator | None = None,
 ) -> Iterator[float]:
     """``fit_sdf_field`` one Adam step at a time, yielding each step's loss (for a caller that reports progress as
     events between steps, e.g. a texture job fitting the field to the artist's mesh)."""
     cfg = (config or SDFInitConfig()).validate()
-    generator = generator if generator is not None else torch.Generator().manual_seed(0)
+    rng = rng if rng is not None else torch.Generator().manual_seed(0)
     device = next(field.parameters()).device
     params = [p for p in field.geometry_parameters() if p.requires_grad]
     if albedo_fn is not None:
@@ -160,8 +160,8 @@ def fit_sdf_steps(
     opt = torch.optim.Adam(params, lr=cfg.fit_lr, betas=(0.9, 0.99), eps=1e-15)
     half = cfg.fit_points // 2
     for _ in range(cfg.fit_steps):
-        uniform = uniform_ball(half, field.bound, generator).to(device)
-        near = near_surface_points(grid, cfg.fit_points - half, generator).to(device)
+        uniform = uniform_ball(half, field.bound, rng).to(device)
+        near = near_surface_points(grid, cfg.fit_points - half, rng).to(device)
         x = torch.cat([uniform, near])
         d, grad = field.sdf_with_gradient(x)
         loss = (d - grid.sample(x)).abs().mean() + cfg.eikonal_weight * ((grad[:half].norm(dim=-1) - 1) ** 2).mean()
@@ -179,7 +179,7 @@ def sdf_field_from_density(
     density_field,
     sdf_config: SDFFieldConfig | None = None,
     init: SDFInitConfig | None = None,
-    generator: torch.Generator | None = None,
+    rng: torch.Generator | None = None,
     progress: Callable[[int, int, float], None] | None = None,
 ) -> tuple[SDFField, SDFGrid]:
     """A new SDFField (on the density field's device, same bound) fitted to the density field's cleaned solid."""
@@ -199,6 +199,6 @@ def sdf_field_from_density(
             return density_field(points.to(device))[1]
 
     grid = sdf_grid_from_density(density, bound, init)
-    field = SDFField(sdf_config, generator=generator).to(device)
-    fit_sdf_field(field, grid, init, albedo, generator, progress)
+    field = SDFField(sdf_config, rng=rng).to(device)
+    fit_sdf_field(field, grid, init, albedo, rng, progress)
     return field, grid

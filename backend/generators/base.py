@@ -8,7 +8,6 @@ fresh generator starts from a blob and training only has to carve it.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -78,12 +77,3 @@ class GeneratedFields:
 
 def small_mlp(d_in: int, hidden: int, d_out: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(d_in, hidden), nn.SiLU(), nn.Linear(hidden, d_out))
-
-
-def count_parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
-def fan_in_uniform_(weight: torch.Tensor) -> None:
-    bound = 1 / math.sqrt(weight.shape[1] * (weight[0, 0].numel() if weight.ndim > 2 else 1))
-    nn.init.uniform_(weight, -bound, bound)

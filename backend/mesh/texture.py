@@ -1,11 +1,11 @@
 """UV unwrapping (xatlas) and albedo texture baking.
 
 Conventions (the same as ``Mesh``): UV origin at the bottom-left of the image, texture row 0 at the top. Texel
-(row r, column c) of a T x T texture has its centre at
+(row r, column c) of a K x K texture (K = ``texture_size``) has its centre at
 
-    u = (c + 1/2) / T,        v = 1 - (r + 1/2) / T,
+    u = (c + 1/2) / K,        v = 1 - (r + 1/2) / K,
 
-so in "pixel coordinates" p = (u T - 1/2, (1 - v) T - 1/2) texel centres are the integer points (c, r).
+so in "pixel coordinates" p = (u K - 1/2, (1 - v) K - 1/2) texel centres are the integer points (c, r).
 
 Baking. Each triangle (a, b, c) is rasterised in pixel coordinates: a texel centre p is inside when its barycentric
 coordinates

@@ -29,7 +29,7 @@ class Mesh:
         vertex_colors: (N, 3) uint8 sRGB albedo per vertex, or None.
         uvs: (N, 2) float32 texture coordinates per vertex, origin at the bottom-left of the texture
             (OBJ / Blender convention; the .glb writer flips v for glTF), or None.
-        texture: (T, T, 3) uint8 albedo image, row 0 at the top, or None. Present together with ``uvs``.
+        texture: (K, K, 3) uint8 albedo image, row 0 at the top, or None. Present together with ``uvs``.
     """
 
     vertices: np.ndarray
@@ -85,7 +85,7 @@ class ExtractedMesh(Mesh):
     """What ``extract_mesh`` returns: a Mesh plus how it was found.
 
     Attributes:
-        threshold: the density level tau of the isosurface {x : sigma(x) = tau}.
+        threshold: the iso level (``level`` in docs/notation.md) of the surface {x : density(x) = level}.
         box_min, box_max: (3,) corners of the box the fine grid covered (world frame).
         removed_components: how many small floating parts were dropped.
     """

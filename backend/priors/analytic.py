@@ -106,8 +106,8 @@ class _Gaussian:
         solved, _, _ = self.noised_terms(x, abar)
         return (1.0 - abar).sqrt()[:, None] * solved
 
-    def sample(self, n: int, generator: torch.Generator | None) -> torch.Tensor:
-        c = torch.randn(n, self.dim, generator=generator, dtype=torch.float64)
+    def sample(self, n: int, rng: torch.Generator | None) -> torch.Tensor:
+        c = torch.randn(n, self.dim, generator=rng, dtype=torch.float64)
         return self.mean + _matmul(c * self.lam.sqrt(), self.u.T)
 
 
@@ -160,13 +160,13 @@ class _Mixture:
         score_term = (resp[..., None] * torch.stack(solved, 1)).sum(1)  # Sigma_t^{-1}(x - alpha mu), mixed
         return (1.0 - abar).sqrt()[:, None] * score_term
 
-    def sample(self, n: int, generator: torch.Generator | None) -> torch.Tensor:
-        idx = torch.multinomial(self.weights, n, replacement=True, generator=generator)
+    def sample(self, n: int, rng: torch.Generator | None) -> torch.Tensor:
+        idx = torch.multinomial(self.weights, n, replacement=True, generator=rng)
         out = torch.empty(n, self.dim, dtype=torch.float64)
         for k, c in enumerate(self.components):
             sel = (idx == k).nonzero().flatten()
             if len(sel):
-                out[sel] = c.sample(len(sel), generator)
+                out[sel] = c.sample(len(sel), rng)
         return out
 
 
@@ -256,9 +256,9 @@ class AnalyticPrior(Prior):
     def _eps(self, x: torch.Tensor, abar: torch.Tensor, conditional: bool) -> torch.Tensor:
         raise NotImplementedError
 
-    def sample(self, n: int, generator: torch.Generator | None = None, conditional: bool = True) -> torch.Tensor:
+    def sample(self, n: int, rng: torch.Generator | None = None, conditional: bool = True) -> torch.Tensor:
         """n samples of p_0(x | y) (or of p_0(x) when ``conditional`` is False), shaped (n, *latent_shape)."""
-        x = (self.cond if conditional else self.uncond).sample(n, generator)
+        x = (self.cond if conditional else self.uncond).sample(n, rng)
         return x.float().view(n, *self.latent_shape)
 
 
@@ -338,19 +338,13 @@ class MixtureOfGaussiansPrior(AnalyticPrior):
 
 
 class ParticlePrior(AnalyticPrior):
-    """The exact noised score of an empirical particle distribution, for conditional and unconditional text alike.
-
-    ``set_particles`` replaces the particle set (VSD's "score model fitted to the current particles").
-    """
+    """The exact noised score of an empirical particle distribution, for conditional and unconditional text alike."""
 
     def __init__(self, particles: torch.Tensor, bandwidth: float = 0.0, alphas_cumprod: torch.Tensor | None = None):
         self.bandwidth = float(bandwidth)
         self.particles = particles.detach().clone()
         d = self.particles.reshape(self.particles.shape[0], -1).shape[1]
         super().__init__(d, alphas_cumprod, tuple(particles.shape[1:]) if particles.ndim == 4 else None)
-
-    def set_particles(self, particles: torch.Tensor) -> None:
-        self.particles = particles.detach().clone()
 
     def _eps(self, x, abar, conditional):
         p = self.particles.reshape(self.particles.shape[0], -1).double().to(x.device)

@@ -2,9 +2,10 @@
 
 Two stacks, each a dict of plain keyword dicts for the diffusers / transformers constructors:
 
-- ``TINY``: the diffusers-test-sized Stable-Diffusion-like stack (environment_notes section 2). UNet2DConditionModel
-  with blocks (32, 64), cross_attention_dim 32 (~1 M parameters); a 5-layer CLIP text encoder of width 32; an
-  optional 2-level AutoencoderKL (downsampling factor f = 2). Used by unit tests and the 2D harness.
+- ``TINY``: a Stable-Diffusion-like stack the size of the tiny models in diffusers' own unit tests.
+  UNet2DConditionModel with blocks (32, 64), cross_attention_dim 32 (984,867 parameters); a 5-layer CLIP text
+  encoder of width 32 (68,473 parameters); an optional 2-level AutoencoderKL (downsampling factor f = 2). Everything
+  is built from these dicts, so it needs no hub access. Used by unit tests and the 2D harness.
 - ``SD21_BASE``: the Stable Diffusion 2.1-base architecture (UNet ~866 M parameters, VAE f = 8 with 4 latent
   channels and scaling factor 0.18215, OpenCLIP-H text tower as a 23-layer CLIPTextModel: SD 2.x drops the last of
   the 24 layers, i.e. it conditions on the penultimate layer). For GPU benchmarks of the real per-step cost with

@@ -21,7 +21,9 @@ from .diffusers_prior import DiffusersPrior
 
 
 def build_tokenizer(model_max_length: int = 77):
-    """A byte-level CLIPTokenizer built without files (environment_notes section 3, recipe A2)."""
+    """A byte-level CLIPTokenizer built without files: transformers' CLIPTokenizer accepts the vocabulary as a dict
+    and the merges as a list of (a, b) tuples (a list of "a b" strings raises TypeError), so nothing is read from disk
+    or the hub."""
     from transformers import CLIPTokenizer
 
     vocab, merges = configs.byte_level_clip_vocab()

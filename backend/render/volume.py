@@ -150,8 +150,8 @@ def sample_pdf(
     u is stratified like the coarse samples (midpoints (k + 1/2)/n without an rng). A small eps keeps rays with
     zero weight sampling uniformly. Returns (R, n) distances, sorted, detached.
     """
-    w = weights.detach() + eps
-    pdf = w / w.sum(-1, keepdim=True)
+    padded = weights.detach() + eps
+    pdf = padded / padded.sum(-1, keepdim=True)
     cdf = torch.cat([torch.zeros_like(pdf[:, :1]), pdf.cumsum(-1)], -1).clamp(max=1.0)  # (R, S + 1)
     r = weights.shape[0]
     k = torch.arange(n, device=weights.device, dtype=weights.dtype)
@@ -342,8 +342,8 @@ def _sample_distances(field, rays: _Rays, occ, settings: RenderSettings, rng) ->
             pts = rays.origins[:, None] + ray_dist[..., None] * rays.dirs[:, None]
             mask = occ.query(pts) if occ is not None else None
             edges = interval_edges(ray_dist, rays.near, rays.far)
-            w = composite_weights(_density_only(field, pts, mask), edges.diff(dim=-1))
-            fine = sample_pdf(edges, w, settings.num_importance, rng)
+            coarse_weights = composite_weights(_density_only(field, pts, mask), edges.diff(dim=-1))
+            fine = sample_pdf(edges, coarse_weights, settings.num_importance, rng)
         ray_dist = torch.sort(torch.cat([ray_dist, fine], -1), -1).values
     return ray_dist
 

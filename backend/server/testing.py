@@ -122,6 +122,7 @@ def _fake_update(step: int, vertices: int, seed: int, input_mesh, final: bool = 
     return fake_mesh(step, vertices, seed, final)
 
 
+FAKE_JOB_FLAGS = ["--steps", "4", "--preview-every", "1", "--option", "fake_step_s=0.01", "--quiet"]  # CLI tests
 FAKE_RUNNER = "dreamstill.backend.server.testing:fake_runner"
 
 

@@ -1,5 +1,5 @@
 """The built-in prior's training data: toy-world renders from random cameras with their captions, made on the fly
-from a seeded generator."""
+from a seeded torch.Generator (``rng``)."""
 
 from __future__ import annotations
 
@@ -34,29 +34,29 @@ class Batches:
     def steps_per_chunk(self) -> int:
         return self.chunk // self.cfg.batch_size
 
-    def render(self, n: int, generator: torch.Generator):
+    def render(self, n: int, rng: torch.Generator):
         from ...render.cameras import sample_cameras
 
-        scenes = W.sample_scenes(n, generator, self.prompts, self.cfg.single_fraction)
-        cams = sample_cameras(n, generator)
-        perm = torch.randperm(n, generator=generator)  # stratified azimuths, shuffled against the scenes
+        scenes = W.sample_scenes(n, rng, self.prompts, self.cfg.single_fraction)
+        cams = sample_cameras(n, rng)
+        perm = torch.randperm(n, generator=rng)  # stratified azimuths, shuffled against the scenes
         cams = type(cams)(*(x[perm] for x in (cams.elevation, cams.azimuth, cams.distance, cams.fov)))
-        drop = (torch.rand(n, generator=generator) < self.cfg.caption_dropout).tolist()
+        drop = (torch.rand(n, generator=rng) < self.cfg.caption_dropout).tolist()
         texts = ["" if d else W.caption(s) for s, d in zip(scenes, drop)]
         parts = []
         for i in range(0, n, 4096):  # bounded memory per sphere-tracing call
             sub = [scenes[j] for j in range(i, min(n, i + 4096))]
             cam = type(cams)(*(x[i : i + 4096] for x in (cams.elevation, cams.azimuth, cams.distance, cams.fov)))
-            parts.append(W.render_scenes(sub, cam.to(self.device), self.cfg.image_size, self.render_cfg, generator))
+            parts.append(W.render_scenes(sub, cam.to(self.device), self.cfg.image_size, self.render_cfg, rng))
         rgb = torch.cat(parts)
-        ids = torch.stack([self.ids[t] for t in texts]).to(self.device)
+        ids = torch.stack([self.ids[text] for text in texts]).to(self.device)
         return 2 * rgb - 1, ids, cams.as_condition().to(self.device), texts
 
-    def sample(self, batch: int, generator: torch.Generator):
+    def sample(self, batch: int, rng: torch.Generator):
         if batch != self.cfg.batch_size:
-            return self.render(batch, generator)
+            return self.render(batch, rng)
         if self._buffer is None or self._pos + batch > self.chunk:
-            self._buffer = self.render(self.steps_per_chunk * batch, generator)
+            self._buffer = self.render(self.steps_per_chunk * batch, rng)
             self._pos = 0
         sl = slice(self._pos, self._pos + batch)
         self._pos += batch

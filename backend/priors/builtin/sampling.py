@@ -10,7 +10,7 @@ from . import world as W
 
 
 @torch.no_grad()
-def sample_ddim(prior, prompts: list[str], cameras, steps: int = 50, guidance: float = 5.0, generator=None):
+def sample_ddim(prior, prompts: list[str], cameras, steps: int = 50, guidance: float = 5.0, rng=None):
     """DDIM (eta 0) samples of a Prior for prompts and cameras (one each): (B, 3, H, W) in [0, 1].
 
     Uses the prior's eps_hat with classifier-free guidance eps_uncond + s (eps_cond - eps_uncond), x_0 clipped to
@@ -25,7 +25,7 @@ def sample_ddim(prior, prompts: list[str], cameras, steps: int = 50, guidance: f
     b = len(prompts)
     cond = prior.encode_text(list(prompts))
     uncond = prior.encode_text([""])
-    x = torch.randn((b, *prior.latent_shape), generator=generator).to(prior.device)
+    x = torch.randn((b, *prior.latent_shape), generator=rng).to(prior.device)
     cam = cameras.as_condition().to(prior.device) if prior.supports_camera else None
     for t in sched.timesteps:
         tt = torch.full((b,), int(t), device=prior.device, dtype=torch.long)
@@ -87,7 +87,7 @@ def sample_figure(
     allc = type(cams)(*(x.repeat(n) for x in (cams.elevation, cams.azimuth, cams.distance, cams.fov)))
     texts = [p for p in prompts for _ in range(views)]
     g = torch.Generator().manual_seed(seed)
-    samples = sample_ddim(prior, texts, allc, steps=steps, guidance=guidance, generator=g).cpu()
+    samples = sample_ddim(prior, texts, allc, steps=steps, guidance=guidance, rng=g).cpu()
     if truth:
         gt = render_prompts(texts, allc, prior.image_size)
         rows = torch.cat([samples.view(n, views, *samples.shape[1:]), gt.view(n, views, *gt.shape[1:])], 1)

@@ -8,10 +8,10 @@ project's own CLIPTokenizer files, camera features as ``class_labels``) learns
 
 with alpha_t^2 = bar-alpha_t from the cosine schedule (Nichol & Dhariwal 2021), x_0 = 2 rgb - 1 a toy-world render
 from a random camera c of the distillation camera distribution, y its caption (replaced by "" with probability
-``caption_dropout`` for classifier-free guidance), t ~ U{0..T-1}. Training batches are rendered on the fly from a
-seeded generator, so a run is reproducible from its config; AdamW with linear warmup and cosine decay, gradient
-clipping, an EMA of the weights (what is shipped), bf16 autocast on CUDA. Checkpoints (model, EMA, optimizer, step,
-RNG states) let a run stop and resume exactly.
+``caption_dropout`` for classifier-free guidance), t ~ U{0..T-1}. Training batches are rendered on the fly from
+seeded torch.Generators (``data_rng``, ``noise_rng``), so a run is reproducible from its config; AdamW with linear
+warmup and cosine decay, gradient clipping, an EMA of the weights (what is shipped), bf16 autocast on CUDA.
+Checkpoints (model, EMA, optimizer, step, RNG states) let a run stop and resume exactly.
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ def save_pipeline(out: Path, cfg: TrainConfig, unet, text_encoder, tokenizer, sc
 @dataclass
 class TrainingState:
     """Everything a run carries from step to step, and what a checkpoint holds: the networks, the EMA of their weights
-    (what is shipped), the optimizer, both random generators (data on the CPU, timesteps and noise on the device),
+    (what is shipped), the optimizer, both rngs (data on the CPU, timesteps and noise on the device),
     the step and the loss history."""
 
     unet: torch.nn.Module
@@ -102,8 +102,8 @@ class TrainingState:
     scheduler: object
     optimizer: torch.optim.Optimizer
     ema: list[torch.Tensor]
-    data_generator: torch.Generator
-    noise_generator: torch.Generator
+    data_rng: torch.Generator
+    noise_rng: torch.Generator
     step: int = 0
     history: list[tuple[int, float]] = field(default_factory=list)
     running_loss: float | None = None
@@ -114,7 +114,7 @@ class TrainingState:
 
     @classmethod
     def start(cls, cfg: TrainConfig, tokenizer, device: torch.device) -> TrainingState:
-        """Seeded networks, AdamW (weight decay on matrices only), the EMA at the initial weights, generators."""
+        """Seeded networks, AdamW (weight decay on matrices only), the EMA at the initial weights, the rngs."""
         unet, text_encoder, scheduler = build_models(cfg, tokenizer)
         unet.to(device).train()
         text_encoder.to(device).train()
@@ -127,9 +127,9 @@ class TrainingState:
             betas=(0.9, 0.99),
         )
         ema = [p.detach().clone().float() for p in params]
-        gen = torch.Generator().manual_seed(cfg.seed)
-        dev_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
-        return cls(unet, text_encoder, scheduler, opt, ema, gen, dev_gen)
+        data_rng = torch.Generator().manual_seed(cfg.seed)
+        noise_rng = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+        return cls(unet, text_encoder, scheduler, opt, ema, data_rng, noise_rng)
 
     def state_dict(self, cfg: TrainConfig) -> dict:
         return {
@@ -138,8 +138,8 @@ class TrainingState:
             "text_encoder": self.text_encoder.state_dict(),
             "ema": self.ema,
             "optimizer": self.optimizer.state_dict(),
-            "rng_cpu": self.data_generator.get_state(),
-            "rng_device": self.noise_generator.get_state(),
+            "rng_cpu": self.data_rng.get_state(),
+            "rng_device": self.noise_rng.get_state(),
             "step": self.step,
             "history": self.history,
         }
@@ -156,8 +156,8 @@ class TrainingState:
         for e, v in zip(self.ema, ck["ema"]):
             e.copy_(v)
         self.optimizer.load_state_dict(ck["optimizer"])
-        self.data_generator.set_state(ck["rng_cpu"].cpu())
-        self.noise_generator.set_state(ck["rng_device"].cpu())
+        self.data_rng.set_state(ck["rng_cpu"].cpu())
+        self.noise_rng.set_state(ck["rng_device"].cpu())
         self.step = ck["step"]
         self.history = ck["history"]
         self.running_loss = self.history[-1][1] if self.history else None
@@ -172,9 +172,9 @@ class TrainingState:
         device = alphas_cumprod.device
         for g in self.optimizer.param_groups:
             g["lr"] = lr_at(self.step, cfg)
-        x0, ids, cam, _ = data.sample(cfg.batch_size, self.data_generator)
-        t = torch.randint(0, cfg.num_train_timesteps, (cfg.batch_size,), generator=self.noise_generator, device=device)
-        eps = torch.randn(x0.shape, generator=self.noise_generator, device=device)
+        x0, ids, cam, _ = data.sample(cfg.batch_size, self.data_rng)
+        t = torch.randint(0, cfg.num_train_timesteps, (cfg.batch_size,), generator=self.noise_rng, device=device)
+        eps = torch.randn(x0.shape, generator=self.noise_rng, device=device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             loss = diffusion_loss(self.unet, self.text_encoder, alphas_cumprod, x0, ids, cam, t, eps, cfg)
         self.optimizer.zero_grad(set_to_none=True)

@@ -240,7 +240,7 @@ def split_prompts(seed: int = 0, heldout_fraction: float = 0.1) -> tuple[list[st
 
 def sample_scenes(
     n: int,
-    generator: torch.Generator,
+    rng: torch.Generator,
     prompts: list[str] | None = None,
     single_fraction: float = 0.4,
 ) -> list[Scene]:
@@ -253,11 +253,11 @@ def sample_scenes(
     comps = [s for s in scenes if s.is_composition]
     if not singles or not comps:
         pool = singles or comps
-        idx = torch.randint(len(pool), (n,), generator=generator).tolist()
+        idx = torch.randint(len(pool), (n,), generator=rng).tolist()
         return [pool[i] for i in idx]
-    pick_single = (torch.rand(n, generator=generator) < single_fraction).tolist()
-    i_single = torch.randint(len(singles), (n,), generator=generator).tolist()
-    i_comp = torch.randint(len(comps), (n,), generator=generator).tolist()
+    pick_single = (torch.rand(n, generator=rng) < single_fraction).tolist()
+    i_single = torch.randint(len(singles), (n,), generator=rng).tolist()
+    i_comp = torch.randint(len(comps), (n,), generator=rng).tolist()
     return [singles[a] if p else comps[b] for p, a, b in zip(pick_single, i_single, i_comp)]
 
 
@@ -291,8 +291,8 @@ def _seg_dist2(px, py, ax, ay, bx, by):
     """Squared distance from points (px, py) to the segment a-b, and the signed side (cross product)."""
     ex, ey = bx - ax, by - ay
     wx, wy = px - ax, py - ay
-    t = ((wx * ex + wy * ey) / (ex * ex + ey * ey)).clamp(0, 1)
-    dx, dy = wx - t * ex, wy - t * ey
+    along = ((wx * ex + wy * ey) / (ex * ex + ey * ey)).clamp(0, 1)
+    dx, dy = wx - along * ex, wy - along * ey
     return dx * dx + dy * dy, ex * wy - ey * wx
 
 
@@ -378,6 +378,8 @@ def _sd_octahedron(p):
     return _planes_bound(p, *_OCT)
 
 
+# exact everywhere: sphere, cube, cylinder, torus, capsule; the cone is exact outside (inside, near its axis, -rho is
+# smaller than the distance), the polyhedra exact inside (outside a bound); exact_sdf.py has them all exact
 _PRIMITIVE_SDF = {
     "sphere": _sd_sphere,
     "cube": lambda p: _sd_box(p, CUBE_HALF),
@@ -388,9 +390,6 @@ _PRIMITIVE_SDF = {
     "pyramid": _sd_pyramid,
     "octahedron": _sd_octahedron,
 }
-# exact everywhere: sphere, cube, cylinder, torus, capsule; the cone is exact outside (inside, near its axis, -rho is
-# smaller than the distance), the polyhedra exact inside (outside a bound); exact_sdf.py has them all exact
-EXACT_SHAPES = frozenset({"sphere", "cube", "cylinder", "cone", "torus", "capsule"})
 
 
 def primitive_sdf(shape: str, points: torch.Tensor) -> torch.Tensor:
@@ -506,14 +505,14 @@ class RenderConfig:
     hit_eps: float = 2e-3
 
 
-def _light_dirs(cameras: Cameras, cfg: RenderConfig, generator: torch.Generator | None, device) -> torch.Tensor:
+def _light_dirs(cameras: Cameras, cfg: RenderConfig, rng: torch.Generator | None, device) -> torch.Tensor:
     b = len(cameras)
     l_cam = torch.tensor(LIGHT_DIR_CAMERA, device=device).expand(b, 3).clone()
     l_cam = l_cam / l_cam.norm(dim=-1, keepdim=True)
     if cfg.light_jitter > 0:
-        if generator is None:
+        if rng is None:
             raise ValueError("light_jitter > 0 needs a torch.Generator for reproducibility")
-        noise = torch.randn(b, 3, generator=generator).to(device)
+        noise = torch.randn(b, 3, generator=rng).to(device)
         l_cam = l_cam + cfg.light_jitter * noise
         l_cam[:, 2] = l_cam[:, 2].abs()  # keep the light on the viewer's side
         l_cam = l_cam / l_cam.norm(dim=-1, keepdim=True)
@@ -527,7 +526,7 @@ def render_scenes(
     cameras: Cameras,
     size: int = 32,
     config: RenderConfig | None = None,
-    generator: torch.Generator | None = None,
+    rng: torch.Generator | None = None,
     return_mask: bool = False,
 ):
     """Sphere-trace B scenes, one camera each, to (B, 3, size, size) RGB in [0, 1] on white.
@@ -548,28 +547,28 @@ def render_scenes(
     o = origins.reshape(-1, 3)
     d = dirs.reshape(-1, 3)
     scene_index = torch.arange(b, device=device).repeat_interleave(hi * hi)
-    # entry/exit of the bounding sphere |o + t d| = R
+    # entry/exit distances of the bounding sphere |o + s d| = R (s: ray_dist)
     bq = (o * d).sum(-1)
     cq = (o * o).sum(-1) - BOUND_RADIUS**2
     disc = bq * bq - cq
     sq = disc.clamp_min(0).sqrt()
-    t = (-bq - sq).clamp_min(0)
-    t_exit = -bq + sq
-    hit = torch.zeros_like(t, dtype=torch.bool)
+    ray_dist = (-bq - sq).clamp_min(0)
+    exit_dist = -bq + sq
+    hit = torch.zeros_like(ray_dist, dtype=torch.bool)
     active = torch.nonzero(disc > 0).squeeze(1)  # rays still marching
     for _ in range(cfg.steps):
         if active.numel() == 0:
             break
-        ta = t[active]
-        dist = packed.flat_slot_sdf(o[active] + ta[:, None] * d[active], scene_index[active]).min(-1).values
-        ta = ta + dist
-        t[active] = ta
+        marched = ray_dist[active]
+        dist = packed.flat_slot_sdf(o[active] + marched[:, None] * d[active], scene_index[active]).min(-1).values
+        marched = marched + dist
+        ray_dist[active] = marched
         done = dist < cfg.hit_eps
         hit[active[done]] = True
-        gone = ta > t_exit[active]
+        gone = marched > exit_dist[active]
         active = active[~(done | gone)]
-    hit &= t < t_exit
-    x = o + t[:, None] * d
+    hit &= ray_dist < exit_dist
+    x = o + ray_dist[:, None] * d
     # normals n = grad phi / |grad phi| by central differences, albedo of the nearest object, on hit rays only
     hit_idx = torch.nonzero(hit).squeeze(1)
     xh, sh = x[hit_idx], scene_index[hit_idx]
@@ -581,7 +580,7 @@ def render_scenes(
         grads.append(packed.flat_slot_sdf(xh + e, sh).min(-1).values - packed.flat_slot_sdf(xh - e, sh).min(-1).values)
     n = torch.stack(grads, -1)
     n = n / n.norm(dim=-1, keepdim=True).clamp_min(1e-8)
-    light = _light_dirs(cameras, cfg, generator, device)  # (B, 3)
+    light = _light_dirs(cameras, cfg, rng, device)  # (B, 3)
     lam = (n * light[sh]).sum(-1).clamp_min(0)
     k = packed.flat_slot_sdf(xh, sh).argmin(-1)
     albedo = packed.albedo[sh, k]

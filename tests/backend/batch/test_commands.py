@@ -10,12 +10,10 @@ import pytest
 
 from dreamstill.backend.batch.commands import register
 from dreamstill.backend.batch.prompts import output_name, read_prompts
-from dreamstill.backend.server import Server, ServerConfig
-from dreamstill.backend.server.testing import result_bytes
+from dreamstill.backend.server.testing import FAKE_JOB_FLAGS, FAKE_RUNNER, result_bytes
 from dreamstill.protocol.client import Client
 
-RUNNER = "dreamstill.backend.server.testing:fake_runner"
-FAKE = ["--steps", "4", "--preview-every", "1", "--option", "fake_step_s=0.01", "--quiet"]
+RUNNER, FAKE = FAKE_RUNNER, FAKE_JOB_FLAGS
 
 
 def run_cli(*argv) -> int:
@@ -26,14 +24,8 @@ def run_cli(*argv) -> int:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    config = ServerConfig(progress_interval_s=0, preview_interval_s=0)
-    srv = Server("tcp://127.0.0.1:*", store_dir=tmp_path_factory.mktemp("store"), runner=RUNNER, config=config)
-    srv.start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
+def server(fake_server):
+    return fake_server
 
 
 def job_count(server) -> int:

@@ -1,7 +1,7 @@
 """Fixtures of the distillation tests: the 2D Gaussian harness with closed-form scores, and the tiny UNet priors.
 
 ``harness`` bundles an exact 2D Gaussian prior (conditional N(MU_C, COV_C), unconditional N(MU_U, COV_U)) with the
-helpers that recompute, independently of the code under test, the draws a method makes from a seeded generator
+helpers that recompute, independently of the code under test, the draws a method makes from a seeded rng
 (t first, then eps) and the noise predictions in closed form.
 """
 
@@ -38,13 +38,13 @@ def make_input(prior, z, seed=0, step=0, total=100, **kw):
         uncond=prior.encode_text([""]),
         step=step,
         total_steps=total,
-        generator=torch.Generator().manual_seed(seed),
+        rng=torch.Generator().manual_seed(seed),
         **kw,
     )
 
 
 def draws(seed, n=B, t_range=(20, 980)):
-    """The (generator, t, eps) a uniform-t method draws from ``seed`` (t first, then eps)."""
+    """The (rng, t, eps) a uniform-t method draws from ``seed`` (t first, then eps)."""
     g = torch.Generator().manual_seed(seed)
     t = torch.randint(t_range[0], t_range[1] + 1, (n,), generator=g)
     eps = torch.randn(n, 2, 1, 1, generator=g)

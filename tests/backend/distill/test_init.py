@@ -33,7 +33,7 @@ def _input(prior, seed=0, step=0):
         uncond=prior.encode_text([""]),
         step=step,
         total_steps=10,
-        generator=torch.Generator().manual_seed(seed),
+        rng=torch.Generator().manual_seed(seed),
         camera=camera,
         opacity=opacity,
     )

@@ -29,7 +29,7 @@ def test_fresh_lora_equals_frozen_prior_and_prior_stays_frozen(tiny8):
         vsd.score.fit(z, inp, 2)
         assert (vsd.score.eps(x, t, inp) - before).abs().max() > 1e-4
         # the camera MLP is live after training: swapping the two cameras changes eps_phi (the base UNet ignores them)
-        swapped = DistillInput(z, cond, uncond, 0, 1, inp.generator, camera=CAMERA.flip(0))
+        swapped = DistillInput(z, cond, uncond, 0, 1, inp.rng, camera=CAMERA.flip(0))
         assert (vsd.score.eps(x, t, inp) - vsd.score.eps(x, t, swapped)).abs().max() > 1e-6
         torch.testing.assert_close(prior.predict_eps(x, t, cond.expand_to(2)), before, rtol=0, atol=0)
         vsd.score.net.close()
@@ -41,24 +41,24 @@ def test_lora_learns_a_gaussian_better_than_the_frozen_prior(tiny8):
     """Trained on samples of a known Gaussian N(m, 0.1^2 I) in the tiny prior's pixel space, the LoRA predicts the
     noise of held-out noisy samples better than the frozen (random) prior."""
     prior, cond, uncond = tiny8
-    gen = torch.Generator().manual_seed(7)
+    rng = torch.Generator().manual_seed(7)
     shape = prior.latent_shape
-    m_img = torch.rand(1, *shape, generator=gen) - 0.5
+    m_img = torch.rand(1, *shape, generator=rng) - 0.5
 
     def samples(n):
-        return m_img + 0.1 * torch.randn(n, *shape, generator=gen)
+        return m_img + 0.1 * torch.randn(n, *shape, generator=rng)
 
     vsd = make_method("vsd", prior, lora_lr=3e-2)
     for step in range(30):
         z = samples(4)
         cam = CAMERA[torch.arange(4) % 2]
-        vsd.score.fit(z, DistillInput(z, cond, uncond, step, 30, gen, camera=cam), 1)
+        vsd.score.fit(z, DistillInput(z, cond, uncond, step, 30, rng, camera=cam), 1)
     z = samples(16)
-    t = torch.randint(20, 980, (16,), generator=gen)
-    eps = torch.randn(z.shape, generator=gen)
+    t = torch.randint(20, 980, (16,), generator=rng)
+    eps = torch.randn(z.shape, generator=rng)
     x = prior.add_noise(z, eps, t)
     cam = CAMERA[torch.arange(16) % 2]
-    inp = DistillInput(z, cond, uncond, 0, 1, gen, camera=cam)
+    inp = DistillInput(z, cond, uncond, 0, 1, rng, camera=cam)
     mse_lora = (vsd.score.eps(x, t, inp) - eps).pow(2).mean()
     mse_prior = (prior.predict_eps(x, t, cond.expand_to(16)) - eps).pow(2).mean()
     # a rank-4 LoRA of a random UNet learns slowly: about 0.98 against 1.07 after these 30 steps (0.95 after 100)

@@ -26,7 +26,7 @@ SMALL = HashGridConfig(
 )
 
 
-def gen(seed=0):
+def rng(seed=0):
     return torch.Generator().manual_seed(seed)
 
 
@@ -104,9 +104,9 @@ def direct_level(x: torch.Tensor, table: torch.Tensor, n_l: int, dense: bool, lo
 
 def test_encoding_matches_direct_reimplementation_across_the_hash_switch():
     cfg = HashGridConfig(backend="torch", chunk_size=7)  # several chunks
-    enc = HashGridEncoding(cfg, generator=gen(1))
+    enc = HashGridEncoding(cfg, rng=rng(1))
     x = torch.cat(
-        [torch.rand(20, 3, generator=gen(2)), torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0], [1.0, 0.0, 0.5]])]
+        [torch.rand(20, 3, generator=rng(2)), torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0], [1.0, 0.0, 0.5]])]
     )
     out = enc(x).detach().double()
     for level in (0, 2, 3, 7):  # dense, last dense, first hashed, finest
@@ -119,17 +119,17 @@ def test_encoding_matches_direct_reimplementation_across_the_hash_switch():
 def test_large_tables_index_like_the_reference():
     # products y * 2654435761 beyond 2^32 and a 2^22 table: the low bits still match uint32 arithmetic
     cfg = HashGridConfig(n_levels=2, base_resolution=16, max_resolution=512, log2_hashmap_size=22, backend="torch")
-    enc = HashGridEncoding(cfg, generator=gen(30))
+    enc = HashGridEncoding(cfg, rng=rng(30))
     assert not cfg.dense_levels[1]
-    x = torch.rand(10, 3, generator=gen(31))
+    x = torch.rand(10, 3, generator=rng(31))
     want = direct_level(x, enc.level_table(1).detach(), 512, False, 22)
     torch.testing.assert_close(enc(x).detach().double()[:, 2:], want, rtol=1e-5, atol=1e-9)
 
 
 def test_vectorised_lookup_matches_per_level_reference():
     cfg = HashGridConfig(backend="torch")
-    enc = HashGridEncoding(cfg, generator=gen(3))
-    x = torch.rand(300, 3, generator=gen(4), dtype=torch.float64)
+    enc = HashGridEncoding(cfg, rng=rng(3))
+    x = torch.rand(300, 3, generator=rng(4), dtype=torch.float64)
     enc = enc.double()
     ref = []
     for level in range(cfg.n_levels):
@@ -139,7 +139,7 @@ def test_vectorised_lookup_matches_per_level_reference():
 
 
 def test_value_at_a_grid_vertex_is_the_table_entry():
-    enc = HashGridEncoding(SMALL, generator=gen(5)).double()
+    enc = HashGridEncoding(SMALL, rng=rng(5)).double()
     n = SMALL.resolutions[-1]  # a hashed level at this table size
     assert not SMALL.dense_levels[-1]
     v = torch.tensor([[3, 5, 7]])
@@ -149,7 +149,7 @@ def test_value_at_a_grid_vertex_is_the_table_entry():
 
 
 def test_inputs_outside_the_cube_are_clamped():
-    enc = HashGridEncoding(SMALL, generator=gen(6))
+    enc = HashGridEncoding(SMALL, rng=rng(6))
     x = torch.tensor([[-0.5, 0.3, 1.7]])
     torch.testing.assert_close(enc(x), enc(torch.tensor([[0.0, 0.3, 1.0]])))
     with pytest.raises(ValueError, match=r"\(\.\.\., 3\)"):
@@ -157,8 +157,8 @@ def test_inputs_outside_the_cube_are_clamped():
 
 
 def test_table_initialisation_is_small_uniform_and_seeded():
-    a = HashGridEncoding(HashGridConfig(backend="torch"), generator=gen(7))
-    b = HashGridEncoding(HashGridConfig(backend="torch"), generator=gen(7))
+    a = HashGridEncoding(HashGridConfig(backend="torch"), rng=rng(7))
+    b = HashGridEncoding(HashGridConfig(backend="torch"), rng=rng(7))
     assert torch.equal(a.table, b.table)
     assert a.table.abs().max() <= 1e-4 and a.table.abs().max() > 5e-5
 
@@ -167,10 +167,10 @@ def test_table_initialisation_is_small_uniform_and_seeded():
 
 
 def test_gradients_match_finite_differences_float64():
-    enc = HashGridEncoding(SMALL, generator=gen(8)).double()
+    enc = HashGridEncoding(SMALL, rng=rng(8)).double()
     with torch.no_grad():
-        enc.table.normal_(generator=gen(9))  # O(1) entries so the check is sensitive
-    x = (torch.rand(6, 3, generator=gen(10), dtype=torch.float64) * 0.9 + 0.05).requires_grad_(True)
+        enc.table.normal_(generator=rng(9))  # O(1) entries so the check is sensitive
+    x = (torch.rand(6, 3, generator=rng(10), dtype=torch.float64) * 0.9 + 0.05).requires_grad_(True)
     assert torch.autograd.gradcheck(lambda x_: enc(x_), (x,), eps=1e-6, atol=1e-5)
 
     t0 = enc.table.detach().clone().requires_grad_(True)
@@ -182,21 +182,21 @@ def test_gradients_match_finite_differences_float64():
 
 
 def test_fused_table_backward_equals_plain_autograd():
-    a = HashGridEncoding(HashGridConfig(backend="torch", chunk_size=100), generator=gen(26))
-    b = HashGridEncoding(HashGridConfig(backend="torch", chunk_size=100), generator=gen(26))
+    a = HashGridEncoding(HashGridConfig(backend="torch", chunk_size=100), rng=rng(26))
+    b = HashGridEncoding(HashGridConfig(backend="torch", chunk_size=100), rng=rng(26))
     b._fused = False
-    x = torch.rand(250, 3, generator=gen(27))
-    target = torch.randn(250, 16, generator=gen(28))
+    x = torch.rand(250, 3, generator=rng(27))
+    target = torch.randn(250, 16, generator=rng(28))
     for enc in (a, b):
         ((enc(x) - target) ** 2).sum().backward()
     torch.testing.assert_close(a.table.grad, b.table.grad, rtol=1e-5, atol=1e-7)
 
 
 def test_second_derivatives_exist_for_analytic_normals():
-    enc = HashGridEncoding(SMALL, generator=gen(11)).double()
+    enc = HashGridEncoding(SMALL, rng=rng(11)).double()
     with torch.no_grad():
-        enc.table.normal_(generator=gen(12))
-    x = (torch.rand(4, 3, generator=gen(13), dtype=torch.float64) * 0.9 + 0.05).requires_grad_(True)
+        enc.table.normal_(generator=rng(12))
+    x = (torch.rand(4, 3, generator=rng(13), dtype=torch.float64) * 0.9 + 0.05).requires_grad_(True)
     assert torch.autograd.gradgradcheck(lambda x_: enc(x_).square().sum(-1), (x,), eps=1e-6, atol=1e-4)
 
 
@@ -219,27 +219,27 @@ def test_trunc_exp_clamps_its_gradient():
 
 
 def small_field(**kw) -> DensityField:
-    return DensityField(DensityFieldConfig(grid=HashGridConfig(backend="torch"), **kw), generator=gen(14))
+    return DensityField(DensityFieldConfig(grid=HashGridConfig(backend="torch"), **kw), rng=rng(14))
 
 
 def test_blob_makes_the_centre_dense_and_the_corners_empty():
     f = small_field()
     x = torch.tensor([[0.0, 0.0, 0.0], [0.7, 0.7, 0.0], [1.0, 1.0, 1.0], [-0.9, 0.0, 0.0]])
-    sigma, albedo = f(x)
-    assert sigma[0] > 8.0  # softplus(10 + O(0.1)) ~ 10
-    assert sigma[1] < 1e-3  # |x| = 0.99: softplus(10 (1 - 1.98)) ~ 5e-5
-    assert sigma[2] == 0.0  # outside the bound ball
-    assert sigma[3] < 1e-3
+    density, albedo = f(x)
+    assert density[0] > 8.0  # softplus(10 + O(0.1)) ~ 10
+    assert density[1] < 1e-3  # |x| = 0.99: softplus(10 (1 - 1.98)) ~ 5e-5
+    assert density[2] == 0.0  # outside the bound ball
+    assert density[3] < 1e-3
     assert ((albedo > 0) & (albedo < 1)).all() and albedo.shape == (4, 3)
-    torch.testing.assert_close(f.density(x), sigma)
+    torch.testing.assert_close(f.density(x), density)
 
 
 def test_dreamfusion_blob_and_trunc_exp_variant():
     f = small_field(density_bias="blob_dreamfusion", blob_density=5.0, blob_radius=0.2, density_activation="trunc_exp")
     bias = f.density_bias(torch.tensor([[0.0, 0.0, 0.0], [0.2, 0.0, 0.0]]))
     torch.testing.assert_close(bias, torch.tensor([5.0, 5.0 * math.exp(-0.5)]))
-    sigma = f.density(torch.tensor([[0.0, 0.0, 0.0], [0.0, 0.0, 0.9]]))
-    assert sigma[0] > 50 * sigma[1]
+    density = f.density(torch.tensor([[0.0, 0.0, 0.0], [0.0, 0.0, 0.9]]))
+    assert density[0] > 50 * density[1]
 
 
 def test_field_config_errors():
@@ -258,7 +258,7 @@ def test_seeded_fields_are_identical():
 
 
 class GaussianBlob(Field):
-    """sigma = 10 exp(-|x - c|^2 / (2 s^2)): normals point away from c."""
+    """density = 10 exp(-|x - c|^2 / (2 s^2)): normals point away from c."""
 
     def __init__(self, centre=(0.1, -0.2, 0.05), s=0.3):
         super().__init__()
@@ -274,7 +274,7 @@ class GaussianBlob(Field):
 @pytest.mark.parametrize("method", ["autograd", "finite_difference"])
 def test_normals_point_down_the_density_gradient(method):
     f = GaussianBlob()
-    x = torch.rand(50, 3, generator=gen(15), dtype=torch.float64) - 0.5
+    x = torch.rand(50, 3, generator=rng(15), dtype=torch.float64) - 0.5
     want = torch.nn.functional.normalize(x - f.c, dim=-1)
     got = f.normals(x, method=method, eps=1e-4)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
@@ -282,7 +282,7 @@ def test_normals_point_down_the_density_gradient(method):
 
 def test_normals_of_the_hash_field_carry_gradients_to_the_table():
     f = small_field()
-    x = torch.rand(64, 3, generator=gen(16)) - 0.5
+    x = torch.rand(64, 3, generator=rng(16)) - 0.5
     for method in ("analytic", "autograd", "finite_difference"):
         f.zero_grad(set_to_none=True)
         n = f.normals(x, method=method)
@@ -341,8 +341,8 @@ def test_solid_background_is_its_colour():
 
 
 def test_learned_background_starts_near_its_colour_and_learns():
-    bg = Background(BackgroundConfig(kind="learned", color=(1.0, 1.0, 1.0)), generator=gen(17))
-    dirs = torch.nn.functional.normalize(torch.randn(1, 8, 8, 3, generator=gen(18)), dim=-1)
+    bg = Background(BackgroundConfig(kind="learned", color=(1.0, 1.0, 1.0)), rng=rng(17))
+    dirs = torch.nn.functional.normalize(torch.randn(1, 8, 8, 3, generator=rng(18)), dim=-1)
     out = bg(dirs)
     assert out.shape == (1, 8, 8, 3) and (out > 0.95).all()
     opt = torch.optim.Adam(bg.parameters(), lr=0.02)
@@ -371,12 +371,12 @@ def test_closed_form_density_gradient_matches_autograd_float64():
             n_hidden_layers=2,
             hidden_dim=16,
         )
-        f = DensityField(cfg, generator=gen(20)).double()
+        f = DensityField(cfg, rng=rng(20)).double()
         with torch.no_grad():
-            f.encoding.table.normal_(std=0.5, generator=gen(21))
-        x = (torch.rand(150, 3, generator=gen(22), dtype=torch.float64) - 0.5) * 1.6
-        sigma, albedo, grad = f.forward_with_gradient(x)
-        torch.testing.assert_close(sigma, f.density(x))
+            f.encoding.table.normal_(std=0.5, generator=rng(21))
+        x = (torch.rand(150, 3, generator=rng(22), dtype=torch.float64) - 0.5) * 1.6
+        density, albedo, grad = f.forward_with_gradient(x)
+        torch.testing.assert_close(density, f.density(x))
         want = f.density_gradient(x, method="autograd")
         torch.testing.assert_close(grad, want, rtol=1e-9, atol=1e-9 * want.abs().max().item())
         # a loss on the normals trains the parameters exactly as double backward would
@@ -390,10 +390,10 @@ def test_closed_form_density_gradient_matches_autograd_float64():
 
 
 def test_encoding_jacobian_matches_autograd():
-    enc = HashGridEncoding(HashGridConfig(backend="torch", chunk_size=40), generator=gen(23)).double()
+    enc = HashGridEncoding(HashGridConfig(backend="torch", chunk_size=40), rng=rng(23)).double()
     with torch.no_grad():
-        enc.table.normal_(generator=gen(24))
-    x = torch.rand(100, 3, generator=gen(25), dtype=torch.float64)
+        enc.table.normal_(generator=rng(24))
+    x = torch.rand(100, 3, generator=rng(25), dtype=torch.float64)
     out, jac = enc.forward_with_jacobian(x)
     torch.testing.assert_close(out, enc(x))
     want = torch.autograd.functional.jacobian(lambda y: enc(y).sum(0), x)  # (L F, n, 3)

@@ -15,7 +15,7 @@ from dreamstill.backend.fields.regularizers import (
 )
 
 
-def gen(seed=0):
+def rng(seed=0):
     return torch.Generator().manual_seed(seed)
 
 
@@ -24,7 +24,7 @@ def sphere_gradient(x, radius=0.5):
 
 
 def test_eikonal_is_zero_for_an_analytic_sphere_sdf_and_exact_for_a_scaled_one():
-    x = torch.randn(500, 3, generator=gen())
+    x = torch.randn(500, 3, generator=rng())
     assert eikonal_loss(sphere_gradient(x)).item() == pytest.approx(0.0, abs=1e-10)
     # d = 3 (||x|| - r) has ||grad d|| = 3 everywhere: loss (3 - 1)^2 = 4
     assert eikonal_loss(3 * sphere_gradient(x)).item() == pytest.approx(4.0, rel=1e-6)
@@ -51,8 +51,8 @@ def test_orientation_penalises_only_normals_facing_away():
 
 def test_normal_difference_closed_form_on_plane_and_sphere():
     plane = lambda x: torch.tensor([0.0, 0.0, 1.0]).expand_as(x)  # noqa: E731
-    x = torch.randn(10, 3, generator=gen(1))
-    assert normal_smoothness_loss(plane, x, 0.05, gen(2)).item() == 0.0
+    x = torch.randn(10, 3, generator=rng(1))
+    assert normal_smoothness_loss(plane, x, 0.05, rng(2)).item() == 0.0
     # sphere of radius R at x = (R, 0, 0), tangential offset e: ||n1 - n2||^2 = 2 - 2 R / sqrt(R^2 + e^2)
     r, e = 0.5, 0.1
     got = normal_difference(sphere_gradient, torch.tensor([[r, 0.0, 0.0]]), torch.tensor([[0.0, e, 0.0]]))
@@ -60,18 +60,18 @@ def test_normal_difference_closed_form_on_plane_and_sphere():
     # power 1 (total variation): the norm itself
     got = normal_difference(sphere_gradient, torch.tensor([[r, 0.0, 0.0]]), torch.tensor([[0.0, e, 0.0]]), power=1.0)
     assert got.item() == pytest.approx(math.sqrt(2 - 2 * r / math.sqrt(r * r + e * e)), rel=1e-4)
-    assert normal_smoothness_loss(plane, x, 0.05, gen(2), power=1.0).item() == pytest.approx(1e-4, rel=1e-3)  # eps
+    assert normal_smoothness_loss(plane, x, 0.05, rng(2), power=1.0).item() == pytest.approx(1e-4, rel=1e-3)  # eps
     with pytest.raises(ValueError, match="jitter"):
-        normal_smoothness_loss(plane, x, 0.0, gen())
+        normal_smoothness_loss(plane, x, 0.0, rng())
     with pytest.raises(ValueError, match="power"):
-        normal_smoothness_loss(plane, x, 0.05, gen(), power=0.0)
+        normal_smoothness_loss(plane, x, 0.05, rng(), power=0.0)
 
 
 def test_normal_smoothness_is_reproducible_and_grows_with_curvature():
-    u = torch.nn.functional.normalize(torch.randn(400, 3, generator=gen(3)), dim=-1)
-    big = normal_smoothness_loss(sphere_gradient, 1.0 * u, 0.02, gen(4))
-    small = normal_smoothness_loss(sphere_gradient, 0.2 * u, 0.02, gen(4))
-    assert normal_smoothness_loss(sphere_gradient, 1.0 * u, 0.02, gen(4)).item() == big.item()
+    u = torch.nn.functional.normalize(torch.randn(400, 3, generator=rng(3)), dim=-1)
+    big = normal_smoothness_loss(sphere_gradient, 1.0 * u, 0.02, rng(4))
+    small = normal_smoothness_loss(sphere_gradient, 0.2 * u, 0.02, rng(4))
+    assert normal_smoothness_loss(sphere_gradient, 1.0 * u, 0.02, rng(4)).item() == big.item()
     assert small.item() > 10 * big.item()  # ~ (jitter / R)^2: 25x for a 5x smaller radius
 
 

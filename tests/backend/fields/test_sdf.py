@@ -12,12 +12,12 @@ from dreamstill.backend.fields.sdf_init import SDFGrid, SDFInitConfig, fit_sdf_f
 SMALL = HashGridConfig(n_levels=4, log2_hashmap_size=12, base_resolution=4, max_resolution=32, backend="torch")
 
 
-def gen(seed=0):
+def rng(seed=0):
     return torch.Generator().manual_seed(seed)
 
 
 def small_field(**kw) -> SDFField:
-    return SDFField(SDFFieldConfig(grid=SMALL, albedo_grid=SMALL, hidden_dim=16, **kw), generator=gen())
+    return SDFField(SDFFieldConfig(grid=SMALL, albedo_grid=SMALL, hidden_dim=16, **kw), rng=rng())
 
 
 def sphere_field(radius=0.5, **kw) -> SDFField:
@@ -42,11 +42,11 @@ def test_laplace_cdf_closed_form_values():
 def test_volsdf_density_is_half_over_beta_on_the_surface_and_one_over_beta_inside():
     beta = 0.05
     d = torch.tensor([0.0, -10.0, 10.0, 0.1])
-    sigma = volsdf_density(d, beta)
-    assert sigma[0].item() == pytest.approx(1 / (2 * beta))
-    assert sigma[1].item() == pytest.approx(1 / beta)
-    assert sigma[2].item() == pytest.approx(0.0, abs=1e-30)
-    assert sigma[3].item() == pytest.approx(math.exp(-0.1 / beta) / (2 * beta), rel=1e-5)
+    density = volsdf_density(d, beta)
+    assert density[0].item() == pytest.approx(1 / (2 * beta))
+    assert density[1].item() == pytest.approx(1 / beta)
+    assert density[2].item() == pytest.approx(0.0, abs=1e-30)
+    assert density[3].item() == pytest.approx(math.exp(-0.1 / beta) / (2 * beta), rel=1e-5)
 
 
 def test_volsdf_density_derivative_matches_autograd():
@@ -83,22 +83,22 @@ def test_closed_form_gradient_matches_autograd_for_a_random_field():
     f = small_field()
     with torch.no_grad():
         for p in f.encoding.parameters():
-            p.normal_(0, 0.3, generator=gen(1))
-    x = (torch.rand(64, 3, generator=gen(2)) * 2 - 1) * 0.5
+            p.normal_(0, 0.3, generator=rng(1))
+    x = (torch.rand(64, 3, generator=rng(2)) * 2 - 1) * 0.5
     d, grad = f.sdf_with_gradient(x)
     xa = x.clone().requires_grad_(True)
     (g_auto,) = torch.autograd.grad(f.sdf(xa).sum(), xa)
     assert torch.allclose(d, f.sdf(x), atol=1e-6)
     assert torch.allclose(grad, g_auto, atol=1e-4)
-    sigma, _, grad_sigma = f.forward_with_gradient(x)
+    density, _, grad_density = f.forward_with_gradient(x)
     xs = x.clone().requires_grad_(True)
     (gs_auto,) = torch.autograd.grad(f.density(xs).sum(), xs)
-    assert torch.allclose(grad_sigma, gs_auto, rtol=1e-3, atol=1e-3)
+    assert torch.allclose(grad_density, gs_auto, rtol=1e-3, atol=1e-3)
 
 
 def test_gradient_trains_the_field_by_first_order_autograd():
     f = small_field()
-    x = torch.rand(32, 3, generator=gen(3)) - 0.5
+    x = torch.rand(32, 3, generator=rng(3)) - 0.5
     _, grad = f.sdf_with_gradient(x)
     ((grad.norm(dim=-1) - 2.0) ** 2).mean().backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in f.encoding.parameters())
@@ -140,8 +140,8 @@ def test_normals_of_a_fitted_sphere_point_outward():
     pts = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), -1)
     grid = SDFGrid((pts.norm(dim=-1) - 0.6).numpy(), lo=-1.0, spacing=2 / (n - 1))
     f = small_field(sphere_radius=0.3)  # starts as a ball of radius 0.3, must grow to 0.6
-    fit_sdf_field(f, grid, SDFInitConfig(fit_steps=150, fit_points=2048), generator=gen(4))
-    u = torch.nn.functional.normalize(torch.randn(200, 3, generator=gen(5)), dim=-1)
+    fit_sdf_field(f, grid, SDFInitConfig(fit_steps=150, fit_points=2048), rng=rng(4))
+    u = torch.nn.functional.normalize(torch.randn(200, 3, generator=rng(5)), dim=-1)
     x = 0.6 * u
     assert f.sdf(x).abs().max().item() < 0.05
     cos = (f.normals(x) * u).sum(-1)

@@ -20,11 +20,11 @@ def test_sdf_grid_sampling_is_trilinear():
 
 
 class BallDensity(DensityField):
-    """A density field that is exactly a solid ball of radius 0.5 (sigma 50 inside) with a grey albedo."""
+    """A density field that is exactly a solid ball of radius 0.5 (density 50 inside) with a grey albedo."""
 
     def forward(self, x):
-        sigma = 50.0 * (x.norm(dim=-1) <= 0.5).float()
-        return sigma, torch.full((x.shape[0], 3), 0.25)
+        density = 50.0 * (x.norm(dim=-1) <= 0.5).float()
+        return density, torch.full((x.shape[0], 3), 0.25)
 
 
 def test_sdf_field_from_a_ball_density_fits_the_ball_and_its_albedo():

@@ -19,9 +19,9 @@ def test_batch_of_embeddings_gives_batch_of_fields(arch):
     fields = gen(text_batch())
     assert len(fields) == 3
     x = torch.rand(50, 3) * 2 - 1
-    sigma, albedo = fields[1](x)
-    assert sigma.shape == (50,) and albedo.shape == (50, 3)
-    assert (sigma >= 0).all() and ((albedo >= 0) & (albedo <= 1)).all()
+    density, albedo = fields[1](x)
+    assert density.shape == (50,) and albedo.shape == (50, 3)
+    assert (density >= 0).all() and ((albedo >= 0) & (albedo <= 1)).all()
     # a fresh generator starts from the blob: dense at the centre, empty at the corner
     centre = fields[0].density(torch.zeros(1, 3))
     corner = fields[0].density(torch.full((1, 3), 0.95))

@@ -16,7 +16,7 @@ R = 0.5
 
 
 def cone_density(peak=100.0, radius=R, center=(0.0, 0.0, 0.0)):
-    """sigma(x) = peak * max(0, 1 - |x - c| / (2 r)): linear in |x|, so {sigma = peak / 2} is the sphere |x - c| = r."""
+    """density(x) = peak * max(0, 1 - |x - c| / (2 r)): linear in |x|, so {density = peak / 2} is the sphere |x - c| = r."""
     c = torch.tensor(center)
 
     def density(x):
@@ -45,7 +45,7 @@ def test_sphere_is_watertight_outward_and_has_the_right_radius():
 
 
 def cone_chord_depth(rho, peak, a):
-    """Optical depth of the chord at distance rho from the centre of sigma = peak * (1 - |x| / a):
+    """Optical depth of the chord at distance rho from the centre of density = peak * (1 - |x| / a):
     int_{-L}^{L} peak (1 - sqrt(rho^2 + t^2) / a) dt = peak (L - rho^2 / a * ln((L + a) / rho)), L = sqrt(a^2 - rho^2).
     """
     length = math.sqrt(a * a - rho * rho)
@@ -64,7 +64,7 @@ def test_auto_threshold_matches_the_half_opaque_silhouette(coarse):
 
 
 def test_auto_threshold_finds_a_sharp_wall():
-    def ball(x):  # sigma jumps from 0 to 500 within ~0.01 of |x| = R
+    def ball(x):  # density jumps from 0 to 500 within ~0.01 of |x| = R
         return 500.0 * torch.sigmoid((R - x.norm(dim=-1)) / 0.002)
 
     m = extract_mesh(ball, bound=1.0, resolution=48, threshold="auto")
@@ -76,9 +76,9 @@ def test_silhouette_threshold_closed_form():
     grid = np.zeros((4, 4, 4), np.float32)
     grid[1:3, 1:3, 1:3] = 10.0  # a 2x2x2 block: 4 rays per axis with depth 20 h
     grid[0, 0, 0] = 1.0  # a faint speck: its rays have depth h (not half opaque)
-    tau, n, depth = silhouette_threshold(grid, [0.1, 0.1, 0.1])
+    level, n, depth = silhouette_threshold(grid, [0.1, 0.1, 0.1])
     assert n == 12 and depth == pytest.approx(2.0)
-    assert tau == pytest.approx(0.5 * (10.0 + 1.0))  # between the 12th and 13th largest ray maxima
+    assert level == pytest.approx(0.5 * (10.0 + 1.0))  # between the 12th and 13th largest ray maxima
     assert silhouette_threshold(grid, [0.01] * 3)[0] is None  # depth 0.2 < ln 2: nothing is half opaque
 
 

@@ -15,7 +15,7 @@ RADIUS = 0.5
 
 
 def ball_density(x):
-    return 100.0 * torch.clamp(1.0 - x.norm(dim=-1), min=0.0)  # {sigma = 50} is the sphere of radius 0.5
+    return 100.0 * torch.clamp(1.0 - x.norm(dim=-1), min=0.0)  # {density = 50} is the sphere of radius 0.5
 
 
 def colour_of_position(x):
@@ -59,7 +59,7 @@ def test_a_mesh_within_budget_is_returned_as_is_and_bad_input_is_named(ball):
 def test_missing_package_keeps_every_face_and_warns(ball, monkeypatch):
     from dreamstill.backend.engine.meshing import field_to_mesh
 
-    class BallField:  # what field_to_mesh asks of a field: a bound, density(x) and field(x) -> (sigma, albedo)
+    class BallField:  # what field_to_mesh asks of a field: a bound, density(x) and field(x) -> (density, albedo)
         bound = 1.0
 
         def density(self, x):

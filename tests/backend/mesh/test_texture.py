@@ -33,7 +33,7 @@ def red_if_x_positive(x):
 
 
 def sphere_density(x):
-    return 100.0 * torch.clamp(1.0 - x.norm(dim=-1), min=0.0)  # {sigma = 50} is the sphere of radius 0.5
+    return 100.0 * torch.clamp(1.0 - x.norm(dim=-1), min=0.0)  # {density = 50} is the sphere of radius 0.5
 
 
 @pytest.fixture(scope="module")

@@ -34,14 +34,14 @@ class FixedUNet(torch.nn.Module):
 
 
 @pytest.fixture
-def generator():
+def rng():
     return torch.Generator().manual_seed(0)
 
 
 # --- loading ---------------------------------------------------------------------------------------------------
 
 
-def test_loads_from_folder_offline_and_matches_in_memory_build(tiny_prior, tiny_prior_dir, generator):
+def test_loads_from_folder_offline_and_matches_in_memory_build(tiny_prior, tiny_prior_dir, rng):
     loaded = DiffusersPrior.from_pretrained(tiny_prior_dir, device="cpu")
     assert loaded.dtype == torch.float32 and loaded.latent_shape == (3, 32, 32) and loaded.image_size == 32
     assert loaded.num_train_timesteps == 1000 and loaded.prediction_type == "epsilon"
@@ -52,7 +52,7 @@ def test_loads_from_folder_offline_and_matches_in_memory_build(tiny_prior, tiny_
     text = loaded.encode_text(["a red cube", ""])
     assert text.tokens.shape == (2, 77, 32) and text.tokens.dtype == torch.float32
     torch.testing.assert_close(text.tokens, tiny_prior.encode_text(["a red cube", ""]).tokens)
-    x = torch.randn(2, 3, 32, 32, generator=generator)
+    x = torch.randn(2, 3, 32, 32, generator=rng)
     t = torch.tensor([5, 700])
     torch.testing.assert_close(loaded.predict_eps(x, t, text), tiny_prior.predict_eps(x, t, text))
 
@@ -95,12 +95,12 @@ def test_bad_dreamstill_json_says_what_to_fix(tmp_path, tiny_prior_dir):
 
 
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])
-def test_output_converted_to_eps(tiny_prior, monkeypatch, generator, prediction_type):
+def test_output_converted_to_eps(tiny_prior, monkeypatch, rng, prediction_type):
     """With x_t = alpha x0 + sigma eps and the network returning the exact target for its type
     (eps, v = alpha eps - sigma x0, or x0), predict_eps must return eps."""
     b = 3
-    x0 = torch.randn(b, 3, 32, 32, generator=generator)
-    eps = torch.randn(b, 3, 32, 32, generator=generator)
+    x0 = torch.randn(b, 3, 32, 32, generator=rng)
+    eps = torch.randn(b, 3, 32, 32, generator=rng)
     t = torch.tensor([1, 400, 999])
     abar = sd_alphas_cumprod()[t].float().view(-1, 1, 1, 1)
     alpha, sigma = abar.sqrt(), (1 - abar).sqrt()
@@ -112,9 +112,9 @@ def test_output_converted_to_eps(tiny_prior, monkeypatch, generator, prediction_
     torch.testing.assert_close(got, eps, rtol=1e-4, atol=2e-4)
 
 
-def test_v_prediction_formula_with_fixed_output(tiny_prior, monkeypatch, generator):
-    v = torch.randn(2, 3, 32, 32, generator=generator)
-    x_t = torch.randn(2, 3, 32, 32, generator=generator)
+def test_v_prediction_formula_with_fixed_output(tiny_prior, monkeypatch, rng):
+    v = torch.randn(2, 3, 32, 32, generator=rng)
+    x_t = torch.randn(2, 3, 32, 32, generator=rng)
     t = torch.tensor([0, 999])
     monkeypatch.setattr(tiny_prior, "unet", FixedUNet(tiny_prior.unet.config, v))
     monkeypatch.setattr(tiny_prior, "prediction_type", "v_prediction")
@@ -131,8 +131,8 @@ def test_v_prediction_read_from_scheduler_config(tmp_path):
     assert config["prediction_type"] == "v_prediction"
 
 
-def test_learned_variance_output_keeps_mean_half(tiny_prior, monkeypatch, generator):
-    out = torch.randn(1, 6, 32, 32, generator=generator)
+def test_learned_variance_output_keeps_mean_half(tiny_prior, monkeypatch, rng):
+    out = torch.randn(1, 6, 32, 32, generator=rng)
     monkeypatch.setattr(tiny_prior, "unet", FixedUNet(tiny_prior.unet.config, out))
     got = tiny_prior.predict_eps(torch.zeros(1, 3, 32, 32), torch.tensor([10]), tiny_prior.encode_text([""]))
     torch.testing.assert_close(got, out[:, :3])
@@ -141,8 +141,8 @@ def test_learned_variance_output_keeps_mean_half(tiny_prior, monkeypatch, genera
 # --- guidance, gradients, timesteps ------------------------------------------------------------------------------
 
 
-def test_batched_cfg_equals_two_calls(tiny_prior, generator):
-    x = torch.randn(2, 3, 32, 32, generator=generator)
+def test_batched_cfg_equals_two_calls(tiny_prior, rng):
+    x = torch.randn(2, 3, 32, 32, generator=rng)
     t = torch.tensor([50, 600])
     cond, uncond = tiny_prior.encode_text(["a red cube"]), tiny_prior.encode_text([""])
     eps_cfg, eps_c, eps_u = tiny_prior.predict_eps_cfg(x, t, cond, uncond, guidance=7.5)
@@ -154,8 +154,8 @@ def test_batched_cfg_equals_two_calls(tiny_prior, generator):
     assert (ref_c - ref_u).abs().max() > 1e-4  # the text actually changes the prediction
 
 
-def test_predict_eps_is_detached_and_unet_forward_is_differentiable(tiny_prior, generator):
-    x = torch.randn(1, 3, 16, 16, generator=generator, requires_grad=True)
+def test_predict_eps_is_detached_and_unet_forward_is_differentiable(tiny_prior, rng):
+    x = torch.randn(1, 3, 16, 16, generator=rng, requires_grad=True)
     text = tiny_prior.encode_text(["a"])
     assert not tiny_prior.predict_eps(x, torch.tensor([100]), text).requires_grad
     out = tiny_prior.unet_forward(x, torch.tensor([100]), text)
@@ -177,15 +177,15 @@ def test_timestep_validation(tiny_prior):
 # --- images <-> model space --------------------------------------------------------------------------------------
 
 
-def test_pixel_encode_decode_round_trip_and_grad(tiny_prior, generator):
-    rgb = torch.rand(2, 3, 32, 32, generator=generator)
+def test_pixel_encode_decode_round_trip_and_grad(tiny_prior, rng):
+    rgb = torch.rand(2, 3, 32, 32, generator=rng)
     z = tiny_prior.encode_images(rgb)
     torch.testing.assert_close(z, 2 * rgb - 1)
     torch.testing.assert_close(tiny_prior.decode(z), rgb)
-    big = torch.rand(2, 3, 64, 64, generator=generator, requires_grad=True)
+    big = torch.rand(2, 3, 64, 64, generator=rng, requires_grad=True)
     z = tiny_prior.encode_images(big)
     assert z.shape == (2, 3, 32, 32)
-    w = torch.randn(z.shape, generator=generator)
+    w = torch.randn(z.shape, generator=rng)
     (z * w).sum().backward()
     assert big.grad.shape == big.shape and big.grad.abs().sum() > 0
     # antialiased bilinear 2x downsampling of a constant image is that constant
@@ -193,10 +193,10 @@ def test_pixel_encode_decode_round_trip_and_grad(tiny_prior, generator):
     torch.testing.assert_close(tiny_prior.encode_images(flat), torch.full((1, 3, 32, 32), -0.5))
 
 
-def test_vae_encode_decode_shapes_determinism_and_grad(tmp_path, generator):
+def test_vae_encode_decode_shapes_determinism_and_grad(tmp_path, rng):
     prior = build_tiny_prior(seed=1, with_vae=True, image_size=32)
     assert prior.latent_shape == (4, 16, 16) and prior.vae_scale_factor == 2 and prior.image_size == 32
-    rgb = torch.rand(2, 3, 48, 48, generator=generator, requires_grad=True)
+    rgb = torch.rand(2, 3, 48, 48, generator=rng, requires_grad=True)
     z = prior.encode_images(rgb)
     assert z.shape == (2, 4, 16, 16) and z.dtype == torch.float32
     torch.testing.assert_close(z, prior.encode_images(rgb))  # posterior mean: deterministic
@@ -215,10 +215,10 @@ def test_vae_encode_decode_shapes_determinism_and_grad(tmp_path, generator):
 # --- camera conditioning, pixel_unshuffle, dtype -----------------------------------------------------------------
 
 
-def test_camera_conditioning_changes_eps_and_is_required(generator):
+def test_camera_conditioning_changes_eps_and_is_required(rng):
     prior = build_tiny_prior(camera=True, image_size=16)
     assert prior.supports_camera
-    x = torch.randn(1, 3, 16, 16, generator=generator).repeat(2, 1, 1, 1)
+    x = torch.randn(1, 3, 16, 16, generator=rng).repeat(2, 1, 1, 1)
     text = prior.encode_text(["a red cube"])
     cameras = torch.tensor([[15.0, 0.0, 3.0, 45.0], [15.0, 90.0, 3.0, 45.0]])
     eps = prior.predict_eps(x, torch.tensor([500, 500]), text, cameras)
@@ -229,11 +229,11 @@ def test_camera_conditioning_changes_eps_and_is_required(generator):
         prior.predict_eps(x, torch.tensor([500, 500]), text)
 
 
-def test_pixel_unshuffle_prior_from_folder(tmp_path, generator):
+def test_pixel_unshuffle_prior_from_folder(tmp_path, rng):
     prior = build_tiny_prior(folder=tmp_path / "r2", pixel_unshuffle=2, image_size=32)
     assert json.loads((tmp_path / "r2" / "dreamstill.json").read_text()) == {"pixel_unshuffle": 2, "image_size": 32}
     assert prior.pixel_unshuffle == 2 and prior.unet.config.in_channels == 12 and prior.latent_shape == (3, 32, 32)
-    x = torch.randn(1, 3, 32, 32, generator=generator)
+    x = torch.randn(1, 3, 32, 32, generator=rng)
     text = prior.encode_text(["a"])
     with torch.no_grad():
         manual = F.pixel_shuffle(
@@ -242,11 +242,11 @@ def test_pixel_unshuffle_prior_from_folder(tmp_path, generator):
     torch.testing.assert_close(prior.predict_eps(x, torch.tensor([20]), text), manual)
 
 
-def test_bf16_on_cpu(generator):
+def test_bf16_on_cpu(rng):
     fp32 = build_tiny_prior(image_size=16)
     bf16 = build_tiny_prior(image_size=16, dtype=torch.bfloat16)
     assert bf16.dtype == torch.bfloat16 and next(bf16.unet.parameters()).dtype == torch.bfloat16
-    x = torch.randn(2, 3, 16, 16, generator=generator)
+    x = torch.randn(2, 3, 16, 16, generator=rng)
     t = torch.tensor([100, 800])
     eps16 = bf16.predict_eps(x, t, bf16.encode_text(["a cube"]))
     eps32 = fp32.predict_eps(x, t, fp32.encode_text(["a cube"]))
@@ -308,10 +308,10 @@ def test_sd21_base_config_has_the_published_parameter_counts():
     assert math.isclose(stack["vae"]["scaling_factor"], 0.18215)
 
 
-def test_unet_forward_accepts_another_unet(tiny_prior, monkeypatch, generator):
+def test_unet_forward_accepts_another_unet(tiny_prior, monkeypatch, rng):
     """VSD runs its LoRA'd copy through the same conversion: unet= replaces self.unet for that call only."""
-    v = torch.randn(1, 3, 16, 16, generator=generator)
-    x_t = torch.randn(1, 3, 16, 16, generator=generator)
+    v = torch.randn(1, 3, 16, 16, generator=rng)
+    x_t = torch.randn(1, 3, 16, 16, generator=rng)
     fake = FixedUNet(tiny_prior.unet.config, v)
     monkeypatch.setattr(tiny_prior, "prediction_type", "v_prediction")
     got = tiny_prior.unet_forward(

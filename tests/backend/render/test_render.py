@@ -30,25 +30,25 @@ from dreamstill.backend.render import (
 )
 
 
-def gen(seed=0):
+def rng(seed=0):
     return torch.Generator().manual_seed(seed)
 
 
 class Sphere(Field):
-    """sigma = density inside radius r (hard edge), 0 outside; albedo a constant colour."""
+    """density = ``density`` inside radius r (hard edge), 0 outside; albedo a constant colour."""
 
     def __init__(self, r=0.5, density=1000.0, color=(0.9, 0.2, 0.1), bound=1.0):
         super().__init__()
-        self.bound, self.r, self.sigma = bound, r, density
+        self.bound, self.r, self.inside_density = bound, r, density
         self.color = torch.tensor(color)
 
     def forward(self, x):
         inside = (x.norm(dim=-1) < self.r).to(x.dtype)
-        return self.sigma * inside, self.color.to(x).expand(x.shape[0], 3)
+        return self.inside_density * inside, self.color.to(x).expand(x.shape[0], 3)
 
 
 class Cone(Field):
-    """sigma = k (r - |x|)_+ : smooth inside, so normals are radial (x / |x|) everywhere in the ball."""
+    """density = k (r - |x|)_+ : smooth inside, so normals are radial (x / |x|) everywhere in the ball."""
 
     def __init__(self, r=0.5, k=400.0, color=(0.5, 0.5, 0.5)):
         super().__init__()
@@ -80,20 +80,20 @@ def test_stratified_samples_midpoints_and_jitter_stay_in_their_bins():
     near, far = torch.tensor([1.0, 2.0]), torch.tensor([3.0, 2.5])
     mid = stratified_samples(near, far, 4)
     torch.testing.assert_close(mid[0], torch.tensor([1.25, 1.75, 2.25, 2.75]))
-    jit = stratified_samples(near, far, 4, gen(1))
+    jit = stratified_samples(near, far, 4, rng(1))
     width = ((far - near) / 4)[:, None]
     lo = near[:, None] + torch.arange(4) * width
     assert ((jit >= lo) & (jit <= lo + width)).all()
-    assert torch.equal(jit, stratified_samples(near, far, 4, gen(1)))
+    assert torch.equal(jit, stratified_samples(near, far, 4, rng(1)))
 
 
 def test_composite_weights_of_constant_density():
-    sigma = torch.full((1, 40), 0.7)
+    density = torch.full((1, 40), 0.7)
     delta = torch.full((1, 40), 0.05)
-    w = composite_weights(sigma, delta)
-    torch.testing.assert_close(w.sum(), torch.tensor(1 - math.exp(-0.7 * 2.0)))
-    # w_i = T_i alpha_i with T_i = exp(-0.7 * 0.05 i)
-    torch.testing.assert_close(w[0, 3], torch.tensor(math.exp(-0.7 * 0.15) * (1 - math.exp(-0.035))))
+    weights = composite_weights(density, delta)
+    torch.testing.assert_close(weights.sum(), torch.tensor(1 - math.exp(-0.7 * 2.0)))
+    # weight_i = transmittance_i opacity_i with transmittance_i = exp(-0.7 * 0.05 i)
+    torch.testing.assert_close(weights[0, 3], torch.tensor(math.exp(-0.7 * 0.15) * (1 - math.exp(-0.035))))
 
 
 def test_sample_pdf_follows_the_weights():
@@ -104,7 +104,7 @@ def test_sample_pdf_follows_the_weights():
     assert ((s >= 0.6) & (s <= 0.7)).float().mean() > 0.95
     uniform = sample_pdf(edges, torch.ones(1, 10), 10)
     torch.testing.assert_close(uniform, torch.linspace(0.05, 0.95, 10)[None], atol=1e-5, rtol=0)
-    jittered = sample_pdf(edges, w, 64, gen(2))
+    jittered = sample_pdf(edges, w, 64, rng(2))
     assert ((jittered >= 0.6) & (jittered <= 0.7)).float().mean() > 0.95
 
 
@@ -157,13 +157,13 @@ def test_importance_sampling_concentrates_samples_at_the_surface():
 
 def test_renders_are_deterministic_without_an_rng_and_seeded_with_one():
     field = Sphere(r=0.5, density=3.0)
-    cams = sample_cameras(2, gen(3))
+    cams = sample_cameras(2, rng(3))
     a = render(field, cams, 8, 8)
     b = render(field, cams, 8, 8)
     assert torch.equal(a.rgb, b.rgb)
-    c = render(field, cams, 8, 8, rng=gen(4))
-    d = render(field, cams, 8, 8, rng=gen(4))
-    e = render(field, cams, 8, 8, rng=gen(5))
+    c = render(field, cams, 8, 8, rng=rng(4))
+    d = render(field, cams, 8, 8, rng=rng(4))
+    e = render(field, cams, 8, 8, rng=rng(5))
     assert torch.equal(c.rgb, d.rgb) and not torch.equal(c.rgb, e.rgb)
 
 
@@ -206,29 +206,29 @@ def test_lit_render_of_a_smooth_ball():
 
 
 def test_sample_light_positions_sit_around_the_cameras():
-    cams = sample_cameras(64, gen(6))
-    pos = sample_light_positions(cams, gen(7))
+    cams = sample_cameras(64, rng(6))
+    pos = sample_light_positions(cams, rng(7))
     dist = pos.norm(dim=-1)
     assert ((dist >= 1.8 - 1e-5) & (dist <= 3.3 + 1e-5)).all()
     cos = torch.nn.functional.cosine_similarity(pos, cams.position, dim=-1)
     assert cos.mean() > 0.5  # mostly on the camera's side
-    assert torch.equal(pos, sample_light_positions(cams, gen(7)))
+    assert torch.equal(pos, sample_light_positions(cams, rng(7)))
 
 
 # --- fields, backgrounds, skipping ----------------------------------------------------------------------------
 
 
 def test_background_module_fills_missed_rays():
-    bg = Background(BackgroundConfig(kind="learned", color=(0.2, 0.3, 0.4)), generator=gen(8))
+    bg = Background(BackgroundConfig(kind="learned", color=(0.2, 0.3, 0.4)), rng=rng(8))
     out = render(Sphere(r=0.3), front_camera(2.5), 16, 16, background=bg)
     assert out.opacity[0, 0, 0, 0] == 0
     torch.testing.assert_close(out.rgb[0, 0, 0], torch.tensor([0.2, 0.3, 0.4]), atol=0.02, rtol=0)
 
 
 def test_density_field_render_has_gradients_and_shapes():
-    field = DensityField(DensityFieldConfig(grid=HashGridConfig(backend="torch")), generator=gen(9))
-    cams = sample_cameras(2, gen(10))
-    out = render(field, cams, 12, 10, Background(), shading="lambertian", rng=gen(11), need_normal=True)
+    field = DensityField(DensityFieldConfig(grid=HashGridConfig(backend="torch")), rng=rng(9))
+    cams = sample_cameras(2, rng(10))
+    out = render(field, cams, 12, 10, Background(), shading="lambertian", rng=rng(11), need_normal=True)
     assert out.rgb.shape == (2, 12, 10, 3) and out.opacity.shape == (2, 12, 10, 1)
     assert out.depth.shape == (2, 12, 10, 1) and out.normal.shape == (2, 12, 10, 3)
     assert out.weights.shape == (2, 12, 10, 48)
@@ -240,7 +240,7 @@ def test_density_field_render_has_gradients_and_shapes():
 
 
 def test_analytic_and_finite_difference_normals_agree_on_the_blob():
-    field = DensityField(DensityFieldConfig(grid=HashGridConfig(backend="torch")), generator=gen(14))
+    field = DensityField(DensityFieldConfig(grid=HashGridConfig(backend="torch")), rng=rng(14))
     cams = orbit_cameras(2, elevation=20.0)
     a = render(field, cams, 10, 10, shading="lambertian", normal_method="analytic")
     b = render(field, cams, 10, 10, shading="lambertian", normal_method="finite_difference", normal_weight_threshold=0)
@@ -263,9 +263,9 @@ def test_occupancy_skipping_keeps_the_image_and_evaluates_less():
 
 def test_density_field_refreshes_its_grid_on_training_renders_only():
     field = DensityField(
-        DensityFieldConfig(grid=HashGridConfig(backend="torch"), occupancy_update_every=2), generator=gen(12)
+        DensityFieldConfig(grid=HashGridConfig(backend="torch"), occupancy_update_every=2), rng=rng(12)
     )
-    cams = sample_cameras(1, gen(13))
+    cams = sample_cameras(1, rng(13))
     with torch.no_grad():
         render(field, cams, 4, 4)
     assert int(field.occupancy.updates) == 0
@@ -293,10 +293,10 @@ def test_render_argument_errors():
 def test_settings_object_and_keyword_overrides_render_the_same():
     field, cams = Cone(), orbit_cameras(2, elevation=20.0)
     settings = RenderSettings(shading="lambertian", num_samples=24, num_importance=8)
-    by_object = render(field, cams, 6, 6, settings=settings, rng=gen(3))
-    by_keywords = render(field, cams, 6, 6, shading="lambertian", num_samples=24, num_importance=8, rng=gen(3))
+    by_object = render(field, cams, 6, 6, settings=settings, rng=rng(3))
+    by_keywords = render(field, cams, 6, 6, shading="lambertian", num_samples=24, num_importance=8, rng=rng(3))
     assert torch.equal(by_object.rgb, by_keywords.rgb) and torch.equal(by_object.ray_dist, by_keywords.ray_dist)
-    overridden = render(field, cams, 6, 6, settings=settings, shading="albedo", rng=gen(3))
+    overridden = render(field, cams, 6, 6, settings=settings, shading="albedo", rng=rng(3))
     assert overridden.normal is None and not torch.equal(overridden.rgb, by_object.rgb)
     assert settings.shading == "lambertian"  # overrides copy, never mutate, the caller's settings
 
@@ -337,7 +337,7 @@ def test_a_density_field_fits_target_renders():
     with torch.no_grad():
         target = render(target_field, cams, 12, 12, num_samples=32)
     field = DensityField(
-        DensityFieldConfig(grid=HashGridConfig(backend="torch"), occupancy_update_every=5), generator=gen(15)
+        DensityFieldConfig(grid=HashGridConfig(backend="torch"), occupancy_update_every=5), rng=rng(15)
     )
     opt = torch.optim.Adam(field.parameters(), lr=2e-2, betas=(0.9, 0.99), eps=1e-15)
     losses = []
@@ -348,7 +348,7 @@ def test_a_density_field_fits_target_renders():
             12,
             12,
             num_samples=32,
-            rng=gen(100 + step),
+            rng=rng(100 + step),
             shading="lambertian" if step % 4 == 3 else "albedo",
         )
         loss = (out.rgb - target.rgb).square().mean() + (out.opacity - target.opacity).square().mean()
