@@ -70,19 +70,38 @@ def surface_moved(optimizer) -> float:
 def test_refine_moves_the_surface_less_with_a_higher_keep_shape(tiny_spec, tiny_prior, uv_box, fast_mesh_stage):
     """A refine job whose distillation is replaced by a steady outward push (-0.1 E[d] near the surface, the same
     force for every run): its eikonal term and pull toward the mesh's shape hold the surface against it, the more
-    the higher keep_shape. 12 steps at a fast geometry rate (3e-3) from the same fit."""
+    the higher keep_shape. 12 steps at a fast geometry rate (3e-3) from the same fit, without the normal smoothness
+    term (which rounds the box's edges whatever keep_shape is)."""
     from dataclasses import replace
 
     moved = {}
+    config = replace(fast_mesh_stage, geometry_lr=3e-3, normal_smoothness_weight=0.0)
     for keep in (0.0, 0.5):
         spec = tiny_spec(mode="refine", steps=12, keep_shape=keep, batch_size=1, resolution=16)
-        optimizer = fitted(spec, uv_box(), tiny_prior, replace(fast_mesh_stage, geometry_lr=3e-3))
+        optimizer = fitted(spec, uv_box(), tiny_prior, config)
         x = near_surface_points(optimizer.grid, 1024, torch.Generator().manual_seed(1))
         optimizer.distill.loss = lambda *args, **kwargs: -0.1 * optimizer.field.sdf(x).mean()
         start = surface_moved(optimizer)
         list(optimizer.run())
         moved[keep] = surface_moved(optimizer) - start
     assert moved[0.0] > 0.02 and abs(moved[0.5]) < 0.1 * moved[0.0], moved
+
+
+def test_refine_regularizers_follow_keep_shape_and_the_smoothness_weight(
+    tiny_spec, tiny_prior, uv_box, fast_mesh_stage
+):
+    from dataclasses import replace
+
+    def names(keep, smooth):
+        spec = tiny_spec(mode="refine", steps=1, keep_shape=keep)
+        config = replace(fast_mesh_stage, normal_smoothness_weight=smooth)
+        return [
+            type(term).__name__ for term in MeshAssetOptimizer(spec, uv_box(), tiny_prior, config=config).regularizers
+        ]
+
+    assert names(0.5, 2000.0) == ["Eikonal", "ShapePull", "NormalSmoothness"]
+    assert names(0.0, 0.0) == ["Eikonal"]
+    assert names(0.0, 2000.0) == ["Eikonal", "NormalSmoothness"]
 
 
 def test_refine_meshes_its_surface_in_the_inputs_frame(tiny_spec, tiny_prior, uv_box, fast_mesh_stage):
