@@ -1,15 +1,18 @@
-"""Run the surface-stage prototype (backend/engine/surface.py) on toy-world prompts and print its geometry against the
-ground truth, beside today's density-only asset (``--baseline``: AssetOptimizer for the JobSpec's steps, then
-today's mesh extraction, as ``dreamstill generate`` does).
+"""Run one toy-world prompt through the real job path (jobs.run_job, as `dreamstill generate` does) and print the
+exported asset's geometry against the ground truth, with the surface stage on (the default) or off (--no-surface).
 
 Figures per asset: faces, connected components, Euler number V - E + F of the welded mesh (the truth's: 2 per closed
 sphere-like object, 0 for a torus), watertightness, geometry IoU against the true solid (eval.benchmark's rule, best
 of 36 turns about Z), the mean distance from the mesh surface to the true surface |phi(x)| and the mean angle between
 the mesh's face normals and grad phi (both over area-weighted surface samples, at the best turn about Z), and for
-a cube the share of area within 15 degrees of a face direction (at the best turn about Z). Seconds per stage too.
+a cube the share of area within 15 degrees of a face direction (at the best turn about Z). Seconds: wall and CPU
+(process time: what a loaded machine does not inflate), per stage from the job's Progress events.
 
     OMP_NUM_THREADS=1 PYTHONPATH=$PWD/.pkg python benchmarks/surface_probe.py "a red cube" --out out/probe \
-        --density-steps 220 --geometry-steps 180 --texture-steps 60 [--baseline] [--set beta_end=0.01] [--json f]
+        [--steps 400] [--geometry-steps N] [--texture-steps N] [--no-surface] [--set beta_end=0.004] [--json f]
+
+``--set KEY=VALUE`` tries an engine setting of the surface stage (engine.surface.SurfaceConfig; ``init.KEY`` and
+``mesh.KEY`` for its SDF init and mesh settings) for this run only, without changing the defaults.
 """
 
 from __future__ import annotations
@@ -89,37 +92,67 @@ def geometry_figures(mesh, prompt: str) -> dict:
     return fig
 
 
-def run_baseline(spec, out: Path) -> dict:
-    """Today's default: the density field for spec.steps, then extract_mesh with the spec's texture and budget."""
-    from dreamstill.backend.engine.optimize import AssetOptimizer
-    from dreamstill.backend.engine.surface import print_progress
-    from dreamstill.backend.mesh import export_mesh
+def surface_config(pairs: list[str]):
+    """engine.surface.SurfaceConfig with ``KEY=VALUE`` pairs applied (``init.KEY``, ``mesh.KEY`` for the nested
+    settings); an unknown key stops with the known ones."""
+    from dreamstill.backend.engine.surface import SurfaceConfig
 
-    progress = print_progress(50)
-    t0, c0 = time.perf_counter(), time.process_time()
-    opt = AssetOptimizer(spec)
-    for event in opt.run():
-        if hasattr(event, "loss"):
-            progress("baseline", event.step, spec.steps, event.loss)
-    t_steps = time.perf_counter() - t0
-    mesh = opt.extract_mesh()
-    path = out / "baseline.glb"
-    export_mesh(mesh, path)
-    seconds = {"density": t_steps, "total": time.perf_counter() - t0, "total_cpu": time.process_time() - c0}
-    return {"mesh": mesh, "seconds": seconds, "file": str(path)}
-
-
-def parse_sets(pairs: list[str]) -> dict:
-    from dreamstill.backend.engine.surface import SurfaceStageConfig
-
-    known = {f.name: f.type for f in fields(SurfaceStageConfig)}
-    out = {}
+    cfg = SurfaceConfig()
     for pair in pairs:
-        key, _, value = pair.partition("=")
-        if key not in known or key in ("init", "sdf"):
-            raise SystemExit(f"--set {key}: unknown; use one of {sorted(k for k in known if k not in ('init', 'sdf'))}")
-        out[key] = float(value) if "." in value or "e" in value else int(value)
-    return out
+        key, _, text = pair.partition("=")
+        part, _, name = key.rpartition(".")
+        target = getattr(cfg, part) if part in ("init", "mesh") else cfg
+        known = {f.name for f in fields(target)}
+        if name not in known or (not part and name in ("init", "sdf", "mesh")):
+            raise SystemExit(f"--set {key}: unknown; use one of {sorted(known)} (or init.KEY, mesh.KEY)")
+        value = json.loads(text) if text not in ("None", "none") else None
+        target = replace(target, **{name: value})
+        cfg = replace(cfg, **{part: target}) if part else target
+    return cfg
+
+
+def run(spec, out: Path, cfg, density_checkpoint: str | None = None) -> dict:
+    """run_job on ``spec`` with the surface stage's engine settings ``cfg``; the events' timings and the Done.
+    ``density_checkpoint``: resume from this checkpoint of the density stage's last step when it exists, else save
+    it there (the spec's checkpoint_every is the density stage's length)."""
+    import shutil
+
+    from dreamstill.backend.engine import optimize
+    from dreamstill.backend.jobs import run_job
+    from dreamstill.backend.jobs.optimize_job import CHECKPOINT_NAME
+    from dreamstill.protocol import Done, Failed, Progress
+
+    resume = bool(density_checkpoint) and Path(density_checkpoint).exists()
+    if resume:
+        shutil.copyfile(density_checkpoint, out / CHECKPOINT_NAME)
+
+    class ProbeDefaults(optimize.EngineDefaults):  # this run's settings; the defaults stay as they are
+        def __init__(self, **kwargs):
+            super().__init__(**{"surface": cfg, **kwargs})
+
+    optimize.EngineDefaults = ProbeDefaults
+    t0, c0 = time.perf_counter(), time.process_time()
+    stage_cpu: dict[str, float] = {}
+    last, c_last, done = "start", c0, None
+    for event in run_job(spec, out, output_path=out / "asset.glb", resume=resume):
+        saved = density_checkpoint and not resume and not Path(density_checkpoint).exists()
+        if saved and isinstance(event, Progress) and event.step > spec.stage_plan[0][1]:  # written after its step
+            shutil.copyfile(out / CHECKPOINT_NAME, density_checkpoint)
+        if isinstance(event, Progress):  # a step's event ends its step; a finishing phase's starts its phase
+            now = time.process_time()
+            owner = event.phase if event.optimizing else last
+            stage_cpu[owner] = stage_cpu.get(owner, 0.0) + now - c_last
+            last, c_last = event.phase, now
+            if event.optimizing and (event.step % 50 == 0 or event.step == event.total):
+                print(f"[{event.phase}] {event.step}/{event.total} loss {event.loss:.4g}", file=sys.stderr)
+        elif isinstance(event, Failed):
+            raise SystemExit(f"the job failed: {event.code}: {event.message}")
+        elif isinstance(event, Done):
+            done = event
+    stage_cpu[last] = stage_cpu.get(last, 0.0) + time.process_time() - c_last
+    seconds = {"total": time.perf_counter() - t0, "total_cpu": time.process_time() - c0}
+    seconds.update({f"{k}_cpu": round(v, 1) for k, v in stage_cpu.items()})
+    return {"seconds": seconds, "files": done.files, "warnings": done.metrics.get("warnings", [])}
 
 
 def main(argv=None) -> int:
@@ -128,70 +161,50 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="out/surface_probe")
     p.add_argument("--method", default="sds")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--density-steps", type=int, default=220)
-    p.add_argument("--geometry-steps", type=int, default=180)
-    p.add_argument("--texture-steps", type=int, default=60)
-    p.add_argument("--baseline", action="store_true", help="also run today's default (JobSpec steps) for comparison")
-    p.add_argument("--baseline-glb", help="score this existing density-only asset as the baseline instead")
-    p.add_argument("--baseline-only", action="store_true", help="with --baseline-glb: score it and stop")
-    p.add_argument("--density-checkpoint", help="reuse (or write) the density stage's checkpoint")
-    p.add_argument("--close-radius", type=float, help="SDF init closing radius (world units)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="SurfaceStageConfig field")
+    p.add_argument("--steps", type=int, default=None, help="JobSpec.steps (default: JobSpec's)")
+    p.add_argument("--geometry-steps", type=int, default=0)
+    p.add_argument("--texture-steps", type=int, default=0)
+    p.add_argument("--no-surface", action="store_true", help="the density stage alone")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="SurfaceConfig setting (JSON)")
+    p.add_argument(
+        "--density-checkpoint",
+        help="resume from this checkpoint of the density stage when it exists, else write it (for trying surface "
+        "settings on one density field; the spec then checkpoints every density-stage length of steps)",
+    )
     p.add_argument("--json", help="write the figures here")
     args = p.parse_args(argv)
 
-    from dreamstill.backend.engine.surface import SurfaceStageConfig, run_surface_prototype
+    from dreamstill.backend.mesh import load_mesh
     from dreamstill.protocol import JobSpec
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    spec = JobSpec(prompt=args.prompt, method=args.method, seed=args.seed).validate()
-    result = {"prompt": args.prompt, "method": args.method, "seed": args.seed}
-    if args.baseline_glb:
-        from dreamstill.backend.mesh import load_mesh
-
-        result["baseline"] = geometry_figures(load_mesh(args.baseline_glb), args.prompt)
-        print("baseline", json.dumps(result["baseline"]), file=sys.stderr)
-        if args.baseline_only:
-            return finish(result, args.json)
-    if args.baseline:
-        base = run_baseline(spec, out)
-        result["baseline"] = {"seconds": base["seconds"], **geometry_figures(base["mesh"], args.prompt)}
-        print("baseline", json.dumps(result["baseline"]), file=sys.stderr)
-
-    cfg = replace(SurfaceStageConfig(), **parse_sets(args.set))
-    if args.close_radius is not None:
-        cfg = replace(cfg, init=replace(cfg.init, close_radius=args.close_radius))
-    slug = args.prompt.replace(" ", "_")
-    report = run_surface_prototype(
-        spec,
-        out / f"{slug}.glb",
-        args.density_steps,
-        args.geometry_steps,
-        args.texture_steps,
-        cfg,
-        density_checkpoint=args.density_checkpoint,
+    spec = JobSpec(
+        prompt=args.prompt,
+        method=args.method,
+        seed=args.seed,
+        surface=not args.no_surface,
+        geometry_steps=args.geometry_steps,
+        texture_steps=args.texture_steps,
+        **({"steps": args.steps} if args.steps else {}),
     )
-    from dreamstill.backend.mesh import load_mesh
-
-    exported = load_mesh(report["files"][0])
-    result["surface"] = {
-        "steps": [args.density_steps, args.geometry_steps, args.texture_steps],
-        "settings": {k: v for k, v in vars(cfg).items() if k not in ("init", "sdf")},
-        "seconds": report["seconds"],
-        "mesh_report": report["mesh"],
-        "warnings": report["warnings"],
-        **geometry_figures(exported, args.prompt),
+    if args.density_checkpoint:
+        spec = replace(spec, checkpoint_every=spec.stage_plan[0][1])
+    cfg = surface_config(args.set)
+    report = run(spec, out, cfg, args.density_checkpoint)
+    result = {
+        "prompt": args.prompt,
+        "method": args.method,
+        "seed": args.seed,
+        "stages": [list(s) for s in spec.stage_plan],
+        "settings": args.set,
+        **report,
+        **geometry_figures(load_mesh(report["files"][0]), args.prompt),
     }
-    return finish(result, args.json)
-
-
-def finish(result: dict, path: str | None) -> int:
-    """Print the figures and keep them in ``path`` when given."""
     text = json.dumps(result, indent=1, default=str)
     print(text)
-    if path:
-        Path(path).write_text(text)
+    if args.json:
+        Path(args.json).write_text(text)
     return 0
 
 

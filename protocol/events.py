@@ -11,6 +11,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 OPTIMIZE = "optimize"
+# The optimization stages of a job with the surface stage (JobSpec.stage_plan), in order; their Progress counts the
+# job's steps over all stages, so one bar runs from 0 to JobSpec.steps through them.
+STAGE_PHASES = ("density", "geometry", "texture")
+OPTIMIZE_PHASES = (OPTIMIZE,) + STAGE_PHASES
 # The phases after the last optimization step, in the order a job runs them (each only when it applies): an instant
 # job's forward pass, marching cubes, decimation to the face budget, UV unwrap + texture bake, the result files, and
 # the contact sheet.
@@ -21,6 +25,9 @@ PHASE_LABELS = {
     OPTIMIZE: "optimizing",
     "fit": "fitting the field to the mesh",
     "unwrap": "unwrapping UVs",
+    "density": "optimizing the density field",
+    "geometry": "refining the surface",
+    "texture": "painting the texture",
     "generate": "generating",
     "mesh": "meshing",
     "decimate": "decimating",
@@ -34,11 +41,13 @@ PHASE_LABELS = {
 class Progress:
     """How far a job is. ``phase`` names what runs now, and step / total count that phase's units:
 
-    - "optimize": optimization steps done (1-based after the first step) of the job's steps;
+    - "optimize", or the stage running ("density", "geometry", "texture" with the surface stage): optimization steps
+      done over all stages (1-based after the first step) of the job's steps;
     - a finishing phase (FINISH_PHASES), sent as it starts: the finishing phases already done, of the number this
       job runs. A per-prompt job sends its steps, then e.g. mesh 0/4, bake 1/4, export 2/4, views 3/4; an instant job
       has no steps and starts at generate 0/5.
-    loss is NaN outside "optimize"; eta_s is NaN when unknown (in the finishing phases).
+    loss is NaN outside the optimization phases (OPTIMIZE_PHASES); eta_s is NaN when unknown (in the finishing
+    phases).
     """
 
     step: int
@@ -47,6 +56,11 @@ class Progress:
     eta_s: float  # estimated seconds left; NaN when unknown
     elapsed_s: float = 0.0
     phase: str = OPTIMIZE
+
+    @property
+    def optimizing(self) -> bool:
+        """True while optimization steps run (any of OPTIMIZE_PHASES), False in the finishing phases."""
+        return self.phase in OPTIMIZE_PHASES
 
     @property
     def label(self) -> str:

@@ -56,11 +56,16 @@ MAX_MESH_RESOLUTION = 512
 # JobSpec.mesh_resolution = 0 (texture mode keeps the input mesh and meshes nothing)
 MESH_RESOLUTION_BY_MODE = {"optimize": 128, "instant": 64, "texture": 128, "refine": 128}
 MAX_TEXTURE_SIZE = 4096
-# JobSpec.max_faces = 0: an instant job's mesh is decimated to 10,000 faces before its texture bake (the bake grows
-# with the mesh and would dominate the job); an optimized asset keeps every marching-cubes face, a refined one is
-# decimated to 20,000 (as the surface stage), and a textured mesh is never decimated (its geometry is the input's).
-MAX_FACES_BY_MODE = {"optimize": None, "instant": 10_000, "texture": None, "refine": 20_000}
+# JobSpec.max_faces = 0: a mesh is decimated before its texture bake, to 20,000 faces for an optimized or a
+# refined asset (light enough for a game engine) and 10,000 for an instant one (the bake grows with the mesh and
+# would dominate the job); a textured mesh is never decimated (its geometry is the input's).
+MAX_FACES_BY_MODE = {"optimize": 20_000, "instant": 10_000, "texture": None, "refine": 20_000}
 MIN_MAX_FACES, MAX_MAX_FACES = 100, 10_000_000
+# The surface stage's share of JobSpec.steps when geometry_steps / texture_steps are 0 (the rest is the density stage).
+GEOMETRY_SHARE, GEOMETRY_SHARE_TEXT = 3 / 8, "3/8"
+TEXTURE_SHARE, TEXTURE_SHARE_TEXT = 1 / 8, "1/8"
+OPTIMIZE_STAGE = "optimize"  # the one stage's phase name without the surface stage (protocol.events.OPTIMIZE)
+MESH_STAGE = {"texture": "texture", "refine": "geometry"}  # the one stage of a job on a given mesh, by mode
 MAX_SEED = 2**31 - 1  # a Blender IntProperty holds it
 MAX_OPTIONS_DEPTH = 16  # options nest at most this deep (a schedule [start, end, step] is depth 2)
 MAX_OPTIONS_BYTES = 16_384  # options as compact JSON
@@ -103,13 +108,37 @@ class JobSpec:
     steps: int = setting(
         400,
         label="Steps",
-        help="optimization steps; 400 suit the built-in prior (about 3-5 min on a 2-core CPU), Stable Diffusion "
-        "wants 2,000-10,000",
+        help="optimization steps in all, over every stage (with the surface stage: density, then geometry, then "
+        "texture steps); 400 suit the built-in prior (about 3-5 min on a 2-core CPU), Stable Diffusion wants "
+        "2,000-10,000",
         group="job",
         minimum=1,
         maximum=MAX_STEPS,
         soft_maximum=20_000,
         status=True,
+    )
+    surface: bool = setting(
+        True,
+        label="Surface Stage",
+        help="after the density stage, refine the asset as a signed-distance surface (geometry, then texture): "
+        "smooth, watertight meshes; off: the density field alone",
+        group="job",
+    )
+    geometry_steps: int = setting(
+        0,
+        label="Geometry Steps",
+        help="steps of the surface stage that refine the shape (lit, partly untextured renders), out of Steps",
+        minimum=1,
+        maximum=MAX_STEPS,
+        zero_means=f"{GEOMETRY_SHARE_TEXT} of Steps",
+    )
+    texture_steps: int = setting(
+        0,
+        label="Texture Steps",
+        help="last steps of the surface stage, with the shape frozen: only the colours learn, out of Steps",
+        minimum=1,
+        maximum=MAX_STEPS,
+        zero_means=f"{TEXTURE_SHARE_TEXT} of Steps",
     )
     resolution: int = setting(
         0,
@@ -220,7 +249,7 @@ class JobSpec:
         zero_means="the mode's default: 128 optimize and refine, 64 instant (texture keeps the input mesh)",
     )
     texture_size: int = setting(
-        512,
+        1024,
         label="Texture Size",
         help="baked texture size in pixels",
         group="output",
@@ -236,8 +265,8 @@ class JobSpec:
         minimum=MIN_MAX_FACES,
         maximum=MAX_MAX_FACES,
         soft_maximum=500_000,
-        zero_means="the mode's default: every face for optimize, 10,000 for instant, 20,000 for refine; texture "
-        "keeps the input mesh's faces",
+        zero_means="the mode's default: 20,000 for optimize and refine, 10,000 for instant; texture keeps the "
+        "input mesh's faces",
     )
     preview_every: int = setting(
         50,
@@ -280,7 +309,37 @@ class JobSpec:
             value = check_value(field, value, type(self).__name__)
         object.__setattr__(self, name, value)
 
+    def __post_init__(self) -> None:
+        self.stage_plan  # noqa: B018 -- the stages must fit in the steps (raises JobSpecError otherwise)
+
     # --- derived values ------------------------------------------------------------------------------------
+    @property
+    def stage_plan(self) -> tuple[tuple[str, int], ...]:
+        """The optimization stages in order, as (phase name, steps), adding up to ``steps``.
+
+        Without the surface stage: (("optimize", steps),). With it: ("density", d), ("geometry", g), ("texture", x)
+        with g = geometry_steps or 3/8 of steps (at least 1 from 2 steps on), x = texture_steps or 1/8 of steps, and
+        d = steps - g - x >= 1; a stage of 0 steps is left out (a 1-step job has no surface stage). Raises
+        JobSpecError when the stages leave the density stage no step. A job on a given mesh works on a signed distance
+        field from its first step, in one stage whatever ``surface`` says: (("texture", steps),) in texture mode (the
+        shape frozen, only the colours learn), (("geometry", steps),) in refine mode (shape and colours)."""
+        if self.mode in MESH_STAGE:
+            return ((MESH_STAGE[self.mode], self.steps),)
+        if not self.surface:
+            return ((OPTIMIZE_STAGE, self.steps),)
+        steps = self.steps
+        geometry = self.geometry_steps or (max(1, int(steps * GEOMETRY_SHARE)) if steps >= 2 else 0)
+        texture = self.texture_steps or int(steps * TEXTURE_SHARE)
+        density = steps - geometry - texture
+        if density < 1:
+            raise JobSpecError(
+                f"{type(self).__name__}.steps: is {steps}, and geometry_steps {geometry} + texture_steps {texture} "
+                f"leave the density stage no step; raise steps above {geometry + texture}, lower geometry_steps or "
+                "texture_steps (0 = their share of steps), or turn the surface stage off"
+            )
+        stages = (("density", density), ("geometry", geometry), ("texture", texture))
+        return tuple((name, n) for name, n in stages if n > 0)
+
     @property
     def mesh_grid(self) -> int:
         """The marching-cubes resolution: mesh_resolution, or the mode's default when it is 0 (an instant job's
@@ -302,6 +361,7 @@ class JobSpec:
         spec whose ``options`` dict was changed in place."""
         for name, field in schema_of(type(self)).items():
             object.__setattr__(self, name, check_value(field, getattr(self, name), type(self).__name__))
+        self.stage_plan  # noqa: B018 -- raises JobSpecError when the stages do not fit in the steps
         return self
 
     # --- plain data --------------------------------------------------------------------------------------------

@@ -36,7 +36,8 @@ def tiny_prior_dir(tmp_path_factory):
 
 @pytest.fixture
 def tiny_spec():
-    """A factory of small per-prompt JobSpecs on the tiny prior (4 steps at 32 px, 32^3 mesh, vertex colours)."""
+    """A factory of small per-prompt JobSpecs on the tiny prior (4 steps at 32 px, 32^3 mesh, vertex colours, the
+    density stage alone: pass surface=True, with ``small_surface``, for the surface stage)."""
     from dreamstill.protocol import JobSpec
 
     def make(**overrides):
@@ -50,6 +51,7 @@ def tiny_spec():
             texture_size=0,
             preview_every=2,
             seed=3,
+            surface=False,
         )
         base.update(overrides)
         return JobSpec(**base)
@@ -106,6 +108,61 @@ def uv_box():
         return InputMesh(vertices, faces, uvs)
 
     return make
+
+
+@pytest.fixture
+def small_surface(monkeypatch):
+    """The engine's surface stage at test size (a small SDF field, a coarse, short SDF init, few regularizer points),
+    for every AssetOptimizer made while the test runs (run_job included). Returns that SurfaceConfig."""
+    from dreamstill.backend.engine import optimize
+    from dreamstill.backend.engine.surface import SurfaceConfig
+    from dreamstill.backend.fields import HashGridConfig, SDFFieldConfig, SDFInitConfig
+
+    grid = HashGridConfig(n_levels=4, log2_hashmap_size=12, base_resolution=4, max_resolution=32, backend="torch")
+    config = SurfaceConfig(
+        num_samples=16,
+        num_importance=8,
+        eikonal_points=256,
+        smoothness_points=64,
+        output_samples=16,
+        init=SDFInitConfig(resolution=24, fit_steps=10, fit_points=512, close_radius=0.12),
+        sdf=SDFFieldConfig(grid=grid, albedo_grid=grid, hidden_dim=16),
+    )
+
+    class SmallDefaults(optimize.EngineDefaults):
+        def __init__(self, **kwargs):
+            super().__init__(**{"surface": config, **kwargs})
+
+    monkeypatch.setattr(optimize, "EngineDefaults", SmallDefaults)
+    return config
+
+
+@pytest.fixture
+def glb_attributes():
+    """A reader of a .glb's first primitive: (its attributes {name: accessor}, {name: (N, 3) float32 array} of its
+    VEC3 float attributes, e.g. POSITION and NORMAL)."""
+    import json
+    import struct
+
+    import numpy as np
+
+    def read(path):
+        data = open(path, "rb").read()
+        n = struct.unpack("<I", data[12:16])[0]
+        gltf = json.loads(data[20 : 20 + n])
+        blob_start = 20 + n + 8
+        attrs = gltf["meshes"][0]["primitives"][0]["attributes"]
+        arrays = {}
+        for name, index in attrs.items():
+            acc = gltf["accessors"][index]
+            if acc["type"] != "VEC3" or acc["componentType"] != 5126:
+                continue
+            view = gltf["bufferViews"][acc["bufferView"]]
+            start = blob_start + view.get("byteOffset", 0) + acc.get("byteOffset", 0)
+            arrays[name] = np.frombuffer(data, np.float32, acc["count"] * 3, start).reshape(-1, 3)
+        return attrs, arrays
+
+    return read
 
 
 @pytest.fixture(scope="module")

@@ -12,10 +12,12 @@ Every random draw comes from two generators seeded by the JobSpec's seed (``came
 shading and lights, ``noise_rng`` on the prior's device for render jitter, noise and timesteps), so a spec
 reproduces its asset; both are saved in checkpoints.
 
-A stage (e.g. a surface stage after this density stage) plugs in by replacing attributes between steps: ``field``
+Stages. The steps run through JobSpec.stage_plan: one "optimize" stage, or with the surface stage "density",
+"geometry" and "texture" (engine/surface.py). ``step`` counts the job's steps over all stages; the method and the
+shading schedule see the stage's own (step, length). Entering a stage replaces attributes between steps: ``field``
 and ``background`` (what is rendered and meshed), ``optimizer`` (over the new parameters), ``distill.shading``
-(ShadingSchedule), ``distill.render_settings`` (RenderSettings) and ``regularizers`` (callables of the step's
-DistillViews returning a loss term).
+(ShadingSchedule), ``distill.render_settings`` (RenderSettings), ``output_settings`` and ``regularizers`` (callables
+of the step's DistillViews returning a loss term). A checkpoint records the stage, so a resume re-enters it.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ from ..render import RenderSettings
 from ..render.cameras import Cameras, orbit_cameras, sample_cameras, with_view_suffix
 from .asset import FieldAsset
 from .step import DistillStep, OpacitySparsity, Regularizer, ShadingSchedule, wants_view_prompts
+from .surface import SurfaceConfig, SurfaceStages
+from .surface_mesh import surface_mesh_phases
 
 
 @dataclass
@@ -49,6 +53,7 @@ class EngineDefaults:
     shading: ShadingSchedule = field(default_factory=ShadingSchedule)  # albedo for 10% of the steps, then 75% lit
     opacity_sparsity: float = 0.0  # weight of mean opacity (threestudio's lambda_sparsity), off by default
     preview_size: int = 64
+    surface: SurfaceConfig = field(default_factory=SurfaceConfig)  # the geometry and texture stages
 
 
 class AssetOptimizer(FieldAsset):
@@ -87,6 +92,9 @@ class AssetOptimizer(FieldAsset):
         self.regularizers: list[Regularizer] = []
         if self.defaults.opacity_sparsity > 0:
             self.regularizers.append(OpacitySparsity(self.defaults.opacity_sparsity))
+        self.plan = spec.stage_plan
+        self.stage = self.plan[0][0]
+        self.surface = SurfaceStages(self.defaults.surface, spec) if spec.surface else None
         self.step = 0
         self.seconds_per_step = 0.0
         self._text_cache: dict[str, object] = {}
@@ -110,9 +118,30 @@ class AssetOptimizer(FieldAsset):
         )
         return TextEmbedding(tokens, pooled)
 
+    # --- stages ---------------------------------------------------------------------------------------------
+    def locate(self, step: int) -> tuple[str, int, int]:
+        """(stage name, step within the stage, the stage's length) of the job's step ``step`` (0-based)."""
+        start = 0
+        for name, length in self.plan:
+            if step < start + length:
+                return name, step - start, length
+            start += length
+        name, length = self.plan[-1]
+        return name, length, length
+
+    def _enter(self, name: str, fit: bool = True) -> None:
+        """Swap in stage ``name`` (engine.surface.SurfaceStages.enter); ``fit`` False when a checkpoint follows."""
+        if name != self.stage:
+            self.surface.enter(self, name, fit)
+            self.stage = name
+
     # --- one step --------------------------------------------------------------------------------------------
     def train_step(self) -> float:
         spec = self.spec
+        stage, step, length = self.locate(self.step)
+        self._enter(stage)
+        if self.surface is not None:
+            self.surface.before_step(self, stage, step, length)
         cams = sample_cameras(
             spec.batch_size,
             self.camera_rng,
@@ -121,11 +150,9 @@ class AssetOptimizer(FieldAsset):
             spec.distance_range,
             spec.fov_range,
         ).to(self.device)
-        views = self.distill.render(
-            self.field, self.background, cams, self.step, spec.steps, self.camera_rng, self.noise_rng
-        )
+        views = self.distill.render(self.field, self.background, cams, step, length, self.camera_rng, self.noise_rng)
         cond = self._text_for(cams)
-        loss = self.distill.loss(views, cond, self.uncond, self.step, spec.steps, self.noise_rng, self.view_prompts)
+        loss = self.distill.loss(views, cond, self.uncond, step, length, self.noise_rng, self.view_prompts)
         for regularizer in self.regularizers:
             loss = loss + regularizer(views)
         self.optimizer.zero_grad(set_to_none=True)
@@ -136,7 +163,8 @@ class AssetOptimizer(FieldAsset):
 
     # --- the loop --------------------------------------------------------------------------------------------
     def run(self, cancel: Callable[[], bool] | None = None) -> Iterator[Progress | Preview]:
-        """Run the remaining steps, yielding Progress every step and a Preview every spec.preview_every steps.
+        """Run the remaining steps of every stage, yielding Progress every step (its phase names the stage) and a
+        Preview every spec.preview_every steps.
 
         Returns early (without raising) when ``cancel()`` is true; check ``self.step < self.spec.steps`` to tell.
         ``run_job`` adds checkpoints and intermediate meshes around this loop.
@@ -149,7 +177,8 @@ class AssetOptimizer(FieldAsset):
             loss = self.train_step()
             elapsed = time.perf_counter() - start
             self.seconds_per_step = elapsed / (self.step - start_step)
-            yield Progress(self.step, spec.steps, loss, self.seconds_per_step * (spec.steps - self.step), elapsed)
+            eta = self.seconds_per_step * (spec.steps - self.step)
+            yield Progress(self.step, spec.steps, loss, eta, elapsed, phase=self.stage)
             if spec.preview_every and (self.step % spec.preview_every == 0 or self.step == spec.steps):
                 yield Preview(self.step, self.preview())
 
@@ -163,11 +192,23 @@ class AssetOptimizer(FieldAsset):
         rgba = torch.cat([out.rgb[0], out.opacity[0]], -1).clamp(0, 1)
         return (rgba * 255).round().byte().cpu().numpy()
 
+    def mesh_phases(self, resolution: int, texture_size: int = 0, max_faces: int | None = None):
+        """The field's mesh phase by phase: a signed distance's (engine.surface_mesh) once the surface stage has
+        begun, else the density field's (engine.meshing)."""
+        if self.surface is not None and self.stage != self.plan[0][0]:
+            settings = self.surface.mesh_settings
+            return surface_mesh_phases(
+                self.field, self.device, resolution, texture_size, max_faces, settings, self.warnings
+            )
+        return super().mesh_phases(resolution, texture_size, max_faces)
+
     # --- checkpoints -----------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
         return {
             "spec": self.spec.to_dict(),
             "step": self.step,
+            "stage": self.stage,
+            "surface": None if self.surface is None else self.surface.state_dict(),
             "field": self.field.state_dict(),
             "background": self.background.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -180,6 +221,9 @@ class AssetOptimizer(FieldAsset):
         if state["spec"] != self.spec.to_dict():
             raise ValueError("checkpoint belongs to a different JobSpec; resume with the spec that made it")
         self.step = state["step"]
+        self._enter(state.get("stage", self.stage), fit=False)
+        if self.surface is not None:
+            self.surface.load_state_dict(state["surface"])
         self.field.load_state_dict(state["field"])
         self.background.load_state_dict(state["background"])
         self.optimizer.load_state_dict(state["optimizer"])

@@ -164,6 +164,7 @@ class MeshAssetOptimizer(AssetOptimizer):
         if spec.mode not in ("texture", "refine"):
             raise ValueError(f"MeshAssetOptimizer runs texture and refine jobs, not mode {spec.mode!r}")
         super().__init__(spec, prior=prior, device=device, defaults=defaults)
+        self.surface = None  # one stage (JobSpec.stage_plan): this class's SDF field from the first step
         self.config = cfg = config or MeshStageConfig()
         self.input_mesh, self.texturing = mesh, spec.mode == "texture"
         self.frame = normalising_frame(mesh.vertices, cfg.half_extent)

@@ -184,6 +184,7 @@ def make_asset(method: str, prompt: str, seed: int, cfg: BenchmarkConfig, prior)
         preview_every=0,
         mesh_resolution=cfg.mesh_resolution,
         texture_size=0,
+        surface=cfg.surface,
     )
     if cfg.steps:
         kwargs["steps"] = cfg.steps

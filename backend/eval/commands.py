@@ -30,11 +30,35 @@ def register(subparsers) -> None:
     ev.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="method option (JSON value)")
     ev.add_argument("--shading", choices=("albedo", "lambertian"), default="albedo", help="how views are drawn")
     ev.add_argument(
+        "--surface",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="per-prompt assets with the surface stage (the default); --no-surface: the density stage alone, named "
+        "'<method>-density' in the table and the kept assets, so --rescore compares the two",
+    )
+    ev.add_argument(
         "--json",
         type=Path,
         default=None,
         help="write the figures to this JSON file, and every asset's renders and mesh to FILE.assets.pt",
     )
+    ev.add_argument("--grid", type=Path, default=Path("dreamstill_eval.png"), help="PNG grid of renders")
+    ev.add_argument("--scorer", type=Path, default=None, help="scorer folder (default: the shipped weights)")
+    ev.add_argument("--device", default=None, help="cpu or cuda (default: the prior's choice)")
+    _add_asset_sources(ev)
+    ev.set_defaults(func=run_eval)
+
+    tr = subparsers.add_parser("train-scorer", help="train the toy-world scorer (seeded; reproduces shipped weights)")
+    tr.add_argument("-o", "--output", type=Path, default=None, help="folder (default: the shipped scorer_weights/)")
+    tr.add_argument("--images", type=int, default=None, help="training renders")
+    tr.add_argument("--epochs", type=int, default=None)
+    tr.add_argument("--seed", type=int, default=None)
+    tr.add_argument("--threads", type=int, default=None, help="torch threads (default 1: the box is shared)")
+    tr.set_defaults(func=run_train_scorer)
+
+
+def _add_asset_sources(ev) -> None:
+    """eval's flags that choose what is scored: saved assets, a generator, other prompts, a share of the benchmark."""
     ev.add_argument(
         "--rescore",
         type=Path,
@@ -43,9 +67,6 @@ def register(subparsers) -> None:
         metavar="ASSETS",
         help="score the .assets.pt files of earlier runs again (current scorer and metrics), optimising nothing",
     )
-    ev.add_argument("--grid", type=Path, default=Path("dreamstill_eval.png"), help="PNG grid of renders")
-    ev.add_argument("--scorer", type=Path, default=None, help="scorer folder (default: the shipped weights)")
-    ev.add_argument("--device", default=None, help="cpu or cuda (default: the prior's choice)")
     ev.add_argument(
         "--prompt-index",
         type=int,
@@ -73,15 +94,6 @@ def register(subparsers) -> None:
         action="store_true",
         help="only measure the scorer: R@1 on held-out ground-truth renders of the benchmark prompts",
     )
-    ev.set_defaults(func=run_eval)
-
-    tr = subparsers.add_parser("train-scorer", help="train the toy-world scorer (seeded; reproduces shipped weights)")
-    tr.add_argument("-o", "--output", type=Path, default=None, help="folder (default: the shipped scorer_weights/)")
-    tr.add_argument("--images", type=int, default=None, help="training renders")
-    tr.add_argument("--epochs", type=int, default=None)
-    tr.add_argument("--seed", type=int, default=None)
-    tr.add_argument("--threads", type=int, default=None, help="torch threads (default 1: the box is shared)")
-    tr.set_defaults(func=run_train_scorer)
 
 
 def _methods(args) -> tuple[str, ...]:
@@ -157,6 +169,7 @@ def _config(args: argparse.Namespace):
         options=parse_options(args.option),
         shading=args.shading,
         device=args.device,
+        surface=args.surface,
     )
     for flag, name, value in (("--steps", "steps", args.steps), ("--seeds", "seeds", args.seeds)):
         if value is not None:

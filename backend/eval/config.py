@@ -25,6 +25,7 @@ class BenchmarkConfig:
     render_size: int = 32
     shading: str = "albedo"  # how assets are drawn for scoring (the scorer was trained on flat and shaded renders)
     mesh_resolution: int = 64
+    surface: bool = True  # per-prompt assets with the surface stage (JobSpec.surface); False: the density stage alone
     geometry_resolution: int = 48
     device: str | None = None
 

@@ -72,10 +72,20 @@ def _prompt_row(method: str, prompt: str, seeds_out: list) -> dict:
     return row
 
 
+def label(method: str, cfg: BenchmarkConfig, saved=None) -> str:
+    """A method's name in the table and the kept assets: "<method>-density" for per-prompt assets made with the
+    density stage alone (cfg.surface False), so --rescore can put both stages in one table; a saved run's names
+    are kept as they are."""
+    if saved is not None or cfg.surface or method in PSEUDO_METHODS or method.startswith("generator:"):
+        return method
+    return f"{method}-density"
+
+
 def _run_prompt(method, prompt, cfg, scorer, cams, sources, log, kept: list):
     """Every seed of one (method, prompt): made, scored, logged and kept. Returns (its row, the first seed's renders),
     or None when no seed was run."""
     prior, generator, saved = sources
+    name = label(method, cfg, saved)
     seeds = saved.seeds(method, prompt) if saved else range(cfg.seed_start, cfg.seed_start + cfg.seeds)
     seeds_out = []
     for seed in seeds:
@@ -84,9 +94,9 @@ def _run_prompt(method, prompt, cfg, scorer, cams, sources, log, kept: list):
         # time to make the asset: optimisation (or the generator's forward pass) plus mesh extraction
         secs_asset = secs + (s["mesh_seconds"] if method not in PSEUDO_METHODS and saved is None else 0.0)
         seeds_out.append((seed, s, sps, secs_asset))
-        kept.append(asset_record(method, prompt, seed, cfg, s, secs_asset, sps))
-        log(_log_line(method, prompt, seed, s, secs_asset))
-    return (_prompt_row(method, prompt, seeds_out), seeds_out[0][1]["renders"]) if seeds_out else None
+        kept.append(asset_record(name, prompt, seed, cfg, s, secs_asset, sps))
+        log(_log_line(name, prompt, seed, s, secs_asset))
+    return (_prompt_row(name, prompt, seeds_out), seeds_out[0][1]["renders"]) if seeds_out else None
 
 
 def run_benchmark(
@@ -116,12 +126,12 @@ def run_benchmark(
             if ran is None:  # saved runs of this method did not cover this prompt
                 continue
             method_rows.append(ran[0])
-            grid.append((f"{method}: {prompt}", ran[1]))
+            grid.append((f"{label(method, cfg, saved)}: {prompt}", ran[1]))
         rows += method_rows
-        by_method[method] = summarise(method_rows)
+        by_method[label(method, cfg, saved)] = summarise(method_rows)
     return {
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
-        "overall": by_method[cfg.methods[0]],
+        "overall": by_method[label(cfg.methods[0], cfg, saved)],
         "by_method": by_method,
         "per_prompt": rows,
         "_grid": grid,  # tensors for save_grid; dropped by save_json

@@ -20,11 +20,13 @@ class ConsoleProgress:
         self._bar, self._optimizing = None, None
 
     def update(self, event: Progress) -> None:
-        optimizing = event.phase == OPTIMIZE
+        optimizing = event.optimizing
         if self._bar is None or optimizing != self._optimizing or event.total != self._bar.total:
             self._new_bar(event, optimizing)
         if not optimizing:
             self._bar.set_description_str(f"{self.label}: {event.label}", refresh=False)
+        elif event.phase != OPTIMIZE:  # a stage of the one step bar: "a red cube (refining the surface)"
+            self._bar.set_description_str(f"{self.label} ({event.label})", refresh=False)
         elif math.isfinite(event.loss):
             self._bar.set_postfix(loss=f"{event.loss:.4g}", refresh=False)
         self._bar.n = event.step

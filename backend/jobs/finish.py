@@ -1,15 +1,18 @@
 """The one way an asset becomes a job's result, for per-prompt and instant jobs alike: its mesh (``to_mesh``, with
-decimation and a baked texture), the final MeshUpdate, the exported file(s), the contact sheet, and Done; or Failed
+decimation and a baked texture), the final MeshUpdate, the exported file(s), the contact sheet (the exported mesh,
+textured and as bare geometry), and Done; or Failed
 with ``empty_field`` (no surface) or ``unwritable_output`` (the files cannot be written). Each phase is announced as
 Progress first (jobs.phases)."""
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from dreamstill.protocol import Done, Failed, JobEvent, JobSpec, MeshUpdate
 
@@ -20,6 +23,7 @@ from ..render.cameras import orbit_cameras
 from .phases import PhaseClock, asset_mesh_phases, mesh_phase_names
 
 OUTPUT_PHASES = ["export", "views"]
+VIEWS_SIZE = 256  # pixels a view of the contact sheet
 
 
 def mesh_update(mesh, step: int, final: bool) -> MeshUpdate:
@@ -35,11 +39,19 @@ def mesh_update(mesh, step: int, final: bool) -> MeshUpdate:
     )
 
 
-def write_views(asset: Asset, path: Path, n: int = 4, size: int = 128) -> Path:
-    """The contact sheet: n views around the asset at 20 degrees elevation, albedo, on its background."""
-    out = asset.render(orbit_cameras(n, elevation=20.0), size, size)
-    images = [(img.clamp(0, 1) * 255).round().byte().cpu().numpy() for img in out.rgb]
-    return save_png(contact_sheet(images), path)
+def write_views(mesh, path: Path, n: int = 4, size: int = VIEWS_SIZE) -> Path:
+    """The contact sheet of the mesh as exported: n views around it at 20 degrees elevation, framed to fit, lit by a
+    key light; the textured mesh in the top row, the geometry alone (grey, smooth normals) in the bottom row, so pits,
+    lumps and holes show (render.raster)."""
+    from ..render.raster import draw_mesh
+
+    radius = float(np.linalg.norm(mesh.vertices, axis=1).max()) if mesh.num_vertices else 1.0
+    fov = 45.0
+    distance = max(radius, 1e-3) / math.sin(math.radians(0.5 * fov)) * 1.05
+    cams = orbit_cameras(n, elevation=20.0, distance=distance, fov=fov)
+    rows = torch.cat([draw_mesh(mesh, cams, size, "texture"), draw_mesh(mesh, cams, size, "geometry")])
+    images = [(img.clamp(0, 1) * 255).round().byte().numpy() for img in rows]
+    return save_png(contact_sheet(images, columns=n), path)
 
 
 def finish_asset(
@@ -49,7 +61,7 @@ def finish_asset(
     clock: PhaseClock,
     step: int,
     metrics: dict | None = None,
-    views_size: int = 128,
+    views_size: int = VIEWS_SIZE,
 ) -> Iterator[JobEvent]:
     """Mesh, export and contact sheet of ``asset`` as events, ending in Done (files, seconds, metrics with the
     asset's warnings) or Failed. ``clock`` has planned these phases (``finish_phase_names``); ``step`` labels the
@@ -65,7 +77,7 @@ def finish_asset(
         yield clock.progress("export")
         files = [str(p) for p in export_mesh(mesh, output_path, spec.output_format)]
         yield clock.progress("views")
-        files.append(str(write_views(asset, output_path.with_name(output_path.stem + "_views.png"), size=views_size)))
+        files.append(str(write_views(mesh, output_path.with_name(output_path.stem + "_views.png"), size=views_size)))
     except OSError as err:
         yield Failed("unwritable_output", f"cannot write {output_path}: {err}; choose a writable path")
         return

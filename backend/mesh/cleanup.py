@@ -113,11 +113,12 @@ def mesh_sdf(sdf_fn: SDFFn, bound: float, resolution: int = 128, chunk: int = 65
     return marching_cubes_sdf(sdf_grid(sdf_fn, bound, resolution, chunk, device), bound)
 
 
-def keep_largest_parts(mesh: Mesh, n: int | None) -> tuple[Mesh, int]:
-    """The ``n`` largest connected parts by area (all when n is None); returns (mesh, parts removed)."""
+def keep_largest_parts(mesh: Mesh, n: int | None, min_fraction: float = 0.0) -> tuple[Mesh, int]:
+    """The ``n`` largest connected parts by area (all when n is None), less any part whose area is under
+    ``min_fraction`` of the largest's; returns (mesh, parts removed)."""
     if n is not None and n < 1:
         raise ValueError(f"keep_components is {n}; use None (keep all) or the number of objects (>= 1)")
-    if n is None or mesh.num_faces == 0:
+    if (n is None and min_fraction <= 0) or mesh.num_faces == 0:
         return mesh, 0
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
@@ -129,10 +130,11 @@ def keep_largest_parts(mesh: Mesh, n: int | None) -> tuple[Mesh, int]:
     face_label = labels[f[:, 0]]
     area = np.bincount(face_label, weights=mesh.face_areas(), minlength=count)
     present = np.unique(face_label)
-    if len(present) <= n:
+    order = present[np.argsort(-area[present], kind="stable")][: len(present) if n is None else n]
+    keep = order[area[order] >= min_fraction * area[order[0]]]
+    if len(keep) == len(present):
         return mesh, 0
-    keep = present[np.argsort(-area[present], kind="stable")[:n]]
-    return _subset_faces(mesh, np.isin(face_label, keep)), len(present) - n
+    return _subset_faces(mesh, np.isin(face_label, keep)), len(present) - len(keep)
 
 
 def _subset_faces(mesh: Mesh, face_mask: np.ndarray) -> Mesh:
@@ -221,11 +223,14 @@ def orient_outward(mesh: Mesh) -> Mesh:
     return mesh.copy(faces=np.asarray(tm.faces, np.int32))
 
 
-def clean_mesh(mesh: Mesh, keep_components: int | None = 1, max_hole_edges: int = 64) -> tuple[Mesh, dict]:
-    """Weld, keep the largest parts, fill small holes, orient outward. Returns (mesh, a report of what changed and
-    the final ``topology``). Vertex colours are dropped (evaluate the field again at the new vertices)."""
+def clean_mesh(
+    mesh: Mesh, keep_components: int | None = 1, max_hole_edges: int = 64, min_fraction: float = 0.0
+) -> tuple[Mesh, dict]:
+    """Weld, keep the largest parts (``keep_largest_parts``), fill small holes, orient outward. Returns (mesh, a
+    report of what changed and the final ``topology``). Vertex colours are dropped (evaluate the field again at the
+    new vertices)."""
     welded = weld(mesh.copy(vertex_colors=None))
-    kept, removed = keep_largest_parts(welded, keep_components)
+    kept, removed = keep_largest_parts(welded, keep_components, min_fraction)
     filled, holes = fill_small_holes(kept, max_hole_edges)
     result = orient_outward(filled)
     report = {"removed_components": removed, "filled_holes": holes, **topology(result).as_dict()}
@@ -235,6 +240,28 @@ def clean_mesh(mesh: Mesh, keep_components: int | None = 1, max_hole_edges: int 
 def smooth_vertex_normals(mesh: Mesh) -> np.ndarray:
     """(N, 3) unit vertex normals, the area-weighted mean of the adjacent faces' normals (trimesh)."""
     return np.asarray(_trimesh(mesh).vertex_normals, np.float32)
+
+
+def with_smooth_normals(mesh: Mesh) -> Mesh:
+    """``mesh`` carrying its smooth vertex normals (compute them on a welded mesh: a seam would crease them)."""
+    return mesh.copy(normals=smooth_vertex_normals(mesh))
+
+
+def follow_split(before: Mesh, after: Mesh) -> Mesh:
+    """``after`` (``before`` with vertices duplicated, e.g. along UV seams, none moved) with ``before``'s normals:
+    each vertex of ``after`` takes the normals of the vertex of ``before`` at the same position. ``after`` itself
+    when ``before`` has no normals or some vertex of ``after`` is not a vertex of ``before``."""
+    if before.normals is None or after.normals is not None:
+        return after
+    rows = np.concatenate([before.vertices, after.vertices])
+    _, inverse = np.unique(rows, axis=0, return_inverse=True)
+    inverse = inverse.ravel()
+    source = np.full(inverse.max() + 1, -1, np.int64)
+    source[inverse[: before.num_vertices]] = np.arange(before.num_vertices)
+    index = source[inverse[before.num_vertices :]]
+    if (index < 0).any():
+        return after
+    return after.copy(normals=before.normals[index])
 
 
 def axis_aligned_area_share(mesh: Mesh, degrees: float = 15.0, rotation_z_deg: float = 0.0) -> float:

@@ -9,6 +9,9 @@ which those importers turn back into (x, y, z). It is a proper rotation (det +1)
 normals) is kept. Blender's PLY importer is Z up, so .ply is written in the world frame; USD files declare
 ``upAxis = Z`` and ``metersPerUnit = 1`` and are written in the world frame too (see ``usd.py``).
 
+Normals. A mesh with ``normals`` gets them written as smooth vertex normals (glTF NORMAL, rotated with the points;
+OBJ vn; USD normals), so importers shade it smooth; without them importers shade it flat.
+
 Appearance. A mesh with ``uvs`` and ``texture`` is written textured (glTF: a metallic 0, roughness 1 material whose
 base colour is the texture; OBJ: map_Kd). Otherwise ``vertex_colors`` are written (glTF COLOR_0, OBJ/PLY per-vertex
 colours). PLY has no textures: a textured mesh is written with its texture sampled at the vertices.
@@ -79,8 +82,10 @@ def to_trimesh(mesh: Mesh, y_up: bool, name: str = "mesh", obj_material: bool = 
     from PIL import Image
 
     vertices = mesh.vertices.astype(np.float64)
+    normals = None if mesh.normals is None else mesh.normals.astype(np.float64)
     if y_up:
         vertices = vertices @ Z_UP_TO_Y_UP.T
+        normals = None if normals is None else normals @ Z_UP_TO_Y_UP.T
     visual = None
     if mesh.uvs is not None:
         image = Image.fromarray(mesh.texture, mode="RGB")
@@ -104,7 +109,8 @@ def to_trimesh(mesh: Mesh, y_up: bool, name: str = "mesh", obj_material: bool = 
     elif mesh.vertex_colors is not None:
         rgba = np.concatenate([mesh.vertex_colors, np.full((mesh.num_vertices, 1), 255, np.uint8)], axis=1)
         visual = trimesh.visual.ColorVisuals(vertex_colors=rgba)
-    return trimesh.Trimesh(vertices=vertices, faces=mesh.faces, visual=visual, process=False)
+    # vertex normals given here stay in trimesh's cache, which is what makes its glTF writer store them (NORMAL)
+    return trimesh.Trimesh(vertices=vertices, faces=mesh.faces, visual=visual, vertex_normals=normals, process=False)
 
 
 def _concatenate_colored(parts: list[Mesh]) -> Mesh:
@@ -188,7 +194,7 @@ def encode_obj(parts: list[Mesh], stem: str) -> dict[str, bytes]:
     )
     text, extra = trimesh.exchange.obj.export_obj(
         target,
-        include_normals=False,
+        include_normals=any(p.normals is not None for p in parts),
         include_color=True,
         include_texture=True,
         return_texture=True,

@@ -30,6 +30,7 @@ class Mesh:
         uvs: (N, 2) float32 texture coordinates per vertex, origin at the bottom-left of the texture
             (OBJ / Blender convention; the .glb writer flips v for glTF), or None.
         texture: (K, K, 3) uint8 albedo image, row 0 at the top, or None. Present together with ``uvs``.
+        normals: (N, 3) float32 unit vertex normals (outward; smooth shading in the exported file), or None.
     """
 
     vertices: np.ndarray
@@ -37,6 +38,7 @@ class Mesh:
     vertex_colors: np.ndarray | None = None
     uvs: np.ndarray | None = None
     texture: np.ndarray | None = None
+    normals: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.vertices = np.ascontiguousarray(self.vertices, dtype=np.float32)
@@ -61,6 +63,10 @@ class Mesh:
             self.texture = np.ascontiguousarray(self.texture, dtype=np.uint8)
             if self.texture.ndim != 3 or self.texture.shape[2] != 3:
                 raise ValueError(f"Mesh.texture must be (H, W, 3) uint8, got {self.texture.shape}")
+        if self.normals is not None:
+            self.normals = np.ascontiguousarray(self.normals, dtype=np.float32)
+            if self.normals.shape != (n, 3):
+                raise ValueError(f"Mesh.normals must be ({n}, 3) per vertex, got {self.normals.shape}")
 
     @property
     def num_vertices(self) -> int:
@@ -76,7 +82,10 @@ class Mesh:
         return 0.5 * np.linalg.norm(np.cross(b - a, c - a), axis=1)
 
     def copy(self, **changes) -> Mesh:
-        """A copy with some fields replaced (arrays not named are shared, not copied)."""
+        """A copy with some fields replaced (arrays not named are shared, not copied). New vertices drop the
+        per-vertex normals unless new ones are given (they belonged to the old vertices)."""
+        if "vertices" in changes and "normals" not in changes:
+            changes["normals"] = None
         return replace(self, **changes)
 
 

@@ -80,7 +80,10 @@ def linear_to_srgb(linear: np.ndarray) -> np.ndarray:
 
 
 def vertex_normals(mesh: Mesh) -> np.ndarray:
-    """(N, 3) unit area-weighted vertex normals (trimesh), outward for an outward-wound mesh."""
+    """(N, 3) unit vertex normals: the mesh's own when it has them (smooth across UV seams), else area-weighted
+    ones (trimesh), outward for an outward-wound mesh."""
+    if mesh.normals is not None:
+        return mesh.normals
     import trimesh
 
     return np.asarray(trimesh.Trimesh(mesh.vertices, mesh.faces, process=False).vertex_normals, np.float32)

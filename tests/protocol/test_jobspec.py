@@ -130,7 +130,7 @@ def test_mesh_resolution_and_faces_zero_means_the_modes_default():
     assert JobSpec(prompt="a cube").mesh_grid == 128
     assert JobSpec(prompt="a cube", mode="instant").mesh_grid == 64
     assert JobSpec(prompt="a cube", mode="instant", mesh_resolution=96).mesh_grid == 96
-    assert JobSpec(prompt="a cube").face_budget is None
+    assert JobSpec(prompt="a cube").face_budget == 20_000
     assert JobSpec(prompt="a cube", mode="instant").face_budget == 10_000
 
 
@@ -227,3 +227,48 @@ def test_a_field_without_a_setting_or_bound_is_a_declaration_error():
 
     with pytest.raises(TypeError, match=r"Unbounded\.note: a text setting needs max_chars"):
         Unbounded(prompt="a")
+
+
+# --- the stages ----------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "steps, plan",
+    [
+        (400, (("density", 200), ("geometry", 150), ("texture", 50))),
+        (481, (("density", 241), ("geometry", 180), ("texture", 60))),  # the shares round down
+        (8, (("density", 4), ("geometry", 3), ("texture", 1))),
+        (4, (("density", 3), ("geometry", 1))),  # a stage of 0 steps is left out
+        (2, (("density", 1), ("geometry", 1))),  # from 2 steps on the geometry stage has a step
+        (1, (("density", 1),)),
+    ],
+)
+def test_the_surface_stage_takes_its_shares_of_the_steps(steps, plan):
+    spec = JobSpec(prompt="a", steps=steps)
+    assert spec.surface and spec.stage_plan == plan and sum(n for _, n in plan) == steps
+
+
+def test_given_stage_steps_are_kept_and_the_density_stage_gets_the_rest():
+    spec = JobSpec(prompt="a", steps=100, geometry_steps=30, texture_steps=5)
+    assert spec.stage_plan == (("density", 65), ("geometry", 30), ("texture", 5))
+    assert JobSpec(prompt="a", steps=100, geometry_steps=30).stage_plan[-1] == ("texture", 12)
+
+
+def test_without_the_surface_stage_every_step_optimizes_the_density_field():
+    assert JobSpec(prompt="a", steps=50, surface=False, geometry_steps=70).stage_plan == (("optimize", 50),)
+
+
+@pytest.mark.parametrize("surface", (True, False))
+def test_a_job_on_a_given_mesh_has_one_stage_named_by_its_mode(surface):
+    texture = JobSpec(prompt="a", mode="texture", steps=50, surface=surface, geometry_steps=70)
+    assert texture.stage_plan == (("texture", 50),)
+    assert JobSpec(prompt="a", mode="refine", steps=7, surface=surface).stage_plan == (("geometry", 7),)
+
+
+def test_stages_that_leave_no_density_step_are_refused_naming_what_to_change():
+    with pytest.raises(JobSpecError, match=r"steps: is 10, and geometry_steps 9 \+ texture_steps 1 leave"):
+        JobSpec(prompt="a", steps=10, geometry_steps=9, texture_steps=1)
+    spec = JobSpec(prompt="a", steps=100, geometry_steps=60)
+    with pytest.raises(JobSpecError, match="turn the surface stage off"):
+        dataclasses.replace(spec, steps=60)
+    spec.steps = 60  # assignment checks the field alone; validate() checks the stages too
+    with pytest.raises(JobSpecError, match="raise steps above 67"):
+        spec.validate()

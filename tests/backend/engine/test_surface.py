@@ -1,70 +1,172 @@
-"""Surface-stage prototype: density -> SDF -> geometry -> texture -> clean mesh, end to end on the tiny prior."""
+"""The surface stage inside AssetOptimizer: stages swap in at their steps, the texture stage freezes the geometry,
+beta follows its schedule, a resume across the stage boundary matches an uninterrupted run, and the regularizers
+in closed form."""
 
 from __future__ import annotations
 
+import math
+
+import pytest
 import torch
 
-from dreamstill.backend.engine.surface import SurfaceStageConfig, objects_in_prompt, run_surface_prototype
-from dreamstill.backend.fields import HashGridConfig, SDFFieldConfig, SDFInitConfig
-from dreamstill.backend.mesh import load_mesh
-from dreamstill.backend.mesh.cleanup import topology, weld
-from dreamstill.protocol import JobSpec
+from dreamstill.backend.engine.step import DistillViews
+from dreamstill.backend.engine.surface import Eikonal, NormalSmoothness, Orientation, objects_in_prompt
+from dreamstill.backend.fields import SDFField
+from dreamstill.backend.render import RenderOutput
+from dreamstill.backend.render.cameras import orbit_cameras
+from dreamstill.protocol import Progress
 
-SMALL = HashGridConfig(n_levels=4, log2_hashmap_size=12, base_resolution=4, max_resolution=32, backend="torch")
+
+def params(tensors) -> torch.Tensor:
+    return torch.cat([p.detach().flatten().clone() for p in tensors])
 
 
-def tiny_config(**overrides) -> SurfaceStageConfig:
-    base = dict(
-        num_samples=16,
-        num_importance=0,
-        eikonal_points=256,
-        smoothness_points=64,
-        init=SDFInitConfig(resolution=24, fit_steps=10, fit_points=512),
-        sdf=SDFFieldConfig(grid=SMALL, albedo_grid=SMALL, hidden_dim=16),
-        mesh_resolution=32,
-        max_faces=500,
-        texture_size=32,
-    )
-    base.update(overrides)
-    return SurfaceStageConfig(**base)
+def surface_spec(tiny_spec, **overrides):
+    return tiny_spec(**{"surface": True, "steps": 6, "geometry_steps": 3, "texture_steps": 1, **overrides})
 
 
 def test_objects_in_prompt_counts_compositions():
     assert objects_in_prompt("a red cube") == 1
     assert objects_in_prompt("a red cube next to a blue torus") == 2
     assert objects_in_prompt("a green cone on top of a yellow sphere") == 2
-    assert objects_in_prompt("a photo of a hamburger") == 1
+    assert objects_in_prompt("a photo of a hamburger") is None  # free-form: every large part is kept
 
 
-def test_prototype_writes_a_watertight_light_asset_and_freezes_geometry_for_texture(tiny_prior, tmp_path):
-    spec = JobSpec(prompt="a red cube", prior="tiny", resolution=32, batch_size=1, seed=1)
-    seen = []
-    report = run_surface_prototype(
-        spec,
-        tmp_path / "asset.glb",
-        density_steps=2,
-        geometry_steps=2,
-        texture_steps=2,
-        config=tiny_config(),
-        prior=tiny_prior,
-        progress=lambda stage, step, total, loss: seen.append((stage, step, total)),
-        density_checkpoint=tmp_path / "density.pt",
+def test_stages_run_in_order_on_one_count_of_steps(tiny_spec, tiny_prior, small_surface):
+    from dreamstill.backend.engine import AssetOptimizer
+
+    opt = AssetOptimizer(surface_spec(tiny_spec), prior=tiny_prior)
+    events = [e for e in opt.run() if isinstance(e, Progress)]
+    assert [(e.phase, e.step, e.total) for e in events] == [
+        ("density", 1, 6),
+        ("density", 2, 6),
+        ("geometry", 3, 6),
+        ("geometry", 4, 6),
+        ("geometry", 5, 6),
+        ("texture", 6, 6),
+    ]
+    assert isinstance(opt.field, SDFField) and opt.stage == "texture"
+    assert not any(p.requires_grad for p in opt.field.geometry_parameters())
+
+
+def test_the_texture_stage_moves_the_albedo_alone(tiny_spec, tiny_prior, small_surface):
+    from dreamstill.backend.engine import AssetOptimizer
+
+    opt = AssetOptimizer(surface_spec(tiny_spec, steps=7, texture_steps=2), prior=tiny_prior)
+    list(opt.run(cancel=lambda: opt.step >= 5))  # the end of the geometry stage
+    geometry, albedo = params(opt.field.geometry_parameters()), params(opt.field.albedo_parameters())
+    assert len(opt.regularizers) == 3  # eikonal, normal smoothness, orientation
+    list(opt.run())
+    assert opt.regularizers == [] and opt.step == 7
+    assert torch.equal(params(opt.field.geometry_parameters()), geometry)
+    assert not torch.equal(params(opt.field.albedo_parameters()), albedo)
+
+
+def test_beta_is_annealed_geometrically_over_the_geometry_stage(tiny_spec, tiny_prior, small_surface):
+    from dreamstill.backend.engine import AssetOptimizer
+
+    opt = AssetOptimizer(surface_spec(tiny_spec), prior=tiny_prior)
+    opt._enter("geometry")
+    b0, b1 = small_surface.beta_start, small_surface.beta_end
+    for step, expected in ((0, b0), (2, math.sqrt(b0 * b1)), (4, b1)):
+        opt.surface.before_step(opt, "geometry", step, 5)
+        assert float(opt.field.beta) == pytest.approx(expected, rel=1e-6)
+    opt.surface.before_step(opt, "texture", 0, 1)  # the texture stage keeps the last beta
+    assert float(opt.field.beta) == pytest.approx(b1, rel=1e-6)
+
+
+@pytest.mark.parametrize("stop_after", [2, 3, 5])  # at the boundary, inside the geometry stage, inside the texture's
+def test_resume_in_any_stage_matches_the_uninterrupted_run(tiny_spec, tiny_prior, small_surface, tmp_path, stop_after):
+    from dreamstill.backend.engine import AssetOptimizer
+
+    spec = surface_spec(tiny_spec, steps=7, texture_steps=2)
+    full = AssetOptimizer(spec, prior=tiny_prior)
+    list(full.run())
+
+    first = AssetOptimizer(spec, prior=tiny_prior)
+    list(first.run(cancel=lambda: first.step >= stop_after))
+    first.save_checkpoint(tmp_path / "ckpt.pt")
+    resumed = AssetOptimizer(spec, prior=tiny_prior)
+    resumed.load_checkpoint(tmp_path / "ckpt.pt")
+    assert resumed.step == stop_after and resumed.stage == first.stage
+    list(resumed.run())
+    assert resumed.stage == "texture" and isinstance(resumed.field, SDFField)
+    torch.testing.assert_close(params(resumed.field.parameters()), params(full.field.parameters()), rtol=0, atol=1e-4)
+
+
+def test_a_density_stage_without_a_surface_starts_the_sdf_from_a_ball(
+    tiny_spec, tiny_prior, small_surface, monkeypatch
+):
+    from dreamstill.backend.engine import AssetOptimizer, surface
+    from dreamstill.backend.mesh import EmptyFieldError
+
+    def empty(*args, **kwargs):
+        raise EmptyFieldError("no ray is half opaque")
+
+    monkeypatch.setattr(surface, "sdf_field_from_density", empty)
+    opt = AssetOptimizer(surface_spec(tiny_spec), prior=tiny_prior)
+    list(opt.run(cancel=lambda: opt.step >= 3))
+    assert isinstance(opt.field, SDFField) and opt.stage == "geometry"
+    assert opt.warnings == ["the surface stage started from a ball: no ray is half opaque"]
+
+
+def test_the_surface_assets_mesh_is_watertight_light_and_smooth(tiny_spec, tiny_prior, small_surface, monkeypatch):
+    """Meshing goes through the SDF once the surface stage has begun (here an SDF that is a ball of radius 0.4)."""
+    from dreamstill.backend.engine import AssetOptimizer, surface
+    from dreamstill.backend.mesh.cleanup import topology
+
+    opt = AssetOptimizer(surface_spec(tiny_spec), prior=tiny_prior)
+    opt._enter("geometry")
+    monkeypatch.setattr(opt.field, "sdf", lambda x: x.norm(dim=-1) - 0.4)
+    assert surface.SurfaceStages is type(opt.surface)
+    mesh = opt.to_mesh(32, 0, 300)
+    top = topology(mesh)
+    assert top.watertight and top.euler == 2 and mesh.num_faces <= 300
+    radius = torch.from_numpy(mesh.vertices).norm(dim=-1)
+    assert radius.min() > 0.36 and radius.max() < 0.42
+    radial = torch.nn.functional.cosine_similarity(torch.from_numpy(mesh.normals), torch.from_numpy(mesh.vertices))
+    assert radial.mean() > 0.99 and radial.min() > 0.8  # smooth outward vertex normals (300 faces: some skinny)
+
+
+# --- regularizers in closed form -----------------------------------------------------------------------------------
+def flat_views(normal_sign: float, size: int = 8) -> DistillViews:
+    """One view of a wall filling the image at depth 2, opaque, with normals +/- the ray directions."""
+    cams = orbit_cameras(1)
+    _, dirs = cams.rays(size, size)
+    ones = torch.ones(1, size, size, 1)
+    out = RenderOutput(
+        rgb=ones.expand(-1, -1, -1, 3),
+        opacity=ones,
+        depth=2 * ones,
+        normal=normal_sign * dirs,
+        weights=ones,
+        ray_dist=2 * ones,
     )
-    assert [s for s in dict.fromkeys(stage for stage, _, _ in seen)] == ["density", "init", "geometry", "texture"]
-    assert ("geometry", 2, 2) in seen and ("texture", 2, 2) in seen
-    assert {"density", "init", "geometry", "texture", "mesh", "total", "total_cpu", "geometry_cpu"} <= set(
-        report["seconds"]
-    )
-    final = report["mesh"]["final"]
-    assert final["watertight"] and final["euler"] == 2 and final["faces"] <= 500
-    mesh = load_mesh(report["files"][0])
-    assert mesh.texture is not None and mesh.texture.shape == (32, 32, 3)
-    assert topology(weld(mesh)).watertight  # the bake split vertices along seams only
-    assert (tmp_path / "density.pt").exists()
+    return DistillViews(torch.zeros(1, 3, 4, 4), ones.permute(0, 3, 1, 2), cams.as_condition(), [out])
 
-    stage = report["stage"]
-    geometry = [p.detach().clone() for p in stage.field.geometry_parameters()]
-    albedo = [p.detach().clone() for p in stage.field.albedo_parameters()]
-    stage.run_texture()
-    assert all(torch.equal(a, p) for a, p in zip(geometry, stage.field.geometry_parameters()))
-    assert any(not torch.equal(a, p) for a, p in zip(albedo, stage.field.albedo_parameters()))
+
+def test_orientation_charges_normals_facing_away_from_the_camera():
+    assert float(Orientation(10.0)(flat_views(+1.0))) == pytest.approx(10.0)  # n . v = 1 everywhere
+    assert float(Orientation(10.0)(flat_views(-1.0))) == 0.0
+
+
+class Plane:
+    """d(x) = 2 x_0: a plane whose gradient has norm 2 everywhere and a constant normal."""
+
+    bound = 1.0
+
+    def sdf_with_gradient(self, x):
+        return 2 * x[:, 0], torch.tensor([2.0, 0.0, 0.0]).expand_as(x)
+
+    def normals(self, x):
+        return torch.tensor([1.0, 0.0, 0.0]).expand_as(x)
+
+
+def test_eikonal_and_smoothness_of_a_plane():
+    rng = torch.Generator().manual_seed(0)
+    views = flat_views(-1.0)
+    assert float(Eikonal(Plane(), 3.0, 64, rng)(views)) == pytest.approx(3.0)  # 3 (||grad d|| - 1)^2 = 3
+    assert float(NormalSmoothness(Plane(), 5.0, 0.05, 1.0, 16, rng)(views)) == pytest.approx(5.0 * 1e-4)  # sqrt(eps)
+    none_hit = DistillViews(views.z, views.opacity, views.camera, [views.outputs[0]])
+    none_hit.outputs[0].opacity = torch.zeros_like(views.outputs[0].opacity)
+    assert float(NormalSmoothness(Plane(), 5.0, 0.05, 1.0, 16, rng)(none_hit)) == 0.0

@@ -287,3 +287,29 @@ def test_eval_quick_runs_a_real_method_end_to_end(tmp_path, capsys, random_score
     assert data["overall"]["assets"] == 2
     assert data["overall"]["seconds_per_step"] > 0
     assert 0.0 <= data["overall"]["r_at_1"] <= 1.0
+
+
+def test_no_surface_names_the_density_stage_and_rescore_keeps_the_name(tmp_path, capsys, random_scorer, monkeypatch):
+    """--no-surface makes each asset with JobSpec.surface False and labels it '<method>-density', so both stages of
+    a method can be rescored into one table."""
+    from dreamstill.backend.engine import optimize
+
+    made = []
+    real_init = optimize.AssetOptimizer.__init__
+
+    def spy(self, spec, *args, **kwargs):
+        made.append(spec.surface)
+        real_init(self, spec, *args, **kwargs)
+
+    monkeypatch.setattr(optimize.AssetOptimizer, "__init__", spy)
+    common = ["--quick", "--prior", "tiny", "--steps", "1", "--seeds", "1", "--prompts-limit", "1"]
+    common += ["--scorer", str(random_scorer), "--grid", str(tmp_path / "g.png")]
+    assert main(["eval", "--method", "sds", "--no-surface", *common, "--json", str(tmp_path / "d.json")]) == 0
+    assert main(["eval", "--method", "sds", *common, "--json", str(tmp_path / "s.json")]) == 0
+    assert made == [False, True]
+    assert list(json.loads((tmp_path / "d.json").read_text())["by_method"]) == ["sds-density"]
+    assert list(json.loads((tmp_path / "s.json").read_text())["by_method"]) == ["sds"]
+    both = ["--rescore", str(tmp_path / "s.assets.pt"), str(tmp_path / "d.assets.pt")]
+    assert main(["eval", *both, "--scorer", str(random_scorer), "--json", str(tmp_path / "b.json")]) == 0
+    assert list(json.loads((tmp_path / "b.json").read_text())["by_method"]) == ["sds", "sds-density"]
+    assert "sds-density" in capsys.readouterr().out

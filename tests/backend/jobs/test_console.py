@@ -37,3 +37,16 @@ def test_instant_job_shows_no_step_bar():
     text = out.getvalue()
     assert "step" not in text and "/400" not in text
     assert "4/5" in text and "5/5" in text and "a blue sphere: generating" in text
+
+
+def test_the_stages_share_one_step_bar_that_names_the_stage():
+    out = io.StringIO()
+    bar = ConsoleProgress("a red cube", file=out)
+    for step, phase in ((1, "density"), (2, "density"), (3, "geometry"), (4, "texture")):
+        bar.update(Progress(step, 4, 1.0, 1.0, phase=phase))
+    bar.update(Progress(0, 2, NAN, NAN, phase="mesh"))
+    bar.close(done=True)
+    text = out.getvalue()
+    assert "a red cube (optimizing the density field)" in text and "a red cube (refining the surface)" in text
+    assert "a red cube (painting the texture)" in text and "4/4" in text
+    assert text.count("0/4") == 1  # one bar for the steps: it never restarts at a stage

@@ -70,3 +70,20 @@ def test_prompt_warnings_name_a_prompt_outside_the_builtin_world(tiny_spec):
     assert prompt_warnings(tiny_spec(prompt="a hamburger", prior="builtin"))[0].count("hamburger") >= 1
     assert prompt_warnings(tiny_spec(prompt="a red cube", prior="builtin")) == []
     assert prompt_warnings(tiny_spec(prompt="a hamburger")) == []  # the tiny test prior: no world to check against
+
+
+def test_the_contact_sheet_shows_the_textured_mesh_above_its_bare_geometry(tmp_path):
+    from PIL import Image
+
+    from dreamstill.backend.jobs.finish import write_views
+
+    v = np.array([[0, 0, 0.5], [0.5, 0, -0.3], [-0.3, 0.45, -0.3], [-0.3, -0.45, -0.3]], np.float32)
+    f = np.array([[0, 1, 2], [0, 2, 3], [0, 3, 1], [1, 3, 2]], np.int32)
+    mesh = Mesh(v, f, vertex_colors=np.tile(np.array([[0, 0, 255]], np.uint8), (4, 1)))
+    sheet = np.asarray(Image.open(write_views(mesh, tmp_path / "v.png", n=3, size=64)))
+    assert sheet.shape == (2 * 66 + 2, 3 * 66 + 2, 3)  # two rows of three 64 px views, 2 px apart
+    top, bottom = sheet[2:66, 2:66].reshape(-1, 3).astype(int), sheet[68:132, 2:66].reshape(-1, 3).astype(int)
+    drawn_top, drawn_bottom = top[(top != 255).any(1)], bottom[(bottom != 255).any(1)]
+    assert len(drawn_top) > 200 and len(drawn_bottom) > 200  # framed to fill the view, not a speck
+    assert (drawn_top[:, 2] > drawn_top[:, 0]).all()  # blue albedo
+    assert (drawn_bottom[:, 0] == drawn_bottom[:, 2]).all()  # grey geometry

@@ -21,17 +21,18 @@ def test_run_job_streams_steps_then_phases_and_writes_files(tiny_spec, tiny_prio
     assert sum(isinstance(e, Preview) for e in events) == 2
     after = events[events.index(steps[-1]) + 1 :]
     after = [e for e in after if not isinstance(e, Preview)]
-    # texture_size 32, no face budget: mesh, bake, then the final mesh, export and views; each phase announced as it
-    # starts with the number of phases already done
+    # texture_size 32, the default face budget: mesh, decimate, bake, then the final mesh, export and views; each
+    # phase announced as it starts with the number of phases already done
     assert [(e.phase, e.step, e.total) for e in after if isinstance(e, Progress)] == [
-        ("mesh", 0, 4),
-        ("bake", 1, 4),
-        ("export", 2, 4),
-        ("views", 3, 4),
+        ("mesh", 0, 5),
+        ("decimate", 1, 5),
+        ("bake", 2, 5),
+        ("export", 3, 5),
+        ("views", 4, 5),
     ]
-    assert [type(e).__name__ for e in after] == ["Progress", "Progress", "MeshUpdate", "Progress", "Progress", "Done"]
+    assert [type(e).__name__ for e in after] == ["Progress"] * 3 + ["MeshUpdate", "Progress", "Progress", "Done"]
     assert all(math.isnan(e.loss) and math.isnan(e.eta_s) for e in after if isinstance(e, Progress))
-    mesh = after[2]
+    mesh = after[3]
     assert mesh.final and mesh.step == 4 and mesh.faces.max() < len(mesh.vertices)
     assert mesh.texture is not None and mesh.uvs.shape == (len(mesh.vertices), 2)
     done = events[-1]
@@ -66,6 +67,43 @@ def test_resume_from_another_specs_checkpoint_fails_and_keeps_it(tiny_spec, tiny
     events = list(run_job(tiny_spec(steps=20, seed=9), tmp_path, resume=True, prior=tiny_prior))
     assert len(events) == 1 and events[0].code == "bad_spec" and "checkpoint.pt" in events[0].message
     assert (tmp_path / "checkpoint.pt").read_bytes() == before
+
+
+def test_a_surface_job_runs_its_stages_on_one_bar_and_meshes_the_sdf(
+    tiny_spec, tiny_prior, small_surface, tmp_path, glb_attributes
+):
+    """Steps run density -> geometry -> texture on one count; the intermediate mesh of the geometry stage and the
+    final one come from the SDF: watertight, and the .glb carries smooth normals."""
+    from dreamstill.backend.jobs import run_job
+    from dreamstill.backend.mesh import Mesh
+    from dreamstill.backend.mesh.cleanup import topology, weld
+
+    spec = tiny_spec(surface=True, steps=6, geometry_steps=3, texture_steps=1, mesh_every=4, texture_size=32)
+    events = list(run_job(spec, tmp_path, prior=tiny_prior))
+    steps = [e for e in events if isinstance(e, Progress) and e.optimizing]
+    assert [e.phase for e in steps] == ["density"] * 2 + ["geometry"] * 3 + ["texture"]
+    assert [e.step for e in steps] == [1, 2, 3, 4, 5, 6] and {e.total for e in steps} == {6}
+    meshes = [e for e in events if isinstance(e, MeshUpdate)]
+    assert [(m.step, m.final) for m in meshes] == [(4, False), (6, True)]
+    for m in meshes:
+        assert topology(weld(Mesh(m.vertices, m.faces))).watertight
+    assert "NORMAL" in glb_attributes(tmp_path / "asset.glb")[0]
+    assert events[-1].files[0] == str(tmp_path / "asset.glb")
+
+
+def test_a_surface_job_cancelled_in_its_geometry_stage_resumes_there(tiny_spec, tiny_prior, small_surface, tmp_path):
+    from dreamstill.backend.jobs import run_job
+
+    spec = tiny_spec(surface=True, steps=6, geometry_steps=3, texture_steps=1, checkpoint_every=100)
+    seen = []
+    for e in run_job(spec, tmp_path, cancel=lambda: len(seen) >= 3, prior=tiny_prior):
+        if isinstance(e, Progress):
+            seen.append(e.phase)
+    assert seen == ["density", "density", "geometry"] and isinstance(e, Cancelled) and e.step == 3
+    events = list(run_job(spec, tmp_path, resume=True, prior=tiny_prior))
+    phases = [(e.phase, e.step) for e in events if isinstance(e, Progress) and e.optimizing]
+    assert phases == [("geometry", 4), ("geometry", 5), ("texture", 6)]
+    assert events[-1].files
 
 
 def test_a_bad_spec_cannot_reach_run_job(tiny_spec):
@@ -110,6 +148,7 @@ TINY_ARGS = [
     "32",
     "--texture-size",
     "32",
+    "--no-surface",  # the surface stage at its real size takes a minute; tests above run it at test size
     "--quiet",
 ]
 

@@ -30,7 +30,7 @@ def test_a_texture_job_fits_distils_and_returns_the_input_textured(tiny_spec, ti
     spec = tiny_spec(mode="texture", steps=4, mesh_every=2, texture_size=32)
     events = list(run_job(spec, tmp_path, prior=tiny_prior, input_mesh=mesh))
     phases = [e.phase for e in events if isinstance(e, Progress)]
-    assert phases[:40] == ["fit"] * 40 and phases[40:44] == ["optimize"] * 4
+    assert phases[:40] == ["fit"] * 40 and phases[40:44] == ["texture"] * 4  # the one stage of a texture job
     assert phases[44:] == ["bake", "export", "views"]  # the UVs are its own: no unwrap
     updates = [e for e in events if isinstance(e, MeshUpdate)]
     assert [(u.step, u.final) for u in updates] == [(2, False), (4, True)]

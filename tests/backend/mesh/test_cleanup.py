@@ -111,3 +111,36 @@ def test_axis_aligned_share_of_a_cube_and_a_sphere():
     # a sphere: the share within 15 degrees of the six axes is 6 caps, 6 * 2 pi (1 - cos 15) / (4 pi)
     ball = mesh_sdf(sphere(radius=0.5), 1.0, resolution=64)
     assert axis_aligned_area_share(ball, 15.0) == pytest.approx(3 * (1 - math.cos(math.radians(15))), abs=0.02)
+
+
+def test_parts_under_a_fraction_of_the_largest_are_dropped_whatever_the_count():
+    from dreamstill.backend.mesh.cleanup import weld
+
+    big, other, speck = (
+        mesh_sdf(sphere((-0.4, 0, 0), 0.3), 1.0, 40),
+        mesh_sdf(sphere((0.4, 0, 0), 0.25), 1.0, 40),
+        mesh_sdf(sphere((0, 0.7, 0), 0.06), 1.0, 40),
+    )
+    offsets = np.cumsum([0, big.num_vertices, other.num_vertices])
+    parts = Mesh(
+        np.concatenate([big.vertices, other.vertices, speck.vertices]),
+        np.concatenate([big.faces + offsets[0], other.faces + offsets[1], speck.faces + offsets[2]]),
+    )
+    kept, removed = keep_largest_parts(weld(parts), None, min_fraction=0.1)  # speck: (0.06 / 0.3)^2 = 4% of the area
+    assert removed == 1 and topology(kept).components == 2
+    kept, removed = keep_largest_parts(weld(parts), 2, min_fraction=0.0)
+    assert removed == 1 and topology(kept).components == 2
+    assert keep_largest_parts(weld(parts), None)[1] == 0
+
+
+def test_normals_follow_vertices_split_along_seams():
+    from dreamstill.backend.mesh.cleanup import follow_split, with_smooth_normals
+
+    mesh = with_smooth_normals(mesh_sdf(sphere(), 1.0, resolution=24))
+    split = np.concatenate([np.arange(mesh.num_vertices), [0, 5, 5]])  # vertices 0 and 5 duplicated
+    after = Mesh(mesh.vertices[split], mesh.faces)
+    followed = follow_split(mesh, after)
+    np.testing.assert_array_equal(followed.normals, mesh.normals[split])
+    moved = Mesh(after.vertices + 1e-3, after.faces)
+    assert follow_split(mesh, moved).normals is None  # a vertex that is not one of the mesh's: nothing to follow
+    assert mesh.copy(vertices=mesh.vertices * 2).normals is None  # new vertices drop the old normals

@@ -143,3 +143,23 @@ def test_written_files_respect_the_umask_not_mkstemps_0600(tmp_path, umask):
     assert len(files) >= 6
     for path in files:
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o666 & ~umask, path
+
+
+def test_vertex_normals_are_written_to_glb_in_its_frame_and_to_obj(tmp_path, glb_attributes):
+    from dreamstill.backend.mesh.cleanup import smooth_vertex_normals
+
+    m = tetra(colors=False)
+    m = m.copy(normals=smooth_vertex_normals(m))
+    export_mesh(m, tmp_path / "n.glb")
+    attrs, arrays = glb_attributes(tmp_path / "n.glb")
+    assert "NORMAL" in attrs
+    np.testing.assert_allclose(arrays["NORMAL"], m.normals @ ex.Z_UP_TO_Y_UP.T, atol=1e-6)
+    assert "NORMAL" not in glb_attributes(export_mesh(tetra(), tmp_path / "plain.glb")[0])[0]
+    export_mesh(m, tmp_path / "n.obj")
+    assert (tmp_path / "n.obj").read_text().count("\nvn ") == m.num_vertices
+
+
+def test_normals_must_match_the_vertices():
+    m = tetra()
+    with pytest.raises(ValueError, match=r"Mesh.normals must be \(4, 3\)"):
+        m.copy(normals=np.zeros((3, 3)))

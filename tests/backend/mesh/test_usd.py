@@ -173,3 +173,12 @@ def test_blender_imports_the_mesh_its_material_and_texture(tmp_path):
         assert item["image_size"] == [8, 8]
         # Blender's pixel rows start at the bottom: row 7 of the PNG (blue), in linear float
         np.testing.assert_allclose(item["pixel"][:3], [10 / 255, 10 / 255, 200 / 255], atol=2e-3)
+
+
+def test_a_meshs_own_normals_are_the_usd_normals():
+    v = np.array([[0, 0, 1], [0.9, 0, -0.3], [-0.45, 0.8, -0.3], [-0.45, -0.8, -0.3]], np.float32)
+    f = np.array([[0, 1, 2], [0, 2, 3], [0, 3, 1], [1, 3, 2]], np.int32)
+    own = np.tile(np.array([[0.0, 0.0, 1.0]], np.float32), (4, 1))
+    np.testing.assert_array_equal(usd_module.vertex_normals(Mesh(v, f, normals=own)), own)
+    computed = usd_module.vertex_normals(Mesh(v, f))
+    assert computed[0] @ np.array([0, 0, 1.0]) > 0.5 and not np.array_equal(computed, own)

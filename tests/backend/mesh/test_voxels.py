@@ -102,3 +102,72 @@ def test_repair_sdf_grid_removes_a_bubble_and_a_floater_and_keeps_the_rest_exact
     assert np.array_equal(repaired[far], d[far])
     same, none = repair_sdf_grid(np.linalg.norm(p, axis=-1).astype(np.float32) - 0.5, H, 1, 0.06)
     assert none == 0
+
+
+def test_components_under_a_fraction_of_the_largest_are_dropped():
+    p = grid_points()
+    big = np.linalg.norm(p - [0.4, 0, 0], axis=-1) <= 0.3
+    small = np.linalg.norm(p - [-0.4, 0, 0], axis=-1) <= 0.2  # (2/3)^3 = 30% of the big one's voxels
+    speck = np.linalg.norm(p - [0, 0.7, 0], axis=-1) <= 0.06  # 0.8%
+    occ = big | small | speck
+    np.testing.assert_array_equal(keep_largest_components(occ, None, min_fraction=0.05), big | small)
+    np.testing.assert_array_equal(keep_largest_components(occ, 2), big | small)
+    np.testing.assert_array_equal(keep_largest_components(occ, 2, min_fraction=0.5), big)
+    assert keep_largest_components(occ, None) is occ
+
+
+def cone_shell():
+    """(a solid cone, base down at z = -0.5, and the same cone as a shell 0.07 thick, open at the bottom)."""
+    p = grid_points()
+    r, z = np.linalg.norm(p[..., :2], axis=-1), p[..., 2]
+    solid = (r <= (0.5 - z) * 0.6) & (z >= -0.5) & (z <= 0.5)
+    hollow = (r <= (0.5 - z) * 0.6 - 0.07) & (z >= -0.5) & (z <= 0.43)
+    return solid, solid & ~hollow
+
+
+def test_carving_fills_hollows_no_camera_sees_into_and_keeps_seen_space_empty():
+    """The carved solid holds the true solid and the hollows no camera sees into; it exceeds the truth by the carving
+    margin (a voxel and a pixel around the surface) and the wedge under a flat base that the lowest camera misses."""
+    from dreamstill.backend.mesh.voxels import carve_seen_space, orbit_viewpoints
+
+    opaque = 60.0  # a density that renders opaque within a voxel or two
+    above = orbit_viewpoints((-10.0, 45.0), 2.5)
+    solid, shell = cone_shell()
+    hollow = solid & ~shell
+    carved = carve_seen_space(shell * opaque, -BOUND, H, above)
+    assert (solid & ~carved).sum() == 0  # the hollow is filled, the shell kept
+    assert (carved & ~solid).sum() < 0.25 * solid.sum()
+    below = orbit_viewpoints((-60.0, 45.0), 2.5)  # cameras that look into the opening
+    assert (carve_seen_space(shell * opaque, -BOUND, H, below) & hollow).sum() < 0.5 * hollow.sum()
+    torus = torus_occupancy()
+    carved = carve_seen_space(torus * opaque, -BOUND, H, above)
+    assert not carved[N // 2, N // 2, N // 2]  # the hole is seen from above
+    assert (torus & ~carved).sum() == 0 and (carved & ~torus).sum() < 0.35 * torus.sum()
+    cube = cube_occupancy()
+    carved = carve_seen_space(cube * opaque, -BOUND, H, above)
+    assert (cube & ~carved).sum() == 0 and (carved & ~cube).sum() < 0.2 * cube.sum()
+
+
+def test_a_fog_that_renders_opaque_becomes_solid():
+    from dreamstill.backend.mesh.voxels import carve_seen_space, orbit_viewpoints
+
+    radius = np.linalg.norm(grid_points(), axis=-1)
+    fog = (radius <= 0.5) * 4.0  # opacity 1 - exp(-4 s) after s of it: 0.2 at s = 0.056, 0.98 through the middle
+    cameras = orbit_viewpoints((-10.0, 45.0), 2.5)
+    carved = carve_seen_space(fog, -BOUND, H, cameras, opacity=0.2)
+    assert (carved & (radius > 0.5)).sum() < 0.05 * (radius <= 0.5).sum()
+    inner = radius <= 0.5 - 0.056 - 2 * H  # the depth where the rays reach 0.2, less the margins
+    assert (inner & ~carved).sum() < 0.05 * inner.sum()
+    assert not carve_seen_space(fog / 10, -BOUND, H, cameras, opacity=0.2).any()  # 0.33 at most: seen through
+
+
+def test_orbit_viewpoints_cover_the_ranges_at_the_distance():
+    from dreamstill.backend.mesh.voxels import orbit_viewpoints
+
+    vp = orbit_viewpoints((-10.0, 45.0), 2.5, (-180.0, 180.0), elevations=4, azimuths=8)
+    assert vp.shape == (32, 3)
+    np.testing.assert_allclose(np.linalg.norm(vp, axis=1), 2.5, rtol=1e-6)
+    elevation = np.degrees(np.arcsin(vp[:, 2] / 2.5))
+    np.testing.assert_allclose(sorted(set(np.round(elevation, 3))), [-10.0, 8.333, 26.667, 45.0], atol=1e-3)
+    half = orbit_viewpoints((0.0, 0.0), 1.0, (0.0, 90.0), elevations=1, azimuths=3)
+    np.testing.assert_allclose(half, [[1, 0, 0], [np.sqrt(0.5), np.sqrt(0.5), 0], [0, 1, 0]], atol=1e-6)

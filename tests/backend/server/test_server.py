@@ -26,6 +26,7 @@ from dreamstill.protocol.client import (
     load_client_keys,
     routing_id,
 )
+from dreamstill.protocol.events import FINISH_PHASES, OPTIMIZE_PHASES
 from dreamstill.protocol.messages import REQUESTS, Message, decode, encode
 from dreamstill.protocol.wire import ProtocolError
 
@@ -424,9 +425,9 @@ def test_end_to_end_with_the_real_engine(tmp_path):
             if isinstance(last, Failed) and (last.code == "missing_weights" or "ImportError" in last.message):
                 pytest.skip(f"the engine cannot run this job here yet: {last.message}")
             assert isinstance(last, Done), last
-            steps = [e.step for e in events if isinstance(e, Progress) and e.phase == "optimize"]
+            steps = [e.step for e in events if isinstance(e, Progress) and e.phase in OPTIMIZE_PHASES]
             assert steps == sorted(steps) and 0 < steps[-1] <= 3  # a newer finishing phase may replace step 3
-            assert c.status(job)["phase"] in ("optimize", "mesh", "decimate", "bake", "export", "views")
+            assert c.status(job)["phase"] in (*OPTIMIZE_PHASES, *FINISH_PHASES)
             paths = c.fetch_result(job, tmp_path / "out")
             glb = [p for p in paths if p.suffix == ".glb"]
             assert glb and glb[0].read_bytes()[:4] == b"glTF"
