@@ -71,17 +71,32 @@ def table(before: dict, after: dict) -> list[str]:
     return lines
 
 
+def per_asset(before: dict, after: dict) -> list[str]:
+    """Markdown rows: one per shared (method, prompt, seed), each figure as "before -> after"."""
+    shown = [f for f in FIGURES if f[0] in ("r_at_1", "geometry", "normal_angle_deg", "topology_ok", "faces")]
+    lines = ["| method | prompt | seed | " + " | ".join(label for _, label in shown) + " |"]
+    lines.append("|---" * (3 + len(shown)) + "|")
+    fmt = lambda v: "-" if v is None else f"{v:.3g}"  # noqa: E731
+    for key in sorted(before.keys() & after.keys()):
+        cells = [f"{fmt(before[key].get(name))} -> {fmt(after[key].get(name))}" for name, _ in shown]
+        lines.append(f"| {key[0]} | {key[1]} | {key[2]} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--before", type=Path, nargs="+", required=True, help="eval --json files of the before run")
     parser.add_argument("--after", type=Path, nargs="+", required=True, help="eval --json files of the after run")
     parser.add_argument("--seeds", type=int, nargs="*", default=None, help="only these seeds (default: all)")
+    parser.add_argument("--per-asset", action="store_true", help="also a row per asset (prompt, seed)")
     args = parser.parse_args(argv)
     seeds = set(args.seeds) if args.seeds else None
     before, after = seed_records(args.before, seeds), seed_records(args.after, seeds)
     if not before.keys() & after.keys():
         raise SystemExit("no (method, prompt, seed) asset is in both the before and the after files")
     print("\n".join(table(before, after)))
+    if args.per_asset:
+        print("\n" + "\n".join(per_asset(before, after)))
 
 
 if __name__ == "__main__":

@@ -34,6 +34,9 @@ def test_paired_difference_over_the_shared_assets_and_the_density_label(tmp_path
     # shared: (cube, 0) and (cone, 0); differences +0.3 and +0.1: mean +0.2, SE sqrt(0.02 / 2) / sqrt(2) = 0.1
     assert rows["IoU"] == "| sds | IoU | 2 | 0.300 | 0.500 | +0.200 ± 0.100 |"
     assert rows["Chamfer"] == "| sds | Chamfer | 2 | - | 0.030 | - |"  # a figure the before file lacks
+    script.main(["--before", str(before), "--after", str(after), "--seeds", "0", "--per-asset"])
+    lines = capsys.readouterr().out.splitlines()
+    assert "| sds | cone | 0 | - -> - | 0.4 -> 0.5 | - -> - | - -> - | - -> - |" in lines
 
 
 def test_no_shared_asset_is_an_error(tmp_path):

@@ -18,7 +18,7 @@ from dreamstill.backend.mesh import load_mesh
 ray = pytest.importorskip("ray")
 
 PROMPTS = ["a red cube", "a blue sphere", "a green torus", "a yellow cone", "a red cylinder", "a blue cube"]
-TINY = ["--steps", "2", "--resolution", "32", "--mesh-resolution", "32", "--texture-size", "32"]
+TINY = ["--steps", "2", "--no-surface", "--resolution", "32", "--mesh-resolution", "32", "--texture-size", "32"]
 TINY += ["--batch-size", "1", "--preview-every", "0", "--quiet"]
 FAKE_RUNNER = ["--ray-runner", "dreamstill.backend.batch.testing:fake_asset_runner"]
 

@@ -410,6 +410,7 @@ def test_end_to_end_with_the_real_engine(tmp_path):
         prompt="a red cube",
         prior="tiny",
         steps=3,
+        surface=False,  # the surface stage's phases are tests/backend/jobs/test_run.py's
         resolution=32,
         mesh_resolution=32,
         texture_size=0,
