@@ -1,6 +1,7 @@
 """`dreamstill`: the command line.
 
     dreamstill generate PROMPT -o OUT.glb      one asset, here, with a progress bar
+    dreamstill generate PROMPT --input-mesh IN.glb -o OUT.glb    paint a mesh (or --mode refine: start from it)
     dreamstill serve | submit | batch | keys    the ZeroMQ backend and its headless clients
     dreamstill train-prior | eval | build-addon
 
@@ -17,7 +18,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
-from .cli_args import add_job_arguments, add_prompt_argument, spec_from_args
+from .cli_args import add_input_mesh_argument, add_job_arguments, add_prompt_argument, spec_from_args, with_input_mesh
 
 # Modules that add subcommands, in the order they appear in --help. A module that is not installed is skipped.
 COMMAND_MODULES = (
@@ -58,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="torch CPU threads (default: $DREAMSTILL_THREADS, else one per core the load average leaves free)",
     )
     add_job_arguments(gen)
+    add_input_mesh_argument(gen)
     gen.set_defaults(func=generate)
 
     for name in COMMAND_MODULES:
@@ -75,9 +77,9 @@ def generate(args: argparse.Namespace) -> int:
     from .threads import apply_threads, choose_threads
 
     try:
-        spec = spec_from_args(args, args.prompt, args.output)
+        spec, mesh = with_input_mesh(args, spec_from_args(args, args.prompt, args.output))
         threads = choose_threads(args.threads)
-    except (JobSpecError, ValueError) as err:  # JobSpecError is a ValueError; so is a bad --threads
+    except (JobSpecError, ValueError, FileNotFoundError) as err:  # JobSpecError is a ValueError; so is a bad --threads
         print(f"dreamstill generate: {err}", file=sys.stderr)
         return 2
     output = args.output.resolve()
@@ -95,7 +97,7 @@ def generate(args: argparse.Namespace) -> int:
         print(f"dreamstill generate: warning: {warning}", file=sys.stderr)
     bar = ConsoleProgress(spec.prompt[:40], disable=args.quiet)
     code = 1
-    for event in run_job(spec, work_dir, resume=args.resume, output_path=output):
+    for event in run_job(spec, work_dir, resume=args.resume, output_path=output, input_mesh=mesh):
         if isinstance(event, Progress):
             bar.update(event)
         elif isinstance(event, Done):

@@ -4,12 +4,14 @@ Every JobSpec field becomes a flag (``--name-with-dashes`` unless its Setting na
 of its Setting, with help that gives the units, the accepted range or choices and the default. Flags default to
 None, so :func:`spec_from_args` passes only what was given and the JobSpec's own defaults apply: one default per
 setting. Two command-line conveniences sit on top: a flag's Setting may imply other fields (``--generator`` implies
-``--mode instant``), and without ``--format`` the output file's suffix picks the format.
+``--mode instant``), and without ``--format`` the output file's suffix picks the format. ``--input-mesh FILE``
+(generate, submit) reads the mesh a texture or refine job works on and implies ``--mode texture``.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -178,3 +180,31 @@ def spec_from_args(
     if fmt is not None:
         values["output_format"] = fmt
     return spec_class(**{f.name: prompt for f in fields if f.setting.positional}, **values)
+
+
+def add_input_mesh_argument(parser: argparse.ArgumentParser) -> None:
+    """``--input-mesh FILE``: the mesh a texture or refine job works on."""
+    parser.add_argument(
+        "--input-mesh",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="a mesh (.glb .gltf .obj .ply .stl .off) to paint, its geometry kept (implies --mode texture), or to "
+        "start the shape from (--mode refine); its own UVs are used when it has them",
+    )
+
+
+def with_input_mesh(args: argparse.Namespace, spec: JobSpec):
+    """(spec, the InputMesh of --input-mesh or None). --input-mesh without --mode means --mode texture;
+    JobSpecError when the mode and the mesh do not go together, FileNotFoundError / ValueError for the file."""
+    from dreamstill.protocol import check_mesh_for_mode
+
+    path = getattr(args, "input_mesh", None)
+    if path is None:
+        return spec, None
+    from .mesh.input import load_input_mesh
+
+    if getattr(args, "mode", None) is None:
+        spec = dataclasses.replace(spec, mode="texture")
+    check_mesh_for_mode(spec.mode, True)
+    return spec, load_input_mesh(path)

@@ -6,6 +6,7 @@ applies the streamed progress, previews and meshes to the scene on the main thre
     properties.py       scene settings, the saved queue, JobSpec from settings
     panel_props.py      asset size, batch layout, a job's phase and warnings (merged into properties.py's groups)
     operators.py        bpy.ops.dreamstill.* (connect, start_backend, generate, batch, cancel, wait, import_result ...)
+    mesh_operators.py   bpy.ops.dreamstill.texture / refine: work on the artist's selected mesh
     panel.py            the sidebar tab (drawing only)
     preferences.py      address, CURVE keys, start command, output folder
     clients.py          one client per backend address; the address policy
@@ -13,6 +14,7 @@ applies the streamed progress, previews and meshes to the scene on the main thre
     job_queue.py        the saved queue: submit, the object of an item, resume after loading a .blend
     backend_process.py  a local backend started by the add-on
     live.py             in-place updates of meshes, images and materials
+    painting.py         a texture job's updates on the artist's own object (new material, its UV map)
     scene_mesh.py       reading an artist's mesh object for the backend
     batch.py            prompt lists, grid / curve layout, the load_post handler that resumes the queue
     proto.py            where the protocol comes from (vendored in the built zip, or installed); address policy
@@ -26,9 +28,9 @@ Disabling the add-on stops its timer, closes its sockets, stops a backend it sta
 
 
 def _classes():
-    from . import operators, panel, preferences
+    from . import mesh_operators, operators, panel, preferences
 
-    return (*preferences.classes, *operators.classes, *panel.classes)
+    return (*preferences.classes, *operators.classes, *mesh_operators.classes, *panel.classes)
 
 
 def register():

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import bpy
 
-from . import backend_process, clients, live, reporting
+from . import backend_process, clients, live, painting, reporting
 from .proto import client_api, protocol
 
 TIMER_INTERVAL_S = 0.1
@@ -130,7 +130,9 @@ def apply_events(job: LiveJob, events: list) -> None:
         if preview is not None and settings.active_job == job.job_id:
             image = settings.preview_image = live.set_image(settings.preview_image, "Dreamstill Preview", preview.rgba)
             image.preview_ensure().reload()  # the panel's thumbnail (draw() must not create it)
-        if mesh is not None and obj is not None:
+        if mesh is not None and obj is not None and item.texture_only:
+            painting.apply_texture(obj, mesh)  # the artist's own object: a new material, its geometry untouched
+        elif mesh is not None and obj is not None:
             live.apply_update(obj, mesh)
     except (ValueError, TypeError, RuntimeError) as err:  # a malformed update: stop this job, keep what is there
         finish(

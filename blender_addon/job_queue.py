@@ -1,5 +1,9 @@
 """The saved queue (``scene.dreamstill.queue``): sending an item's JobSpec, the object it fills, and resuming.
 
+A texture or refine item names its ``source``, the artist's object whose mesh is read and sent each time the item is
+submitted (also when a reopened .blend resubmits it); a texture item (``texture_only``) fills that very object, a
+refine item a new object beside it.
+
 What is saved with the .blend is the queue; what lives only in memory (clients, followed jobs) is rebuilt from it on
 load (:func:`resume`).
 """
@@ -10,18 +14,36 @@ import json
 
 import bpy
 
-from . import clients, follow, live, placement
-from .proto import JobSpec, client_api
+from . import clients, follow, live, painting, placement, scene_mesh
+from .proto import JobSpec, client_api, protocol
 
 
 def spec_json(spec: JobSpec) -> str:
     return json.dumps(spec.to_dict(), sort_keys=True)
 
 
+def item_mesh(item, spec: JobSpec):
+    """The mesh a texture or refine item sends: its source object's, read now (None for the other modes).
+    ValueError when the object is gone or its mesh cannot travel (MeshTooLarge says how to decimate)."""
+    if spec.mode not in protocol.MESH_MODES:
+        return None
+    source = bpy.data.objects.get(item.source)
+    if source is None:
+        raise ValueError(f"the object {item.source!r} this {spec.mode} job works on is gone; select a mesh again")
+    sent = scene_mesh.read_mesh(source)
+    if item.texture_only:
+        scene_mesh.check_paintable(source, sent)
+        layer = source.data.uv_layers.active
+        source[painting.UV_PROPERTY] = layer.name if sent.uvs is not None and layer is not None else ""
+    return sent
+
+
 def submit_item(scene, item) -> str:
-    """Send a queue item's JobSpec; its job id. ServerUnavailable / JobSpecError / ServerError propagate."""
+    """Send a queue item's JobSpec (and its source object's mesh for texture and refine jobs); its job id.
+    ServerUnavailable / JobSpecError / ServerError / ValueError (the mesh) / ProtocolError propagate."""
     spec = JobSpec.from_json(item.spec_json)
-    job_id = clients.client_for(item.address).submit(spec)
+    mesh = item_mesh(item, spec)
+    job_id = clients.client_for(item.address).submit(spec, mesh=mesh)
     item.job_id = job_id
     item.state = "SUBMITTED"
     item.message = ""
@@ -38,6 +60,8 @@ def ensure_object(scene, item):
     """The item's object, made when missing: named after the prompt, at the item's location, in the Dreamstill
     collection (or its batch's), carrying the asset size that streamed meshes are scaled to."""
     obj = follow.asset_object(item)
+    if item.texture_only:  # the artist's own object: never made here, never resized
+        return obj
     if obj is None:
         coll = live.child_collection(scene, item.batch) if item.batch else live.root_collection(scene)
         obj = live.new_asset_object(placement.asset_name(item.prompt), item.location, coll)

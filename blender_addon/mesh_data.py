@@ -87,24 +87,9 @@ class MeshTooLarge(ValueError):
     """A mesh that cannot travel to the backend; the text says what to change."""
 
 
-@dataclass
-class OutgoingMesh:
-    """A mesh ready for the wire: vertices (N, 3) float32, faces (M, 3) int32, uvs (M, 3, 2) float32 per corner."""
-
-    vertices: np.ndarray
-    faces: np.ndarray
-    uvs: np.ndarray | None = None
-
-    def arrays(self) -> dict[str, np.ndarray]:
-        """The named arrays as a request carries them."""
-        out = {"vertices": self.vertices, "faces": self.faces}
-        if self.uvs is not None:
-            out["uvs"] = self.uvs
-        return out
-
-    @property
-    def nbytes(self) -> int:
-        return sum(a.nbytes for a in self.arrays().values())
+# A mesh ready for the wire: the protocol's InputMesh (vertices (N, 3) float32, faces (M, 3) int32, uvs (M, 3, 2)
+# float32 per corner or None), which Client.submit(spec, mesh=...) sends as array frames.
+OutgoingMesh = protocol.InputMesh
 
 
 def mesh_bytes(vertex_count: int, face_count: int, with_uvs: bool) -> int:

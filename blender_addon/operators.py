@@ -23,7 +23,7 @@ from mathutils import Matrix
 
 from . import backend_process, batch, clients, follow, job_queue, live, panel_props, preferences
 from .properties import job_annotations, job_values, load_spec_into, spec_from
-from .proto import JobSpec, JobSpecError, client_api
+from .proto import JobSpec, JobSpecError, client_api, protocol
 
 
 def _fail(op, settings, text: str):
@@ -179,6 +179,11 @@ def _submit(op, context, prompts: list[str], batch_name: str = "", locations=Non
     values = job_values(op, settings)
     address = clients.address_for(values.server)
     specs = [spec_from(values, prompt=p) for p in prompts]  # all checked before anything is sent
+    if specs and specs[0].mode in protocol.MESH_MODES:
+        raise ValueError(
+            f"Mode {specs[0].mode.capitalize()} works on a mesh: select one and press Texture or Refine (or pick "
+            "mode Optimize or Instant to generate from the prompt)"
+        )
     locations = locations or [tuple(context.scene.cursor.location)] * len(prompts)
     size = _asset_size(op, settings)
     job_ids = []

@@ -81,6 +81,9 @@ class VIEW3D_PT_dreamstill(DreamstillPanel, Panel):
         row.scale_y = 1.4
         row.operator("dreamstill.generate", icon="SHADERFX")
         row.operator("dreamstill.cancel", icon="CANCEL")
+        row = layout.row(align=True)  # on the selected mesh: paint it, or start a new asset from its shape
+        row.operator("dreamstill.texture", icon="TEXTURE")
+        row.operator("dreamstill.refine", icon="MOD_REMESH")
         item = s.find_job(s.active_job) if s.active_job else None
         if item is not None:
             if item.state == "SUBMITTED":

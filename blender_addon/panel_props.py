@@ -36,6 +36,14 @@ def item_annotations() -> dict:
         "size": _size(0.0),
         "phase": StringProperty(name="Phase", description="What the backend is doing: optimize, mesh, bake ..."),
         "warnings": StringProperty(name="Warnings", description="The finished job's warnings, one per line"),
+        "source": StringProperty(
+            name="Source", description="The artist's object a texture or refine job works on (its mesh is sent)"
+        ),
+        "texture_only": BoolProperty(
+            name="Texture Only",
+            default=False,
+            description="The job paints its source object (a new material and image); no object is made",
+        ),
     }
 
 

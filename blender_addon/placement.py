@@ -13,7 +13,7 @@ update recomputes (a, k), so the asset keeps its place and size while its shape 
 later goes to the same place through :meth:`Placement.matrix`.
 
 Batches: a near-square grid (:func:`grid_offsets`) or points spread evenly by arc length along a curve
-(:func:`points_along`).
+(:func:`points_along`). An asset refined from an artist's object stands beside it, as large as it (:func:`beside`).
 """
 
 from __future__ import annotations
@@ -58,6 +58,19 @@ def placement_for(vertices, size: float) -> Placement:
     extent = float((hi - lo).max())
     factor = float(size) / extent if size > 0 and extent > 0 else 1.0
     return Placement(anchor, factor)
+
+
+def beside(lo, hi, gap: float = 0.25) -> tuple[tuple[float, float, float], float]:
+    """Where an asset made from an object with the world bounding box [lo, hi] stands, and its size: on the object's
+    ground, centred on its depth, ``gap`` of its width to its +X side; as large as the object (its largest extent).
+
+        location = (hi_x + gap w + w / 2, (lo_y + hi_y) / 2, lo_z),   w = hi_x - lo_x,   size = max(hi - lo)
+
+    (a refined copy of equal size then spans hi_x + gap w .. hi_x + (1 + gap) w)."""
+    lo, hi = np.asarray(lo, np.float64), np.asarray(hi, np.float64)
+    width = float(hi[0] - lo[0])
+    location = (float(hi[0] + gap * width + width / 2), float((lo[1] + hi[1]) / 2), float(lo[2]))
+    return location, float((hi - lo).max())
 
 
 def grid_offsets(count: int, spacing: float) -> list[tuple[float, float, float]]:

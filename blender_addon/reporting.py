@@ -9,6 +9,7 @@ then "mesh", "bake", "export" after the optimization bar reached 100%). The fini
 from __future__ import annotations
 
 PHASE_LABELS = {
+    "fit": "Fitting the field to the mesh",
     "optimize": "Optimizing",
     "mesh": "Extracting the mesh",
     "unwrap": "Unwrapping UVs",

@@ -40,3 +40,17 @@ def read_mesh(obj: bpy.types.Object, depsgraph=None, max_request_bytes: int | No
     return outgoing_mesh(
         co, tri_vertices, tri_loops, loop_uvs, name=f"the mesh {obj.name!r}", max_request_bytes=max_request_bytes
     )
+
+
+def check_paintable(obj: bpy.types.Object, sent: OutgoingMesh) -> None:
+    """ValueError when a texture job could not write its UVs back: the object has no UV map and its modifiers change
+    its triangles (the unwrap of the evaluated mesh would not fit the object's own faces)."""
+    if sent.uvs is not None:
+        return  # baked into its own UV map, which modifiers carry along
+    obj.data.calc_loop_triangles()
+    if len(obj.data.loop_triangles) != len(sent.faces):
+        raise ValueError(
+            f"{obj.name!r} has no UV map and modifiers that change its faces ({len(obj.data.loop_triangles):,} "
+            f"triangles, {len(sent.faces):,} after the modifiers); give it a UV map (UV > Smart UV Project) or "
+            "apply the modifiers, then texture it"
+        )

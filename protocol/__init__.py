@@ -5,6 +5,7 @@ Pure Python + numpy + pyzmq so that it imports inside Blender's own Python (no t
 
 from .addresses import DEFAULT_ADDRESS, is_loopback
 from .events import Cancelled, Done, Failed, JobEvent, MeshUpdate, Preview, Progress
+from .input_mesh import MESH_MODES, InputMesh, check_mesh_for_mode
 from .jobspec import FORMATS, GROUPS, METHODS, MODES, JobSpec, field_defaults, spec_fields
 from .messages import Message, decode, encode
 from .newest import NewestEvents, split_newest
@@ -22,6 +23,9 @@ __all__ = [
     "MeshUpdate",
     "Preview",
     "Progress",
+    "MESH_MODES",
+    "InputMesh",
+    "check_mesh_for_mode",
     "FORMATS",
     "GROUPS",
     "METHODS",

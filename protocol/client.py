@@ -21,6 +21,7 @@ Pure Python + numpy + pyzmq: Blender imports this.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import os
@@ -35,6 +36,7 @@ import zmq
 
 from .addresses import DEFAULT_ADDRESS
 from .events import Cancelled, Done, Failed, JobEvent
+from .input_mesh import InputMesh
 from .jobspec import JobSpec, JobSpecError
 from .messages import EVENTS, REPLIES, Message, decode, encode
 from .newest import NewestEvents
@@ -319,9 +321,15 @@ class Client:
                 pass  # outgoing queue full: keep trying until the deadline above
 
     def _request(self, kind: str, *, job_id: str | None = None, payload=None, what: str = "") -> Message:
+        """Send a request (``payload`` may be a ready Message, e.g. a submit with its mesh) and wait for its reply."""
         rid = str(next(self._rids))
+        if isinstance(payload, Message):
+            message = dataclasses.replace(payload, rid=rid)
+        else:
+            message = Message(kind, job_id=job_id, payload=payload, rid=rid)
+        frames = encode(message)  # a broken limit is raised here, before anything is sent
         sent = time.monotonic()
-        self._send(encode(Message(kind, job_id=job_id, payload=payload, rid=rid)), what or f"to {kind}")
+        self._send(frames, what or f"to {kind}")
         deadline = sent + self.timeout_s
         while rid not in self._replies:
             stray = self._stray_error
@@ -349,10 +357,19 @@ class Client:
         self._request("ping", what="to a ping")
         return time.perf_counter() - started
 
-    def submit(self, spec: JobSpec) -> str:
+    def submit(self, spec: JobSpec, mesh: InputMesh | None = None) -> str:
         """Queue a job; returns its id. A JobSpec is checked as it is made (JobSpecError names the field); the
-        server refuses priors and generators it does not offer (JobSpecError too)."""
-        reply = self._request("submit", payload=spec, what="to a submitted job")
+        server refuses priors and generators it does not offer (JobSpecError too).
+
+        ``mesh``: the mesh a texture or refine job works on (an InputMesh, or a dict with ``vertices`` (N, 3),
+        ``faces`` (M, 3) and optionally per-corner ``uvs`` (M, 3, 2)). It travels as array frames of the submit;
+        one that would make the request longer than a server accepts is refused here, before anything is sent
+        (ProtocolError ``too_large`` with the triangle count that fits). JobSpecError when the mode and the mesh do
+        not go together (texture/refine without one, another mode with one)."""
+        if mesh is not None and not isinstance(mesh, InputMesh):
+            mesh = InputMesh.from_arrays(dict(mesh))
+        message = Message("submit", payload=spec, mesh=mesh)
+        reply = self._request("submit", payload=message, what="to a submitted job")
         self._following.add(reply.job_id)
         return reply.job_id
 

@@ -18,9 +18,13 @@ OPTIMIZE_PHASES = (OPTIMIZE,) + STAGE_PHASES
 # The phases after the last optimization step, in the order a job runs them (each only when it applies): an instant
 # job's forward pass, marching cubes, decimation to the face budget, UV unwrap + texture bake, the result files, and
 # the contact sheet.
-FINISH_PHASES = ("generate", "mesh", "decimate", "bake", "export", "views")
+FINISH_PHASES = ("generate", "mesh", "decimate", "unwrap", "bake", "export", "views")
+# Before the first step of a job on a given mesh (texture and refine modes): its signed distance fitted by the field.
+START_PHASES = ("fit",)
 PHASE_LABELS = {
     OPTIMIZE: "optimizing",
+    "fit": "fitting the field to the mesh",
+    "unwrap": "unwrapping UVs",
     "density": "optimizing the density field",
     "geometry": "refining the surface",
     "texture": "painting the texture",

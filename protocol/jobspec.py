@@ -28,10 +28,12 @@ METHOD_CHOICES = (
     ("fsd", "FSD", "Flow Score Distillation"),
     ("asd", "ASD", "Asynchronous Score Distillation (ScaleDreamer)"),
 )
-MODES = ("optimize", "instant")
+MODES = ("optimize", "instant", "texture", "refine")
 MODE_CHOICES = (
     ("optimize", "Optimize", "Optimize one asset by score distillation (minutes)"),
     ("instant", "Instant", "Ask the backend's amortized generator (under a second, when the backend has one)"),
+    ("texture", "Texture", "Paint a given mesh: its geometry is kept exactly, only its appearance is distilled"),
+    ("refine", "Refine", "Start from a given mesh's shape and refine shape and appearance by distillation"),
 )
 FORMAT_CHOICES = (
     ("glb", "glTF binary", "One .glb file with its texture inside"),
@@ -51,16 +53,19 @@ MAX_NAME_CHARS = 1024  # prior and generator: a name, a hub id or a path
 MAX_STEPS = 100_000
 MIN_RESOLUTION, MAX_RESOLUTION = 16, 1024
 MAX_MESH_RESOLUTION = 512
-MESH_RESOLUTION_BY_MODE = {"optimize": 128, "instant": 64}  # JobSpec.mesh_resolution = 0
+# JobSpec.mesh_resolution = 0 (texture mode keeps the input mesh and meshes nothing)
+MESH_RESOLUTION_BY_MODE = {"optimize": 128, "instant": 64, "texture": 128, "refine": 128}
 MAX_TEXTURE_SIZE = 4096
-# JobSpec.max_faces = 0: a mesh is decimated before its texture bake, to 20,000 faces for an optimized asset (light
-# enough for a game engine) and 10,000 for an instant one (the bake grows with the mesh and would dominate the job).
-MAX_FACES_BY_MODE = {"optimize": 20_000, "instant": 10_000}
+# JobSpec.max_faces = 0: a mesh is decimated before its texture bake, to 20,000 faces for an optimized or a
+# refined asset (light enough for a game engine) and 10,000 for an instant one (the bake grows with the mesh and
+# would dominate the job); a textured mesh is never decimated (its geometry is the input's).
+MAX_FACES_BY_MODE = {"optimize": 20_000, "instant": 10_000, "texture": None, "refine": 20_000}
 MIN_MAX_FACES, MAX_MAX_FACES = 100, 10_000_000
 # The surface stage's share of JobSpec.steps when geometry_steps / texture_steps are 0 (the rest is the density stage).
 GEOMETRY_SHARE, GEOMETRY_SHARE_TEXT = 3 / 8, "3/8"
 TEXTURE_SHARE, TEXTURE_SHARE_TEXT = 1 / 8, "1/8"
 OPTIMIZE_STAGE = "optimize"  # the one stage's phase name without the surface stage (protocol.events.OPTIMIZE)
+MESH_STAGE = {"texture": "texture", "refine": "geometry"}  # the one stage of a job on a given mesh, by mode
 MAX_SEED = 2**31 - 1  # a Blender IntProperty holds it
 MAX_OPTIONS_DEPTH = 16  # options nest at most this deep (a schedule [start, end, step] is depth 2)
 MAX_OPTIONS_BYTES = 16_384  # options as compact JSON
@@ -86,10 +91,19 @@ class JobSpec:
     mode: str = setting(
         "optimize",
         label="Mode",
-        help="how the asset is made",
+        help="how the asset is made (texture and refine work on a mesh sent with the job)",
         group="job",
         choices=MODE_CHOICES,
         status=True,
+    )
+    keep_shape: float = setting(
+        0.5,
+        label="Keep Shape",
+        help="refine mode: how strongly the surface is held to the input mesh, from 0 (free to move where the "
+        "prompt pulls it) to 1 (held within about a hundredth of the asset's size)",
+        group="job",
+        minimum=0.0,
+        maximum=1.0,
     )
     steps: int = setting(
         400,
@@ -246,7 +260,7 @@ class JobSpec:
         group="output",
         minimum=16,
         maximum=MAX_MESH_RESOLUTION,
-        zero_means="the mode's default: 128 optimize, 64 instant",
+        zero_means="the mode's default: 128 optimize and refine, 64 instant (texture keeps the input mesh)",
     )
     texture_size: int = setting(
         1024,
@@ -265,7 +279,8 @@ class JobSpec:
         minimum=MIN_MAX_FACES,
         maximum=MAX_MAX_FACES,
         soft_maximum=500_000,
-        zero_means="the mode's default: 20,000 for optimize, 10,000 for instant",
+        zero_means="the mode's default: 20,000 for optimize and refine, 10,000 for instant; texture keeps the "
+        "input mesh's faces",
     )
     preview_every: int = setting(
         50,
@@ -319,7 +334,11 @@ class JobSpec:
         Without the surface stage: (("optimize", steps),). With it: ("density", d), ("geometry", g), ("texture", x)
         with g = geometry_steps or 3/8 of steps (at least 1 from 2 steps on), x = texture_steps or 1/8 of steps, and
         d = steps - g - x >= 1; a stage of 0 steps is left out (a 1-step job has no surface stage). Raises
-        JobSpecError when the stages leave the density stage no step."""
+        JobSpecError when the stages leave the density stage no step. A job on a given mesh works on a signed distance
+        field from its first step, in one stage whatever ``surface`` says: (("texture", steps),) in texture mode (the
+        shape frozen, only the colours learn), (("geometry", steps),) in refine mode (shape and colours)."""
+        if self.mode in MESH_STAGE:
+            return ((MESH_STAGE[self.mode], self.steps),)
         if not self.surface:
             return ((OPTIMIZE_STAGE, self.steps),)
         steps = self.steps

@@ -2,7 +2,8 @@
 
 Three families (all carry the protocol version in their header, see ``protocol.wire``):
 
-- requests, client -> server: ``submit`` (a JobSpec), ``cancel``, ``status``, ``list_jobs``, ``fetch_result``,
+- requests, client -> server: ``submit`` (a JobSpec, and for the texture and refine modes the artist's mesh as
+  array frames, ``protocol.input_mesh``), ``cancel``, ``status``, ``list_jobs``, ``fetch_result``,
   ``attach`` (re-subscribe to a job after a reconnect), ``ping``;
 - replies, server -> client: ``accepted``, ``job_status``, ``job_list``, ``result_files``, ``file_chunk``, ``pong``,
   ``error``; a reply carries the ``rid`` (request id) of its request;
@@ -30,9 +31,10 @@ from typing import Any
 import numpy as np
 
 from .events import Cancelled, Done, Failed, MeshUpdate, Preview, Progress
+from .input_mesh import InputMesh, check_mesh_for_mode
 from .jobspec import MAX_TEXTURE_SIZE, JobSpec, JobSpecError
 from .newest import STATE_KINDS, TERMINAL_KINDS
-from .wire import MAX_MESSAGE_BYTES, PROTOCOL_VERSION, ProtocolError, RawMessage, pack, unpack
+from .wire import MAX_MESSAGE_BYTES, MAX_REQUEST_BYTES, PROTOCOL_VERSION, ProtocolError, RawMessage, pack, unpack
 
 REQUESTS = ("submit", "cancel", "status", "list_jobs", "fetch_result", "attach", "ping")
 REPLIES = ("accepted", "job_status", "job_list", "result_files", "file_chunk", "pong", "error")
@@ -107,6 +109,11 @@ _NEEDS_JOB = {
 }
 # Array rules: name -> (dtype, shape with symbolic sizes tied across arrays, required).
 _ARRAYS = {
+    "submit": {  # the input mesh of a texture / refine job (protocol.input_mesh)
+        "vertices": ("float32", ("N", 3), False),
+        "faces": ("int32", ("M", 3), False),
+        "uvs": ("float32", ("M", 3, 2), False),
+    },
     "preview": {"rgba": ("uint8", ("H", "W", 4), True)},
     "mesh": {
         "vertices": ("float32", ("N", 3), True),
@@ -133,7 +140,8 @@ class Message:
     """One decoded message.
 
     ``payload`` is the protocol.events instance for event types, the JobSpec for ``submit``, and a dict for the
-    rest (its body fields, plus ``data`` as a uint8 array for ``file_chunk``).
+    rest (its body fields, plus ``data`` as a uint8 array for ``file_chunk``). ``mesh`` is the InputMesh a
+    ``submit`` carries (texture and refine modes), else None.
     """
 
     type: str
@@ -141,6 +149,7 @@ class Message:
     payload: Any = None
     rid: str | None = None
     version: int = PROTOCOL_VERSION
+    mesh: InputMesh | None = None
 
     @property
     def is_event(self) -> bool:
@@ -220,6 +229,11 @@ def _check_arrays(kind: str, arrays: dict[str, np.ndarray], rid: str | None, dee
             raise ProtocolError("bad_array", f"mesh: face indices must lie in 0..{count - 1} (the vertex count)", rid)
     if kind == "mesh" and deep and not np.isfinite(arrays["vertices"]).all():
         raise ProtocolError("bad_array", "mesh: vertices must be finite numbers", rid)
+    if kind == "submit" and deep and arrays:
+        try:
+            InputMesh.from_arrays(arrays)
+        except ValueError as err:
+            raise ProtocolError("bad_array", f"submit: {err}", rid) from None
 
 
 def _event_body(event) -> tuple[str, dict, dict]:
@@ -316,7 +330,8 @@ def encode(obj, *, job_id: str | None = None, rid: str | None = None) -> list:
         raise ProtocolError("unknown_type", f"unknown message type {kind!r}")
     if kind == "submit":
         spec = obj.payload if isinstance(obj.payload, JobSpec) else JobSpec.from_dict(dict(obj.payload["spec"]))
-        body, arrays = {"spec": spec.to_dict()}, {}
+        check_mesh_for_mode(spec.mode, obj.mesh is not None)
+        body, arrays = {"spec": spec.to_dict()}, ({} if obj.mesh is None else obj.mesh.arrays())
     elif kind in EVENTS:
         if type(obj.payload) not in EVENT_TYPES or EVENT_TYPES[type(obj.payload)] != kind:
             raise TypeError(f"a {kind!r} message needs a {kind} event payload, got {type(obj.payload).__name__}")
@@ -330,7 +345,28 @@ def encode(obj, *, job_id: str | None = None, rid: str | None = None) -> list:
     arrays = {k: np.asarray(v) for k, v in arrays.items()}
     _check_body(kind, body, rid)
     _check_arrays(kind, arrays, rid, deep=False)
-    return pack(kind, body, arrays, job_id=job_id, rid=rid)
+    frames = pack(kind, body, arrays, job_id=job_id, rid=rid)
+    if kind == "submit" and obj.mesh is not None:
+        _check_request_size(frames, obj.mesh)
+    return frames
+
+
+def _check_request_size(frames: list, mesh: InputMesh) -> None:
+    """ProtocolError ``too_large`` before sending a submit whose mesh makes it longer than a server accepts
+    (wire.MAX_REQUEST_BYTES), naming the sizes and a triangle count that fits."""
+    total = sum(memoryview(f).nbytes for f in frames)
+    if total <= MAX_REQUEST_BYTES:
+        return
+    fits = int(mesh.face_count * (MAX_REQUEST_BYTES - (total - mesh.nbytes)) / mesh.nbytes)
+    what = f"{mesh.vertex_count:,} vertices and {mesh.face_count:,} triangles" + (
+        " with per-corner UVs" if mesh.uvs is not None else ""
+    )
+    raise ProtocolError(
+        "too_large",
+        f"the mesh ({what}) makes the request {total / 2**20:.1f} MiB, and a server takes at most "
+        f"{MAX_REQUEST_BYTES / 2**20:.1f} MiB in one request; decimate the mesh to about {max(fits, 0):,} "
+        "triangles or fewer and send it again",
+    )
 
 
 def check(raw: RawMessage, expect: Sequence[str] | None = None) -> Message:
@@ -350,6 +386,7 @@ def check(raw: RawMessage, expect: Sequence[str] | None = None) -> Message:
         )
     _check_body(kind, raw.body, rid)
     _check_arrays(kind, raw.arrays, rid, deep=True)
+    mesh = None
     if kind in EVENTS:
         for name in ("loss", "eta_s", "elapsed_s", "seconds"):
             value = raw.body.get(name)
@@ -359,6 +396,8 @@ def check(raw: RawMessage, expect: Sequence[str] | None = None) -> Message:
     elif kind == "submit":
         try:
             payload = JobSpec.from_dict(raw.body["spec"])  # checked as it is made
+            mesh = InputMesh.from_arrays(raw.arrays)  # checked by _check_arrays above
+            check_mesh_for_mode(payload.mode, mesh is not None)
         except JobSpecError as exc:
             raise ProtocolError("bad_spec", str(exc), rid) from None
         except Exception as exc:  # a wrong type anywhere in the spec: never let it escape as another error
@@ -371,7 +410,7 @@ def check(raw: RawMessage, expect: Sequence[str] | None = None) -> Message:
     else:
         payload = dict(raw.body)
         payload.update(raw.arrays)
-    return Message(kind, job_id=raw.job_id, payload=payload, rid=rid, version=raw.version)
+    return Message(kind, job_id=raw.job_id, payload=payload, rid=rid, version=raw.version, mesh=mesh)
 
 
 def decode(frames: Sequence, *, max_bytes: int = MAX_MESSAGE_BYTES, expect: Sequence[str] | None = None) -> Message:

@@ -59,6 +59,57 @@ def tiny_spec():
     return make
 
 
+@pytest.fixture(scope="session")
+def fast_mesh_stage():
+    """A MeshStageConfig for texture / refine tests: 32^3 distance grid, 40 fit steps, small hash grids."""
+    from dreamstill.backend.engine.texture import MeshStageConfig
+    from dreamstill.backend.fields.hashgrid import HashGridConfig
+    from dreamstill.backend.fields.mesh_sdf import MeshSDFConfig
+    from dreamstill.backend.fields.sdf import SDFFieldConfig
+    from dreamstill.backend.fields.sdf_init import SDFInitConfig
+
+    small = HashGridConfig(n_levels=4, max_resolution=32, log2_hashmap_size=12)
+    return MeshStageConfig(
+        grid=MeshSDFConfig(resolution=32),
+        fit=SDFInitConfig(fit_steps=40, fit_points=1024),
+        sdf=SDFFieldConfig(grid=small, albedo_grid=small, beta=0.02, occupancy_resolution=16),
+        num_samples=16,
+        num_importance=8,
+        output_samples=16,
+        output_importance=8,
+        regularizer_points=512,
+        live_texture_size=32,
+    )
+
+
+@pytest.fixture(scope="session")
+def uv_box():
+    """A factory of a 2 x 3 x 4 box at (10, -5, 2) in its own frame, as an InputMesh: 8 vertices, 12 triangles, and
+    (``with_uvs``) each side projected onto its plane into one cell of a 3 x 2 UV grid (4 distinct UVs a side)."""
+    import numpy as np
+    import trimesh
+
+    from dreamstill.protocol import InputMesh
+
+    def make(with_uvs: bool = True) -> InputMesh:
+        box = trimesh.creation.box((2.0, 3.0, 4.0))
+        box.apply_translation([10.0, -5.0, 2.0])
+        vertices, faces = np.asarray(box.vertices), np.asarray(box.faces)
+        uvs = None
+        if with_uvs:
+            normal = np.asarray(box.face_normals)
+            side = np.argmax(np.abs(normal), axis=1) * 2 + (normal.max(axis=1) > 0.5)  # 0..5
+            lo, hi = vertices.min(axis=0), vertices.max(axis=0)
+            uvs = np.zeros((len(faces), 3, 2), np.float32)
+            for j, face in enumerate(faces):
+                across = [a for a in range(3) if a != side[j] // 2]
+                local = (vertices[face][:, across] - lo[across]) / (hi - lo)[across]  # (3, 2) in 0..1
+                uvs[j] = (np.array([side[j] % 3, side[j] // 3]) + 0.1 + 0.8 * local) / np.array([3.0, 2.0])
+        return InputMesh(vertices, faces, uvs)
+
+    return make
+
+
 @pytest.fixture
 def small_surface(monkeypatch):
     """The engine's surface stage at test size (a small SDF field, a coarse, short SDF init, few regularizer points),

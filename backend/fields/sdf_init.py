@@ -21,7 +21,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -176,6 +176,24 @@ def fit_sdf_field(
 ) -> list[float]:
     """Regress ``field`` onto ``grid`` (and its albedo onto ``albedo_fn``); returns the loss per step."""
     cfg = (config or SDFInitConfig()).validate()
+    losses = []
+    for loss in fit_sdf_steps(field, grid, cfg, albedo_fn, rng):
+        losses.append(loss)
+        if progress is not None:
+            progress(len(losses), cfg.fit_steps, loss)
+    return losses
+
+
+def fit_sdf_steps(
+    field: SDFField,
+    grid: SDFGrid,
+    config: SDFInitConfig | None = None,
+    albedo_fn: Callable | None = None,
+    rng: torch.Generator | None = None,
+) -> Iterator[float]:
+    """``fit_sdf_field`` one Adam step at a time, yielding each step's loss (for a caller that reports progress as
+    events between steps, e.g. a texture job fitting the field to the artist's mesh)."""
+    cfg = (config or SDFInitConfig()).validate()
     rng = rng if rng is not None else torch.Generator().manual_seed(0)
     device = next(field.parameters()).device
     params = [p for p in field.geometry_parameters() if p.requires_grad]
@@ -183,8 +201,7 @@ def fit_sdf_field(
         params += field.albedo_parameters()
     opt = torch.optim.Adam(params, lr=cfg.fit_lr, betas=(0.9, 0.99), eps=1e-15)
     half = cfg.fit_points // 2
-    losses = []
-    for step in range(cfg.fit_steps):
+    for _ in range(cfg.fit_steps):
         uniform = uniform_ball(half, field.bound, rng).to(device)
         near = near_surface_points(grid, cfg.fit_points - half, rng).to(device)
         x = torch.cat([uniform, near])
@@ -197,10 +214,7 @@ def fit_sdf_field(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        losses.append(float(loss.detach()))
-        if progress is not None:
-            progress(step + 1, cfg.fit_steps, losses[-1])
-    return losses
+        yield float(loss.detach())
 
 
 def sdf_field_from_density(

@@ -11,10 +11,11 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from dreamstill.protocol import Failed, JobEvent, JobSpec
+from dreamstill.protocol import Failed, InputMesh, JobEvent, JobSpec, JobSpecError, check_mesh_for_mode
 
 from .instant_job import run_instant_job
 from .optimize_job import run_optimize_job
+from .texture_job import run_mesh_job
 
 
 def run_job(
@@ -24,14 +25,21 @@ def run_job(
     resume: bool = False,
     output_path: Path | None = None,
     prior=None,
+    input_mesh: InputMesh | None = None,
 ) -> Iterator[JobEvent]:
     """Run one job to completion, yielding Progress / Preview / MeshUpdate and finally Done, Failed or Cancelled.
 
     out_dir holds the checkpoint (when spec.checkpoint_every > 0) and, unless ``output_path`` is given, the result
     ``asset.<format>`` with its contact sheet ``asset_views.png``. ``resume`` continues a per-prompt job from out_dir's
     checkpoint. ``prior``: an already loaded Prior for a per-prompt job (tests, benchmarks), else loaded by name.
+    ``input_mesh``: the mesh a texture or refine job works on (those modes need one, the others take none).
     """
     started = time.perf_counter()  # the spec was validated when it was made (JobSpec.__post_init__)
+    try:
+        check_mesh_for_mode(spec.mode, input_mesh is not None)
+    except JobSpecError as err:
+        yield Failed("bad_spec", str(err))
+        return
     if spec.output_format.startswith("usd"):
         from ..mesh.usd import usd_available
 
@@ -47,5 +55,8 @@ def run_job(
         yield Failed("unwritable_output", f"cannot create output folder {out_dir}: {err}; choose a writable path")
         return
     output_path = Path(output_path) if output_path else out_dir / f"asset.{spec.output_format}"
+    if input_mesh is not None:
+        yield from run_mesh_job(spec, out_dir, output_path, started, input_mesh, cancel, resume, prior)
+        return
     runner = run_instant_job if spec.mode == "instant" else run_optimize_job
     yield from runner(spec, out_dir, output_path, started, cancel=cancel, resume=resume, prior=prior)

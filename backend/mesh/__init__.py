@@ -9,7 +9,15 @@ export_mesh(mesh, "out/asset.glb")                                              
 from .export import FORMATS, export_mesh, glb_bytes_of, load_mesh, resolve_format
 from .extract import extract_mesh, silhouette_threshold
 from .simplify import decimate, decimation_available
-from .texture import BakedTexture, TextureBakeError, UnwrapConfig, bake_mesh, bake_texture, xatlas_available
+from .texture import (
+    BakedTexture,
+    TextureBakeError,
+    UnwrapConfig,
+    bake_corner_uvs,
+    bake_mesh,
+    bake_texture,
+    xatlas_available,
+)
 from .types import EmptyFieldError, ExtractedMesh, Mesh
 
 __all__ = [
@@ -20,6 +28,7 @@ __all__ = [
     "Mesh",
     "TextureBakeError",
     "UnwrapConfig",
+    "bake_corner_uvs",
     "bake_mesh",
     "bake_texture",
     "decimate",

@@ -18,6 +18,9 @@ world positions, and its colour is albedo_fn there. Seams are then padded: ``pad
 at least one filled 8-neighbour takes the mean of those neighbours, so bilinear lookups and mipmaps near chart borders
 do not bleed the background in.
 
+A mesh that brings its own UV layout (an artist's object: one (u, v) per triangle corner) is baked into it as it is
+(``bake_corner_uvs``): no unwrap, and the vertices are split only along the layout's seams (``split_corner_uvs``).
+
 xatlas is slow on big, smooth meshes (a 100 k-face marching-cubes mesh took minutes with its default chart options;
 limiting a chart's area to 1/256 of the mesh area brings that to seconds) and it has open segmentation-fault bugs on
 some inputs (jpcy/xatlas#151, microsoft/TRELLIS#329). So by default it runs in a child Python process: a crash
@@ -266,22 +269,50 @@ def bake_texture(
     return BakedTexture(uvs, np.ascontiguousarray(np.asarray(vertices, np.float32)[vmapping]), new_faces, texture)
 
 
-def _bake(vertices, faces, albedo_fn, size, padding, chunk, device, unwrap, background):
+def _check_bake_arguments(size: int, padding: int, faces: np.ndarray) -> None:
     if not 4 <= size <= 8192:
         raise ValueError(f"texture size must be in 4..8192 texels, got {size} (use texture_size=0 for vertex colours)")
     if padding < 0:
         raise ValueError(f"padding must be >= 0 texels, got {padding}")
-    vertices = np.asarray(vertices, np.float32)
-    faces = np.asarray(faces, np.int64)
     if len(faces) == 0:
         raise ValueError("cannot bake a texture for a mesh with no faces")
-    device = torch.device(device) if device is not None else _infer_device(albedo_fn)
+
+
+def _bake(vertices, faces, albedo_fn, size, padding, chunk, device, unwrap, background):
+    vertices = np.asarray(vertices, np.float32)
+    faces = np.asarray(faces, np.int64)
+    _check_bake_arguments(size, padding, faces)
     vmapping, new_faces, uvs = unwrap_uv(vertices, faces, size, unwrap)
     new_vertices = vertices[vmapping]
+    texture = paint_texture(
+        uvs[new_faces], new_vertices[new_faces], albedo_fn, size, padding, chunk, device, background
+    )
+    return vmapping, new_faces, uvs, texture
 
-    texel, face_id, bary = rasterize_uv(uvs, new_faces, size)
-    corners = new_vertices[new_faces[face_id]].astype(np.float64)  # (K, 3, 3)
-    points = np.einsum("kc,kcd->kd", bary, corners).astype(np.float32)
+
+def paint_texture(
+    corner_uvs: np.ndarray,
+    corner_points: np.ndarray,
+    albedo_fn: Callable[[torch.Tensor], torch.Tensor],
+    size: int,
+    padding: int = 4,
+    chunk: int = 65536,
+    device: torch.device | str | None = None,
+    background: tuple[int, int, int] | None = None,
+) -> np.ndarray:
+    """The (size, size, 3) uint8 texture of triangles given by their corners' UVs (M, 3, 2) and 3D points (M, 3, 3):
+    every texel centre inside a triangle in UV space takes albedo_fn at the point with the same barycentric
+    coordinates in 3D, then the seams are padded (module docstring). A triangle whose UVs lie in another unit tile
+    (u or v outside 0..1, as tiling UVs do) is moved by whole tiles, by the floor of its UV centroid, so it lands
+    where a repeating texture lookup reads it."""
+    corner_uvs = np.asarray(corner_uvs, np.float64)
+    corner_points = np.asarray(corner_points, np.float64)
+    device = torch.device(device) if device is not None else _infer_device(albedo_fn)
+    m = len(corner_uvs)
+    tiles = np.floor(corner_uvs.mean(axis=1, keepdims=True))
+    flat_uvs = (corner_uvs - tiles).reshape(-1, 2).astype(np.float32)
+    texel, face_id, bary = rasterize_uv(flat_uvs, np.arange(3 * m).reshape(m, 3), size)
+    points = np.einsum("kc,kcd->kd", bary, corner_points[face_id]).astype(np.float32)
     albedo = evaluate_points(albedo_fn, points, chunk, device, "albedo_fn")
     if albedo.shape != (len(points), 3):
         raise ValueError(f"albedo_fn must return (N, 3) colours in [0, 1], got shape {albedo.shape}")
@@ -295,7 +326,50 @@ def _bake(vertices, faces, albedo_fn, size, padding, chunk, device, unwrap, back
     else:
         fill = np.asarray(background, np.float64) / 255.0
     image[~filled] = fill
-    return vmapping, new_faces, uvs, albedo_to_uint8(image)
+    return albedo_to_uint8(image)
+
+
+def split_corner_uvs(
+    faces: np.ndarray, corner_uvs: np.ndarray, vertex_count: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-corner UVs (M, 3, 2) as per-vertex ones: one vertex per distinct (vertex, uv) pair, so a vertex on a UV
+    seam is split into as many copies as it has UVs there and every other vertex stays one. Vertices no face uses are
+    kept, with uv (0, 0). Returns (vmapping (N',) the input vertex of each new one, in increasing order; faces
+    (M, 3) int32 into the new vertices, the same triangles; uvs (N', 2) float32)."""
+    faces = np.asarray(faces, np.int64)
+    uv = np.asarray(corner_uvs, np.float32).reshape(-1, 2) + np.float32(0.0)  # -0.0 -> 0.0: one key per value
+    rows = np.concatenate([faces.reshape(-1, 1), uv.view(np.int32).astype(np.int64)], axis=1)
+    unused = np.setdiff1d(np.arange(vertex_count), faces.ravel())
+    rows = np.concatenate([rows, np.stack([unused, np.zeros_like(unused), np.zeros_like(unused)], axis=1)])
+    unique, inverse = np.unique(rows, axis=0, return_inverse=True)
+    new_faces = inverse.reshape(-1)[: faces.size].reshape(-1, 3).astype(np.int32)
+    uvs = np.ascontiguousarray(unique[:, 1:].astype(np.int32)).view(np.float32)
+    return unique[:, 0].astype(np.int64), new_faces, uvs
+
+
+def bake_corner_uvs(
+    vertices: np.ndarray,
+    faces: np.ndarray,
+    corner_uvs: np.ndarray,
+    albedo_fn: Callable[[torch.Tensor], torch.Tensor],
+    size: int = 512,
+    padding: int = 4,
+    chunk: int = 65536,
+    device: torch.device | str | None = None,
+    background: tuple[int, int, int] | None = None,
+) -> BakedTexture:
+    """Bake ``albedo_fn`` into a mesh's OWN UV layout (M, 3, 2), one (u, v) per triangle corner as Blender keeps
+    them: no unwrap, the triangles and their UVs unchanged. Returns BakedTexture(uvs, vertices', faces', texture)
+    with the vertices split only along the layout's seams (``split_corner_uvs``)."""
+    vertices = np.asarray(vertices, np.float32)
+    faces = np.asarray(faces, np.int64)
+    _check_bake_arguments(size, padding, faces)
+    corner_uvs = np.asarray(corner_uvs, np.float32)
+    if corner_uvs.shape != (len(faces), 3, 2):
+        raise ValueError(f"corner UVs must be ({len(faces)}, 3, 2), one per triangle corner; got {corner_uvs.shape}")
+    texture = paint_texture(corner_uvs, vertices[faces], albedo_fn, size, padding, chunk, device, background)
+    vmapping, new_faces, uvs = split_corner_uvs(faces, corner_uvs, len(vertices))
+    return BakedTexture(uvs, np.ascontiguousarray(vertices[vmapping]), new_faces, texture)
 
 
 def bake_mesh(

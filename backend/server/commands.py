@@ -26,7 +26,7 @@ EXIT_FAILED, EXIT_USAGE, EXIT_NO_SERVER, EXIT_INTERRUPTED = 1, 2, 3, 130
 
 
 def register(subparsers) -> None:
-    from ..cli_args import add_job_arguments
+    from ..cli_args import add_input_mesh_argument, add_job_arguments
 
     serve = subparsers.add_parser("serve", help="run the backend that Blender, `submit` and `batch` talk to")
     serve.add_argument(
@@ -55,6 +55,7 @@ def register(subparsers) -> None:
     submit.add_argument("-o", "--output", type=Path, default=Path("asset.glb"), help="OUT.glb / .obj / .ply")
     _client_arguments(submit)
     add_job_arguments(submit)
+    add_input_mesh_argument(submit)
     submit.set_defaults(func=cmd_submit)
 
 
@@ -253,22 +254,24 @@ def _spec(args, prompt: str, output: Path | None, command: str):
 
 
 def cmd_submit(args) -> int:
-    from dreamstill.protocol import Cancelled, Done, JobSpecError
+    from dreamstill.protocol import Cancelled, Done, JobSpecError, ProtocolError
     from dreamstill.protocol.client import ServerError, ServerUnavailable
+
+    from ..cli_args import with_input_mesh
 
     output = args.output.expanduser().resolve()
     if output.is_dir():
         _err("submit", f"{output} is a folder; give a file name such as {output / 'asset.glb'}")
         return EXIT_USAGE
     try:
-        spec = _spec(args, args.prompt, output, "submit")
+        spec, mesh = with_input_mesh(args, _spec(args, args.prompt, output, "submit"))
         client = _connect(args, "submit")
-    except (JobSpecError, ValueError) as err:
+    except (JobSpecError, ValueError, FileNotFoundError) as err:
         _err("submit", str(err))
         return EXIT_USAGE
     job_id = None
     try:
-        job_id = client.submit(spec)
+        job_id = client.submit(spec, mesh=mesh)
         if not args.quiet:
             print(f"job {job_id} on {args.server}", file=sys.stderr)
         end = _follow(client, job_id, spec.steps, spec.prompt, args.quiet)
@@ -281,7 +284,7 @@ def cmd_submit(args) -> int:
             return EXIT_INTERRUPTED
         _err("submit", f"{end.message} [{end.code}]")
         return EXIT_USAGE if end.code == "bad_spec" else EXIT_FAILED
-    except JobSpecError as err:
+    except (JobSpecError, ProtocolError) as err:  # a ProtocolError here: a mesh over the request limit
         _err("submit", str(err))
         return EXIT_USAGE
     except ServerUnavailable as err:

@@ -66,7 +66,7 @@ class Handlers:
             self.error(req, *refusal, msg.rid)
             return
         try:
-            stored = self.s.store.create(spec, owner=req.owner)
+            stored = self.s.store.create(spec, owner=req.owner, mesh=msg.mesh)
         except StoreWriteError as err:
             code = "disk_full" if err.disk_full else "store_error"
             self.error(req, code, f"the server cannot record the job ({err.strerror}); try again later", msg.rid)
@@ -78,7 +78,8 @@ class Handlers:
         job.subs[req.ident] = self.s.new_subscriber()
         position = len(self.s.queue) - 1 + sum(1 for j in self.s.jobs.values() if j.state == "running")
         self.reply(req, "accepted", rid=msg.rid, job_id=job.id, payload={"position": position})
-        log.info("job %s queued (position %d): %r", job.id, position, spec.prompt[:80])
+        mesh = "" if msg.mesh is None else f" on a mesh of {msg.mesh.face_count} triangles"
+        log.info("job %s queued (position %d): %r%s", job.id, position, spec.prompt[:80], mesh)
         self.s.dispatch()
 
     def _refuse_submit(self, req: Request, spec: JobSpec) -> tuple[str, str] | None:

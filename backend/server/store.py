@@ -4,6 +4,8 @@
     store_dir/<job_id>/events.jsonl  small events, one JSON object a line: queued (with the owner), started,
                                      progress (at most about once a second), and the terminal done / failed /
                                      cancelled (fsynced)
+    store_dir/<job_id>/input_mesh.npz  the mesh a texture or refine job works on (vertices, faces, optional
+                                     per-corner uvs), written with spec.json; the worker hands it to the runner
     store_dir/<job_id>/result.json   the manifest of a finished job's files (name, size, SHA-256), written by the
                                      worker before it reports done (fsynced, atomic)
     store_dir/<job_id>/...           what the job runner wrote: result files, checkpoint, previews
@@ -19,16 +21,20 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import io
 import json
 import logging
 import os
 import secrets
 import shutil
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from dreamstill.protocol import Done, Failed, JobSpec
+import numpy as np
+
+from dreamstill.protocol import Done, Failed, InputMesh, JobSpec
 from dreamstill.protocol.messages import JOB_ID, TERMINAL, event_fields, event_from
 
 log = logging.getLogger("dreamstill.server")
@@ -36,6 +42,7 @@ log = logging.getLogger("dreamstill.server")
 PROGRESS_LOG_INTERVAL_S = 1.0
 EVENTS_FILE = "events.jsonl"
 MANIFEST_FILE = "result.json"
+INPUT_MESH_FILE = "input_mesh.npz"
 CHECKPOINT_FILE = "checkpoint.pt"  # jobs.optimize_job.CHECKPOINT_NAME (not imported: the store must not import torch)
 
 
@@ -127,6 +134,25 @@ def read_manifest(folder: Path) -> dict | None:
     return data if ok else None
 
 
+def mesh_npz_bytes(mesh: InputMesh) -> bytes:
+    """The input mesh as an uncompressed .npz (arrays vertices, faces and, when it has them, uvs)."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **mesh.arrays())
+    return buffer.getvalue()
+
+
+def read_input_mesh(folder: Path) -> InputMesh | None:
+    """The input mesh stored in a job folder (None when the job has none); ValueError when the file is damaged."""
+    path = Path(folder) / INPUT_MESH_FILE
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return InputMesh.from_arrays({name: data[name] for name in data.files})
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+        raise ValueError(f"the job's {INPUT_MESH_FILE} cannot be read ({err}); submit the job again") from None
+
+
 def _sha(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -156,14 +182,17 @@ class JobStore:
             if not (self.root / job_id).exists():
                 return job_id
 
-    def create(self, spec: JobSpec, owner: str | None = None) -> StoredJob:
-        """A new job folder with spec.json and its queued line, made whole or not at all (StoreWriteError)."""
+    def create(self, spec: JobSpec, owner: str | None = None, mesh: InputMesh | None = None) -> StoredJob:
+        """A new job folder with spec.json, the input mesh when there is one, and its queued line, made whole or not
+        at all (StoreWriteError)."""
         job_id = self.new_id()
         job = StoredJob(job_id, spec, created=time.time(), owner=owner)
         staging = self.root / f".new-{job_id}"
         try:
             staging.mkdir()
             _write_new(staging / "spec.json", (spec.to_json() + "\n").encode("utf-8"))
+            if mesh is not None:
+                _write_new(staging / INPUT_MESH_FILE, mesh_npz_bytes(mesh))
             record = {"type": "queued", "t": job.created, "owner": owner}
             _write_new(staging / EVENTS_FILE, (json.dumps(record) + "\n").encode("utf-8"))
             os.replace(staging, self.root / job_id)
@@ -343,6 +372,8 @@ __all__ = [
     "StoredJob",
     "StoreWriteError",
     "PROGRESS_LOG_INTERVAL_S",
+    "INPUT_MESH_FILE",
+    "read_input_mesh",
     "read_manifest",
     "write_manifest",
 ]

@@ -38,6 +38,21 @@ def fake_mesh(step: int, count: int, seed: int = 0, final: bool = False) -> Mesh
     return MeshUpdate(step=step, vertices=vertices, faces=faces, vertex_colors=colors, final=final)
 
 
+def fake_textured_mesh(mesh, step: int, final: bool = False) -> MeshUpdate:
+    """A texture job's update on an input mesh (protocol.InputMesh): one vertex per face corner (the input's
+    positions), its faces in the input's order, the input's corner UVs (else face j's corners at (j mod 8) / 8),
+    and an 8 x 8 texture of grey level ``step``."""
+    m = mesh.face_count
+    vertices = mesh.vertices[mesh.faces.ravel()]
+    faces = np.arange(3 * m, dtype=np.int32).reshape(m, 3)
+    if mesh.uvs is not None:
+        uvs = mesh.uvs.reshape(-1, 2)
+    else:
+        uvs = np.repeat(((np.arange(m) % 8 + 0.5) / 8).astype(np.float32), 3)[:, None].repeat(2, axis=1)
+    texture = np.full((8, 8, 3), step % 256, dtype=np.uint8)
+    return MeshUpdate(step=step, vertices=vertices, faces=faces, uvs=uvs, texture=texture, final=final)
+
+
 def result_bytes(seed: int, size: int) -> bytes:
     """The fake result file's content: deterministic in (seed, size)."""
     return np.random.default_rng(seed).integers(0, 256, size, dtype=np.uint8).tobytes()
@@ -54,7 +69,9 @@ def _fill(path: Path, size: int) -> None:
         pass
 
 
-def fake_runner(spec, out_dir, cancel=None, resume=False):
+def fake_runner(spec, out_dir, cancel=None, resume=False, input_mesh=None):
+    """Steps, previews and meshes as ``spec.options`` say (module docstring). With an ``input_mesh`` (texture and
+    refine jobs) its meshes are ``fake_textured_mesh`` of it and Done's metrics name its counts."""
     opts = spec.options
     step_s = float(opts.get("fake_step_s", 0.01))
     vertices = int(opts.get("fake_vertices", 4))
@@ -86,15 +103,23 @@ def fake_runner(spec, out_dir, cancel=None, resume=False):
             rgba = np.full((8, 8, 4), step % 256, dtype=np.uint8)
             yield Preview(step=step, rgba=rgba)
         if spec.mesh_every and step % spec.mesh_every == 0:
-            yield fake_mesh(step, vertices, spec.seed)
+            yield _fake_update(step, vertices, spec.seed, input_mesh)
         if spec.checkpoint_every and step % spec.checkpoint_every == 0:
             checkpoint.write_text(str(step))
-    yield fake_mesh(spec.steps, vertices, spec.seed, final=True)
+    yield _fake_update(spec.steps, vertices, spec.seed, input_mesh, final=True)
     path = out_dir / f"asset.{spec.output_format}"
     path.write_bytes(result_bytes(spec.seed, int(opts.get("fake_file_bytes", 1000))))
-    yield Done(
-        files=[str(path)], seconds=time.perf_counter() - started, metrics={"fake": True, "resumed_from": first - 1}
-    )
+    metrics = {"fake": True, "resumed_from": first - 1}
+    if input_mesh is not None:
+        metrics.update(input_vertices=input_mesh.vertex_count, input_faces=input_mesh.face_count)
+        metrics["input_uvs"] = input_mesh.uvs is not None
+    yield Done(files=[str(path)], seconds=time.perf_counter() - started, metrics=metrics)
+
+
+def _fake_update(step: int, vertices: int, seed: int, input_mesh, final: bool = False) -> MeshUpdate:
+    if input_mesh is not None:
+        return fake_textured_mesh(input_mesh, step, final)
+    return fake_mesh(step, vertices, seed, final)
 
 
 FAKE_JOB_FLAGS = ["--steps", "4", "--preview-every", "1", "--option", "fake_step_s=0.01", "--quiet"]  # CLI tests

@@ -7,6 +7,9 @@ path (tcp loopback where ipc is missing), using the protocol's own wire format, 
     server -> worker   {"type": "_run", "job", "seq", "spec", "out_dir", "resume"} | {"type": "_stop"}
     worker -> server   {"type": "_ready", "pid", "error"} then, per job, the encoded protocol events
 
+A texture or refine job's mesh is not sent over this socket: the store wrote it into the job's folder
+(input_mesh.npz) and the worker reads it from there and passes it to the runner as ``input_mesh``.
+
 Cancel is a shared 64-bit integer: the server writes the running task's ``seq`` into it and the runner's cancel
 callback compares it with its own, so a late cancel can never hit the next job. The kernel kills the worker when
 the server process dies (PR_SET_PDEATHSIG on Linux); elsewhere the cancel callback notices within a second.
@@ -196,8 +199,14 @@ def _run_one(sock, fn, load_error, header: dict, cancel_seq, parent: _Parent) ->
         return cancel_seq.value in (seq, STOP_ALL) or parent.gone_throttled()
 
     try:
+        extra = _input_mesh_argument(out_dir)
+    except ValueError as err:  # a damaged input_mesh.npz: this job cannot run, the worker is fine
+        sock.send_multipart(encode(Failed("bad_mesh", str(err)), job_id=job_id), copy=False)
+        return True
+    try:
         spec = JobSpec.from_dict(header["spec"])
-        terminal = _stream(sock, fn(spec, out_dir, cancel=cancel, resume=bool(header.get("resume"))), job_id, out_dir)
+        events = fn(spec, out_dir, cancel=cancel, resume=bool(header.get("resume")), **extra)
+        terminal = _stream(sock, events, job_id, out_dir)
         if terminal is None:
             failed = Failed(
                 "internal_error",
@@ -216,6 +225,15 @@ def _run_one(sock, fn, load_error, header: dict, cancel_seq, parent: _Parent) ->
             _send_json(sock, {"type": "_exiting", "reason": code})
         sock.send_multipart(encode(Failed(code, message), job_id=job_id), copy=False)
         return not fatal
+
+
+def _input_mesh_argument(out_dir: Path) -> dict:
+    """``{"input_mesh": InputMesh}`` when the job's folder holds the mesh it was submitted with (store.create),
+    else nothing (so runners that take no mesh keep working)."""
+    from .store import read_input_mesh
+
+    mesh = read_input_mesh(out_dir)
+    return {} if mesh is None else {"input_mesh": mesh}
 
 
 def _stream(sock, events, job_id: str, out_dir: Path):

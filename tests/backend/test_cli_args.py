@@ -84,6 +84,7 @@ def test_a_spec_survives_a_trip_through_the_flags():
         prompt="a red cube",
         method="asd",
         mode="instant",
+        keep_shape=0.25,
         steps=7,
         surface=False,
         geometry_steps=2,

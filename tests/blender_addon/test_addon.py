@@ -542,6 +542,8 @@ def test_panels_draw_existing_properties_and_operators(addon, scene, server):
     settings = scene.dreamstill
     log = draw_all_panels(addon)
     assert ("operator", "dreamstill.generate") in log and ("prop", "prompt") in log
+    assert ("operator", "dreamstill.texture") in log and ("operator", "dreamstill.refine") in log
+    assert ("prop", "keep_shape") in log
     assert not any(kind == "progress" for kind, _ in log)
     bpy.ops.dreamstill.generate(prompt="a red cube", server=server, **fast())
     settings.queue[0].state, settings.queue[0].step = "SUBMITTED", 3  # draw as if it were running
@@ -837,6 +839,114 @@ def test_read_mesh_of_the_artists_object_and_one_too_large_to_send(addon, scene)
     assert sent.nbytes <= mesh_data.mesh_budget() and len(sent.faces) < len(grid.data.polygons) * 2
     with pytest.raises(ValueError, match="select a mesh object first"):
         scene_mesh.read_mesh(bpy.data.objects.new("empty", None))
+
+
+# ------------------------------------------------------------------------------------------------ the artist's mesh
+def mesh_state(obj) -> tuple:
+    """(vertex positions, polygon vertex indices) of an object's own mesh, to check that nothing moved."""
+    co = np.empty(3 * len(obj.data.vertices), np.float32)
+    obj.data.vertices.foreach_get("co", co)
+    loops = np.empty(len(obj.data.loops), np.int32)
+    obj.data.loops.foreach_get("vertex_index", loops)
+    return co, loops
+
+
+def image_grey(image) -> float:
+    pixels = np.empty(image.size[0] * image.size[1] * 4, np.float32)
+    image.pixels.foreach_get(pixels)
+    return float(pixels.reshape(-1, 4)[:, 0].mean())
+
+
+def test_texture_keeps_the_objects_geometry_and_paints_a_new_material(addon, scene, server):
+    """A cube with its own UV map: the fake runner echoes the triangles and their UVs with an 8 x 8 texture of grey
+    level = step. The cube keeps every vertex and face; a new material holds the image through the cube's UV map;
+    the artist's old material stays in its slot."""
+    bpy.ops.mesh.primitive_cube_add(size=2.0, location=(3.0, 0.0, 1.0))
+    cube = bpy.context.active_object
+    old = bpy.data.materials.new("artist's")
+    cube.data.materials.append(old)
+    before = mesh_state(cube)
+    result = bpy.ops.dreamstill.texture(prompt="a red cube", server=server, **fast())
+    assert result == {"FINISHED"}, scene.dreamstill.status
+    item = scene.dreamstill.queue[0]
+    assert item.state == "DONE", item.message
+    assert item.texture_only and item.source == item.object_name == cube.name
+    after = mesh_state(cube)
+    np.testing.assert_array_equal(after[0], before[0])
+    np.testing.assert_array_equal(after[1], before[1])
+    assert (len(cube.data.vertices), len(cube.data.polygons)) == (8, 6) and "Dreamstill" not in bpy.data.collections
+    assert [m.name for m in cube.data.materials] == ["artist's", "Cube Dreamstill"]
+    indices = np.empty(6, np.int32)
+    cube.data.polygons.foreach_get("material_index", indices)
+    assert (indices == 1).all()
+    nodes = cube.data.materials[1].node_tree.nodes
+    image = nodes["Dreamstill Texture"].image
+    assert nodes["Dreamstill UV"].uv_map == "UVMap" and list(cube.data.uv_layers.keys()) == ["UVMap"]
+    assert tuple(image.size) == (8, 8) and image.packed_file is not None
+    assert image_grey(image) == pytest.approx(6 / 255)  # the final update, step 6
+    links = nodes["Principled BSDF"].inputs["Base Color"].links
+    assert links[0].from_node == nodes["Dreamstill Texture"]
+    assert cube["dreamstill_job_id"] == item.job_id and cube["dreamstill_state"] == "done"
+
+
+def test_texture_of_a_mesh_without_uvs_writes_the_backends_unwrap_as_a_new_uv_map(addon, scene, server):
+    """No UV map: the job bakes into its own unwrap, and the add-on writes each triangle corner's UV into a new
+    "Dreamstill UV" map (the fake runner puts triangle j's corners at ((j mod 8) + 0.5) / 8). An icosphere: every
+    face a triangle, so each loop is the corner of exactly one triangle."""
+    bpy.ops.mesh.primitive_ico_sphere_add(subdivisions=1)
+    ball = bpy.context.active_object
+    ball.data.uv_layers.remove(ball.data.uv_layers[0])
+    ball.data.update()  # tag it, so the evaluated mesh is rebuilt
+    before = mesh_state(ball)
+    assert bpy.ops.dreamstill.texture(prompt="a red ball", server=server, **fast()) == {"FINISHED"}
+    assert scene.dreamstill.queue[0].state == "DONE", scene.dreamstill.queue[0].message
+    np.testing.assert_array_equal(mesh_state(ball)[0], before[0])
+    assert ball.data.uv_layers.active.name == "Dreamstill UV"
+    uv = np.empty(2 * len(ball.data.loops), np.float32)
+    ball.data.uv_layers["Dreamstill UV"].data.foreach_get("uv", uv)
+    ball.data.calc_loop_triangles()
+    loops = np.empty(60, np.int32)
+    ball.data.loop_triangles.foreach_get("loops", loops)
+    expected = np.repeat((np.arange(20) % 8 + 0.5) / 8, 3)
+    np.testing.assert_allclose(uv.reshape(-1, 2)[loops], np.stack([expected, expected], axis=1))
+    assert ball.data.materials[0].node_tree.nodes["Dreamstill UV"].uv_map == "Dreamstill UV"
+
+
+def test_refine_makes_a_new_object_beside_the_original(addon, scene, server):
+    """Refine sends the monkey's mesh; the (fake) result streams into a new object standing beside it, as large as
+    it, while the monkey is untouched."""
+    bpy.ops.mesh.primitive_monkey_add(size=2.0, location=(0.0, 0.0, 1.0))
+    monkey = bpy.context.active_object
+    before = mesh_state(monkey)
+    result = bpy.ops.dreamstill.refine(prompt="a blue sphere", keep_shape=0.8, server=server, **fast())
+    assert result == {"FINISHED"}, scene.dreamstill.status
+    item = scene.dreamstill.queue[0]
+    assert item.state == "DONE", item.message
+    new = bpy.data.objects[item.object_name]
+    assert new != monkey and new.name == "blue sphere" and new.users_collection[0].name == "Dreamstill"
+    spec = module_of("proto").JobSpec.from_json(item.spec_json)
+    assert spec.mode == "refine" and spec.keep_shape == pytest.approx(0.8)  # a Blender float is 32-bit
+    np.testing.assert_array_equal(mesh_state(monkey)[0], before[0])
+    triangles = len(module_of("scene_mesh").read_mesh(monkey).faces)
+    assert len(new.data.polygons) == triangles  # the fake echoes the sent triangles
+    source, made = world_bbox(monkey), world_bbox(new)
+    assert made[0, 0] > source[1, 0]  # wholly to its +X side
+    assert made[0, 2] == pytest.approx(source[0, 2], abs=1e-4)  # on the same ground
+    assert np.ptp(made, axis=0).max() == pytest.approx(np.ptp(source, axis=0).max(), rel=1e-4)
+
+
+def test_mesh_jobs_say_what_is_wrong_in_the_panel(addon, scene, server):
+    settings = scene.dreamstill
+    with pytest.raises(RuntimeError, match=r"select a mesh object first \(the active object is nothing\)"):
+        bpy.ops.dreamstill.texture(prompt="a red cube", server=server, **fast())
+    assert settings.status_error and "select a mesh object first" in settings.status
+    bpy.ops.mesh.primitive_grid_add(x_subdivisions=400, y_subdivisions=400)
+    with pytest.raises(RuntimeError, match="is too large to send"):
+        bpy.ops.dreamstill.refine(prompt="a red cube", server=server, **fast())
+    assert "is too large to send" in settings.status and "Decimate" in settings.status
+    with pytest.raises(RuntimeError, match="Mode Texture works on a mesh: select one and press Texture or Refine"):
+        bpy.ops.dreamstill.generate(prompt="a red cube", mode="texture", server=server, **fast())
+    assert not len(settings.queue)
 
 
 def test_blender_installed_the_bundled_pyzmq_wheel(addon):

@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dreamstill.blender_addon.placement import Placement, asset_name, grid_offsets, placement_for, points_along
+from dreamstill.blender_addon.placement import (
+    Placement,
+    asset_name,
+    beside,
+    grid_offsets,
+    placement_for,
+    points_along,
+)
 
 
 def test_an_asset_stands_on_its_base_at_the_set_size():
@@ -87,3 +94,11 @@ def test_points_along_repeated_points_and_errors():
 def test_asset_name_from_the_prompt(prompt, name):
     assert asset_name(prompt) == name
     assert len(asset_name(prompt)) <= 60
+
+
+def test_beside_stands_on_the_objects_ground_a_quarter_of_its_width_to_its_right():
+    """Box x 1..3, y -1..1, z 0.5..1.5 (width 2): the copy's footprint centre at x = 3 + 0.5 + 1, its base at 0.5,
+    its size the largest extent 2; so a copy as large spans x 3.5..5.5, clear of the box."""
+    location, size = beside((1.0, -1.0, 0.5), (3.0, 1.0, 1.5))
+    assert location == (4.5, 0.0, 0.5) and size == 2.0
+    assert location[0] - size / 2 > 3.0

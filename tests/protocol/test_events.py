@@ -7,11 +7,18 @@ import math
 import pytest
 
 from dreamstill.protocol import Progress
-from dreamstill.protocol.events import FINISH_PHASES, OPTIMIZE, OPTIMIZE_PHASES, PHASE_LABELS, STAGE_PHASES
+from dreamstill.protocol.events import (
+    FINISH_PHASES,
+    OPTIMIZE,
+    OPTIMIZE_PHASES,
+    PHASE_LABELS,
+    STAGE_PHASES,
+    START_PHASES,
+)
 from dreamstill.protocol.messages import decode, encode
 
 
-@pytest.mark.parametrize("phase", (OPTIMIZE, *STAGE_PHASES, *FINISH_PHASES))
+@pytest.mark.parametrize("phase", (*START_PHASES, OPTIMIZE, *STAGE_PHASES, *FINISH_PHASES))
 def test_progress_phase_round_trips_over_the_wire(phase):
     sent = Progress(step=2, total=5, loss=float("nan"), eta_s=float("nan"), elapsed_s=1.25, phase=phase)
     got = decode(encode(sent, job_id="j")).payload

@@ -256,6 +256,13 @@ def test_without_the_surface_stage_every_step_optimizes_the_density_field():
     assert JobSpec(prompt="a", steps=50, surface=False, geometry_steps=70).stage_plan == (("optimize", 50),)
 
 
+@pytest.mark.parametrize("surface", (True, False))
+def test_a_job_on_a_given_mesh_has_one_stage_named_by_its_mode(surface):
+    texture = JobSpec(prompt="a", mode="texture", steps=50, surface=surface, geometry_steps=70)
+    assert texture.stage_plan == (("texture", 50),)
+    assert JobSpec(prompt="a", mode="refine", steps=7, surface=surface).stage_plan == (("geometry", 7),)
+
+
 def test_stages_that_leave_no_density_step_are_refused_naming_what_to_change():
     with pytest.raises(JobSpecError, match=r"steps: is 10, and geometry_steps 9 \+ texture_steps 1 leave"):
         JobSpec(prompt="a", steps=10, geometry_steps=9, texture_steps=1)

@@ -16,11 +16,13 @@ from dreamstill.backend.mesh.export import export_mesh
 from dreamstill.backend.mesh.texture import (
     TextureBakeError,
     UnwrapConfig,
+    bake_corner_uvs,
     bake_mesh,
     bake_texture,
     dilate,
     rasterize_uv,
     sample_texture,
+    split_corner_uvs,
 )
 
 RED, BLUE = np.array([255, 0, 0]), np.array([0, 0, 255])
@@ -188,3 +190,69 @@ def test_mesh_form_returns_a_textured_mesh(sphere):
     assert isinstance(out, Mesh) and out.texture.shape == (32, 32, 3) and out.num_faces == sphere.num_faces
     with pytest.raises(TypeError, match="albedo_fn"):
         bake_texture(sphere.vertices, sphere.faces)
+
+
+# ---------------------------------------------------------------------------------------------- given UVs
+# A unit square in the z = 0 plane, two triangles, laid out on the left half of the texture (u in 0..1/2): each
+# point (x, y, 0) sits at uv (x / 2, y). Its four vertices share their UVs, so nothing is split.
+SQUARE = np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0]], np.float32)
+SQUARE_FACES = np.array([[0, 1, 2], [0, 2, 3]], np.int32)
+SQUARE_UVS = SQUARE[SQUARE_FACES][..., :2] * np.array([0.5, 1.0], np.float32)
+
+
+def x_ramp(x):
+    """albedo (x, 0.25, 0.75): red follows the 3D x coordinate."""
+    return torch.stack([x[:, 0], torch.full_like(x[:, 0], 0.25), torch.full_like(x[:, 0], 0.75)], dim=1)
+
+
+def test_bake_onto_given_uvs_closed_form():
+    """Texel (row r, column c) of a 16 x 16 texture has its centre at u = (c + 1/2) / 16; on the left half it maps to
+    the 3D point x = 2 u, so its red is round(255 * 2u); the right half, outside the layout, takes the mean colour;
+    the triangles, their UVs and the vertex count come back unchanged."""
+    size = 16
+    baked = bake_corner_uvs(SQUARE, SQUARE_FACES, SQUARE_UVS, x_ramp, size=size, padding=0)
+    cols = np.arange(size // 2)
+    expected_red = np.round(255 * 2 * (cols + 0.5) / size)
+    np.testing.assert_array_equal(baked.texture[:, : size // 2, 0], np.tile(expected_red, (size, 1)))
+    np.testing.assert_array_equal(baked.texture[:, :, 1:], np.broadcast_to([64, 191], (size, size, 2)))
+    assert (baked.texture[:, size // 2 :, 0] == round(expected_red.mean())).all()
+    assert len(baked.vertices) == 4 and len(baked.faces) == 2
+    np.testing.assert_array_equal(baked.vertices[baked.faces], SQUARE[SQUARE_FACES])
+    np.testing.assert_array_equal(baked.uvs[baked.faces], SQUARE_UVS)
+
+
+def test_a_constant_colour_fills_every_texel_of_the_layout_and_tiles_wrap():
+    """A constant albedo gives that colour on every texel (layout, padding and the background alike); a layout moved
+    by whole tiles (u + 2, v - 1) bakes to the same texture, and the UVs that come back are the ones given."""
+
+    def orange(x):
+        return torch.tensor([1.0, 0.5, 0.0]).expand(len(x), 3)
+
+    baked = bake_corner_uvs(SQUARE, SQUARE_FACES, SQUARE_UVS, orange, size=8)
+    assert (baked.texture == [255, 128, 0]).all()
+    shifted = SQUARE_UVS + np.array([2.0, -1.0], np.float32)
+    moved = bake_corner_uvs(SQUARE, SQUARE_FACES, shifted, x_ramp, size=16, padding=0)
+    np.testing.assert_array_equal(
+        moved.texture, bake_corner_uvs(SQUARE, SQUARE_FACES, SQUARE_UVS, x_ramp, 16, 0).texture
+    )
+    np.testing.assert_array_equal(moved.uvs[moved.faces], shifted)
+
+
+def test_split_corner_uvs_splits_only_seams_and_keeps_unused_vertices():
+    """Vertex 0 has two UVs (a seam), vertex 4 no face: 5 input vertices become 6, in input order, the triangles
+    are the same, and each corner keeps its UV."""
+    faces = np.array([[0, 1, 2], [0, 2, 3]])
+    uvs = np.array([[[0, 0], [1, 0], [1, 1]], [[0.5, 0], [1, 1], [0, 1]]], np.float32)
+    vmapping, new_faces, new_uvs = split_corner_uvs(faces, uvs, 5)
+    np.testing.assert_array_equal(vmapping, [0, 0, 1, 2, 3, 4])
+    np.testing.assert_array_equal(vmapping[new_faces], faces)
+    np.testing.assert_array_equal(new_uvs[new_faces], uvs)
+    np.testing.assert_array_equal(new_uvs[5], [0, 0])
+    negative_zero = uvs.copy()
+    negative_zero[1, 0] = [-0.0, 0.0]  # the same UV as corner (0, 0): no extra split
+    assert len(split_corner_uvs(faces, negative_zero, 5)[0]) == 5
+
+
+def test_bake_onto_given_uvs_refuses_uvs_that_do_not_fit():
+    with pytest.raises(ValueError, match=r"corner UVs must be \(2, 3, 2\)"):
+        bake_corner_uvs(SQUARE, SQUARE_FACES, SQUARE_UVS[:1], x_ramp, size=8)

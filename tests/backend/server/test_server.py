@@ -26,6 +26,7 @@ from dreamstill.protocol.client import (
     load_client_keys,
     routing_id,
 )
+from dreamstill.protocol.events import FINISH_PHASES, OPTIMIZE_PHASES
 from dreamstill.protocol.messages import REQUESTS, Message, decode, encode
 from dreamstill.protocol.wire import ProtocolError
 
@@ -103,6 +104,36 @@ def test_job_streams_to_done_and_result_is_fetchable(client, tmp_path):
     assert job in [j["job_id"] for j in client.list_jobs()]
 
 
+def test_a_texture_jobs_mesh_is_stored_and_reaches_the_runner(server, client):
+    """The mesh travels as array frames of the submit, lands in the job folder and the worker hands it to the
+    runner (the fake runner reports its counts and streams it back with a texture); a refine job without UVs too."""
+    import numpy as np
+
+    from dreamstill.backend.server.store import read_input_mesh
+    from dreamstill.protocol import InputMesh
+
+    rng = np.random.default_rng(1)
+    vertices = rng.standard_normal((30, 3)).astype(np.float32)
+    faces = rng.integers(0, 30, (40, 3)).astype(np.int32)
+    uvs = rng.random((40, 3, 2)).astype(np.float32)
+    texture = JobSpec.from_dict({**spec(steps=3, mesh_every=1).to_dict(), "mode": "texture"})
+    job = client.submit(texture, mesh={"vertices": vertices, "faces": faces, "uvs": uvs})
+    events = list(client.events(job, timeout_s=60))
+    done = events[-1]
+    assert isinstance(done, Done), done
+    assert (done.metrics["input_vertices"], done.metrics["input_faces"], done.metrics["input_uvs"]) == (30, 40, True)
+    final = [e for e in events if isinstance(e, MeshUpdate) and e.final][0]
+    np.testing.assert_array_equal(final.uvs[final.faces], uvs)  # each corner's UV came back in the face's order
+    stored = read_input_mesh(server.store.job_dir(job))
+    np.testing.assert_array_equal(stored.vertices, vertices)
+    np.testing.assert_array_equal(stored.uvs, uvs)
+    refine = texture.to_dict() | {"mode": "refine"}
+    job = client.submit(JobSpec.from_dict(refine), mesh=InputMesh(vertices, faces))
+    assert list(client.events(job, timeout_s=60))[-1].metrics["input_uvs"] is False
+    with pytest.raises(JobSpecError, match="'texture' works on a mesh, and none was sent"):
+        client.submit(texture)
+
+
 def test_bad_spec_is_refused_on_both_sides(client, raw_dealer):
     with pytest.raises(JobSpecError, match="steps"):
         client.submit(JobSpec(prompt="a cube", steps=0))
@@ -113,6 +144,9 @@ def test_bad_spec_is_refused_on_both_sides(client, raw_dealer):
     reply = raw_request(raw_dealer, pack("submit", {"spec": bad}, rid="9"))
     assert reply.type == "error" and reply.payload["code"] == "bad_spec" and reply.rid == "9"
     assert "resolution" in reply.payload["message"]
+    texture = JobSpec(prompt="a cube", mode="texture").to_dict()
+    reply = raw_request(raw_dealer, pack("submit", {"spec": texture}, rid="10"))  # a texture job without its mesh
+    assert reply.payload["code"] == "bad_spec" and "works on a mesh, and none was sent" in reply.payload["message"]
     with pytest.raises(ServerError) as err:
         client.status("no-such-job")
     assert err.value.code == "unknown_job"
@@ -392,9 +426,9 @@ def test_end_to_end_with_the_real_engine(tmp_path):
             if isinstance(last, Failed) and (last.code == "missing_weights" or "ImportError" in last.message):
                 pytest.skip(f"the engine cannot run this job here yet: {last.message}")
             assert isinstance(last, Done), last
-            steps = [e.step for e in events if isinstance(e, Progress) and e.phase == "optimize"]
+            steps = [e.step for e in events if isinstance(e, Progress) and e.phase in OPTIMIZE_PHASES]
             assert steps == sorted(steps) and 0 < steps[-1] <= 3  # a newer finishing phase may replace step 3
-            assert c.status(job)["phase"] in ("optimize", "mesh", "decimate", "bake", "export", "views")
+            assert c.status(job)["phase"] in (*OPTIMIZE_PHASES, *FINISH_PHASES)
             paths = c.fetch_result(job, tmp_path / "out")
             glb = [p for p in paths if p.suffix == ".glb"]
             assert glb and glb[0].read_bytes()[:4] == b"glTF"

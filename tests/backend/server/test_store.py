@@ -6,11 +6,19 @@ import errno
 import json
 import logging
 
+import numpy as np
 import pytest
 
 from dreamstill.backend.server import store as store_module
-from dreamstill.backend.server.store import JobStore, StoreWriteError, read_manifest, write_manifest
-from dreamstill.protocol import Done, Failed, JobSpec, Progress
+from dreamstill.backend.server.store import (
+    INPUT_MESH_FILE,
+    JobStore,
+    StoreWriteError,
+    read_input_mesh,
+    read_manifest,
+    write_manifest,
+)
+from dreamstill.protocol import Done, Failed, InputMesh, JobSpec, Progress
 
 
 def spec(**kw) -> JobSpec:
@@ -137,3 +145,20 @@ def test_ids_rise_strictly_in_submission_order_even_within_a_millisecond(tmp_pat
     monkeypatch.setattr(store_module.time, "time", lambda: 1000.0)
     ids = [store.new_id() for _ in range(50)]
     assert ids == sorted(ids) and len(set(i.split("-")[0] for i in ids)) == 50
+
+
+def test_the_input_mesh_is_stored_with_the_job_and_read_back(tmp_path):
+    """A texture job's mesh is written into its folder with spec.json (input_mesh.npz) and reads back equal; a
+    job without one has none; a damaged file is a ValueError that says to submit again."""
+    store = JobStore(tmp_path)
+    vertices = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0]], np.float32)
+    mesh = InputMesh(vertices, [[0, 1, 2]], np.array([[[0, 0], [1, 0], [0, 1]]], np.float32))
+    job = store.create(JobSpec(prompt="a red cube", mode="texture"), mesh=mesh)
+    back = read_input_mesh(store.job_dir(job.job_id))
+    np.testing.assert_array_equal(back.vertices, vertices)
+    np.testing.assert_array_equal(back.faces, [[0, 1, 2]])
+    np.testing.assert_array_equal(back.uvs, mesh.uvs)
+    assert read_input_mesh(store.job_dir(store.create(spec()).job_id)) is None
+    (store.job_dir(job.job_id) / INPUT_MESH_FILE).write_bytes(b"PK\x03\x04 not a zip")
+    with pytest.raises(ValueError, match="input_mesh.npz cannot be read .* submit the job again"):
+        read_input_mesh(store.job_dir(job.job_id))
