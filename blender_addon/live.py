@@ -106,13 +106,8 @@ def apply_mesh(obj: bpy.types.Object, vertices: np.ndarray, faces: np.ndarray, v
     mesh.update(calc_edges=True)
 
 
-def ensure_material(obj: bpy.types.Object, texture: bpy.types.Image | None) -> bpy.types.Material:
-    """The object's material (made once): Principled BSDF whose Base Color comes from ``texture`` through the UV
-    map when there is one, else from the vertex colours; relinked in place when that changes."""
-    mat = obj.data.materials[0] if len(obj.data.materials) else None
-    if mat is None:
-        mat = bpy.data.materials.get(obj.name) or bpy.data.materials.new(obj.name)
-        obj.data.materials.append(mat)
+def principled_nodes(mat: bpy.types.Material):
+    """(nodes, links, Principled BSDF) of ``mat``'s node tree, the BSDF wired to the output (made when missing)."""
     if mat.node_tree is None:  # Blender < 5.0 makes materials without nodes; 5.0 always has them
         mat.use_nodes = True
     nodes, links = mat.node_tree.nodes, mat.node_tree.links
@@ -120,6 +115,17 @@ def ensure_material(obj: bpy.types.Object, texture: bpy.types.Image | None) -> b
     output = nodes.get("Material Output") or nodes.new("ShaderNodeOutputMaterial")
     if not bsdf.outputs["BSDF"].links:
         links.new(bsdf.outputs["BSDF"], output.inputs["Surface"])
+    return nodes, links, bsdf
+
+
+def ensure_material(obj: bpy.types.Object, texture: bpy.types.Image | None) -> bpy.types.Material:
+    """The object's material (made once): Principled BSDF whose Base Color comes from ``texture`` through the UV
+    map when there is one, else from the vertex colours; relinked in place when that changes."""
+    mat = obj.data.materials[0] if len(obj.data.materials) else None
+    if mat is None:
+        mat = bpy.data.materials.get(obj.name) or bpy.data.materials.new(obj.name)
+        obj.data.materials.append(mat)
+    nodes, links, bsdf = principled_nodes(mat)
     tex = nodes.get("Dreamstill Texture")
     if tex is None:
         tex = nodes.new("ShaderNodeTexImage")

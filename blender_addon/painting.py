@@ -15,7 +15,7 @@ from __future__ import annotations
 import bpy
 import numpy as np
 
-from .live import set_image
+from .live import principled_nodes, set_image
 
 UV_MAP = "Dreamstill UV"
 COLOR_ATTRIBUTE = "Dreamstill"
@@ -74,13 +74,7 @@ def paint_material(obj: bpy.types.Object, image: bpy.types.Image | None, uv_map:
     if mat is None:
         mat = bpy.data.materials.new(f"{obj.name} Dreamstill")
         obj[MATERIAL_PROPERTY] = mat.name
-    if mat.node_tree is None:  # Blender < 5.0 makes materials without nodes
-        mat.use_nodes = True
-    nodes, links = mat.node_tree.nodes, mat.node_tree.links
-    bsdf = nodes.get("Principled BSDF") or nodes.new("ShaderNodeBsdfPrincipled")
-    output = nodes.get("Material Output") or nodes.new("ShaderNodeOutputMaterial")
-    if not bsdf.outputs["BSDF"].links:
-        links.new(bsdf.outputs["BSDF"], output.inputs["Surface"])
+    nodes, links, bsdf = principled_nodes(mat)
     if image is not None:
         source = _image_nodes(nodes, links, image, uv_map, bsdf.location)
     else:

@@ -33,10 +33,7 @@ def run_optimize_job(
         return
     checkpoint = out_dir / CHECKPOINT_NAME
     yield from _optimize(optimizer, checkpoint, cancel)
-    if optimizer.step < spec.steps:
-        if spec.checkpoint_every:
-            optimizer.save_checkpoint(checkpoint)
-        yield Cancelled(optimizer.step)
+    if (yield from cancelled_early(optimizer, checkpoint)):
         return
     clock = PhaseClock(finish_phase_names(optimizer, spec), started)
     metrics = {"seconds_per_step": optimizer.seconds_per_step}
@@ -53,13 +50,31 @@ def _start(spec: JobSpec, checkpoint: Path | None, prior) -> Generator[JobEvent,
     except (KeyError, ValueError) as err:  # unknown method option, bad method settings
         yield Failed("bad_spec", str(err))
         return None
+    resumed = yield from resume_from(optimizer, checkpoint)
+    return optimizer if resumed else None
+
+
+def resume_from(optimizer, checkpoint: Path | None, errors: tuple = (ValueError,)) -> Generator[JobEvent, None, bool]:
+    """Load ``checkpoint`` into ``optimizer`` when one is given and exists; False after a Failed event (a checkpoint
+    of another spec, one of ``errors``: it stays on disk, not overwritten)."""
     if checkpoint is not None and checkpoint.exists():
         try:
             optimizer.load_checkpoint(checkpoint)
-        except ValueError as err:  # a checkpoint of another spec: kept on disk, not overwritten
+        except errors as err:
             yield Failed("bad_spec", f"cannot resume from {checkpoint}: {err}")
-            return None
-    return optimizer
+            return False
+    return True
+
+
+def cancelled_early(optimizer, checkpoint: Path) -> Generator[JobEvent, None, bool]:
+    """True, after saving a checkpoint (when checkpoints are on) and a Cancelled event, when ``optimizer`` stopped
+    before its spec's steps (a refinement's spec has its refine_steps as steps)."""
+    if optimizer.step >= optimizer.spec.steps:
+        return False
+    if optimizer.spec.checkpoint_every:
+        optimizer.save_checkpoint(checkpoint)
+    yield Cancelled(optimizer.step)
+    return True
 
 
 def _optimize(optimizer: AssetOptimizer, checkpoint: Path, cancel) -> Iterator[JobEvent]:

@@ -13,13 +13,13 @@ import dataclasses
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
-from dreamstill.protocol import Cancelled, Failed, JobEvent, JobSpec, Preview
+from dreamstill.protocol import Failed, JobEvent, JobSpec, Preview
 
 from ..engine import AssetOptimizer
 from ..generators.refine import refine_optimizer
 from ..mesh import EmptyFieldError
 from .finish import finish_asset, finish_phase_names, mesh_update
-from .optimize_job import _optimize
+from .optimize_job import _optimize, cancelled_early, resume_from
 from .phases import PhaseClock, asset_mesh_phases, mesh_phase_names
 
 REFINE_CHECKPOINT_NAME = "refine_checkpoint.pt"
@@ -52,13 +52,9 @@ def _start(asset, spec: JobSpec, checkpoint: Path | None) -> Generator[JobEvent,
     except (KeyError, ValueError) as err:  # unknown method option, bad method settings
         yield Failed("bad_spec", str(err))
         return None
-    if checkpoint is not None and checkpoint.exists():
-        try:
-            optimizer.load_checkpoint(checkpoint)
-        except (ValueError, RuntimeError) as err:  # another spec's, or another generator's, checkpoint: kept on disk
-            yield Failed("bad_spec", f"cannot resume the refinement from {checkpoint}: {err}")
-            return None
-    return optimizer
+    # another spec's, or another generator's (RuntimeError: other tensor shapes), checkpoint
+    resumed = yield from resume_from(optimizer, checkpoint, (ValueError, RuntimeError))
+    return optimizer if resumed else None
 
 
 def refine_and_finish(
@@ -81,10 +77,7 @@ def refine_and_finish(
     if optimizer.step == 0 and spec.preview_every:
         yield Preview(0, optimizer.preview())
     yield from _optimize(optimizer, checkpoint, cancel)
-    if optimizer.step < spec.refine_steps:
-        if spec.checkpoint_every:
-            optimizer.save_checkpoint(checkpoint)
-        yield Cancelled(optimizer.step)
+    if (yield from cancelled_early(optimizer, checkpoint)):
         return
     finish = PhaseClock(finish_phase_names(optimizer, spec), clock.started)
     metrics = {"seconds_per_step": optimizer.seconds_per_step, "refine_steps": optimizer.step}

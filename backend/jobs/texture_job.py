@@ -12,7 +12,7 @@ from dreamstill.protocol import Cancelled, Failed, InputMesh, JobEvent, JobSpec,
 from ..engine.texture import MeshAssetOptimizer
 from ..priors import PriorNotFoundError
 from .finish import finish_asset, finish_phase_names, mesh_update
-from .optimize_job import CHECKPOINT_NAME
+from .optimize_job import CHECKPOINT_NAME, cancelled_early, resume_from
 from .phases import PhaseClock
 
 
@@ -33,10 +33,7 @@ def run_mesh_job(
         return
     checkpoint = out_dir / CHECKPOINT_NAME
     if resume and checkpoint.exists():
-        try:
-            optimizer.load_checkpoint(checkpoint)
-        except ValueError as err:  # another spec or mesh: the checkpoint stays on disk, untouched
-            yield Failed("bad_spec", f"cannot resume from {checkpoint}: {err}")
+        if not (yield from resume_from(optimizer, checkpoint)):  # another spec or mesh
             return
     else:
         yield from _fit(optimizer, started, cancel)
@@ -44,10 +41,7 @@ def run_mesh_job(
             yield Cancelled(0)
             return
     yield from _distil(optimizer, checkpoint, cancel)
-    if optimizer.step < spec.steps:
-        if spec.checkpoint_every:
-            optimizer.save_checkpoint(checkpoint)
-        yield Cancelled(optimizer.step)
+    if (yield from cancelled_early(optimizer, checkpoint)):
         return
     clock = PhaseClock(finish_phase_names(optimizer, spec), started)
     metrics = {"seconds_per_step": optimizer.seconds_per_step, **input_mesh.summary()}
