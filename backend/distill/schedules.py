@@ -118,19 +118,24 @@ class TimestepSchedule:
     min_step_percent: ScheduledValue = 0.02
     max_step_percent: ScheduledValue = 0.98
     per_sample: bool = True  # one t per batch element (SD); False shares one t across the batch (MVDream's 4 views)
+    ceiling: float = 1.0  # a stage's cap on both bounds (threestudio's refine stages sample t in [0.02, 0.5])
 
     def __post_init__(self):
         if self.sampler not in SAMPLERS:
             raise ValueError(f"unknown timestep sampler {self.sampler!r}; choose one of {', '.join(SAMPLERS)}")
         check_scheduled_value("min_step_percent", self.min_step_percent, 0.0, 1.0)
         check_scheduled_value("max_step_percent", self.max_step_percent, 0.0, 1.0)
+        if not 0.0 < self.ceiling <= 1.0:
+            raise ValueError(f"the timestep ceiling is a fraction of T in (0, 1]; got {self.ceiling}")
 
     def bounds(self, step: int, total_steps: int, num_train_timesteps: int) -> tuple[int, int]:
-        """(t_min, t_max) at this step as integers, clamped to [1, T-1] (t = 0 has sigma = 0 in DDPM)."""
+        """(t_min, t_max) at this step as integers, clamped to [1, T-1] (t = 0 has sigma = 0 in DDPM), both at most
+        ``ceiling`` T."""
         lo = scheduled_value(self.min_step_percent, step, total_steps)
         hi = scheduled_value(self.max_step_percent, step, total_steps)
         if not (0.0 <= lo <= hi <= 1.0):
             raise ValueError(f"need 0 <= min_step_percent <= max_step_percent <= 1, got {lo} and {hi} at step {step}")
+        lo, hi = min(lo, self.ceiling), min(hi, self.ceiling)
         t_min = min(max(int(num_train_timesteps * lo), 1), num_train_timesteps - 1)
         t_max = min(max(int(num_train_timesteps * hi), t_min), num_train_timesteps - 1)
         return t_min, t_max

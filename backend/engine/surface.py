@@ -68,6 +68,9 @@ class SurfaceConfig:
     normal_smoothness_power: float = 1.0  # 1: total variation (keeps edges); 2: squared (rounds edges over time)
     smoothness_points: int = 2048
     orientation_weight: float = 10.0
+    # the method's timesteps in the geometry and texture stages are capped at max_step_percent T (its own schedule
+    # below that): the refine stages of Magic3D and Fantasia3D in threestudio sample t in [0.02, 0.5]
+    max_step_percent: float = 1.0
     init: SDFInitConfig = field(default_factory=lambda: SDFInitConfig(close_radius=0.12))
     # the distance's hash grid stops at 64 cells per side: the prior sees 32 px renders (~0.07 world units a
     # pixel), and finer levels only gave the distillation room to punch pits and bubbles
@@ -221,6 +224,7 @@ class SurfaceStages:
             {"params": sdf_field.albedo_parameters(), "lr": cfg.albedo_lr},
         ]
         opt.optimizer = torch.optim.Adam(params, betas=(0.9, 0.99), eps=1e-15)
+        opt.method.config.schedule = replace(opt.method.config.schedule, ceiling=cfg.max_step_percent)
         opt.distill.shading = ShadingSchedule(
             albedo_until=0.0,
             lambertian_probability=1.0 - cfg.textureless_probability,

@@ -77,6 +77,18 @@ def test_uniform_sampler_range_and_annealing():
         TimestepSchedule("cosine")
 
 
+def test_a_ceiling_caps_both_bounds_and_the_deterministic_anneal():
+    g = torch.Generator().manual_seed(0)
+    capped = TimestepSchedule("uniform", [0, 0.5, 0.02, 100], 0.98, ceiling=0.3)
+    assert capped.bounds(0, 100, 1000) == (300, 300)  # the annealed floor (0.5) is held at the ceiling too
+    assert capped.bounds(100, 100, 1000) == (20, 300)
+    assert capped.sample(4000, 50, 100, 1000, g).max() <= 300
+    sqrt = TimestepSchedule("sqrt", 0.02, 0.98, ceiling=0.5)
+    assert sqrt.deterministic_t(0, 100, 1000) == 500 and sqrt.deterministic_t(100, 100, 1000) == 20
+    with pytest.raises(ValueError, match="ceiling"):
+        TimestepSchedule(ceiling=0.0)
+
+
 def test_sampler_is_reproducible_from_the_generator():
     s = TimestepSchedule()
     a = s.sample(8, 0, 10, 1000, torch.Generator().manual_seed(3))

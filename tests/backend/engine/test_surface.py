@@ -75,6 +75,20 @@ def test_beta_is_annealed_geometrically_over_the_geometry_stage(tiny_spec, tiny_
     assert float(opt.field.beta) == pytest.approx(b1, rel=1e-6)
 
 
+def test_the_surface_stage_caps_the_methods_timesteps(tiny_spec, tiny_prior, small_surface):
+    from dataclasses import replace
+
+    from dreamstill.backend.engine import AssetOptimizer
+    from dreamstill.backend.engine.optimize import EngineDefaults
+
+    defaults = EngineDefaults(surface=replace(small_surface, max_step_percent=0.5))
+    opt = AssetOptimizer(surface_spec(tiny_spec), prior=tiny_prior, defaults=defaults)
+    T = tiny_prior.num_train_timesteps
+    assert opt.method.config.schedule.bounds(0, 10, T)[1] == int(0.98 * T)  # the density stage: the method's own
+    opt._enter("geometry")
+    assert opt.method.config.schedule.bounds(0, 10, T)[1] == int(0.5 * T)
+
+
 @pytest.mark.parametrize("stop_after", [2, 3, 5])  # at the boundary, inside the geometry stage, inside the texture's
 def test_resume_in_any_stage_matches_the_uninterrupted_run(tiny_spec, tiny_prior, small_surface, tmp_path, stop_after):
     from dreamstill.backend.engine import AssetOptimizer
