@@ -42,9 +42,10 @@ class SDFInitConfig:
     resolution: int = 96  # grid samples per side over the box [-bound, bound]^3
     level: float | None = None  # density level of the solid; None = mesh.extract's automatic silhouette threshold
     # with the cameras given: the rendered opacity at which a ray meets the solid. After a short density stage thin
-    # parts are often a fog that renders at 0.3-0.5 (at 1/2 a cone's body was carved away, leaving its base ring:
-    # IoU 0.11; at 0.2: 0.54, on the same density field)
-    carve_opacity: float = 0.2
+    # parts are often a fog that renders at 0.3-0.5 (on one yellow cone's density field, the SDF init's IoU: 0.11 at
+    # 1/2, its body carved away to the base ring; 0.54 at 0.2; and after the geometry stage 0.38 at 0.2, a bowl with
+    # a handle, against 0.86 at 0.1, a cone; a torus keeps its hole at 0.1: docs/results/surface_stage_cpu.md)
+    carve_opacity: float = 0.1
     close_radius: float = 0.06  # world units; 0 turns the closing off
     keep_components: int | None = 1  # largest parts kept; None keeps all
     min_part_fraction: float = 0.03  # and none smaller than this fraction of the largest (floaters)
@@ -64,7 +65,7 @@ class SDFInitConfig:
         if self.keep_components is not None and self.keep_components < 1:
             raise ValueError(f"SDFInitConfig.keep_components is {self.keep_components}; use None (all) or >= 1")
         if not 0 < self.carve_opacity < 1:
-            raise ValueError(f"SDFInitConfig.carve_opacity is {self.carve_opacity}; use an opacity in (0, 1) like 0.2")
+            raise ValueError(f"SDFInitConfig.carve_opacity is {self.carve_opacity}; use an opacity in (0, 1) like 0.1")
         if self.fit_steps < 0 or self.fit_points < 2:
             raise ValueError("SDFInitConfig.fit_steps must be >= 0 and fit_points >= 2")
         return self
