@@ -1,7 +1,6 @@
 """Shape initialisation: an SDF generator regressed onto a density generator's solids starts from its weights,
 names it in its lineage, and lowers the regression loss."""
 
-
 import pytest
 import torch
 
