@@ -8,13 +8,18 @@ largest part per object of the prompt kept (floaters dropped), enclosed cavities
 d*_p by the Euclidean distance transform: fields/sdf_init.sdf_grid_from_density, the per-prompt SDF init's steps 1-3
 without its carving. The student G (the same architecture with geometry "sdf", base.SDFDecoding) regresses
 
-    L = (1/P) sum_p [ E_x |clip_b(d_p(x)) - clip_b(d*_p(x))|                  x: half uniform in the ball, half
+    L = (1/P) sum_p [ E_x band_b(d_p(x), d*_p(x))                              x: half uniform in the ball, half
                       + w_e E_{x uniform}[(||grad d_p(x)|| - 1)^2]               within two voxels of the surface
                       + w_c E_{x near}||c_p(x) - c^T_p(x)||^2 ]
 
-with d_p, c_p the student's distance and albedo for y_p, clip_b(v) = clamp(v, -b, b) (the band b = BAND: the far
-field is the ball's business, the capacity goes to the surface), c^T_p the teacher's albedo, and w_e, w_c the
-SDF init's eikonal and albedo weights (SDFInitConfig). The student starts from the teacher's weights wherever the
+    band_b(d, d*) = |d - d*|                    where |d*| < b
+                  = max(0, sign(d*) (clip_b(d*) - d))  elsewhere: only "on the right side, at least b deep"
+
+with d_p, c_p the student's distance and albedo for y_p, clip_b(v) = clamp(v, -b, b) and the band b = BAND (the far
+field's exact distance does not matter, the capacity goes to the surface), c^T_p the teacher's albedo, and w_e, w_c
+the SDF init's eikonal and albedo weights (SDFInitConfig). Unlike DeepSDF's |clip_b(d) - clip_b(d*)|, band_b keeps a
+gradient where the student's d is beyond the band on the wrong side (a student that has shrunk away from the
+surface gets no signal from a clipped prediction). The student starts from the teacher's weights wherever the
 shapes match (the transformer, the planes, the decoder), its distance head reset so it begins as the ball
 (``reset_distance_head``): only that head changes meaning.
 """
@@ -112,9 +117,15 @@ def reconstruction_loss(student, teacher, grid: SDFGrid, rng: torch.Generator, b
     near = near_surface_points(grid, POINTS_PER_PROMPT - half, rng).to(device)
     x = torch.cat([uniform, near])
     d, grad = student.sdf_with_gradient(x)
-    target = grid.sample(x).to(d.dtype)
-    loss = (d.clamp(-band, band) - target.clamp(-band, band)).abs().mean()
+    loss = banded_l1(d, grid.sample(x).to(d.dtype), band)
     loss = loss + weights.eikonal_weight * eikonal_loss(grad[:half])
     with torch.no_grad():
         albedo_target = teacher(near)[1]
     return loss + weights.albedo_weight * ((student(near)[1] - albedo_target) ** 2).mean()
+
+
+def banded_l1(d: torch.Tensor, target: torch.Tensor, band: float) -> torch.Tensor:
+    """mean band_b(d, d*) (module docstring): |d - d*| inside the band, the one-sided hinge beyond it."""
+    clipped = target.clamp(-band, band)
+    beyond = torch.relu(torch.sign(target) * (clipped - d))
+    return torch.where(target.abs() < band, (d - target).abs(), beyond).mean()

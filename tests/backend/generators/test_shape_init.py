@@ -127,3 +127,15 @@ def test_cli_shape_init_then_distillation_records_every_stage(tmp_path, teacher_
         main(["train-generator", *common, "--init-sdf-from", str(tmp_path / "none"), "-o", str(tmp_path / "x")])
     with pytest.raises(SystemExit, match="drop --arch-option geometry"):
         main(["train-generator", *common, "--init-sdf-from", "builtin", "--arch-option", "geometry=density", "-o", "y"])
+
+
+def test_banded_l1_is_exact_inside_the_band_and_one_sided_beyond():
+    from dreamstill.backend.generators.shape_init import banded_l1
+
+    d = torch.tensor([0.3, 0.05, -0.3, 0.3, -0.05, 0.1], requires_grad=True)
+    target = torch.tensor([0.5, 0.0, -0.5, -0.5, 0.02, 0.5])
+    loss = banded_l1(d, target, 0.15)
+    # right side beyond the band: 0; |d - d*| inside it: 0.05, 0.07; wrong side: 0.45; short of the band: 0.05
+    assert float(loss.detach()) == pytest.approx((0.05 + 0.45 + 0.07 + 0.05) / 6)
+    loss.backward()
+    torch.testing.assert_close(d.grad, torch.tensor([0.0, 1.0, 0.0, 1.0, -1.0, -1.0]) / 6)
