@@ -67,7 +67,7 @@ def test_student_starts_from_the_teacher_as_the_ball(tiny_prior, tmp_path, teach
 
 
 def test_a_few_pretraining_steps_lower_the_regression_loss(tiny_prior, tmp_path, teacher_path):
-    trainer = student(tiny_prior, tmp_path, teacher_path)
+    trainer = student(tiny_prior, tmp_path, teacher_path, lr=1e-3)
 
     def regression_loss() -> float:  # on fixed prompts and points
         idx = [0, 2]
