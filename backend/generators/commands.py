@@ -54,6 +54,30 @@ def register(subparsers) -> None:
         default=d.lambda_opaque,
         help="weight of the opacity entropy, ramped from 0 over the last fifth (ScaleDreamer's: 10)",
     )
+    add_surface_arguments(p, d)
+    p.add_argument("--resume", action="store_true", help="continue from OUTPUT/generator.pt")
+    p.add_argument(
+        "--init-from",
+        type=Path,
+        default=None,
+        metavar="CKPT",
+        help="start from this generator's weights (fine-tune: new optimizer and schedule)",
+    )
+    p.set_defaults(func=train_generator)
+
+    e = subparsers.add_parser(
+        "export-generator",
+        help="strip a training checkpoint to what instant mode loads (config + weights)",
+        description="Write CKPT's generator weights and training config, without the optimizer state, to OUT "
+        "(e.g. backend/generators/builtin/generator.pt, the one `--generator builtin` loads).",
+    )
+    e.add_argument("checkpoint", type=Path, help="a train-generator folder or its generator.pt")
+    e.add_argument("output", type=Path, help="the .pt file to write")
+    e.set_defaults(func=export_generator)
+
+
+def add_surface_arguments(p: argparse.ArgumentParser, d: GeneratorTrainConfig) -> None:
+    """train-generator's flags of SDF generators (--arch-option geometry=sdf) and of shape initialisation."""
     p.add_argument(
         "--eikonal-weight", type=float, default=d.eikonal_weight, help="SDF generators: weight of the eikonal term"
     )
@@ -78,25 +102,6 @@ def register(subparsers) -> None:
         default=d.init_sdf_resolution,
         help="grid samples per side of the teacher's solids (32-48)",
     )
-    p.add_argument("--resume", action="store_true", help="continue from OUTPUT/generator.pt")
-    p.add_argument(
-        "--init-from",
-        type=Path,
-        default=None,
-        metavar="CKPT",
-        help="start from this generator's weights (fine-tune: new optimizer and schedule)",
-    )
-    p.set_defaults(func=train_generator)
-
-    e = subparsers.add_parser(
-        "export-generator",
-        help="strip a training checkpoint to what instant mode loads (config + weights)",
-        description="Write CKPT's generator weights and training config, without the optimizer state, to OUT "
-        "(e.g. backend/generators/builtin/generator.pt, the one `--generator builtin` loads).",
-    )
-    e.add_argument("checkpoint", type=Path, help="a train-generator folder or its generator.pt")
-    e.add_argument("output", type=Path, help="the .pt file to write")
-    e.set_defaults(func=export_generator)
 
 
 def train_generator(args: argparse.Namespace) -> int:
