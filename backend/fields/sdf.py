@@ -55,6 +55,22 @@ def volsdf_density_derivative(d: torch.Tensor, beta) -> torch.Tensor:
     return -torch.exp(-d.abs() / beta) / (2 * beta * beta)
 
 
+def sphere_biased_sdf(raw: torch.Tensor, x: torch.Tensor, sphere_radius: float, bound: float):
+    """(d, ||x||, mask where the bounding sphere wins) of d(x) = max(raw + ||x|| - r_0, ||x|| - bound) (module
+    docstring): raw (N,) the network's distance output at world points x (N, 3), r_0 = ``sphere_radius``."""
+    norm = x.norm(dim=-1)
+    d = raw + norm - sphere_radius
+    outside = norm - bound
+    ball_wins = outside > d
+    return torch.where(ball_wins, outside, d), norm, ball_wins
+
+
+def geometric_anneal(start: float, end: float, fraction: float) -> float:
+    """start (end / start)^fraction, fraction clamped to [0, 1]: the surface stage's beta schedule
+    beta_k = beta_start (beta_end / beta_start)^(k / (K - 1))."""
+    return start * (end / start) ** min(max(fraction, 0.0), 1.0)
+
+
 @dataclass
 class SDFFieldConfig:
     bound: float = 1.0  # the scene is the ball of this radius inside the box [-bound, bound]^3
@@ -168,11 +184,7 @@ class SDFField(Field):
 
     def _clip(self, raw: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(d, ||x||, mask where the bounding sphere wins) for raw = f(h(u))."""
-        norm = x.norm(dim=-1)
-        d = raw + norm - self.config.sphere_radius
-        outside = norm - self.bound
-        ball_wins = outside > d
-        return torch.where(ball_wins, outside, d), norm, ball_wins
+        return sphere_biased_sdf(raw, x, self.config.sphere_radius, self.bound)
 
     def sdf(self, x: torch.Tensor) -> torch.Tensor:
         """d(x), (N,)."""

@@ -54,6 +54,7 @@ def register(subparsers) -> None:
         default=d.lambda_opaque,
         help="weight of the opacity entropy, ramped from 0 over the last fifth (ScaleDreamer's: 10)",
     )
+    add_surface_arguments(p, d)
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT/generator.pt")
     p.add_argument(
         "--init-from",
@@ -75,12 +76,48 @@ def register(subparsers) -> None:
     e.set_defaults(func=export_generator)
 
 
+def add_surface_arguments(p: argparse.ArgumentParser, d: GeneratorTrainConfig) -> None:
+    """train-generator's flags of SDF generators (--arch-option geometry=sdf) and of shape initialisation."""
+    p.add_argument(
+        "--eikonal-weight", type=float, default=d.eikonal_weight, help="SDF generators: weight of the eikonal term"
+    )
+    p.add_argument(
+        "--normal-smoothness-weight",
+        type=float,
+        default=d.normal_smoothness_weight,
+        help="SDF generators: weight of the normal smoothness on the rendered surface",
+    )
+    p.add_argument("--beta-start", type=float, default=d.beta_start, help="SDF generators: VolSDF beta at step 0")
+    p.add_argument("--beta-end", type=float, default=d.beta_end, help="SDF generators: VolSDF beta at the last step")
+    p.add_argument(
+        "--init-sdf-from",
+        default="",
+        metavar="GENERATOR",
+        help="shape initialisation: regress an SDF generator (geometry=sdf, implied) onto the solids of this density "
+        "generator ('builtin', a folder or a .pt) instead of distilling; then distill from it with --init-from",
+    )
+    p.add_argument(
+        "--init-sdf-resolution",
+        type=int,
+        default=d.init_sdf_resolution,
+        help="grid samples per side of the teacher's solids (32-48)",
+    )
+
+
 def train_generator(args: argparse.Namespace) -> int:
     from ..cli_args import parse_options
-    from .train import GeneratorTrainer, distributed_context
+    from .train import distributed_context
 
     if args.steps < 1 or args.prompts_per_step < 1 or args.views_per_prompt < 1:
         raise SystemExit("train-generator: --steps, --prompts-per-step and --views-per-prompt must be >= 1")
+    if not (args.beta_start > 0 and args.beta_end > 0):
+        raise SystemExit("train-generator: --beta-start and --beta-end must be > 0 (world units, e.g. 0.01 and 0.005)")
+    arch_options = parse_options(args.arch_option)
+    if args.init_sdf_from:
+        if arch_options.setdefault("geometry", "sdf") != "sdf":
+            raise SystemExit("train-generator --init-sdf-from trains an SDF generator: drop --arch-option geometry")
+        if args.init_sdf_resolution < 16:
+            raise SystemExit("train-generator --init-sdf-resolution: use 16 or more grid samples per side (40)")
     config = GeneratorTrainConfig(
         arch=args.arch,
         method=args.method,
@@ -98,16 +135,22 @@ def train_generator(args: argparse.Namespace) -> int:
         keep_checkpoints=args.keep_checkpoints,
         grid_every=args.grid_every,
         options=parse_options(args.option),
-        arch_options=parse_options(args.arch_option),
+        arch_options=arch_options,
         lambda_sparsity=args.lambda_sparsity,
         lambda_opaque=args.lambda_opaque,
+        eikonal_weight=args.eikonal_weight,
+        normal_smoothness_weight=args.normal_smoothness_weight,
+        beta_start=args.beta_start,
+        beta_end=args.beta_end,
+        init_sdf_from=args.init_sdf_from,
+        init_sdf_resolution=args.init_sdf_resolution,
     )
     try:
         load_corpus(config.corpus)
     except (FileNotFoundError, ValueError) as err:
         raise SystemExit(f"train-generator --corpus: {err}") from None
     rank, world_size = distributed_context()
-    trainer = GeneratorTrainer(config, args.output, rank=rank, world_size=world_size)
+    trainer = make_trainer(config, args.output, rank, world_size)
     checkpoint = args.output / CHECKPOINT_NAME
     if args.resume and checkpoint.exists():
         try:
@@ -126,6 +169,23 @@ def train_generator(args: argparse.Namespace) -> int:
         (args.output / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=1))
     trainer.train()
     return 0
+
+
+def make_trainer(config: GeneratorTrainConfig, output: Path, rank: int, world_size: int):
+    """The run's GeneratorTrainer; a bad --init-sdf-from teacher ends the command with what to change."""
+    from .instant import GeneratorNotFoundError
+    from .train import GeneratorTrainer
+
+    if not config.init_sdf_from:
+        return GeneratorTrainer(config, output, rank=rank, world_size=world_size)
+    try:
+        return GeneratorTrainer(config, output, rank=rank, world_size=world_size)
+    except GeneratorNotFoundError as err:
+        raise SystemExit(f"train-generator --init-sdf-from: {err}") from None
+    except ValueError as err:
+        if "--init-sdf-from" not in str(err):
+            raise
+        raise SystemExit(f"train-generator: {err}") from None
 
 
 def export_generator(args: argparse.Namespace) -> int:

@@ -30,7 +30,23 @@ class GeneratorTrainConfig:
     keep_checkpoints: bool = False  # also keep checkpoints/step_NNNNNN.pt at every checkpoint_every (not only the last)
     grid_every: int = 500
     options: dict = dataclasses.field(default_factory=dict)  # method options (distill method Config keys)
-    arch_options: dict = dataclasses.field(default_factory=dict)  # e.g. {"spectral_norm": true}
+    arch_options: dict = dataclasses.field(default_factory=dict)  # e.g. {"spectral_norm": true}, {"geometry": "sdf"}
+    # SDF generators (arch_options geometry=sdf) instead of the opacity terms: the per-prompt surface stage's
+    # regularizers (engine/surface.py, weights relative to the distillation's surrogate loss), averaged over the
+    # step's prompts, and its beta schedule; renders add importance samples (the VolSDF surface is thin)
+    eikonal_weight: float = 100.0  # x E[(||grad d|| - 1)^2] at eikonal_points uniform in the ball, per prompt
+    eikonal_points: int = 1024
+    normal_smoothness_weight: float = 2000.0  # x E||n(x) - n(x + delta)||^p at rendered surface points, per prompt
+    normal_smoothness_jitter: float = 0.04
+    normal_smoothness_power: float = 1.0
+    smoothness_points: int = 512
+    beta_start: float = 0.01  # VolSDF's Laplace scale, annealed geometrically over the run
+    beta_end: float = 0.005
+    num_importance: int = 16
+    # shape initialisation (generators/shape_init.py): regress an SDF generator onto this density generator's
+    # solids instead of distilling ("" = ordinary distillation)
+    init_sdf_from: str = ""
+    init_sdf_resolution: int = 40
 
 
 # --- corpora ---------------------------------------------------------------------------------------------------

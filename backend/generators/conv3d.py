@@ -23,7 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..priors.base import TextEmbedding
-from .base import DensityDecoding, GeneratedFields, pooled_text, small_mlp
+from .base import GeneratedFields, make_decoding, pooled_text, small_mlp, zero_distance_row
 
 
 @dataclass
@@ -36,6 +36,7 @@ class Conv3DConfig:
     feature_dim: int = 16
     decoder_hidden: int = 32
     bound: float = 1.0
+    geometry: str = "density"  # or "sdf": the decoder's first output is a signed distance (base.SDFDecoding)
 
     @classmethod
     def paper(cls) -> Conv3DConfig:
@@ -93,6 +94,13 @@ class Conv3DNet(nn.Module):
         )
         self.to_features = nn.Conv3d(c.channels[-1], c.feature_dim, 1)
         self.decoder = small_mlp(c.feature_dim, c.decoder_hidden, 4)
+        self.decoding = make_decoding(c.geometry, c.bound)
+        if c.geometry == "sdf":
+            self.reset_distance_head()
+
+    def reset_distance_head(self) -> None:
+        """raw_d = 0 everywhere: the SDF generator's field is SDFDecoding's ball (base.zero_distance_row)."""
+        zero_distance_row(self.decoder[-1])
 
     def forward(self, text: TextEmbedding) -> VoxelFields:
         y = pooled_text(text)
@@ -103,12 +111,12 @@ class Conv3DNet(nn.Module):
         for block, bias in zip(self.blocks, self.biases):
             v = F.interpolate(v, scale_factor=2, mode="trilinear", align_corners=False)
             v = F.leaky_relu(block(v, w) + bias, 0.2)
-        return VoxelFields(self.to_features(v), self.decoder, self.config.bound)
+        return VoxelFields(self.to_features(v), self.decoder, self.config.bound, self.decoding)
 
 
 class VoxelFields(GeneratedFields):
-    def __init__(self, grid: torch.Tensor, decoder: nn.Module, bound: float):
-        super().__init__(grid.shape[0], bound, DensityDecoding())
+    def __init__(self, grid: torch.Tensor, decoder: nn.Module, bound: float, decoding: nn.Module | None = None):
+        super().__init__(grid.shape[0], bound, decoding)
         self.grid, self.decoder = grid, decoder
 
     def raw(self, index: int, x_unit: torch.Tensor) -> torch.Tensor:
@@ -118,8 +126,8 @@ class VoxelFields(GeneratedFields):
         return self.decoder(feats.view(self.grid.shape[1], -1).t())
 
     def prompt_parts(self, index: int) -> dict:
-        return {"grid": self.grid[index : index + 1], "decoder": self.decoder}
+        return {"grid": self.grid[index : index + 1], "decoder": self.decoder, "decoding": self.decoding}
 
     @classmethod
     def from_parts(cls, parts: dict, bound: float) -> VoxelFields:
-        return cls(parts["grid"], parts["decoder"], bound)
+        return cls(parts["grid"], parts["decoder"], bound, parts.get("decoding"))

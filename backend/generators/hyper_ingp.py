@@ -19,7 +19,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 from ..fields.hashgrid import HashGridConfig, HashGridEncoding
 from ..priors.base import TextEmbedding
-from .base import DensityDecoding, GeneratedFields, pooled_text
+from .base import GeneratedFields, make_decoding, pooled_text
 
 
 @dataclass
@@ -30,6 +30,7 @@ class HyperINGPConfig:
     spectral_norm: bool = False
     bound: float = 1.0
     grid: HashGridConfig | None = None
+    geometry: str = "density"  # or "sdf": density_raw is a signed distance's raw_d (base.SDFDecoding)
 
     @classmethod
     def paper(cls) -> HyperINGPConfig:
@@ -64,6 +65,20 @@ class HyperINGP(nn.Module):
             for o, i in self.shapes:
                 last.bias[start : start + o * i].uniform_(-(i**-0.5), i**-0.5)
                 start += o * i
+        self.decoding = make_decoding(c.geometry, c.bound)
+        if c.geometry == "sdf":
+            self.reset_distance_head()
+
+    def reset_distance_head(self) -> None:
+        """W_2 = 0 for every prompt (its rows of the hypernetwork's last layer zeroed): raw_d = 0, so the SDF
+        generator's field is SDFDecoding's ball."""
+        last = self.hyper[-1]
+        weight = last.parametrizations.weight.original if self.config.spectral_norm else last.weight
+        start = self.shapes[0][0] * self.shapes[0][1]
+        size = self.shapes[1][0] * self.shapes[1][1]
+        with torch.no_grad():
+            weight[start : start + size].zero_()
+            last.bias[start : start + size].zero_()
 
     def forward(self, text: TextEmbedding) -> HyperFields:
         weights = self.hyper(pooled_text(text))  # (B, n_weights)
@@ -71,14 +86,16 @@ class HyperINGP(nn.Module):
         for o, i in self.shapes:
             mats.append(weights[:, start : start + o * i].view(-1, o, i))
             start += o * i
-        return HyperFields(self.grid, mats, self.config.bound)
+        return HyperFields(self.grid, mats, self.config.bound, self.decoding)
 
 
 class HyperFields(GeneratedFields):
     MATRICES = ("w1", "w2", "u1", "u2")  # the generated layers, in the order of HyperINGP.shapes
 
-    def __init__(self, grid: HashGridEncoding, mats: list[torch.Tensor], bound: float):
-        super().__init__(mats[0].shape[0], bound, DensityDecoding())
+    def __init__(
+        self, grid: HashGridEncoding, mats: list[torch.Tensor], bound: float, decoding: nn.Module | None = None
+    ):
+        super().__init__(mats[0].shape[0], bound, decoding)
         self.grid, self.mats = grid, mats
 
     def raw(self, index: int, x_unit: torch.Tensor) -> torch.Tensor:
@@ -89,8 +106,9 @@ class HyperFields(GeneratedFields):
         return torch.cat([density, rgb], -1)
 
     def prompt_parts(self, index: int) -> dict:
-        return {"grid": self.grid, **{k: m[index : index + 1] for k, m in zip(self.MATRICES, self.mats)}}
+        mats = {k: m[index : index + 1] for k, m in zip(self.MATRICES, self.mats)}
+        return {"grid": self.grid, "decoding": self.decoding, **mats}
 
     @classmethod
     def from_parts(cls, parts: dict, bound: float) -> HyperFields:
-        return cls(parts["grid"], [parts[k] for k in cls.MATRICES], bound)
+        return cls(parts["grid"], [parts[k] for k in cls.MATRICES], bound, parts.get("decoding"))

@@ -76,8 +76,8 @@ def measured_occupancy(field, device, resolution: int = OCCUPANCY_RESOLUTION) ->
 
 class InstantAsset(FieldAsset):
     """The field of one prompt from a trained generator, as an Asset (engine.asset): one forward pass, then the
-    same renders and meshes as a per-prompt asset. Output renders take twice the training samples per ray and skip
-    empty space (``measured_occupancy``)."""
+    same renders and meshes as a per-prompt asset (a surface-stage asset's for an SDF generator). Output renders
+    take twice the training samples per ray and skip empty space (``measured_occupancy``)."""
 
     def __init__(self, spec: JobSpec):
         self.spec = spec
@@ -88,5 +88,21 @@ class InstantAsset(FieldAsset):
             self.fields = generator(self.prior.encode_text([spec.prompt]))  # a batch of one (generators.refine)
             field = self.fields[0]
             field.occupancy = measured_occupancy(field, self.prior.device)
-        output_settings = RenderSettings(num_samples=2 * self.config.num_samples)
+        self.sdf = field.geometry == "sdf"
+        # an SDF's VolSDF surface is thin: importance samples as the surface stage's outputs (engine/surface.py)
+        samples = 2 * self.config.num_samples
+        output_settings = RenderSettings(num_samples=samples, num_importance=samples if self.sdf else 0)
         super().__init__(field, Background().to(self.prior.device), self.prior.device, output_settings)
+
+    def mesh_phases(self, resolution: int, texture_size: int = 0, max_faces: int | None = None):
+        """An SDF generator's field meshes as the surface stage's asset does (engine.surface_mesh: the zero level of
+        the repaired distance, one part per object of the prompt, watertight); a density's as FieldAsset's."""
+        if not self.sdf:
+            return super().mesh_phases(resolution, texture_size, max_faces)
+        from ..engine.surface import objects_in_prompt
+        from ..engine.surface_mesh import SurfaceMeshSettings, surface_mesh_phases
+
+        settings = SurfaceMeshSettings().for_objects(objects_in_prompt(self.spec.prompt))
+        return surface_mesh_phases(
+            self.field, self.device, resolution, texture_size, max_faces, settings, self.warnings
+        )

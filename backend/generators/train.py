@@ -14,6 +14,15 @@ with lambda_opaque(k) ramped linearly from 0 at 80% of the steps to 10 at the en
 lowered the geometry IoU in both fine-tuning runs that reached it, so the shipped generator is a checkpoint from
 before it (docs/results/instant_generator.md; ``--keep-checkpoints`` keeps every checkpoint of a run).
 
+SDF generators (``arch_options={"geometry": "sdf"}``, base.SDFDecoding) take the per-prompt surface stage's
+regularizers instead of the opacity terms (engine/surface.py's Eikonal and NormalSmoothness on each prompt's field,
+averaged over the step's P prompts):
+    + (1/P) sum_p [ w_e E_x[(||grad d_p(x)|| - 1)^2]              x uniform in the scene ball
+                    + w_n E_x[||n_p(x) - n_p(x + delta)||^p] ]     x where prompt p's opaque rays meet its surface
+and the VolSDF beta annealed geometrically, beta_k = beta_start (beta_end / beta_start)^(k / (K - 1)); renders add
+``num_importance`` samples per ray. With ``init_sdf_from`` a step is shape initialisation instead
+(generators/shape_init.py: regression onto a density generator's solids, no prior).
+
 Data-parallel training: launched with torchrun, each rank draws its own prompts (seed + rank) and DDP averages
 gradients (gloo on CPU, NCCL on GPU), so the replicas stay identical.
 """
@@ -32,12 +41,14 @@ from ..distill import encode_view_prompts, make_method
 from ..engine.images import contact_sheet, save_png
 from ..engine.step import DistillStep, DistillViews, wants_view_prompts
 from ..fields import Background
+from ..fields.sdf import geometric_anneal
 from ..priors import load_prior
 from ..priors.base import TextEmbedding
 from ..render import RenderSettings, render
 from ..render.cameras import orbit_cameras, sample_cameras
 from . import build_generator
 from .config import CHECKPOINT_NAME, GeneratorTrainConfig, load_corpus
+from .shape_init import ShapeTeacher
 
 
 # --- training --------------------------------------------------------------------------------------------------
@@ -59,7 +70,10 @@ class GeneratorTrainer:
 
             self.model = DistributedDataParallel(self.generator)
         self.method = make_method(config.method, self.prior, guidance=config.guidance, **config.options)
-        self.optimizer = torch.optim.Adam(self.generator.parameters(), lr=config.lr, betas=(0.0, 0.99), eps=1e-8)
+        # ScaleDreamer's Adam has no momentum (beta_1 = 0); shape initialisation is a regression, and with beta_1 = 0
+        # its first steps threw the tiny test's loss up 9-fold: there, the usual beta_1 = 0.9
+        betas = (0.9, 0.99) if config.init_sdf_from else (0.0, 0.99)
+        self.optimizer = torch.optim.Adam(self.generator.parameters(), lr=config.lr, betas=betas, eps=1e-8)
         self.sample_rng = torch.Generator().manual_seed(config.seed * 1000 + rank)  # prompts, cameras, shading
         self.noise_rng = torch.Generator(self.device).manual_seed(config.seed * 1000 + rank + 1)
         self.resolution = config.resolution or self.prior.image_size
@@ -69,6 +83,16 @@ class GeneratorTrainer:
         )
         self.step = 0
         self.lineage: list[dict] = []  # the earlier runs this one was fine-tuned from: their configs and steps
+        self.sdf = self.generator.decoding.geometry == "sdf"
+        if self.sdf:
+            self.distill.render_settings = RenderSettings(
+                num_samples=config.num_samples, num_importance=config.num_importance
+            )
+        self.regularizer_rng = torch.Generator().manual_seed(config.seed * 1000 + rank + 2)  # points of the SDF terms
+        self.shape_teacher = None
+        if config.init_sdf_from:  # shape initialisation: the student starts from the teacher's weights
+            self.shape_teacher = ShapeTeacher.load(config.init_sdf_from, self.text.tokens.shape[-1], self.device)
+            self.lineage = self.shape_teacher.init_student(self.generator, config)
 
     def _encode(self, prompts: list[str], chunk: int = 256) -> TextEmbedding:
         parts = [self.prior.encode_text(prompts[i : i + chunk]) for i in range(0, len(prompts), chunk)]
@@ -82,6 +106,11 @@ class GeneratorTrainer:
         c = self.config
         idx = torch.randint(len(self.prompts), (c.prompts_per_step,), generator=self.sample_rng).tolist()
         text = self._rows(idx)
+        if self.shape_teacher is not None:
+            return self._shape_init_step(idx, text)
+        if self.sdf:
+            fraction = self.step / max(1, c.steps - 1)
+            self.generator.decoding.set_beta(geometric_anneal(c.beta_start, c.beta_end, fraction))
         fields = self.model(text)
         groups = []
         for p in range(len(idx)):
@@ -97,12 +126,43 @@ class GeneratorTrainer:
         if wants_view_prompts(self.method):  # Perp-Neg: the step's prompts' front/side/back views, per view
             view_prompts = encode_view_prompts(self.prior, [self.prompts[i] for i in idx]).repeat(c.views_per_prompt)
         loss = self.distill.loss(views, cond, self.uncond, self.step, c.steps, self.noise_rng, view_prompts)
-        loss = loss + self._opacity_loss(views.opacity)
+        loss = loss + (self._surface_loss(fields, groups) if self.sdf else self._opacity_loss(views.opacity))
+        return self._apply(loss)
+
+    def _apply(self, loss: torch.Tensor) -> float:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         self.step += 1
         return float(loss.detach())
+
+    def _shape_init_step(self, idx: list[int], text: TextEmbedding) -> float:
+        fields = self.model(text)
+        prompts = [self.prompts[i] for i in idx]
+        loss = self.shape_teacher.loss(fields, text, prompts, self.regularizer_rng, self.config.init_sdf_resolution)
+        return self._apply(loss)
+
+    def _surface_loss(self, fields, groups: list[DistillViews]) -> torch.Tensor:
+        """(1/P) sum_p (eikonal + normal smoothness) of prompt p's field, on its own rendered view group."""
+        from ..engine.surface import Eikonal, NormalSmoothness
+
+        c, rng, total = self.config, self.regularizer_rng, groups[0].z.new_zeros(())
+        for p, group in enumerate(groups):
+            terms = [
+                Eikonal(fields[p], c.eikonal_weight, c.eikonal_points, rng),
+                NormalSmoothness(
+                    fields[p],
+                    c.normal_smoothness_weight,
+                    c.normal_smoothness_jitter,
+                    c.normal_smoothness_power,
+                    c.smoothness_points,
+                    rng,
+                ),
+            ]
+            for term in terms:
+                if term.weight > 0:
+                    total = total + term(group)
+        return total / len(groups)
 
     def opaque_weight(self) -> float:
         """lambda_opaque ramped linearly from 0 at 80% of the run to its full value at the last step."""
@@ -144,6 +204,7 @@ class GeneratorTrainer:
             "optimizer": self.optimizer.state_dict(),
             "sample_generator": self.sample_rng.get_state(),  # key names kept: checkpoints stay loadable
             "noise_generator": self.noise_rng.get_state(),
+            "regularizer_generator": self.regularizer_rng.get_state(),
         }
 
     def save(self, path: Path | None = None) -> Path:
@@ -173,6 +234,8 @@ class GeneratorTrainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.sample_rng.set_state(state["sample_generator"])
         self.noise_rng.set_state(state["noise_generator"])
+        if "regularizer_generator" in state:  # written before SDF generators existed: their draws never mattered
+            self.regularizer_rng.set_state(state["regularizer_generator"])
 
     @torch.no_grad()
     def render_grid(self, prompts: list[str], views: int = 4, size: int = 64):

@@ -17,7 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..priors.base import TextEmbedding
-from .base import DensityDecoding, GeneratedFields, small_mlp
+from .base import GeneratedFields, make_decoding, small_mlp, zero_distance_row
 
 
 @dataclass
@@ -30,6 +30,7 @@ class TriplaneConfig:
     plane_channels: int = 16
     decoder_hidden: int = 32
     bound: float = 1.0
+    geometry: str = "density"  # or "sdf": the decoder's first output is a signed distance (base.SDFDecoding)
 
     @classmethod
     def paper(cls) -> TriplaneConfig:
@@ -66,6 +67,13 @@ class TriplaneTransformer(nn.Module):
         self.norm = nn.LayerNorm(c.width)
         self.upsample = nn.ConvTranspose2d(c.width, c.plane_channels, kernel_size=2, stride=2)
         self.decoder = small_mlp(c.plane_channels, c.decoder_hidden, 4)
+        self.decoding = make_decoding(c.geometry, c.bound)
+        if c.geometry == "sdf":
+            self.reset_distance_head()
+
+    def reset_distance_head(self) -> None:
+        """raw_d = 0 everywhere: the SDF generator's field is SDFDecoding's ball (base.zero_distance_row)."""
+        zero_distance_row(self.decoder[-1])
 
     def forward(self, text: TextEmbedding) -> TriplaneFields:
         c, y = self.config, text.tokens
@@ -75,12 +83,12 @@ class TriplaneTransformer(nn.Module):
             q = block(q, y)
         q = self.norm(q).view(b, 3, n, n, c.width).permute(0, 1, 4, 2, 3).reshape(b * 3, c.width, n, n)
         planes = self.upsample(q).view(b, 3, c.plane_channels, 2 * n, 2 * n)
-        return TriplaneFields(planes, self.decoder, c.bound)
+        return TriplaneFields(planes, self.decoder, c.bound, self.decoding)
 
 
 class TriplaneFields(GeneratedFields):
-    def __init__(self, planes: torch.Tensor, decoder: nn.Module, bound: float):
-        super().__init__(planes.shape[0], bound, DensityDecoding())
+    def __init__(self, planes: torch.Tensor, decoder: nn.Module, bound: float, decoding: nn.Module | None = None):
+        super().__init__(planes.shape[0], bound, decoding)
         self.planes, self.decoder = planes, decoder
 
     def raw(self, index: int, x_unit: torch.Tensor) -> torch.Tensor:
@@ -90,8 +98,8 @@ class TriplaneFields(GeneratedFields):
         return self.decoder(feats.sum(0).squeeze(-1).t())
 
     def prompt_parts(self, index: int) -> dict:
-        return {"planes": self.planes[index : index + 1], "decoder": self.decoder}
+        return {"planes": self.planes[index : index + 1], "decoder": self.decoder, "decoding": self.decoding}
 
     @classmethod
     def from_parts(cls, parts: dict, bound: float) -> TriplaneFields:
-        return cls(parts["planes"], parts["decoder"], bound)
+        return cls(parts["planes"], parts["decoder"], bound, parts.get("decoding"))

@@ -266,3 +266,61 @@ def test_exported_generator_drops_the_optimizer_and_still_serves(tiny_prior, tmp
     assert isinstance(list(run_job(spec, tmp_path / "out"))[-1], Done)
     with pytest.raises(SystemExit, match="not found"):
         main(["export-generator", str(tmp_path / "nothing"), str(tmp_path / "x.pt")])
+
+
+def sdf_trainer(tiny_prior, tmp_path, **kw):
+    """A tiny triplane SDF generator's trainer, its weights moved off the ball so |grad d| != 1."""
+    from dreamstill.backend.generators.train import GeneratorTrainer
+
+    config = tiny_config(corpus_file(tmp_path), arch="triplane", arch_options={"geometry": "sdf"}, **kw)
+    trainer = GeneratorTrainer(config, tmp_path / "sdf", prior=tiny_prior)
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for p in trainer.generator.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.05)
+    return trainer
+
+
+def test_sdf_generator_step_adds_the_eikonal_term_not_the_opacity_terms(tiny_prior, tmp_path):
+    """Loss with the eikonal weight 100 = loss with weight 0 + 100 (1/P) sum_p E[(||grad d_p|| - 1)^2] at the
+    points the step draws; the opacity weights change nothing for an SDF generator; beta follows its schedule."""
+    from dreamstill.backend.fields.regularizers import eikonal_loss
+    from dreamstill.backend.fields.sdf_init import uniform_ball
+
+    common = dict(normal_smoothness_weight=0.0, eikonal_points=256)
+    with_eikonal = sdf_trainer(tiny_prior, tmp_path, **common)
+    without = sdf_trainer(tiny_prior, tmp_path, eikonal_weight=0.0, **common)
+    no_opacity = sdf_trainer(tiny_prior, tmp_path, eikonal_weight=0.0, lambda_sparsity=0.0, **common)
+
+    sample, points = torch.Generator(), torch.Generator()
+    sample.set_state(with_eikonal.sample_rng.get_state())
+    points.set_state(with_eikonal.regularizer_rng.get_state())
+    idx = torch.randint(len(with_eikonal.prompts), (2,), generator=sample).tolist()
+    with torch.no_grad():
+        fields = with_eikonal.generator(with_eikonal._rows(idx))
+        grads = [fields[p].sdf_with_gradient(uniform_ball(256, 1.0, points))[1] for p in (0, 1)]
+    expected = 100.0 * sum(float(eikonal_loss(g)) for g in grads) / 2
+    assert expected > 1e-3
+
+    before = weights(with_eikonal).clone()
+    loss_with, loss_without = with_eikonal.train_step(), without.train_step()
+    assert not torch.equal(before, weights(with_eikonal))
+    assert loss_with - loss_without == pytest.approx(expected, rel=1e-3, abs=1e-4 * abs(loss_without))
+    assert no_opacity.train_step() == loss_without
+    assert float(without.generator.decoding.beta) == pytest.approx(0.01)
+    without.step = without.config.steps - 1
+    without.train_step()
+    assert float(without.generator.decoding.beta) == pytest.approx(0.005)
+
+
+def test_sdf_generator_normal_smoothness_and_resume(tiny_prior, tmp_path):
+    """With every surface term on, a step trains the generator and a saved run resumes identically."""
+    from dreamstill.backend.generators.train import GeneratorTrainer
+
+    trainer = sdf_trainer(tiny_prior, tmp_path, eikonal_points=128, smoothness_points=64)
+    trainer.train_step()
+    path = trainer.save()
+    resumed = GeneratorTrainer(trainer.config, tmp_path / "sdf", prior=tiny_prior)
+    resumed.load(path)
+    assert trainer.train_step() == resumed.train_step()
+    torch.testing.assert_close(weights(resumed), weights(trainer), rtol=0, atol=0)

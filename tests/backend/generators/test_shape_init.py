@@ -1,0 +1,141 @@
+"""Shape initialisation: an SDF generator regressed onto a density generator's solids starts from its weights,
+names it in its lineage, and lowers the regression loss."""
+
+import pytest
+import torch
+
+from dreamstill.backend.generators.config import GeneratorTrainConfig
+
+
+def corpus_file(tmp_path):
+    path = tmp_path / "prompts.txt"
+    path.write_text("a red cube\na blue sphere\na green cone on top of a red cube\n")
+    return str(path)
+
+
+def tiny(corpus: str, **kw) -> GeneratorTrainConfig:
+    base = dict(
+        arch="triplane",
+        corpus=corpus,
+        prior="tiny",
+        steps=20,
+        prompts_per_step=2,
+        resolution=16,
+        num_samples=8,
+        checkpoint_every=0,
+        grid_every=0,
+        init_sdf_resolution=24,
+    )
+    base.update(kw)
+    return GeneratorTrainConfig(**base)
+
+
+@pytest.fixture
+def teacher_path(tiny_prior, tmp_path):
+    """A tiny density triplane generator, its weights moved off the blob so its solids are not balls."""
+    from dreamstill.backend.generators.train import GeneratorTrainer
+
+    teacher = GeneratorTrainer(tiny(corpus_file(tmp_path)), tmp_path / "teacher", prior=tiny_prior)
+    g = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for p in teacher.generator.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.3)
+    teacher.step = 3
+    return teacher.save()
+
+
+def student(tiny_prior, tmp_path, teacher_path, **kw):
+    from dreamstill.backend.generators.train import GeneratorTrainer
+
+    config = tiny(corpus_file(tmp_path), arch_options={"geometry": "sdf"}, init_sdf_from=str(teacher_path), **kw)
+    return GeneratorTrainer(config, tmp_path / "student", prior=tiny_prior)
+
+
+def test_student_starts_from_the_teacher_as_the_ball(tiny_prior, tmp_path, teacher_path):
+    trainer = student(tiny_prior, tmp_path, teacher_path)
+    teacher_state = torch.load(teacher_path, weights_only=True)
+    ours = trainer.generator.state_dict()
+    for name, value in teacher_state["generator"].items():
+        if name != "decoder.2.weight" and name != "decoder.2.bias":
+            torch.testing.assert_close(ours[name], value, rtol=0, atol=0)
+    torch.testing.assert_close(ours["decoder.2.weight"][1:], teacher_state["generator"]["decoder.2.weight"][1:])
+    assert ours["decoder.2.weight"][0].abs().sum() == 0 and ours["decoder.2.bias"][0] == 0
+    assert trainer.lineage == [{"config": teacher_state["config"], "step": 3}]
+    x = torch.tensor([[0.0, 0.0, 0.0], [0.0, 0.7, 0.0]])
+    field = trainer.generator(trainer._rows([0]))[0]
+    torch.testing.assert_close(field.sdf(x), torch.tensor([-0.5, 0.2]))
+
+
+def test_a_few_pretraining_steps_lower_the_regression_loss(tiny_prior, tmp_path, teacher_path):
+    trainer = student(tiny_prior, tmp_path, teacher_path, lr=1e-3)
+
+    def regression_loss() -> float:  # on fixed prompts and points
+        idx = [0, 2]
+        prompts = [trainer.prompts[i] for i in idx]
+        rng = torch.Generator().manual_seed(11)
+        fields = trainer.generator(trainer._rows(idx))
+        return float(trainer.shape_teacher.loss(fields, trainer._rows(idx), prompts, rng, 24).detach())
+
+    before = regression_loss()
+    for _ in range(12):
+        trainer.train_step()
+    after = regression_loss()
+    assert after < 0.7 * before, (before, after)
+
+
+def test_bad_teachers_are_named(tiny_prior, tmp_path, teacher_path):
+    from dreamstill.backend.generators.train import GeneratorTrainer
+
+    with pytest.raises(ValueError, match="same --arch"):
+        GeneratorTrainer(
+            tiny(
+                corpus_file(tmp_path), arch="3dconv", arch_options={"geometry": "sdf"}, init_sdf_from=str(teacher_path)
+            ),
+            tmp_path / "s",
+            prior=tiny_prior,
+        )
+    with pytest.raises(ValueError, match="geometry=sdf"):
+        GeneratorTrainer(tiny(corpus_file(tmp_path), init_sdf_from=str(teacher_path)), tmp_path / "s", prior=tiny_prior)
+    sdf_teacher = student(tiny_prior, tmp_path, teacher_path).save()
+    with pytest.raises(ValueError, match="already an SDF"):
+        student(tiny_prior, tmp_path, sdf_teacher)
+
+
+def test_cli_shape_init_then_distillation_records_every_stage(tmp_path, teacher_path):
+    """`train-generator --init-sdf-from T` then `--init-from` that run with geometry=sdf: the second run's lineage
+    names the teacher and the shape initialisation; a missing teacher is a clean error."""
+    from dreamstill.backend.cli import main
+
+    common = ["--arch", "triplane", "--prior", "tiny", "--corpus", corpus_file(tmp_path), "--prompts-per-step", "1"]
+    common += ["--resolution", "16", "--num-samples", "8", "--grid-every", "0", "--steps", "2"]
+    pre = tmp_path / "pre"
+    assert (
+        main(
+            ["train-generator", *common, "--init-sdf-from", str(teacher_path), "--init-sdf-resolution", "20"]
+            + ["-o", str(pre)]
+        )
+        == 0
+    )
+    state = torch.load(pre / "generator.pt", weights_only=True)
+    assert state["config"]["arch_options"] == {"geometry": "sdf"} and state["config"]["init_sdf_from"]
+    assert [s["step"] for s in state["lineage"]] == [3]
+    run = ["train-generator", *common, "--arch-option", "geometry=sdf", "--init-from", str(pre), "-o"]
+    assert main([*run, str(tmp_path / "asd")]) == 0
+    lineage = torch.load(tmp_path / "asd" / "generator.pt", weights_only=True)["lineage"]
+    assert [s["step"] for s in lineage] == [3, 2] and lineage[1]["config"]["init_sdf_from"] == str(teacher_path)
+    with pytest.raises(SystemExit, match="--init-sdf-from: generator .* not found"):
+        main(["train-generator", *common, "--init-sdf-from", str(tmp_path / "none"), "-o", str(tmp_path / "x")])
+    with pytest.raises(SystemExit, match="drop --arch-option geometry"):
+        main(["train-generator", *common, "--init-sdf-from", "builtin", "--arch-option", "geometry=density", "-o", "y"])
+
+
+def test_banded_l1_is_exact_inside_the_band_and_one_sided_beyond():
+    from dreamstill.backend.generators.shape_init import banded_l1
+
+    d = torch.tensor([0.3, 0.05, -0.3, 0.3, -0.05, 0.1], requires_grad=True)
+    target = torch.tensor([0.5, 0.0, -0.5, -0.5, 0.02, 0.5])
+    loss = banded_l1(d, target, 0.15)
+    # right side beyond the band: 0; |d - d*| inside it: 0.05, 0.07; wrong side: 0.45; short of the band: 0.05
+    assert float(loss.detach()) == pytest.approx((0.05 + 0.45 + 0.07 + 0.05) / 6)
+    loss.backward()
+    torch.testing.assert_close(d.grad, torch.tensor([0.0, 1.0, 0.0, 1.0, -1.0, -1.0]) / 6)
