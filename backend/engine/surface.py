@@ -35,7 +35,7 @@ from dreamstill.protocol import JobSpec
 
 from ..fields.hashgrid import HashGridConfig
 from ..fields.regularizers import eikonal_loss, normal_smoothness_loss, orientation_loss
-from ..fields.sdf import SDFField, SDFFieldConfig
+from ..fields.sdf import SDFField, SDFFieldConfig, geometric_anneal
 from ..fields.sdf_init import SDFInitConfig, sdf_field_from_density, uniform_ball
 from ..mesh.voxels import orbit_viewpoints
 from ..render import RenderSettings
@@ -199,8 +199,7 @@ class SurfaceStages:
         """Per-step schedule: beta_k of the geometry stage (module docstring)."""
         if name == "geometry":
             cfg = self.config
-            frac = step / max(1, length - 1)
-            opt.field.set_beta(cfg.beta_start * (cfg.beta_end / cfg.beta_start) ** frac)
+            opt.field.set_beta(geometric_anneal(cfg.beta_start, cfg.beta_end, step / max(1, length - 1)))
 
     def _sdf_field(self, opt, fit: bool) -> SDFField:
         from ..mesh import EmptyFieldError
