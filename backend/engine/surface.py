@@ -7,7 +7,7 @@ step loop over all of them; entering a stage swaps what the loop uses (``Surface
 
   geometry  SDF init: the solid the JobSpec's cameras see of the density field (all but the space some camera sees
             in front of the depth where its rendered opacity reaches SDFInitConfig.carve_opacity), floaters dropped, pits and tunnels
-            narrower than ~2 close_radius closed, cavities filled, as a signed distance fitted by an SDFField
+            narrower than ~2 close_radius closed (each object of "X next to Y" on its own), cavities filled, as a signed distance fitted by an SDFField
             (fields/sdf_init.py); a density stage with no surface starts the SDF from a ball instead, with a warning.
             Then the optimizer: Adam on the distance (geometry_lr) and the albedo (albedo_lr); the shading: lit
             renders, ``textureless_probability`` of them without albedo; renders with importance samples (the
@@ -96,6 +96,19 @@ def objects_in_prompt(prompt: str) -> int | None:
         return None
 
 
+def objects_apart_in_prompt(prompt: str) -> int:
+    """How many of the prompt's objects stand apart, each its own part that no closing may join: 2 for a toy-world
+    "X next to Y" (a gap between them); 1 otherwise (one object, "X on top of Y" resting on each other, a free-form
+    prompt)."""
+    from ..priors.builtin.world import parse_prompt
+
+    try:
+        scene = parse_prompt(prompt)
+    except ValueError:
+        return 1
+    return len(scene.objects) if scene.relation == "next to" else 1
+
+
 # --- regularizers (engine.step.Regularizer: DistillViews -> loss) --------------------------------------------------
 
 
@@ -177,8 +190,9 @@ class SurfaceStages:
     def __init__(self, config: SurfaceConfig, spec: JobSpec):
         self.config = config
         self.objects = objects_in_prompt(spec.prompt)
+        self.apart = objects_apart_in_prompt(spec.prompt)
         self.rng = torch.Generator().manual_seed(spec.seed + 2)
-        self.mesh_settings = config.mesh.for_objects(self.objects)
+        self.mesh_settings = config.mesh.for_objects(self.objects, self.apart)
         # the cameras of the distillation at their nearest: the SDF init's solid is what they see of the density
         self.viewpoints = (
             orbit_viewpoints(spec.elevation_range, spec.distance_range[0], spec.azimuth_range) if config.carve else None
@@ -207,7 +221,7 @@ class SurfaceStages:
         cfg = self.config
         sdf_config = replace(cfg.sdf, bound=float(opt.field.bound), beta=cfg.beta_start)
         if fit:
-            init = replace(cfg.init, keep_components=self.objects)
+            init = replace(cfg.init, keep_components=self.objects, keep_apart=self.apart)
             try:
                 return sdf_field_from_density(opt.field, sdf_config, init, self.rng, viewpoints=self.viewpoints)[0]
             except EmptyFieldError as err:

@@ -3,7 +3,7 @@ decimation -> smooth normals -> baked texture, phase by phase like engine.meshin
 
   mesh      d sampled on a resolution^3 grid over the box; its solid {d < 0} repaired (mesh/voxels.py: the largest
             part per object of the prompt, none under ``min_part_fraction`` of the largest, tunnels and pits
-            narrower than ~2 close_radius closed, enclosed voids filled), d replaced by the repaired solid's
+            narrower than ~2 close_radius closed without joining objects that stand apart, enclosed voids filled), d replaced by the repaired solid's
             distance only around what changed; marching cubes at level 0 (watertight inside the box: the grid is
             padded with outside); clean-up (mesh/cleanup.py: welding, the same parts kept, small holes filled,
             outward faces);
@@ -29,11 +29,13 @@ class SurfaceMeshSettings:
     close_radius: float = 0.04
     keep_components: int | None = 1  # the number of objects of the prompt (None: every part)
     min_part_fraction: float = 0.03  # parts smaller than this fraction of the largest are dropped (floaters)
+    keep_apart: int = 1  # up to this many parts are closed each on its own (the prompt's objects that stand apart)
     max_hole_edges: int = 64
 
-    def for_objects(self, objects: int | None) -> SurfaceMeshSettings:
-        """These settings for a prompt of ``objects`` separate objects (None: free-form, every large part kept)."""
-        return replace(self, keep_components=objects)
+    def for_objects(self, objects: int | None, apart: int = 1) -> SurfaceMeshSettings:
+        """These settings for a prompt of ``objects`` objects (None: free-form, every large part kept), ``apart`` of
+        which stand apart (engine.surface.objects_apart_in_prompt)."""
+        return replace(self, keep_components=objects, keep_apart=apart)
 
 
 def sdf_mesh(sdf, bound: float, resolution: int, settings: SurfaceMeshSettings):
@@ -47,6 +49,7 @@ def sdf_mesh(sdf, bound: float, resolution: int, settings: SurfaceMeshSettings):
         settings.keep_components,
         settings.close_radius,
         min_fraction=settings.min_part_fraction,
+        keep_apart=settings.keep_apart,
     )
     raw = marching_cubes_sdf(values, bound)
     mesh, report = clean_mesh(raw, settings.keep_components, settings.max_hole_edges, settings.min_part_fraction)

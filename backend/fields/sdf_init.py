@@ -10,7 +10,8 @@
      largest, dropping floaters;
    - morphological closing O <- erode(dilate(O, B_r), B_r) with a ball B_r of radius ``close_radius`` (world units):
      it fills pits, cracks and tunnels narrower than about 2 r and leaves every feature wider than that alone (a
-     torus's hole stays open when its radius is well above r);
+     torus's hole stays open when its radius is well above r); with up to ``keep_apart`` parts (the objects a prompt
+     puts apart, "X next to Y") each part is closed on its own, so the gap between them stays open;
    - fill enclosed cavities (voids no path from the outside reaches), which no camera sees.
 3. Signed distance by the Euclidean distance transform (mesh/voxels.py), with the surface half a voxel between an inside and an
    outside sample:  d = edt(outside) - h/2 outside,  d = -(edt(inside) - h/2) inside  (h = voxel size).
@@ -49,6 +50,9 @@ class SDFInitConfig:
     close_radius: float = 0.06  # world units; 0 turns the closing off
     keep_components: int | None = 1  # largest parts kept; None keeps all
     min_part_fraction: float = 0.03  # and none smaller than this fraction of the largest (floaters)
+    # up to this many parts are closed each on its own (the closing joins none of them): the objects of "X next to
+    # Y" stand 0.08 apart, and a closing of radius 0.12 over the whole solid made them one part
+    keep_apart: int = 1
     fill_cavities: bool = True
     fit_steps: int = 300
     fit_points: int = 8192  # per step, half uniform and half near the surface
@@ -64,6 +68,10 @@ class SDFInitConfig:
             raise ValueError(f"SDFInitConfig.close_radius is {self.close_radius}; use 0 (off) or a radius like 0.06")
         if self.keep_components is not None and self.keep_components < 1:
             raise ValueError(f"SDFInitConfig.keep_components is {self.keep_components}; use None (all) or >= 1")
+        if self.keep_apart < 1:
+            raise ValueError(
+                f"SDFInitConfig.keep_apart is {self.keep_apart}; use 1 (close the solid as a whole) or more"
+            )
         if not 0 < self.carve_opacity < 1:
             raise ValueError(f"SDFInitConfig.carve_opacity is {self.carve_opacity}; use an opacity in (0, 1) like 0.1")
         if self.fit_steps < 0 or self.fit_points < 2:
@@ -141,7 +149,7 @@ def sdf_grid_from_density(
     else:
         occ, _, lo, h = occupancy_of_density(density_fn, bound, cfg.resolution, cfg.level, cfg.chunk)
     occ = keep_largest_components(occ, cfg.keep_components, cfg.min_part_fraction)
-    occ = close_small_features(occ, cfg.close_radius / h)
+    occ = close_small_features(occ, cfg.close_radius / h, cfg.keep_apart)
     if cfg.fill_cavities:
         occ = fill_cavities(occ)
     return SDFGrid(signed_distance(occ, h), lo, h)

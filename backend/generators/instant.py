@@ -99,10 +99,11 @@ class InstantAsset(FieldAsset):
         the repaired distance, one part per object of the prompt, watertight); a density's as FieldAsset's."""
         if not self.sdf:
             return super().mesh_phases(resolution, texture_size, max_faces)
-        from ..engine.surface import objects_in_prompt
+        from ..engine.surface import objects_apart_in_prompt, objects_in_prompt
         from ..engine.surface_mesh import SurfaceMeshSettings, surface_mesh_phases
 
-        settings = SurfaceMeshSettings().for_objects(objects_in_prompt(self.spec.prompt))
+        prompt = self.spec.prompt
+        settings = SurfaceMeshSettings().for_objects(objects_in_prompt(prompt), objects_apart_in_prompt(prompt))
         return surface_mesh_phases(
             self.field, self.device, resolution, texture_size, max_faces, settings, self.warnings
         )

@@ -4,7 +4,7 @@
   dropped);
 - ``close_small_features``: morphological closing O <- erode(dilate(O, B_r), B_r) with a ball B_r of radius r:
   pits, cracks and tunnels narrower than about 2 r are filled, features wider than that are left alone (a torus's
-  hole stays open when its radius is well above r);
+  hole stays open when its radius is well above r); parts that must stay apart are closed one by one;
 - ``fill_cavities``: enclosed voids (no path to the grid's border) become solid;
 - ``carve_seen_space``: the solid a set of cameras sees in a density grid: all but the voxels some camera sees in
   front of the depth where its rendered opacity reaches a level (space carving with rendered depth);
@@ -49,10 +49,13 @@ def keep_largest_components(occ: np.ndarray, n: int | None, min_fraction: float 
     return np.isin(labels, keep)
 
 
-def close_small_features(occ: np.ndarray, radius_voxels: float) -> np.ndarray:
+def close_small_features(occ: np.ndarray, radius_voxels: float, keep_apart: int = 1) -> np.ndarray:
     """Morphological closing with a ball (pits, cracks and tunnels narrower than ~2 radius are filled).
 
-    The grid is padded by the ball's reach first, so the closing does not stick to the box's faces.
+    The grid is padded by the ball's reach first, so the closing does not stick to the box's faces. When the solid
+    has 2 to ``keep_apart`` parts (26-connected), each part is closed on its own, so the closing never joins objects
+    that stand apart ("a cube next to a sphere" with a gap narrower than 2 radius); with more parts than that, or
+    ``keep_apart`` 1, the solid is closed as a whole (a crack through one object is bridged).
     """
     from scipy import ndimage
 
@@ -60,9 +63,16 @@ def close_small_features(occ: np.ndarray, radius_voxels: float) -> np.ndarray:
         return occ
     ball = ball_structure(radius_voxels)
     pad = ball.shape[0]
-    padded = np.pad(occ, pad)
-    closed = ndimage.binary_erosion(ndimage.binary_dilation(padded, ball), ball)
-    return closed[pad:-pad, pad:-pad, pad:-pad] | occ
+
+    def closed(solid):
+        padded = np.pad(solid, pad)
+        return ndimage.binary_erosion(ndimage.binary_dilation(padded, ball), ball)[pad:-pad, pad:-pad, pad:-pad]
+
+    if keep_apart > 1:
+        labels, count = ndimage.label(occ, structure=np.ones((3, 3, 3), bool))
+        if 1 < count <= keep_apart:
+            return np.logical_or.reduce([closed(labels == i) for i in range(1, count + 1)]) | occ
+    return closed(occ) | occ
 
 
 def fill_cavities(occ: np.ndarray) -> np.ndarray:
@@ -194,9 +204,11 @@ def repair_sdf_grid(
     blend_voxels: int = 2,
     smooth_voxels: float = 1.0,
     min_fraction: float = 0.0,
+    keep_apart: int = 1,
 ) -> tuple[np.ndarray, int]:
     """The SDF grid with its solid {d < 0} cleaned (largest parts, none under ``min_fraction`` of the largest,
-    closing of radius ``close_radius`` in world units, cavities filled). Returns (values, number of voxels whose side
+    closing of radius ``close_radius`` in world units that joins none of up to ``keep_apart`` parts, cavities
+    filled). Returns (values, number of voxels whose side
     changed); the input is returned unchanged when nothing changed. Within ``blend_voxels`` of a changed voxel d is
     the repaired solid's distance transform, blurred by a Gaussian of ``smooth_voxels`` voxels (0: none) so the patch
     is not a voxel staircase."""
@@ -204,7 +216,7 @@ def repair_sdf_grid(
 
     occ = values < 0
     clean = keep_largest_components(occ, keep_components, min_fraction)
-    clean = close_small_features(clean, close_radius / spacing)
+    clean = close_small_features(clean, close_radius / spacing, keep_apart)
     if fill:
         clean = fill_cavities(clean)
     changed = clean != occ

@@ -10,7 +10,13 @@ import pytest
 import torch
 
 from dreamstill.backend.engine.step import DistillViews
-from dreamstill.backend.engine.surface import Eikonal, NormalSmoothness, Orientation, objects_in_prompt
+from dreamstill.backend.engine.surface import (
+    Eikonal,
+    NormalSmoothness,
+    Orientation,
+    objects_apart_in_prompt,
+    objects_in_prompt,
+)
 from dreamstill.backend.fields import SDFField
 from dreamstill.backend.render import RenderOutput
 from dreamstill.backend.render.cameras import orbit_cameras
@@ -30,6 +36,13 @@ def test_objects_in_prompt_counts_compositions():
     assert objects_in_prompt("a red cube next to a blue torus") == 2
     assert objects_in_prompt("a green cone on top of a yellow sphere") == 2
     assert objects_in_prompt("a photo of a hamburger") is None  # free-form: every large part is kept
+
+
+def test_only_next_to_objects_stand_apart():
+    assert objects_apart_in_prompt("a red cube next to a blue torus") == 2
+    assert objects_apart_in_prompt("a green cone on top of a yellow sphere") == 1  # resting on each other
+    assert objects_apart_in_prompt("a red cube") == 1
+    assert objects_apart_in_prompt("a photo of a hamburger") == 1
 
 
 def test_stages_run_in_order_on_one_count_of_steps(tiny_spec, tiny_prior, small_surface):

@@ -75,6 +75,26 @@ def test_closing_fills_a_small_pit_and_a_thin_tunnel_of_a_cube():
     assert after.euler == 2 and after.genus == 0
 
 
+def test_closing_leaves_the_gap_between_objects_that_stand_apart():
+    p = grid_points()
+    left = np.abs(p - [0.0, -0.3, 0.0]).max(-1) <= 0.26  # two cubes 0.08 apart, as "X next to Y" places them
+    right = np.abs(p - [0.0, 0.3, 0.0]).max(-1) <= 0.26
+    pit = (np.hypot(p[..., 0], p[..., 1] - 0.3) < 0.05) & (p[..., 2] > 0.15)  # a narrow pit into the right one
+    occ = left | (right & ~pit)
+    radius = 0.12 / H  # the SDF init's closing: bridges any gap narrower than 0.24
+
+    def parts(solid):
+        return topology(marching_cubes_sdf(signed_distance(solid, H), BOUND)).components
+
+    assert parts(close_small_features(occ, radius)) == 1  # as a whole: the two cubes become one part
+    apart = close_small_features(occ, radius, keep_apart=2)
+    assert parts(apart) == 2 and not apart[np.abs(p[..., 1]) < 0.03].any()
+    assert apart[pit & right].all()  # each part is still closed: the pit is filled
+    # more parts than keep_apart (here a crack through both cubes: 4 parts): the whole is closed, as before
+    cracked = occ & ~(np.abs(p[..., 0]) < 0.02)
+    assert parts(cracked) == 4 and parts(close_small_features(cracked, radius, keep_apart=2)) == 1
+
+
 def test_keep_largest_components_and_fill_cavities():
     p = grid_points()
     big = np.linalg.norm(p - [0.4, 0, 0], axis=-1) < 0.3
