@@ -28,13 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..mesh.voxels import (
-    carve_seen_space,
-    close_small_features,
-    fill_cavities,
-    keep_largest_components,
-    signed_distance,
-)
+from ..mesh.voxels import carve_seen_space, clean_solid, signed_distance
 from .sdf import SDFField, SDFFieldConfig
 
 
@@ -148,10 +142,9 @@ def sdf_grid_from_density(
         occ, lo, h = carved_occupancy(density_fn, bound, cfg.resolution, viewpoints, cfg.chunk, cfg.carve_opacity)
     else:
         occ, _, lo, h = occupancy_of_density(density_fn, bound, cfg.resolution, cfg.level, cfg.chunk)
-    occ = keep_largest_components(occ, cfg.keep_components, cfg.min_part_fraction)
-    occ = close_small_features(occ, cfg.close_radius / h, cfg.keep_apart)
-    if cfg.fill_cavities:
-        occ = fill_cavities(occ)
+    occ = clean_solid(
+        occ, h, cfg.keep_components, cfg.close_radius, cfg.min_part_fraction, cfg.keep_apart, cfg.fill_cavities
+    )
     return SDFGrid(signed_distance(occ, h), lo, h)
 
 

@@ -6,6 +6,7 @@
   pits, cracks and tunnels narrower than about 2 r are filled, features wider than that are left alone (a torus's
   hole stays open when its radius is well above r); parts that must stay apart are closed one by one;
 - ``fill_cavities``: enclosed voids (no path to the grid's border) become solid;
+- ``clean_solid``: the above in order, the clean-up before a distance transform;
 - ``carve_seen_space``: the solid a set of cameras sees in a density grid: all but the voxels some camera sees in
   front of the depth where its rendered opacity reaches a level (space carving with rendered depth);
 - ``signed_distance``: the Euclidean distance transform of both sides, with the surface half a voxel between an
@@ -73,6 +74,23 @@ def close_small_features(occ: np.ndarray, radius_voxels: float, keep_apart: int 
         if 1 < count <= keep_apart:
             return np.logical_or.reduce([closed(labels == i) for i in range(1, count + 1)]) | occ
     return closed(occ) | occ
+
+
+def clean_solid(
+    occ: np.ndarray,
+    spacing: float,
+    keep_components: int | None,
+    close_radius: float,
+    min_fraction: float = 0.0,
+    keep_apart: int = 1,
+    fill: bool = True,
+) -> np.ndarray:
+    """The clean-up of a solid before its distance transform (``close_radius`` in world units, ``spacing`` the voxel
+    size): the ``keep_components`` largest parts (none under ``min_fraction`` of the largest); pits and tunnels
+    narrower than 2 ``close_radius`` closed without joining up to ``keep_apart`` parts; enclosed cavities filled."""
+    occ = keep_largest_components(occ, keep_components, min_fraction)
+    occ = close_small_features(occ, close_radius / spacing, keep_apart)
+    return fill_cavities(occ) if fill else occ
 
 
 def fill_cavities(occ: np.ndarray) -> np.ndarray:
@@ -206,19 +224,16 @@ def repair_sdf_grid(
     min_fraction: float = 0.0,
     keep_apart: int = 1,
 ) -> tuple[np.ndarray, int]:
-    """The SDF grid with its solid {d < 0} cleaned (largest parts, none under ``min_fraction`` of the largest,
-    closing of radius ``close_radius`` in world units that joins none of up to ``keep_apart`` parts, cavities
-    filled). Returns (values, number of voxels whose side
+    """The SDF grid with its solid {d < 0} cleaned (``clean_solid``: largest parts, none under ``min_fraction`` of the
+    largest, closing of radius ``close_radius`` in world units that joins none of up to ``keep_apart`` parts,
+    cavities filled). Returns (values, number of voxels whose side
     changed); the input is returned unchanged when nothing changed. Within ``blend_voxels`` of a changed voxel d is
     the repaired solid's distance transform, blurred by a Gaussian of ``smooth_voxels`` voxels (0: none) so the patch
     is not a voxel staircase."""
     from scipy import ndimage
 
     occ = values < 0
-    clean = keep_largest_components(occ, keep_components, min_fraction)
-    clean = close_small_features(clean, close_radius / spacing, keep_apart)
-    if fill:
-        clean = fill_cavities(clean)
+    clean = clean_solid(occ, spacing, keep_components, close_radius, min_fraction, keep_apart, fill)
     changed = clean != occ
     n_changed = int(changed.sum())
     if n_changed == 0:
