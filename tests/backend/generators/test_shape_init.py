@@ -4,38 +4,18 @@ names it in its lineage, and lowers the regression loss."""
 import pytest
 import torch
 
-from dreamstill.backend.generators.config import GeneratorTrainConfig
 
-
-def corpus_file(tmp_path):
-    path = tmp_path / "prompts.txt"
-    path.write_text("a red cube\na blue sphere\na green cone on top of a red cube\n")
-    return str(path)
-
-
-def tiny(corpus: str, **kw) -> GeneratorTrainConfig:
-    base = dict(
-        arch="triplane",
-        corpus=corpus,
-        prior="tiny",
-        steps=20,
-        prompts_per_step=2,
-        resolution=16,
-        num_samples=8,
-        checkpoint_every=0,
-        grid_every=0,
-        init_sdf_resolution=24,
-    )
-    base.update(kw)
-    return GeneratorTrainConfig(**base)
+def shape_init_config(tiny_train_config, **kw):
+    """The tiny training configuration of these tests: a triplane, 20 steps, 24^3 regression targets."""
+    return tiny_train_config(**{"arch": "triplane", "steps": 20, "init_sdf_resolution": 24, **kw})
 
 
 @pytest.fixture
-def teacher_path(tiny_prior, tmp_path):
+def teacher_path(tiny_prior, tmp_path, tiny_train_config):
     """A tiny density triplane generator, its weights moved off the blob so its solids are not balls."""
     from dreamstill.backend.generators.train import GeneratorTrainer
 
-    teacher = GeneratorTrainer(tiny(corpus_file(tmp_path)), tmp_path / "teacher", prior=tiny_prior)
+    teacher = GeneratorTrainer(shape_init_config(tiny_train_config), tmp_path / "teacher", prior=tiny_prior)
     g = torch.Generator().manual_seed(7)
     with torch.no_grad():
         for p in teacher.generator.parameters():
@@ -44,15 +24,17 @@ def teacher_path(tiny_prior, tmp_path):
     return teacher.save()
 
 
-def student(tiny_prior, tmp_path, teacher_path, **kw):
+def student(tiny_train_config, tiny_prior, tmp_path, teacher_path, **kw):
     from dreamstill.backend.generators.train import GeneratorTrainer
 
-    config = tiny(corpus_file(tmp_path), arch_options={"geometry": "sdf"}, init_sdf_from=str(teacher_path), **kw)
+    config = shape_init_config(
+        tiny_train_config, arch_options={"geometry": "sdf"}, init_sdf_from=str(teacher_path), **kw
+    )
     return GeneratorTrainer(config, tmp_path / "student", prior=tiny_prior)
 
 
-def test_student_starts_from_the_teacher_as_the_ball(tiny_prior, tmp_path, teacher_path):
-    trainer = student(tiny_prior, tmp_path, teacher_path)
+def test_student_starts_from_the_teacher_as_the_ball(tiny_prior, tmp_path, teacher_path, tiny_train_config):
+    trainer = student(tiny_train_config, tiny_prior, tmp_path, teacher_path)
     teacher_state = torch.load(teacher_path, weights_only=True)
     ours = trainer.generator.state_dict()
     for name, value in teacher_state["generator"].items():
@@ -66,8 +48,8 @@ def test_student_starts_from_the_teacher_as_the_ball(tiny_prior, tmp_path, teach
     torch.testing.assert_close(field.sdf(x), torch.tensor([-0.5, 0.2]))
 
 
-def test_a_few_pretraining_steps_lower_the_regression_loss(tiny_prior, tmp_path, teacher_path):
-    trainer = student(tiny_prior, tmp_path, teacher_path, lr=1e-3)
+def test_a_few_pretraining_steps_lower_the_regression_loss(tiny_prior, tmp_path, teacher_path, tiny_train_config):
+    trainer = student(tiny_train_config, tiny_prior, tmp_path, teacher_path, lr=1e-3)
 
     def regression_loss() -> float:  # on fixed prompts and points
         idx = [0, 2]
@@ -83,30 +65,32 @@ def test_a_few_pretraining_steps_lower_the_regression_loss(tiny_prior, tmp_path,
     assert after < 0.7 * before, (before, after)
 
 
-def test_bad_teachers_are_named(tiny_prior, tmp_path, teacher_path):
+def test_bad_teachers_are_named(tiny_prior, tmp_path, teacher_path, tiny_train_config):
     from dreamstill.backend.generators.train import GeneratorTrainer
 
     with pytest.raises(ValueError, match="same --arch"):
         GeneratorTrainer(
-            tiny(
-                corpus_file(tmp_path), arch="3dconv", arch_options={"geometry": "sdf"}, init_sdf_from=str(teacher_path)
+            shape_init_config(
+                tiny_train_config, arch="3dconv", arch_options={"geometry": "sdf"}, init_sdf_from=str(teacher_path)
             ),
             tmp_path / "s",
             prior=tiny_prior,
         )
     with pytest.raises(ValueError, match="geometry=sdf"):
-        GeneratorTrainer(tiny(corpus_file(tmp_path), init_sdf_from=str(teacher_path)), tmp_path / "s", prior=tiny_prior)
-    sdf_teacher = student(tiny_prior, tmp_path, teacher_path).save()
+        GeneratorTrainer(
+            shape_init_config(tiny_train_config, init_sdf_from=str(teacher_path)), tmp_path / "s", prior=tiny_prior
+        )
+    sdf_teacher = student(tiny_train_config, tiny_prior, tmp_path, teacher_path).save()
     with pytest.raises(ValueError, match="already an SDF"):
-        student(tiny_prior, tmp_path, sdf_teacher)
+        student(tiny_train_config, tiny_prior, tmp_path, sdf_teacher)
 
 
-def test_cli_shape_init_then_distillation_records_every_stage(tmp_path, teacher_path):
+def test_cli_shape_init_then_distillation_records_every_stage(tmp_path, teacher_path, toy_corpus):
     """`train-generator --init-sdf-from T` then `--init-from` that run with geometry=sdf: the second run's lineage
     names the teacher and the shape initialisation; a missing teacher is a clean error."""
     from dreamstill.backend.cli import main
 
-    common = ["--arch", "triplane", "--prior", "tiny", "--corpus", corpus_file(tmp_path), "--prompts-per-step", "1"]
+    common = ["--arch", "triplane", "--prior", "tiny", "--corpus", toy_corpus, "--prompts-per-step", "1"]
     common += ["--resolution", "16", "--num-samples", "8", "--grid-every", "0", "--steps", "2"]
     pre = tmp_path / "pre"
     assert (

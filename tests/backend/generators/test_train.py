@@ -10,30 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dreamstill.backend.generators.config import GeneratorTrainConfig, load_corpus
-
-
-def corpus_file(tmp_path: Path) -> str:
-    path = tmp_path / "prompts.txt"
-    path.write_text("a red cube\na blue sphere\na green cone on top of a red cube\n")
-    return str(path)
-
-
-def tiny_config(corpus: str, **kw) -> GeneratorTrainConfig:
-    base = dict(
-        arch="3dconv",
-        method="asd",
-        corpus=corpus,
-        prior="tiny",
-        steps=4,
-        prompts_per_step=2,
-        resolution=16,
-        num_samples=8,
-        checkpoint_every=0,
-        grid_every=0,
-    )
-    base.update(kw)
-    return GeneratorTrainConfig(**base)
+from dreamstill.backend.generators.config import load_corpus
 
 
 def weights(trainer) -> torch.Tensor:
@@ -53,10 +30,10 @@ def test_unknown_corpus_is_named(tmp_path):
         load_corpus(str(tmp_path / "nope.txt"))
 
 
-def test_resume_continues_the_same_run(tiny_prior, tmp_path):
+def test_resume_continues_the_same_run(tiny_prior, tmp_path, tiny_train_config):
     from dreamstill.backend.generators.train import GeneratorTrainer
 
-    config = tiny_config(corpus_file(tmp_path))
+    config = tiny_train_config()
     full = GeneratorTrainer(config, tmp_path / "full", prior=tiny_prior)
     for _ in range(4):
         full.train_step()
@@ -74,12 +51,12 @@ def test_resume_continues_the_same_run(tiny_prior, tmp_path):
     torch.testing.assert_close(weights(resumed), weights(full), rtol=0, atol=0)
 
 
-def test_resume_names_changed_flags_and_accepts_older_checkpoints(tiny_prior, tmp_path):
+def test_resume_names_changed_flags_and_accepts_older_checkpoints(tiny_prior, tmp_path, tiny_train_config):
     """Resuming with another setting says which one; a checkpoint from before a setting existed resumes when that
     setting is at its default (the behaviour of the code that wrote it), and not when it is changed."""
     from dreamstill.backend.generators.train import GeneratorTrainer
 
-    config = tiny_config(corpus_file(tmp_path))
+    config = tiny_train_config()
     path = GeneratorTrainer(config, tmp_path / "run", prior=tiny_prior).save()
     with pytest.raises(ValueError, match=r"lr=0\.004.*this run has lr=0\.001"):
         GeneratorTrainer(dataclasses.replace(config, lr=1e-3), tmp_path / "run", prior=tiny_prior).load(path)
@@ -94,7 +71,7 @@ def test_resume_names_changed_flags_and_accepts_older_checkpoints(tiny_prior, tm
         )
 
 
-def test_cli_bad_corpus_and_changed_resume_fail_cleanly(tmp_path):
+def test_cli_bad_corpus_and_changed_resume_fail_cleanly(tmp_path, toy_corpus):
     from dreamstill.backend.cli import main
 
     with pytest.raises(SystemExit, match="--corpus: corpus 'nope.txt'"):
@@ -106,7 +83,7 @@ def test_cli_bad_corpus_and_changed_resume_fail_cleanly(tmp_path):
         "--prior",
         "tiny",
         "--corpus",
-        corpus_file(tmp_path),
+        toy_corpus,
         "--steps",
         "1",
         "--prompts-per-step",
@@ -125,12 +102,12 @@ def test_cli_bad_corpus_and_changed_resume_fail_cleanly(tmp_path):
         main(run + ["--resume", "--seed", "1"])
 
 
-def test_kept_checkpoints_are_the_run_at_those_steps(tiny_prior, tmp_path):
+def test_kept_checkpoints_are_the_run_at_those_steps(tiny_prior, tmp_path, tiny_train_config):
     """--keep-checkpoints: checkpoints/step_N.pt is the run at step N (resumable, exportable), not overwritten."""
     from dreamstill.backend.generators.train import GeneratorTrainer
 
     trainer = GeneratorTrainer(
-        tiny_config(corpus_file(tmp_path), checkpoint_every=2, keep_checkpoints=True),
+        tiny_train_config(checkpoint_every=2, keep_checkpoints=True),
         tmp_path / "run",
         prior=tiny_prior,
     )
@@ -138,7 +115,7 @@ def test_kept_checkpoints_are_the_run_at_those_steps(tiny_prior, tmp_path):
     kept = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
     assert kept == ["step_000002.pt", "step_000004.pt"]
     replay = GeneratorTrainer(
-        tiny_config(corpus_file(tmp_path), checkpoint_every=2, keep_checkpoints=True),
+        tiny_train_config(checkpoint_every=2, keep_checkpoints=True),
         tmp_path / "replay",
         prior=tiny_prior,
     )
@@ -151,14 +128,14 @@ def test_kept_checkpoints_are_the_run_at_those_steps(tiny_prior, tmp_path):
     assert not torch.equal(weights(trainer), weights(replay))  # the last checkpoint moved on
 
 
-def test_opacity_terms_match_their_closed_form_and_ramp(tiny_prior, tmp_path):
+def test_opacity_terms_match_their_closed_form_and_ramp(tiny_prior, tmp_path, tiny_train_config):
     """ScaleDreamer's configs: 20 * mean sqrt(o^2 + 0.01) + lambda_opaque(k) * mean entropy(o), lambda_opaque ramped
     from 0 at 80% of the steps to 10 at the last."""
     import math
 
     from dreamstill.backend.generators.train import GeneratorTrainer
 
-    trainer = GeneratorTrainer(tiny_config(corpus_file(tmp_path), steps=100), tmp_path / "g", prior=tiny_prior)
+    trainer = GeneratorTrainer(tiny_train_config(steps=100), tmp_path / "g", prior=tiny_prior)
     ramp = []
     for step in (0, 80, 90, 100):
         trainer.step = step
@@ -174,32 +151,28 @@ def test_opacity_terms_match_their_closed_form_and_ramp(tiny_prior, tmp_path):
     torch.testing.assert_close(o.grad, torch.full_like(o, expected), rtol=1e-5, atol=0)
 
 
-def test_init_from_starts_a_new_run_from_trained_weights(tiny_prior, tmp_path):
+def test_init_from_starts_a_new_run_from_trained_weights(tiny_prior, tmp_path, tiny_train_config):
     from dreamstill.backend.generators.train import GeneratorTrainer
 
-    trained = GeneratorTrainer(tiny_config(corpus_file(tmp_path)), tmp_path / "a", prior=tiny_prior)
+    trained = GeneratorTrainer(tiny_train_config(), tmp_path / "a", prior=tiny_prior)
     trained.train_step()
     path = trained.save()
-    tuned = GeneratorTrainer(
-        tiny_config(corpus_file(tmp_path), steps=10, lr=1e-3, seed=3), tmp_path / "b", prior=tiny_prior
-    )
+    tuned = GeneratorTrainer(tiny_train_config(steps=10, lr=1e-3, seed=3), tmp_path / "b", prior=tiny_prior)
     assert not torch.equal(weights(tuned), weights(trained))
     tuned.init_from(path)
     assert torch.equal(weights(tuned), weights(trained)) and tuned.step == 0
     first_stage = {"config": dataclasses.asdict(trained.config), "step": 1}
     assert tuned.lineage == [first_stage]
     tuned.train_step()
-    again = GeneratorTrainer(
-        tiny_config(corpus_file(tmp_path), steps=10, lr=1e-3, seed=3), tmp_path / "d", prior=tiny_prior
-    )
+    again = GeneratorTrainer(tiny_train_config(steps=10, lr=1e-3, seed=3), tmp_path / "d", prior=tiny_prior)
     again.init_from(tuned.save())  # a third stage names both earlier ones, oldest first
     assert again.lineage == [first_stage, {"config": dataclasses.asdict(tuned.config), "step": 1}]
-    other = GeneratorTrainer(tiny_config(corpus_file(tmp_path), arch="triplane"), tmp_path / "c", prior=tiny_prior)
+    other = GeneratorTrainer(tiny_train_config(arch="triplane"), tmp_path / "c", prior=tiny_prior)
     with pytest.raises(ValueError, match="--arch"):
         other.init_from(path)
 
 
-def test_two_process_torchrun_keeps_replicas_identical(tmp_path):
+def test_two_process_torchrun_keeps_replicas_identical(tmp_path, toy_corpus):
     script = Path(__file__).parent / "helpers" / "ddp_generator_step.py"
     env = dict(os.environ, OMP_NUM_THREADS="1")
     result = subprocess.run(
@@ -212,7 +185,7 @@ def test_two_process_torchrun_keeps_replicas_identical(tmp_path):
             "2",
             str(script),
             str(tmp_path),
-            corpus_file(tmp_path),
+            toy_corpus,
         ],
         capture_output=True,
         text=True,
@@ -240,7 +213,7 @@ def test_cli_generator_flag_implies_instant_mode():
     assert spec("--mode", "optimize", "--generator", "g.pt").mode == "optimize"
 
 
-def test_exported_generator_drops_the_optimizer_and_still_serves(tiny_prior, tmp_path):
+def test_exported_generator_drops_the_optimizer_and_still_serves(tiny_prior, tmp_path, tiny_train_config):
     import torch
 
     from dreamstill.backend.cli import main
@@ -248,7 +221,7 @@ def test_exported_generator_drops_the_optimizer_and_still_serves(tiny_prior, tmp
     from dreamstill.backend.jobs import run_job
     from dreamstill.protocol import Done, JobSpec
 
-    trainer = GeneratorTrainer(tiny_config(corpus_file(tmp_path), steps=1), tmp_path / "gen", prior=tiny_prior)
+    trainer = GeneratorTrainer(tiny_train_config(steps=1), tmp_path / "gen", prior=tiny_prior)
     trainer.train_step()
     trainer.save()
     assert main(["export-generator", str(tmp_path / "gen"), str(tmp_path / "small.pt")]) == 0
@@ -268,11 +241,11 @@ def test_exported_generator_drops_the_optimizer_and_still_serves(tiny_prior, tmp
         main(["export-generator", str(tmp_path / "nothing"), str(tmp_path / "x.pt")])
 
 
-def sdf_trainer(tiny_prior, tmp_path, **kw):
+def sdf_trainer(tiny_train_config, tiny_prior, tmp_path, **kw):
     """A tiny triplane SDF generator's trainer, its weights moved off the ball so |grad d| != 1."""
     from dreamstill.backend.generators.train import GeneratorTrainer
 
-    config = tiny_config(corpus_file(tmp_path), arch="triplane", arch_options={"geometry": "sdf"}, **kw)
+    config = tiny_train_config(arch="triplane", arch_options={"geometry": "sdf"}, **kw)
     trainer = GeneratorTrainer(config, tmp_path / "sdf", prior=tiny_prior)
     g = torch.Generator().manual_seed(5)
     with torch.no_grad():
@@ -281,16 +254,16 @@ def sdf_trainer(tiny_prior, tmp_path, **kw):
     return trainer
 
 
-def test_sdf_generator_step_adds_the_eikonal_term_not_the_opacity_terms(tiny_prior, tmp_path):
+def test_sdf_generator_step_adds_the_eikonal_term_not_the_opacity_terms(tiny_prior, tmp_path, tiny_train_config):
     """Loss with the eikonal weight 100 = loss with weight 0 + 100 (1/P) sum_p E[(||grad d_p|| - 1)^2] at the
     points the step draws; the opacity weights change nothing for an SDF generator; beta follows its schedule."""
     from dreamstill.backend.fields.regularizers import eikonal_loss
     from dreamstill.backend.fields.sdf_init import uniform_ball
 
     common = dict(normal_smoothness_weight=0.0, eikonal_points=256)
-    with_eikonal = sdf_trainer(tiny_prior, tmp_path, **common)
-    without = sdf_trainer(tiny_prior, tmp_path, eikonal_weight=0.0, **common)
-    no_opacity = sdf_trainer(tiny_prior, tmp_path, eikonal_weight=0.0, lambda_sparsity=0.0, **common)
+    with_eikonal = sdf_trainer(tiny_train_config, tiny_prior, tmp_path, **common)
+    without = sdf_trainer(tiny_train_config, tiny_prior, tmp_path, eikonal_weight=0.0, **common)
+    no_opacity = sdf_trainer(tiny_train_config, tiny_prior, tmp_path, eikonal_weight=0.0, lambda_sparsity=0.0, **common)
 
     sample, points = torch.Generator(), torch.Generator()
     sample.set_state(with_eikonal.sample_rng.get_state())
@@ -313,11 +286,11 @@ def test_sdf_generator_step_adds_the_eikonal_term_not_the_opacity_terms(tiny_pri
     assert float(without.generator.decoding.beta) == pytest.approx(0.005)
 
 
-def test_sdf_generator_normal_smoothness_and_resume(tiny_prior, tmp_path):
+def test_sdf_generator_normal_smoothness_and_resume(tiny_prior, tmp_path, tiny_train_config):
     """With every surface term on, a step trains the generator and a saved run resumes identically."""
     from dreamstill.backend.generators.train import GeneratorTrainer
 
-    trainer = sdf_trainer(tiny_prior, tmp_path, eikonal_points=128, smoothness_points=64)
+    trainer = sdf_trainer(tiny_train_config, tiny_prior, tmp_path, eikonal_points=128, smoothness_points=64)
     trainer.train_step()
     path = trainer.save()
     resumed = GeneratorTrainer(trainer.config, tmp_path / "sdf", prior=tiny_prior)
