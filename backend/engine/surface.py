@@ -8,7 +8,8 @@ step loop over all of them; entering a stage swaps what the loop uses (``Surface
   geometry  SDF init: the solid the JobSpec's cameras see of the density field (all but the space some camera sees
             in front of the depth where its rendered opacity reaches SDFInitConfig.carve_opacity), floaters dropped,
             pits and tunnels narrower than ~2 close_radius closed (each object of "X next to Y" on its own),
-            cavities filled, as a signed distance fitted by an SDFField (fields/sdf_init.py); a density stage with no surface starts the SDF from a ball instead, with a warning.
+            cavities filled, as a signed distance fitted by an SDFField (fields/sdf_init.py); a density stage with
+            no surface starts the SDF from a ball instead, with a warning.
             Then the optimizer: Adam on the distance (geometry_lr) and the albedo (albedo_lr); the shading: lit
             renders, ``textureless_probability`` of them without albedo; renders with importance samples (the
             VolSDF surface is thin); the regularizers, each relative to the distillation's surrogate loss:
