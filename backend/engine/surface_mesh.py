@@ -5,8 +5,8 @@ decimation -> smooth normals -> baked texture, phase by phase like engine.meshin
             part per object of the prompt, none under ``min_part_fraction`` of the largest, tunnels and pits
             narrower than ~2 close_radius closed without joining objects that stand apart, enclosed voids filled),
             d replaced by the repaired solid's distance only around what changed; marching cubes at level 0
-            (watertight inside the box: the grid is padded with outside); clean-up (mesh/cleanup.py: welding, the same parts kept, small holes filled,
-            outward faces);
+            (watertight inside the box: the grid is padded with outside); clean-up (mesh/cleanup.py: welding, the
+            same parts kept, small holes filled, outward faces);
   decimate  quadric decimation to ``max_faces``, welded again (collapses leave duplicate vertices);
   bake      smooth vertex normals and vertex colours, then a texture_size^2 UV bake of the albedo
             (engine.meshing.appearance_phases).
