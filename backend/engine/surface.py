@@ -19,6 +19,10 @@ step loop over all of them; entering a stage swaps what the loop uses (``Surface
             beta_end: beta_k = beta_start (beta_end / beta_start)^(k / (g - 1)).
   texture   the distance frozen; Adam on the albedo alone; renders half lit, half albedo; no regularizers.
 
+A field that is a signed distance already (``is_trainable_sdf``: an SDF generator's draft in test-time refinement,
+generators.refine.RefinableSDFField) enters the geometry stage as it is (``SurfaceStages.enter_surface``): no SDF
+init, the rest of the geometry and texture stages as above.
+
 The distillation method's instance carries over (its state, e.g. VSD's LoRA, goes on learning); each stage passes
 the method its own (step, length), so timestep schedules restart per stage as in threestudio's separate stage runs.
 The mesh of an SDF asset is engine/surface_mesh.py.
