@@ -236,14 +236,15 @@ class SurfaceStages:
         if name == "texture":
             self._enter_texture(opt)
 
-    def enter_surface(self, opt, sdf_field, name: str = "geometry") -> None:
+    def enter_surface(self, opt, sdf_field, name: str = "geometry", geometry_lr: float | None = None) -> None:
         """Swap stage ``name`` into ``opt`` as ``enter`` does, on the given signed-distance field (anything
         ``is_trainable_sdf``, e.g. generators.refine.RefinableSDFField, on opt's device) instead of one fitted to
-        the density field: the refinement of an SDF generator's draft starts here."""
+        the density field: the refinement of an SDF generator's draft starts here. ``geometry_lr`` replaces the
+        config's for the distance's parameter group (None: SurfaceConfig.geometry_lr)."""
         _check_stage(name)
         if not is_trainable_sdf(sdf_field):
             raise TypeError(f"{type(sdf_field).__name__} is not a trainable signed-distance field ({SDF_METHODS})")
-        self._enter_geometry(opt, sdf_field)
+        self._enter_geometry(opt, sdf_field, geometry_lr)
         if name == "texture":
             self._enter_texture(opt)
 
@@ -266,11 +267,11 @@ class SurfaceStages:
                 opt.warnings.append(f"the surface stage started from a ball: {err}")
         return SDFField(sdf_config, rng=self.rng).to(opt.device)
 
-    def _enter_geometry(self, opt, sdf_field) -> None:
+    def _enter_geometry(self, opt, sdf_field, geometry_lr: float | None = None) -> None:
         cfg = self.config
         opt.field = sdf_field
         params = [
-            {"params": sdf_field.geometry_parameters(), "lr": cfg.geometry_lr},
+            {"params": sdf_field.geometry_parameters(), "lr": geometry_lr or cfg.geometry_lr},
             {"params": sdf_field.albedo_parameters(), "lr": cfg.albedo_lr},
         ]
         opt.optimizer = torch.optim.Adam(params, betas=(0.9, 0.99), eps=1e-15)

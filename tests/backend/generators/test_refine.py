@@ -140,7 +140,7 @@ def test_refinable_sdf_gradient_matches_finite_differences(arch):
 
 
 def test_sdf_draft_refines_geometry_then_texture_with_the_distance_frozen(tiny_prior):
-    from dreamstill.backend.generators.refine import RefinableSDFField, refine_optimizer
+    from dreamstill.backend.generators.refine import REFINE_SDF_GEOMETRY_LR, RefinableSDFField, refine_optimizer
 
     text = tiny_prior.encode_text(["a red cube"])
     fields = sdf_fields("triplane", text_dim=text.tokens.shape[-1])
@@ -152,7 +152,7 @@ def test_sdf_draft_refines_geometry_then_texture_with_the_distance_frozen(tiny_p
     assert isinstance(field, RefinableSDFField) and optimizer.plan == (("geometry", 3), ("texture", 1))
     assert optimizer.stage == "geometry" and len(optimizer.regularizers) == 3  # eikonal, smoothness, orientation
     cfg = optimizer.defaults.surface
-    assert [g["lr"] for g in optimizer.optimizer.param_groups] == [cfg.geometry_lr, cfg.albedo_lr]
+    assert [g["lr"] for g in optimizer.optimizer.param_groups] == [REFINE_SDF_GEOMETRY_LR, cfg.albedo_lr]
     x = torch.rand(200, 3) * 2 - 1
 
     def snapshot():
@@ -169,6 +169,8 @@ def test_sdf_draft_refines_geometry_then_texture_with_the_distance_frozen(tiny_p
     d2, albedo2 = snapshot()
     torch.testing.assert_close(d2, d1, rtol=0, atol=0)  # the texture stage leaves the distance alone
     assert not torch.equal(albedo2, albedo1)
+    lr_spec = JobSpec(**{**spec.to_dict(), "lr": 0.005})
+    assert refine_optimizer(fields, 0, lr_spec, tiny_prior).optimizer.param_groups[0]["lr"] == 0.005
 
 
 def test_surface_refine_plan_splits_refine_steps_three_to_one():
