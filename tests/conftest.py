@@ -178,3 +178,24 @@ def fake_server(tmp_path_factory):
         yield srv
     finally:
         srv.stop()
+
+
+@pytest.fixture(scope="session")
+def tiny_sdf_generator(tiny_prior, tmp_path_factory) -> str:
+    """The generator.pt of a tiny triplane SDF generator (``--arch-option geometry=sdf``, the tiny prior, a corpus
+    of "a red cube" and "a blue sphere") whose weights are moved off the ball: a lumpy solid, maybe with islands."""
+    from dreamstill.backend.generators.config import GeneratorTrainConfig
+    from dreamstill.backend.generators.train import GeneratorTrainer
+
+    folder = tmp_path_factory.mktemp("sdf_generator")
+    corpus = folder / "prompts.txt"
+    corpus.write_text("a red cube\na blue sphere\n")
+    config = GeneratorTrainConfig(
+        arch="triplane", corpus=str(corpus), prior="tiny", steps=1, arch_options={"geometry": "sdf"}, num_samples=8
+    )
+    trainer = GeneratorTrainer(config, folder / "gen", prior=tiny_prior)
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for p in trainer.generator.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.1)
+    return str(trainer.save())

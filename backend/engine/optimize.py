@@ -40,7 +40,7 @@ from ..render import RenderSettings
 from ..render.cameras import Cameras, orbit_cameras, sample_cameras, with_view_suffix
 from .asset import FieldAsset
 from .step import DistillStep, OpacitySparsity, Regularizer, ShadingSchedule, wants_view_prompts
-from .surface import SurfaceConfig, SurfaceStages
+from .surface import SurfaceConfig, SurfaceStages, is_trainable_sdf
 from .surface_mesh import surface_mesh_phases
 
 
@@ -194,8 +194,9 @@ class AssetOptimizer(FieldAsset):
 
     def mesh_phases(self, resolution: int, texture_size: int = 0, max_faces: int | None = None):
         """The field's mesh phase by phase: a signed distance's (engine.surface_mesh) once the surface stage has
-        begun, else the density field's (engine.meshing)."""
-        if self.surface is not None and self.stage != self.plan[0][0]:
+        begun (or from the start, when it refines an SDF generator's draft), else the density field's
+        (engine.meshing)."""
+        if self.surface is not None and is_trainable_sdf(self.field):
             settings = self.surface.mesh_settings
             return surface_mesh_phases(
                 self.field, self.device, resolution, texture_size, max_faces, settings, self.warnings

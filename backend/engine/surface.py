@@ -20,6 +20,10 @@ step loop over all of them; entering a stage swaps what the loop uses (``Surface
             beta_end: beta_k = beta_start (beta_end / beta_start)^(k / (g - 1)).
   texture   the distance frozen; Adam on the albedo alone; renders half lit, half albedo; no regularizers.
 
+A field that is a signed distance already (``is_trainable_sdf``: an SDF generator's draft in test-time refinement,
+generators.refine.RefinableSDFField) enters the geometry stage as it is (``SurfaceStages.enter_surface``): no SDF
+init, the rest of the geometry and texture stages as above.
+
 The distillation method's instance carries over (its state, e.g. VSD's LoRA, goes on learning); each stage passes
 the method its own (step, length), so timestep schedules restart per stage as in threestudio's separate stage runs.
 The mesh of an SDF asset is engine/surface_mesh.py.
@@ -108,6 +112,30 @@ def objects_apart_in_prompt(prompt: str) -> int:
     except ValueError:
         return 1
     return len(scene.objects) if scene.relation == "next to" else 1
+
+
+# What the geometry and texture stages use of a field beyond forward(x) -> (density, albedo) and bound
+# (fields.sdf.SDFField's interface).
+SDF_METHODS = (
+    "sdf",
+    "sdf_with_gradient",
+    "normals",
+    "set_beta",
+    "geometry_parameters",
+    "albedo_parameters",
+    "freeze_geometry",
+)
+
+
+def is_trainable_sdf(field) -> bool:
+    """Whether ``field`` offers the surface stage's interface (SDF_METHODS): an SDFField, or a generator's SDF
+    draft made trainable (generators.refine.RefinableSDFField)."""
+    return isinstance(field, SDFField) or all(callable(getattr(field, name, None)) for name in SDF_METHODS)
+
+
+def _check_stage(name: str) -> None:
+    if name not in ("geometry", "texture"):
+        raise ValueError(f"the surface stage has no stage {name!r}; its stages are geometry and texture")
 
 
 # --- regularizers (engine.step.Regularizer: DistillViews -> loss) --------------------------------------------------
@@ -203,10 +231,21 @@ class SurfaceStages:
         """Swap stage ``name``'s field, optimizer, shading, render settings and regularizers into ``opt``
         (an AssetOptimizer). ``fit``: start the SDF from the density field (False: an unfitted SDF that a
         checkpoint is about to overwrite)."""
-        if name not in ("geometry", "texture"):
-            raise ValueError(f"the surface stage has no stage {name!r}; its stages are geometry and texture")
-        if not isinstance(opt.field, SDFField):
-            self._enter_geometry(opt, fit)
+        _check_stage(name)
+        if not is_trainable_sdf(opt.field):
+            self._enter_geometry(opt, self._sdf_field(opt, fit))
+        if name == "texture":
+            self._enter_texture(opt)
+
+    def enter_surface(self, opt, sdf_field, name: str = "geometry", geometry_lr: float | None = None) -> None:
+        """Swap stage ``name`` into ``opt`` as ``enter`` does, on the given signed-distance field (anything
+        ``is_trainable_sdf``, e.g. generators.refine.RefinableSDFField, on opt's device) instead of one fitted to
+        the density field: the refinement of an SDF generator's draft starts here. ``geometry_lr`` replaces the
+        config's for the distance's parameter group (None: SurfaceConfig.geometry_lr)."""
+        _check_stage(name)
+        if not is_trainable_sdf(sdf_field):
+            raise TypeError(f"{type(sdf_field).__name__} is not a trainable signed-distance field ({SDF_METHODS})")
+        self._enter_geometry(opt, sdf_field, geometry_lr)
         if name == "texture":
             self._enter_texture(opt)
 
@@ -229,12 +268,11 @@ class SurfaceStages:
                 opt.warnings.append(f"the surface stage started from a ball: {err}")
         return SDFField(sdf_config, rng=self.rng).to(opt.device)
 
-    def _enter_geometry(self, opt, fit: bool) -> None:
+    def _enter_geometry(self, opt, sdf_field, geometry_lr: float | None = None) -> None:
         cfg = self.config
-        sdf_field = self._sdf_field(opt, fit)
         opt.field = sdf_field
         params = [
-            {"params": sdf_field.geometry_parameters(), "lr": cfg.geometry_lr},
+            {"params": sdf_field.geometry_parameters(), "lr": geometry_lr or cfg.geometry_lr},
             {"params": sdf_field.albedo_parameters(), "lr": cfg.albedo_lr},
         ]
         opt.optimizer = torch.optim.Adam(params, betas=(0.9, 0.99), eps=1e-15)

@@ -9,6 +9,11 @@ N steps of the job's distillation method then move theta away from theta_0 for t
     theta_{k+1} = Adam(theta_k, grad_theta L_method(g(theta_k, c_k), y)),   k = 0 .. N - 1
 
 with the per-prompt loop of engine.optimize.AssetOptimizer (its cameras, shading schedule, seeds and checkpoints).
+
+An SDF generator's draft (``--arch-option geometry=sdf``) is already a surface, so its refinement is the per-prompt
+surface stage run on it (engine.surface.SurfaceStages.enter_surface), with no density stage and no SDF fitted to a
+density: ``RefinableSDFField`` offers what fields.sdf.SDFField offers, the stages are ``surface_refine_plan``
+(geometry, then texture with the distance frozen), and the result meshes through engine.surface_mesh.
 """
 
 from __future__ import annotations
@@ -17,16 +22,39 @@ import copy
 import dataclasses
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from dreamstill.protocol import JobSpec
+from dreamstill.protocol.jobspec import GEOMETRY_SHARE, TEXTURE_SHARE
 
 from ..engine import AssetOptimizer
+from ..engine.surface import SurfaceStages
 from ..fields import Field, OccupancyGrid
-from .base import GeneratedFields
+from ..fields.sdf import volsdf_density, volsdf_density_derivative
+from .base import GeneratedFields, albedo_of
 from .instant import OCCUPANCY_RESOLUTION
 
 REFINE_LR = 1e-2  # Adam on the copied tensors and modules when the spec's lr is 0 (docs/results/instant_refine_cpu.md)
+# Adam on an SDF draft's distance (its geometry copy) when the spec's lr is 0. The surface stage's geometry_lr (3e-4,
+# for a hash grid of ~1e-4 entries) barely moves a generator's tensors (the pre3k triplane's planes have std 1.6):
+# 100 refinement steps of its "a red cube" / "a purple torus" reached IoU 0.80 / 0.30 at 3e-4, 0.83 / 0.42 at 2e-3,
+# 0.73 / 0.43 at 1e-2 (cube's IoU lost, normals sharper)
+REFINE_SDF_GEOMETRY_LR = 2e-3
+# an SDF draft's refinement: the texture stage's share of refine_steps when JobSpec.texture_steps is 0, the
+# per-prompt surface stage's geometry : texture split (3/8 : 1/8 of steps, so 1/4 of the surface stage's)
+SURFACE_TEXTURE_SHARE = TEXTURE_SHARE / (GEOMETRY_SHARE + TEXTURE_SHARE)
+
+
+def trainable_copies(parts: dict) -> tuple[nn.ParameterDict, nn.ModuleDict]:
+    """(the prompt's tensors as Parameters, deep copies of the shared modules with gradients on) of
+    ``GeneratedFields.prompt_parts``' dict."""
+    tensors = {k: v for k, v in parts.items() if isinstance(v, torch.Tensor)}
+    params = nn.ParameterDict({k: nn.Parameter(v.detach().clone()) for k, v in tensors.items()})
+    shared = nn.ModuleDict({k: copy.deepcopy(v) for k, v in parts.items() if k not in tensors})
+    for p in shared.parameters():
+        p.requires_grad_(True)
+    return params, shared
 
 
 class RefinableField(Field):
@@ -36,12 +64,7 @@ class RefinableField(Field):
 
     def __init__(self, fields: GeneratedFields, index: int = 0):
         super().__init__()
-        parts = fields.prompt_parts(index)
-        tensors = {k: v for k, v in parts.items() if isinstance(v, torch.Tensor)}
-        self.tensors = nn.ParameterDict({k: nn.Parameter(v.detach().clone()) for k, v in tensors.items()})
-        self.shared = nn.ModuleDict({k: copy.deepcopy(v) for k, v in parts.items() if k not in tensors})
-        for p in self.shared.parameters():
-            p.requires_grad_(True)
+        self.tensors, self.shared = trainable_copies(fields.prompt_parts(index))
         self.bound = float(fields.bound)
         self.fields = type(fields).from_parts({**self.tensors, **self.shared}, self.bound)
         # empty-space skipping as a per-prompt DensityField's: refreshed by the renderer every 16 training renders
@@ -51,17 +74,123 @@ class RefinableField(Field):
         return self.fields.query(0, x)
 
 
+class RefinableSDFField(RefinableField):
+    """An SDF generator's prompt as a trainable signed-distance field with fields.sdf.SDFField's interface (sdf,
+    sdf_with_gradient, forward_with_gradient, normals, set_beta, geometry_parameters, albedo_parameters,
+    freeze_geometry), for the renderer, the surface stage's regularizers and the SDF mesher.
+
+    The generator decodes the distance and the albedo from the same features (raw = decoder(features(x)), d from
+    raw_0 by SDFDecoding, albedo = sigmoid(raw_1..3)), so no parameter feeds one alone. The field therefore holds two
+    trainable copies of the prompt's parts, as SDFField holds two hash grids: the geometry copy (``tensors``,
+    ``shared``: the decoding with its beta buffer) gives d(x) and the appearance copy (``albedo_tensors``,
+    ``albedo_shared``) gives the albedo. Both start as G(y), so at step 0 d, density and albedo are the generator's
+    exactly; freezing the geometry copy leaves d fixed while the texture stage trains the appearance copy. Each
+    query evaluates the decoder twice (once per copy)."""
+
+    geometry = "sdf"
+    supports_analytic_gradient = True  # render.volume: lit renders take normals from forward_with_gradient
+
+    def __init__(self, fields: GeneratedFields, index: int = 0):
+        fields._need_sdf()  # ValueError for a density generator
+        super().__init__(fields, index)
+        parts = {k: v for k, v in fields.prompt_parts(index).items() if k != "decoding"}
+        self.albedo_tensors, self.albedo_shared = trainable_copies(parts)
+        appearance = {**self.albedo_tensors, **self.albedo_shared, "decoding": self.fields.decoding}
+        self.albedo_fields = type(fields).from_parts(appearance, self.bound)
+
+    @property
+    def beta(self) -> torch.Tensor:
+        return self.fields.decoding.beta
+
+    def set_beta(self, value: float) -> None:
+        """Anneal beta, the Laplace scale of the VolSDF density (SDFDecoding.set_beta)."""
+        self.fields.decoding.set_beta(value)
+
+    def geometry_parameters(self) -> list[nn.Parameter]:
+        return list(self.tensors.values()) + list(self.shared.parameters())
+
+    def albedo_parameters(self) -> list[nn.Parameter]:
+        return list(self.albedo_tensors.values()) + list(self.albedo_shared.parameters())
+
+    def freeze_geometry(self, frozen: bool = True) -> None:
+        """Stop (or restart) gradients to the distance: the texture stage trains only the albedo."""
+        for p in self.geometry_parameters():
+            p.requires_grad_(not frozen)
+
+    def sdf(self, x: torch.Tensor) -> torch.Tensor:
+        """d(x), (N,)."""
+        return self.fields.sdf(0, x)
+
+    def sdf_with_gradient(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(d (N,), grad_x d (N, 3)) by autograd, with its graph while gradients are on (a loss on it trains d)."""
+        return self.fields[0].sdf_with_gradient(x)
+
+    def albedo(self, x: torch.Tensor) -> torch.Tensor:
+        return albedo_of(self.albedo_fields.raw(0, x / self.bound))
+
+    def density(self, x: torch.Tensor) -> torch.Tensor:
+        """(1 / beta) Psi_beta(-d(x)) (fields.sdf.volsdf_density)."""
+        return volsdf_density(self.sdf(x), self.beta)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.density(x), self.albedo(x)
+
+    def forward_with_gradient(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(density, albedo, grad_x density), grad density = (d density / d d) grad d (inward, as SDFField's)."""
+        d, grad = self.sdf_with_gradient(x)
+        return volsdf_density(d, self.beta), self.albedo(x), volsdf_density_derivative(d, self.beta)[:, None] * grad
+
+    def normals(self, x: torch.Tensor) -> torch.Tensor:
+        """n = normalize(grad d), outward."""
+        return F.normalize(self.sdf_with_gradient(x)[1], dim=-1, eps=1e-12)
+
+
 def refine_spec(spec: JobSpec) -> JobSpec:
     """The per-prompt spec of the refinement: the job's own, with ``refine_steps`` as its steps."""
     return dataclasses.replace(spec, steps=spec.refine_steps)
 
 
+def surface_refine_plan(spec: JobSpec) -> tuple[tuple[str, int], ...]:
+    """The stages of an SDF draft's refinement: ("geometry", g), ("texture", x) with x = texture_steps or
+    refine_steps * SURFACE_TEXTURE_SHARE (1/4, rounded down) and g = refine_steps - x (geometry_steps does not
+    apply: the geometry takes every step the texture leaves); no density stage, the surface flag notwithstanding
+    (the draft is a surface already). Raises ValueError when texture_steps leaves the geometry no step."""
+    steps = spec.refine_steps
+    texture = spec.texture_steps or int(steps * SURFACE_TEXTURE_SHARE)
+    if texture >= steps:
+        raise ValueError(
+            f"texture_steps {texture} leaves the refinement's geometry stage no step of refine_steps {steps}; "
+            "lower texture_steps (0 = a quarter of refine_steps) or raise refine_steps"
+        )
+    return tuple((name, n) for name, n in (("geometry", steps - texture), ("texture", texture)) if n > 0)
+
+
 def refine_optimizer(fields: GeneratedFields, index: int, spec: JobSpec, prior) -> AssetOptimizer:
     """A per-prompt optimizer for ``spec.refine_steps`` steps of ``spec.method`` whose field is prompt ``index`` of
-    ``fields`` (a RefinableField), Adam at ``spec.lr`` (0: REFINE_LR). Raises what AssetOptimizer raises for a bad
-    method option (KeyError, ValueError)."""
+    ``fields``: a density generator's as a RefinableField, Adam at ``spec.lr`` (0: REFINE_LR), in the spec's stage
+    plan; an SDF generator's as a RefinableSDFField in the surface stage (``refine_surface_optimizer``, the spec's lr
+    or REFINE_SDF_GEOMETRY_LR on its distance). Raises what
+    AssetOptimizer raises for a bad method option (KeyError, ValueError), ValueError for a bad stage split."""
+    sdf = fields.decoding.geometry == "sdf"
+    plan = surface_refine_plan(spec) if sdf else None
     optimizer = AssetOptimizer(refine_spec(spec), prior=prior)
+    if sdf:
+        return refine_surface_optimizer(optimizer, RefinableSDFField(fields, index).to(optimizer.device), plan)
     optimizer.field = RefinableField(fields, index).to(optimizer.device)
     params = list(optimizer.field.parameters()) + [p for p in optimizer.background.parameters() if p.requires_grad]
     optimizer.optimizer = torch.optim.Adam(params, lr=spec.lr or REFINE_LR, betas=(0.9, 0.99), eps=1e-15)
+    return optimizer
+
+
+def refine_surface_optimizer(optimizer: AssetOptimizer, field: RefinableSDFField, plan) -> AssetOptimizer:
+    """``optimizer`` set to run ``plan`` (surface_refine_plan) on ``field`` with the per-prompt surface stage's
+    optimizer groups (the distance at the spec's lr, 0: REFINE_SDF_GEOMETRY_LR; the albedo at albedo_lr), shading,
+    render settings, regularizers and beta anneal (engine.surface.SurfaceStages, entered with this field instead of
+    one fitted to a density)."""
+    if optimizer.surface is None:  # surface=False in the spec: an SDF draft is refined as a surface all the same
+        optimizer.surface = SurfaceStages(optimizer.defaults.surface, optimizer.spec)
+    optimizer.plan = plan
+    geometry_lr = optimizer.spec.lr or REFINE_SDF_GEOMETRY_LR
+    optimizer.surface.enter_surface(optimizer, field, plan[0][0], geometry_lr)
+    optimizer.stage = plan[0][0]
     return optimizer

@@ -3,9 +3,11 @@
 previews, intermediate meshes and cancel, then the usual finish.
 
 Progress: the draft's phases (generate, mesh, decimate) as an instant job reports them, the draft MeshUpdate and a
-Preview, then one Progress per refinement step whose phase is the step's stage (JobSpec.stage_plan of the
-refinement's steps: "optimize", or with the surface stage "density" (the generator's field refined), then "geometry"
-and "texture" on the signed-distance field fitted to it), then the finishing phases (jobs.finish)."""
+Preview, then one Progress per refinement step whose phase is the step's stage, then the finishing phases
+(jobs.finish). The stages of a density generator's draft are JobSpec.stage_plan of the refinement's steps
+("optimize", or with the surface stage "density" (the generator's field refined), then "geometry" and "texture" on
+the signed-distance field fitted to it); an SDF generator's draft is a surface already, so its stages are "geometry"
+then "texture" on the draft itself (generators.refine.surface_refine_plan), and it meshes as a surface."""
 
 from __future__ import annotations
 
@@ -49,7 +51,7 @@ def _start(asset, spec: JobSpec, checkpoint: Path | None) -> Generator[JobEvent,
     """The refinement's optimizer, resumed from ``checkpoint`` when one is given and exists; None after Failed."""
     try:
         optimizer = refine_optimizer(asset.fields, 0, spec, asset.prior)
-    except (KeyError, ValueError) as err:  # unknown method option, bad method settings
+    except (KeyError, ValueError) as err:  # unknown method option, bad method settings, bad stage split
         yield Failed("bad_spec", str(err))
         return None
     # another spec's, or another generator's (RuntimeError: other tensor shapes), checkpoint

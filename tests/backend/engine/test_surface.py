@@ -197,3 +197,23 @@ def test_eikonal_and_smoothness_of_a_plane():
     none_hit = DistillViews(views.z, views.opacity, views.camera, [views.outputs[0]])
     none_hit.outputs[0].opacity = torch.zeros_like(views.outputs[0].opacity)
     assert float(NormalSmoothness(Plane(), 5.0, 0.05, 1.0, 16, rng)(none_hit)) == 0.0
+
+
+def test_only_a_trainable_signed_distance_enters_the_surface_stage_as_it_is(tiny_spec, tiny_prior):
+    from dreamstill.backend.engine import AssetOptimizer
+    from dreamstill.backend.engine.surface import SurfaceStages, is_trainable_sdf
+    from dreamstill.backend.fields import DensityField
+
+    opt = AssetOptimizer(surface_spec(tiny_spec), prior=tiny_prior)
+    assert not is_trainable_sdf(opt.field) and is_trainable_sdf(SDFField())
+    stages = SurfaceStages(opt.defaults.surface, opt.spec)
+    with pytest.raises(TypeError, match="DensityField is not a trainable signed-distance field"):
+        stages.enter_surface(opt, DensityField())
+    with pytest.raises(ValueError, match="no stage 'density'"):
+        stages.enter_surface(opt, SDFField(), "density")
+    given = SDFField()
+    stages.enter_surface(opt, given, "texture")  # the given field, its distance frozen: no fit from the density
+    assert opt.field is given and not any(p.requires_grad for p in given.geometry_parameters())
+    assert {id(p) for g in opt.optimizer.param_groups for p in g["params"]} == {
+        id(p) for p in given.albedo_parameters()
+    }

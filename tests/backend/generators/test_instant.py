@@ -1,30 +1,9 @@
 """Instant assets of SDF generators mesh through the surface stage's SDF mesher: watertight, one part per object."""
 
-import pytest
 import torch
 
-from dreamstill.backend.generators.config import GeneratorTrainConfig
 
-
-@pytest.fixture
-def sdf_generator_path(tiny_prior, tmp_path):
-    """A tiny triplane SDF generator whose weights are moved off the ball (a lumpy solid, maybe with islands)."""
-    from dreamstill.backend.generators.train import GeneratorTrainer
-
-    corpus = tmp_path / "prompts.txt"
-    corpus.write_text("a red cube\na blue sphere\n")
-    config = GeneratorTrainConfig(
-        arch="triplane", corpus=str(corpus), prior="tiny", steps=1, arch_options={"geometry": "sdf"}, num_samples=8
-    )
-    trainer = GeneratorTrainer(config, tmp_path / "gen", prior=tiny_prior)
-    g = torch.Generator().manual_seed(3)
-    with torch.no_grad():
-        for p in trainer.generator.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * 0.1)
-    return trainer.save()
-
-
-def test_sdf_instant_job_mesh_is_watertight_and_one_part(sdf_generator_path, tmp_path):
+def test_sdf_instant_job_mesh_is_watertight_and_one_part(tiny_sdf_generator, tmp_path):
     import trimesh
     from scipy import ndimage
 
@@ -35,7 +14,7 @@ def test_sdf_instant_job_mesh_is_watertight_and_one_part(sdf_generator_path, tmp
     spec = JobSpec(
         prompt="a red cube",
         mode="instant",
-        generator=str(sdf_generator_path),
+        generator=str(tiny_sdf_generator),
         prior="tiny",
         mesh_resolution=32,
         texture_size=0,

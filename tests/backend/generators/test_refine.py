@@ -1,6 +1,8 @@
 """Test-time refinement: a prompt's generated field as trainable copies that start where the generator is, and a
 per-prompt optimizer that moves them (and never the generator)."""
 
+import itertools
+
 import pytest
 import torch
 
@@ -81,3 +83,134 @@ def test_refine_optimizer_runs_the_jobs_method_for_refine_steps(tiny_prior):
     assert not torch.allclose(optimizer.field.density(x).detach(), start)
     lr_spec = JobSpec(**{**spec.to_dict(), "lr": 0.003})
     assert refine_optimizer(fields, 0, lr_spec, tiny_prior).optimizer.param_groups[0]["lr"] == 0.003
+
+
+# --- an SDF generator's draft, refined as a surface -----------------------------------------------------------
+
+
+def sdf_fields(arch: str, text_dim: int = 64):
+    """A batch of 3 prompts' fields of a perturbed SDF generator (``geometry="sdf"``)."""
+    torch.manual_seed(0)
+    gen = build_generator(arch, text_dim=text_dim, geometry="sdf")
+    with torch.no_grad():
+        for p in gen.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+        return gen(text_batch(dim=text_dim))
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
+def test_refinable_sdf_field_starts_as_the_generators_field(arch):
+    from dreamstill.backend.generators.refine import RefinableSDFField
+
+    fields = sdf_fields(arch)
+    field = RefinableSDFField(fields, index=1)
+    x = torch.rand(300, 3) * 2 - 1
+    with torch.no_grad():
+        want_density, want_albedo = fields[1](x)
+        density, albedo = field(x)
+        torch.testing.assert_close(field.sdf(x), fields[1].sdf(x), rtol=0, atol=0)
+        torch.testing.assert_close(density, want_density, rtol=0, atol=0)
+        torch.testing.assert_close(albedo, want_albedo, rtol=0, atol=0)
+        assert not torch.allclose(field.sdf(x), fields[0].sdf(x))  # prompt 1's distance, not prompt 0's
+        lit_density, lit_albedo, _ = field.forward_with_gradient(x)
+    torch.testing.assert_close(lit_density, want_density, rtol=0, atol=0)
+    torch.testing.assert_close(lit_albedo, want_albedo, rtol=0, atol=0)
+    geometry, appearance = field.geometry_parameters(), field.albedo_parameters()
+    assert {id(p) for p in geometry}.isdisjoint(id(p) for p in appearance)
+    assert {id(p) for p in geometry + appearance} == {id(p) for p in field.parameters()}
+    field.set_beta(0.02)
+    assert float(field.beta) == pytest.approx(0.02) and float(fields.decoding.beta) != pytest.approx(0.02)
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
+def test_refinable_sdf_gradient_matches_finite_differences(arch):
+    from dreamstill.backend.generators.refine import RefinableSDFField
+
+    field = RefinableSDFField(sdf_fields(arch), index=0).double()
+    x = (torch.rand(100, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 2 - 1) * 0.7
+    h = 1e-6
+    with torch.no_grad():
+        d, grad = field.sdf_with_gradient(x)
+        steps = torch.eye(3, dtype=torch.float64) * h
+        numeric = torch.stack([(field.sdf(x + e) - field.sdf(x - e)) / (2 * h) for e in steps], -1)
+        normals = field.normals(x)
+    torch.testing.assert_close(d, field.sdf(x).detach(), rtol=0, atol=0)
+    torch.testing.assert_close(grad, numeric, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(normals, grad / grad.norm(dim=-1, keepdim=True))
+
+
+def test_sdf_draft_refines_geometry_then_texture_with_the_distance_frozen(tiny_prior):
+    from dreamstill.backend.generators.refine import REFINE_SDF_GEOMETRY_LR, RefinableSDFField, refine_optimizer
+
+    text = tiny_prior.encode_text(["a red cube"])
+    fields = sdf_fields("triplane", text_dim=text.tokens.shape[-1])
+    spec = JobSpec(
+        prompt="a red cube", prior="tiny", mode="instant", refine_steps=4, method="asd", resolution=16, batch_size=1
+    )
+    optimizer = refine_optimizer(fields, 0, spec, tiny_prior)
+    field = optimizer.field
+    assert isinstance(field, RefinableSDFField) and optimizer.plan == (("geometry", 3), ("texture", 1))
+    assert optimizer.stage == "geometry" and len(optimizer.regularizers) == 3  # eikonal, smoothness, orientation
+    cfg = optimizer.defaults.surface
+    assert [g["lr"] for g in optimizer.optimizer.param_groups] == [REFINE_SDF_GEOMETRY_LR, cfg.albedo_lr]
+    x = torch.rand(200, 3) * 2 - 1
+
+    def snapshot():
+        with torch.no_grad():
+            return field.sdf(x).clone(), field.albedo(x).clone()
+
+    d0, albedo0 = snapshot()
+    phases = [e.phase for e in itertools.islice((e for e in optimizer.run() if hasattr(e, "loss")), 3)]
+    assert phases == ["geometry"] * 3 and optimizer.step == 3
+    d1, albedo1 = snapshot()
+    assert not torch.equal(d1, d0) and not torch.equal(albedo1, albedo0)  # the geometry stage moves both
+    assert float(field.beta) == pytest.approx(cfg.beta_end)  # annealed from beta_start over the stage
+    assert [e.phase for e in optimizer.run() if hasattr(e, "loss")] == ["texture"] and optimizer.step == 4
+    d2, albedo2 = snapshot()
+    torch.testing.assert_close(d2, d1, rtol=0, atol=0)  # the texture stage leaves the distance alone
+    assert not torch.equal(albedo2, albedo1)
+    lr_spec = JobSpec(**{**spec.to_dict(), "lr": 0.005})
+    assert refine_optimizer(fields, 0, lr_spec, tiny_prior).optimizer.param_groups[0]["lr"] == 0.005
+
+
+def test_surface_refine_plan_splits_refine_steps_three_to_one():
+    from dreamstill.backend.generators.refine import surface_refine_plan
+
+    def plan(**kw):
+        return surface_refine_plan(JobSpec(prompt="a red cube", mode="instant", **kw))
+
+    assert plan(refine_steps=100) == (("geometry", 75), ("texture", 25))
+    assert plan(refine_steps=3) == (("geometry", 3),)  # a quarter of 3 rounds to no texture step
+    assert plan(refine_steps=10, texture_steps=4, surface=False) == (("geometry", 6), ("texture", 4))
+    with pytest.raises(ValueError, match="texture_steps"):
+        plan(refine_steps=4, texture_steps=4)
+
+
+def test_refine_job_of_an_sdf_generator_meshes_its_surface(tiny_sdf_generator, tmp_path):
+    import trimesh
+
+    from dreamstill.backend.jobs import run_job
+    from dreamstill.protocol import Done, Progress
+
+    spec = JobSpec(
+        prompt="a red cube",
+        mode="instant",
+        generator=tiny_sdf_generator,
+        prior="tiny",
+        refine_steps=4,
+        method="asd",
+        resolution=16,
+        batch_size=1,
+        mesh_resolution=32,
+        texture_size=0,
+    )
+    events = list(run_job(spec, tmp_path))
+    assert isinstance(events[-1], Done), events[-1]
+    steps = [
+        (e.phase, e.step) for e in events if isinstance(e, Progress) and e.phase in ("density", "geometry", "texture")
+    ]
+    assert steps == [("geometry", 1), ("geometry", 2), ("geometry", 3), ("texture", 4)]
+    glb = next(f for f in events[-1].files if f.endswith(".glb"))
+    mesh = trimesh.load(glb).to_geometry()
+    assert len(mesh.faces) > 0 and mesh.is_watertight
+    assert len(mesh.split(only_watertight=False)) == 1

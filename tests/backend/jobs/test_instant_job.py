@@ -156,14 +156,20 @@ def test_refined_job_sends_a_draft_then_a_step_bar_then_finishes(tiny_generator,
     assert events[-1].metrics["refine_steps"] == 3 and (tmp_path / "asset.glb").exists()
 
 
-def test_a_cancelled_refinement_resumes_to_the_uninterrupted_asset(tiny_generator, tmp_path):
-    from dreamstill.backend.generators.refine import refine_spec
+@pytest.mark.parametrize(
+    "generator, stages",
+    [
+        ("tiny_generator", {"density", "geometry"}),  # the density draft refined, then an SDF fitted to it
+        ("tiny_sdf_generator", {"geometry", "texture"}),  # an SDF draft: the surface stage on it, cancelled at 2 of 3
+    ],
+)
+def test_a_cancelled_refinement_resumes_to_the_uninterrupted_asset(generator, stages, request, tmp_path):
     from dreamstill.backend.jobs import run_job
     from dreamstill.backend.jobs.refine_job import REFINE_CHECKPOINT_NAME
     from dreamstill.protocol import Cancelled
 
-    spec = refined(tiny_generator, steps=4, checkpoint_every=4)
-    step_phases = {name for name, _ in refine_spec(spec).stage_plan}  # density, then geometry (the surface stage)
+    spec = refined(request.getfixturevalue(generator), steps=4, checkpoint_every=4)
+    step_phases = {"density", "geometry", "texture"}
     whole = [e for e in run_job(spec, tmp_path / "whole") if isinstance(e, MeshUpdate)][-1]
 
     seen = []
@@ -179,6 +185,7 @@ def test_a_cancelled_refinement_resumes_to_the_uninterrupted_asset(tiny_generato
     events = list(run_job(spec, tmp_path / "part", resume=True))
     assert isinstance(events[-1], Done)
     assert [e.step for e in events if isinstance(e, Progress) and e.phase in step_phases] == [3, 4]
+    assert {e.phase for e in events if isinstance(e, Progress) and e.phase in step_phases} == stages
     resumed = [e for e in events if isinstance(e, MeshUpdate)][-1]
     np.testing.assert_array_equal(resumed.vertices, whole.vertices)
     np.testing.assert_array_equal(resumed.vertex_colors, whole.vertex_colors)
