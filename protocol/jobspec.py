@@ -188,7 +188,8 @@ class JobSpec:
         0,
         label="Refine Steps",
         help="mode instant: per-prompt distillation steps (the job's method, seed and cameras) that continue from the "
-        "generator's asset, split into stages as Steps are (the surface stage included unless it is off); a draft "
+        "generator's asset, split into stages as Steps are (the surface stage included unless it is off; an SDF "
+        "generator's draft: geometry, then a quarter of the steps texture); a draft "
         "mesh comes first, then a step bar; ~100 steps are a fraction of a per-prompt run (giving it on the command "
         "line implies --mode instant)",
         group="job",
