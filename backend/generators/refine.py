@@ -169,8 +169,8 @@ def refine_optimizer(fields: GeneratedFields, index: int, spec: JobSpec, prior) 
     """A per-prompt optimizer for ``spec.refine_steps`` steps of ``spec.method`` whose field is prompt ``index`` of
     ``fields``: a density generator's as a RefinableField, Adam at ``spec.lr`` (0: REFINE_LR), in the spec's stage
     plan; an SDF generator's as a RefinableSDFField in the surface stage (``refine_surface_optimizer``, the spec's lr
-    or REFINE_SDF_GEOMETRY_LR on its distance). Raises what
-    AssetOptimizer raises for a bad method option (KeyError, ValueError), ValueError for a bad stage split."""
+    or REFINE_SDF_GEOMETRY_LR on its distance). Raises what AssetOptimizer raises for a bad method option (KeyError,
+    ValueError), ValueError for a bad stage split."""
     sdf = fields.decoding.geometry == "sdf"
     plan = surface_refine_plan(spec) if sdf else None
     optimizer = AssetOptimizer(refine_spec(spec), prior=prior)
