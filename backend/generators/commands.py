@@ -102,6 +102,13 @@ def add_surface_arguments(p: argparse.ArgumentParser, d: GeneratorTrainConfig) -
         default=d.init_sdf_resolution,
         help="grid samples per side of the teacher's solids (32-48)",
     )
+    p.add_argument(
+        "--shape-targets",
+        choices=("teacher", "world"),
+        default=d.shape_targets,
+        help="shape initialisation's targets: the --init-sdf-from generator's solids and colours, or (toy-world "
+        "corpora) the toy world's own (reconstruction pretraining; the weights still start from the generator)",
+    )
 
 
 def train_generator(args: argparse.Namespace) -> int:
@@ -113,6 +120,8 @@ def train_generator(args: argparse.Namespace) -> int:
     if not (args.beta_start > 0 and args.beta_end > 0):
         raise SystemExit("train-generator: --beta-start and --beta-end must be > 0 (world units, e.g. 0.01 and 0.005)")
     arch_options = parse_options(args.arch_option)
+    if args.shape_targets != "teacher" and not args.init_sdf_from:
+        raise SystemExit("train-generator --shape-targets: add --init-sdf-from builtin (the weights to start from)")
     if args.init_sdf_from:
         if arch_options.setdefault("geometry", "sdf") != "sdf":
             raise SystemExit("train-generator --init-sdf-from trains an SDF generator: drop --arch-option geometry")
@@ -144,6 +153,7 @@ def train_generator(args: argparse.Namespace) -> int:
         beta_end=args.beta_end,
         init_sdf_from=args.init_sdf_from,
         init_sdf_resolution=args.init_sdf_resolution,
+        shape_targets=args.shape_targets,
     )
     try:
         load_corpus(config.corpus)
@@ -183,7 +193,7 @@ def make_trainer(config: GeneratorTrainConfig, output: Path, rank: int, world_si
     except GeneratorNotFoundError as err:
         raise SystemExit(f"train-generator --init-sdf-from: {err}") from None
     except ValueError as err:
-        if "--init-sdf-from" not in str(err):
+        if not str(err).startswith("--"):  # not a flag's fault
             raise
         raise SystemExit(f"train-generator: {err}") from None
 

@@ -47,6 +47,7 @@ class GeneratorTrainConfig:
     # solids instead of distilling ("" = ordinary distillation)
     init_sdf_from: str = ""
     init_sdf_resolution: int = 40
+    shape_targets: str = "teacher"  # "world": regress the toy world's solids and colours (shape_init.WorldTarget)
 
 
 # --- corpora ---------------------------------------------------------------------------------------------------

@@ -1,27 +1,33 @@
-"""Shape initialisation of an SDF generator from a trained density generator: ATT3D's and LATTE3D's reconstruction
-pretraining, with the density generator as the source of shapes instead of a 3D data set, so it needs no diffusion
-prior and is cheap.
+"""Shape initialisation of an SDF generator: ATT3D's and LATTE3D's reconstruction pretraining. The shapes come from a
+trained density generator (the teacher: no 3D data, no diffusion prior, cheap) or, for toy-world corpora, from the
+toy world's own solids (``targets="world"``: the toy world as the 3D data set, as LATTE3D pretrains on Objaverse's
+shapes; the training corpus holds no held-out composition, so held-out figures still measure generalisation).
 
-For each step's prompts y_1..y_P the teacher T (a density generator: base.DensityDecoding) gives the field T(y_p);
-its solid O_p = {density >= level} on an n^3 grid over the box (mesh.extract's automatic silhouette level), the
-largest part per object of the prompt kept (floaters dropped), enclosed cavities filled, and O_p's signed distance
-d*_p by the Euclidean distance transform: fields/sdf_init.sdf_grid_from_density, the per-prompt SDF init's steps 1-3
-without its carving. The student G (the same architecture with geometry "sdf", base.SDFDecoding) regresses
+For each step's prompts y_1..y_P the target is a signed distance d*_p and an albedo c*_p:
+
+* teacher: T (a density generator: base.DensityDecoding) gives the field T(y_p); its solid O_p = {density >= level}
+  on an n^3 grid over the box (mesh.extract's automatic silhouette level), the largest part per object of the prompt
+  kept (floaters dropped), enclosed cavities filled, and O_p's signed distance by the Euclidean distance transform
+  (fields/sdf_init.sdf_grid_from_density, the per-prompt SDF init's steps 1-3 without its carving); c*_p = T's albedo.
+* world: d*_p = phi_p, the scene's exact signed distance (priors/builtin/world.scene_sdf), and c*_p its objects'
+  colours (world.scene_albedo).
+
+The student G (the same architecture with geometry "sdf", base.SDFDecoding) regresses
 
     L = (1/P) sum_p [ E_x band_b(d_p(x), d*_p(x))                              x: half uniform in the ball, half
                       + w_e E_{x uniform}[(||grad d_p(x)|| - 1)^2]               within two voxels of the surface
-                      + w_c E_{x near}||c_p(x) - c^T_p(x)||^2 ]
+                      + w_c E_{x near}||c_p(x) - c*_p(x)||^2 ]
 
     band_b(d, d*) = |d - d*|                    where |d*| < b
                   = max(0, sign(d*) (clip_b(d*) - d))  elsewhere: only "on the right side, at least b deep"
 
 with d_p, c_p the student's distance and albedo for y_p, clip_b(v) = clamp(v, -b, b) and the band b = BAND (the far
-field's exact distance does not matter, the capacity goes to the surface), c^T_p the teacher's albedo, and w_e, w_c
-the SDF init's eikonal and albedo weights (SDFInitConfig). Unlike DeepSDF's |clip_b(d) - clip_b(d*)|, band_b keeps a
-gradient where the student's d is beyond the band on the wrong side (a student that has shrunk away from the
-surface gets no signal from a clipped prediction). The student starts from the teacher's weights wherever the
-shapes match (the transformer, the planes, the decoder), its distance head reset so it begins as the ball
-(``reset_distance_head``): only that head changes meaning.
+field's exact distance does not matter, the capacity goes to the surface), and w_e, w_c the SDF init's eikonal and
+albedo weights (SDFInitConfig). Unlike DeepSDF's |clip_b(d) - clip_b(d*)|, band_b keeps a gradient where the
+student's d is beyond the band on the wrong side (a student that has shrunk away from the surface gets no signal
+from a clipped prediction). The student starts from the teacher's weights wherever the shapes match (the
+transformer, the planes, the decoder), its distance head reset so it begins as the ball (``reset_distance_head``):
+only that head changes meaning.
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ class ShapeTeacher:
         if generator.decoding.geometry != "density":
             raise ValueError(f"--init-sdf-from {name}: that generator is already an SDF; give a density generator")
         self.generator, self.config, self.step, self.lineage, self.name = generator, config, step, lineage, name
+        self.targets = "teacher"  # or "world": the toy world's solids and colours (module docstring)
 
     @classmethod
     def load(cls, name: str, text_dim: int, device) -> ShapeTeacher:
@@ -99,28 +106,75 @@ class ShapeTeacher:
     ) -> torch.Tensor:
         """L of the module docstring for the student's ``fields`` of ``prompts`` (their embeddings ``text``)."""
         device = text.tokens.device
-        with torch.no_grad():
-            teacher = self.generator(text)
-        terms = [
-            reconstruction_loss(fields[p], teacher[p], self.target(teacher[p], prompt, resolution, device), rng)
-            for p, prompt in enumerate(prompts)
-        ]
-        return torch.stack(terms).mean()
+        if self.targets == "world":
+            targets = [WorldTarget(prompt, float(fields[p].bound), resolution) for p, prompt in enumerate(prompts)]
+        else:
+            with torch.no_grad():
+                teacher = self.generator(text)
+            targets = [
+                TeacherTarget(teacher[p], self.target(teacher[p], prompt, resolution, device))
+                for p, prompt in enumerate(prompts)
+            ]
+        return torch.stack([reconstruction_loss(fields[p], t, rng) for p, t in enumerate(targets)]).mean()
 
 
-def reconstruction_loss(student, teacher, grid: SDFGrid, rng: torch.Generator, band: float = BAND) -> torch.Tensor:
+class TeacherTarget:
+    """(d*, c*) of one prompt from the teacher: its cleaned solid's distance grid and its albedo."""
+
+    def __init__(self, field, grid: SDFGrid):
+        self.field, self.grid = field, grid
+
+    def distance(self, x: torch.Tensor) -> torch.Tensor:
+        return self.grid.sample(x)
+
+    def albedo(self, x: torch.Tensor) -> torch.Tensor:
+        return self.field(x)[1]
+
+
+def require_toy_world(prompts: list[str]) -> None:
+    """Raise ValueError naming the first prompt the toy world cannot build (``--shape-targets world`` needs them all)."""
+    from ..priors.builtin import world
+
+    for prompt in prompts:
+        try:
+            world.parse_prompt(prompt)
+        except ValueError as err:
+            raise ValueError(f"--shape-targets world needs a toy-world corpus: {err}") from None
+
+
+class WorldTarget:
+    """(d*, c*) of one toy-world prompt: the scene's exact signed distance phi and its objects' colours; ``grid``
+    (phi on an n^3 grid over the box) only places the near-surface points."""
+
+    def __init__(self, prompt: str, bound: float, resolution: int):
+        from ..priors.builtin import world
+
+        self.scene, self.world = world.parse_prompt(prompt), world
+        axis = torch.linspace(-bound, bound, resolution)
+        points = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), -1).reshape(-1, 3)
+        values = world.scene_sdf(self.scene, points).reshape(resolution, resolution, resolution)
+        self.grid = SDFGrid(values.numpy().astype("float32"), -bound, 2.0 * bound / (resolution - 1))
+
+    def distance(self, x: torch.Tensor) -> torch.Tensor:
+        return self.world.scene_sdf(self.scene, x)
+
+    def albedo(self, x: torch.Tensor) -> torch.Tensor:
+        return self.world.scene_albedo(self.scene, x)
+
+
+def reconstruction_loss(student, target, rng: torch.Generator, band: float = BAND) -> torch.Tensor:
     """One prompt's term of L: banded L1 on d, eikonal at the uniform points, albedo MSE near the surface."""
     weights = SDFInitConfig()
     half = POINTS_PER_PROMPT // 2
     device = student.fields.decoding.beta.device
     uniform = uniform_ball(half, float(student.bound), rng).to(device)
-    near = near_surface_points(grid, POINTS_PER_PROMPT - half, rng).to(device)
+    near = near_surface_points(target.grid, POINTS_PER_PROMPT - half, rng).to(device)
     x = torch.cat([uniform, near])
     d, grad = student.sdf_with_gradient(x)
-    loss = banded_l1(d, grid.sample(x).to(d.dtype), band)
-    loss = loss + weights.eikonal_weight * eikonal_loss(grad[:half])
     with torch.no_grad():
-        albedo_target = teacher(near)[1]
+        d_target = target.distance(x).to(d.dtype)
+        albedo_target = target.albedo(near)
+    loss = banded_l1(d, d_target, band) + weights.eikonal_weight * eikonal_loss(grad[:half])
     return loss + weights.albedo_weight * ((student(near)[1] - albedo_target) ** 2).mean()
 
 

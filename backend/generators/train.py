@@ -48,7 +48,7 @@ from ..render import RenderSettings, render
 from ..render.cameras import orbit_cameras, sample_cameras
 from . import build_generator
 from .config import CHECKPOINT_NAME, GeneratorTrainConfig, load_corpus
-from .shape_init import ShapeTeacher
+from .shape_init import ShapeTeacher, require_toy_world
 
 
 # --- training --------------------------------------------------------------------------------------------------
@@ -93,6 +93,9 @@ class GeneratorTrainer:
         if config.init_sdf_from:  # shape initialisation: the student starts from the teacher's weights
             self.shape_teacher = ShapeTeacher.load(config.init_sdf_from, self.text.tokens.shape[-1], self.device)
             self.lineage = self.shape_teacher.init_student(self.generator, config)
+            if config.shape_targets == "world":
+                require_toy_world(self.prompts)
+            self.shape_teacher.targets = config.shape_targets
 
     def _encode(self, prompts: list[str], chunk: int = 256) -> TextEmbedding:
         parts = [self.prior.encode_text(prompts[i : i + chunk]) for i in range(0, len(prompts), chunk)]

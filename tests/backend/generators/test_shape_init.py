@@ -65,6 +65,40 @@ def test_a_few_pretraining_steps_lower_the_regression_loss(tiny_prior, tmp_path,
     assert after < 0.7 * before, (before, after)
 
 
+def test_world_targets_are_the_toy_worlds_exact_solid_and_colours():
+    """WorldTarget: d* is the scene's signed distance (a unit cube's: -half extent at its centre, distance to the
+    nearest face outside), c* the object's colour, and its grid (which places the near-surface points) the same
+    distance at the grid nodes."""
+    from dreamstill.backend.generators.shape_init import WorldTarget
+    from dreamstill.backend.priors.builtin import world
+
+    target = WorldTarget("a red cube", bound=1.0, resolution=21)
+    centre_depth = float(target.distance(torch.zeros(1, 3)))
+    assert centre_depth < -0.2
+    outside = torch.tensor([[0.9, 0.0, 0.0], [0.0, 0.0, -0.95]])
+    torch.testing.assert_close(target.distance(outside), outside.abs().amax(-1) + centre_depth, atol=1e-5, rtol=0)
+    torch.testing.assert_close(target.albedo(outside), torch.tensor([world.COLOURS["red"]] * 2), atol=1e-6, rtol=0)
+    nodes = torch.tensor([[-1.0, 0.0, 0.5], [0.3, -0.2, 1.0]])  # on the 21-node grid (spacing 0.1)
+    torch.testing.assert_close(target.grid.sample(nodes), target.distance(nodes), atol=1e-5, rtol=0)
+
+
+def test_pretraining_on_world_targets_lowers_their_loss(tiny_prior, tmp_path, teacher_path, tiny_train_config):
+    trainer = student(tiny_train_config, tiny_prior, tmp_path, teacher_path, lr=1e-3, shape_targets="world")
+    assert trainer.shape_teacher.targets == "world"
+    idx = [0, 2]
+    prompts = [trainer.prompts[i] for i in idx]
+
+    def regression_loss() -> float:  # on fixed prompts and points
+        fields = trainer.generator(trainer._rows(idx))
+        rng = torch.Generator().manual_seed(11)
+        return float(trainer.shape_teacher.loss(fields, trainer._rows(idx), prompts, rng, 24).detach())
+
+    before = regression_loss()
+    for _ in range(12):
+        trainer.train_step()
+    assert regression_loss() < 0.7 * before
+
+
 def test_bad_teachers_are_named(tiny_prior, tmp_path, teacher_path, tiny_train_config):
     from dreamstill.backend.generators.train import GeneratorTrainer
 
@@ -109,6 +143,13 @@ def test_cli_shape_init_then_distillation_records_every_stage(tmp_path, teacher_
     assert [s["step"] for s in lineage] == [3, 2] and lineage[1]["config"]["init_sdf_from"] == str(teacher_path)
     with pytest.raises(SystemExit, match="--init-sdf-from: generator .* not found"):
         main(["train-generator", *common, "--init-sdf-from", str(tmp_path / "none"), "-o", str(tmp_path / "x")])
+    with pytest.raises(SystemExit, match="add --init-sdf-from builtin"):
+        main(["train-generator", *common, "--shape-targets", "world", "-o", str(tmp_path / "x")])
+    free_form = tmp_path / "prompts.txt"
+    free_form.write_text("a red cube\na castle on a hill\n")
+    world_run = ["train-generator", *common, "--init-sdf-from", str(teacher_path), "--shape-targets", "world"]
+    with pytest.raises(SystemExit, match="needs a toy-world corpus: 'a castle on a hill'"):
+        main([*world_run, "--corpus", str(free_form), "-o", str(tmp_path / "x")])
     with pytest.raises(SystemExit, match="drop --arch-option geometry"):
         main(["train-generator", *common, "--init-sdf-from", "builtin", "--arch-option", "geometry=density", "-o", "y"])
 
