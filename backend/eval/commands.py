@@ -78,10 +78,10 @@ def _add_asset_sources(ev) -> None:
     ev.add_argument("--generator", default=None, metavar="CKPT", help="evaluate a prompt-amortized generator")
     ev.add_argument(
         "--prompts",
-        choices=("train", "heldout"),
+        choices=("train", "single", "heldout"),
         default=None,
-        help="instead of the benchmark, 16 sampled training prompts or held-out compositions of the "
-        "generator's corpus (or --corpus); per-prompt methods too, to compare with a generator",
+        help="instead of the benchmark, 16 sampled training prompts, single-object training prompts or held-out "
+        "compositions of the generator's corpus (or --corpus); per-prompt methods too, to compare with a generator",
     )
     ev.add_argument(
         "--corpus",

@@ -80,11 +80,16 @@ BENCHMARK_PROMPT_SET = benchmark_prompt_set()
 
 
 def sample_corpus_prompts(corpus: str, split: str, n: int = 16, seed: int = 0) -> list[str]:
-    """A fixed sample of n prompts of a generator corpus ("train") or of the held-out compositions ("heldout"): the
-    prompts ``dreamstill eval --prompts`` scores a generator, or a per-prompt method beside it, on."""
+    """A fixed sample of n prompts of a generator corpus ("train"), of its single objects ("single") or of the
+    held-out compositions ("heldout"): the prompts ``dreamstill eval --prompts`` scores a generator, or a per-prompt
+    method beside it, on."""
     from ..generators.config import load_corpus
 
-    pool = load_corpus(corpus, split)
+    pool = load_corpus(corpus, "heldout" if split == "heldout" else "train")
+    if split == "single":
+        pool = [p for p in pool if " on top of " not in p and " next to " not in p]
+        if not pool:
+            raise ValueError(f"corpus {corpus!r} has no single-object prompts to sample")
     g = torch.Generator().manual_seed(1234 + seed)
     idx = sorted(torch.randperm(len(pool), generator=g)[: min(n, len(pool))].tolist())
     return [pool[i] for i in idx]

@@ -192,6 +192,16 @@ def test_eval_error_paths(capsys, random_scorer, tmp_path):
     assert "train-scorer" in capsys.readouterr().err
 
 
+def test_single_object_prompts_are_a_fixed_sample_of_the_corpus_singles():
+    from dreamstill.backend.eval.benchmark import sample_corpus_prompts
+    from dreamstill.backend.generators.config import load_corpus
+
+    singles = sample_corpus_prompts("toy2000", "single")
+    assert len(singles) == len(set(singles)) == 16 and set(singles) <= set(load_corpus("toy2000", "train"))
+    assert not [p for p in singles if " on top of " in p or " next to " in p]
+    assert singles == sample_corpus_prompts("toy2000", "single") != sample_corpus_prompts("toy2000", "single", seed=1)
+
+
 def test_per_prompt_methods_run_on_the_generators_heldout_prompts(tmp_path, random_scorer):
     """--prompts heldout without --generator: the same 16 held-out compositions the generator is scored on, so a
     per-prompt method sits in the generator's table; --prompt-index splits them across processes."""
