@@ -94,7 +94,7 @@ def add_surface_arguments(p: argparse.ArgumentParser, d: GeneratorTrainConfig) -
         default="",
         metavar="GENERATOR",
         help="shape initialisation: regress an SDF generator (geometry=sdf, implied) onto the solids of this density "
-        "generator ('builtin', a folder or a .pt) instead of distilling; then distill from it with --init-from",
+        "generator ('builtin-density', a folder or a .pt) instead of distilling; then distill from it with --init-from",
     )
     p.add_argument(
         "--init-sdf-resolution",
@@ -121,7 +121,9 @@ def train_generator(args: argparse.Namespace) -> int:
         raise SystemExit("train-generator: --beta-start and --beta-end must be > 0 (world units, e.g. 0.01 and 0.005)")
     arch_options = parse_options(args.arch_option)
     if args.shape_targets != "teacher" and not args.init_sdf_from:
-        raise SystemExit("train-generator --shape-targets: add --init-sdf-from builtin (the weights to start from)")
+        raise SystemExit(
+            "train-generator --shape-targets: add --init-sdf-from builtin-density (the weights to start from)"
+        )
     if args.init_sdf_from:
         if arch_options.setdefault("geometry", "sdf") != "sdf":
             raise SystemExit("train-generator --init-sdf-from trains an SDF generator: drop --arch-option geometry")

@@ -26,9 +26,14 @@ class GeneratorNotFoundError(FileNotFoundError):
     pass
 
 
+# the generators shipped with the package: "builtin" (an SDF generator: clean meshes) and "builtin-density" (the
+# density generator it was initialised from; --init-sdf-from's default teacher)
+BUILTIN_GENERATORS = {"builtin": CHECKPOINT_NAME, "builtin-density": "density_generator.pt"}
+
+
 def resolve_checkpoint(name: str) -> Path:
-    """'builtin' -> the generator shipped with the package; a folder -> its generator.pt; a file -> itself."""
-    path = BUILTIN_DIR / CHECKPOINT_NAME if name == "builtin" else Path(name)
+    """A shipped generator's name (BUILTIN_GENERATORS) -> its file; a folder -> its generator.pt; a file -> itself."""
+    path = BUILTIN_DIR / BUILTIN_GENERATORS[name] if name in BUILTIN_GENERATORS else Path(name)
     if path.is_dir():
         path = path / CHECKPOINT_NAME
     if not path.is_file():
@@ -37,7 +42,7 @@ def resolve_checkpoint(name: str) -> Path:
                 "the built-in generator is not installed in this copy; train one with "
                 "`dreamstill train-generator -o DIR` and pass --generator DIR"
             )
-            if name == "builtin"
+            if name in BUILTIN_GENERATORS
             else "pass a folder written by `dreamstill train-generator` or its generator.pt"
         )
         raise GeneratorNotFoundError(f"generator {name!r}: {path} not found; {hint}")

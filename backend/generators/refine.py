@@ -41,6 +41,10 @@ REFINE_LR = 1e-2  # Adam on the copied tensors and modules when the spec's lr is
 # 100 refinement steps of its "a red cube" / "a purple torus" reached IoU 0.80 / 0.30 at 3e-4, 0.83 / 0.42 at 2e-3,
 # 0.73 / 0.43 at 1e-2 (cube's IoU lost, normals sharper)
 REFINE_SDF_GEOMETRY_LR = 2e-3
+# an SDF draft's refinement samples t <= 0.5 T (threestudio's refine stages: t in [0.02, 0.5]): a draft already has
+# its shape, and high-noise steps re-shape it. On the world-pretrained generator (10k steps), 100 SDS steps took "a
+# green sphere on top of a pink capsule" from the draft's IoU 0.86 to 0.51 (two parts) uncapped, to 0.79 capped
+REFINE_MAX_STEP_PERCENT = 0.5
 # an SDF draft's refinement: the texture stage's share of refine_steps when JobSpec.texture_steps is 0, the
 # per-prompt surface stage's geometry : texture split (3/8 : 1/8 of steps, so 1/4 of the surface stage's)
 SURFACE_TEXTURE_SHARE = TEXTURE_SHARE / (GEOMETRY_SHARE + TEXTURE_SHARE)
@@ -186,9 +190,10 @@ def refine_surface_optimizer(optimizer: AssetOptimizer, field: RefinableSDFField
     """``optimizer`` set to run ``plan`` (surface_refine_plan) on ``field`` with the per-prompt surface stage's
     optimizer groups (the distance at the spec's lr, 0: REFINE_SDF_GEOMETRY_LR; the albedo at albedo_lr), shading,
     render settings, regularizers and beta anneal (engine.surface.SurfaceStages, entered with this field instead of
-    one fitted to a density)."""
+    one fitted to a density), its timesteps capped at REFINE_MAX_STEP_PERCENT T."""
     if optimizer.surface is None:  # surface=False in the spec: an SDF draft is refined as a surface all the same
         optimizer.surface = SurfaceStages(optimizer.defaults.surface, optimizer.spec)
+    optimizer.surface.config = dataclasses.replace(optimizer.surface.config, max_step_percent=REFINE_MAX_STEP_PERCENT)
     optimizer.plan = plan
     geometry_lr = optimizer.spec.lr or REFINE_SDF_GEOMETRY_LR
     optimizer.surface.enter_surface(optimizer, field, plan[0][0], geometry_lr)

@@ -27,7 +27,7 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-
 _TINY = re.compile(r"^tiny(:\d{1,9})?$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 BUILTIN_PRIORS = ("builtin", "tiny")
-BUILTIN_GENERATORS = ("builtin",)
+BUILTIN_GENERATORS = ("builtin", "builtin-density")  # generators.instant.BUILTIN_GENERATORS
 
 
 class ModelRefused(ValueError):

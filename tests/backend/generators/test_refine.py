@@ -140,7 +140,12 @@ def test_refinable_sdf_gradient_matches_finite_differences(arch):
 
 
 def test_sdf_draft_refines_geometry_then_texture_with_the_distance_frozen(tiny_prior):
-    from dreamstill.backend.generators.refine import REFINE_SDF_GEOMETRY_LR, RefinableSDFField, refine_optimizer
+    from dreamstill.backend.generators.refine import (
+        REFINE_MAX_STEP_PERCENT,
+        REFINE_SDF_GEOMETRY_LR,
+        RefinableSDFField,
+        refine_optimizer,
+    )
 
     text = tiny_prior.encode_text(["a red cube"])
     fields = sdf_fields("triplane", text_dim=text.tokens.shape[-1])
@@ -153,6 +158,9 @@ def test_sdf_draft_refines_geometry_then_texture_with_the_distance_frozen(tiny_p
     assert optimizer.stage == "geometry" and len(optimizer.regularizers) == 3  # eikonal, smoothness, orientation
     cfg = optimizer.defaults.surface
     assert [g["lr"] for g in optimizer.optimizer.param_groups] == [REFINE_SDF_GEOMETRY_LR, cfg.albedo_lr]
+    # a draft is refined at low noise only: t <= 0.5 T from the first step (ASD's own schedule starts at 0.98 T)
+    t_max = optimizer.method.config.schedule.bounds(0, spec.refine_steps, 1000)[1]
+    assert REFINE_MAX_STEP_PERCENT == 0.5 and t_max == 500
     x = torch.rand(200, 3) * 2 - 1
 
     def snapshot():
