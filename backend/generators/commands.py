@@ -212,9 +212,15 @@ def export_generator(args: argparse.Namespace) -> int:
     state = torch.load(source, map_location="cpu", weights_only=True)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     torch.save({k: state[k] for k in ("config", "step", "lineage", "generator") if k in state}, args.output)
-    stages = [
-        f"{s['step']} steps of {s['config']['method']} on {s['config']['corpus']}" for s in state.get("lineage", [])
-    ]
-    history = f" (fine-tuned after {'; then '.join(stages)})" if stages else ""
-    print(f"{args.output}: step {state['step']}{history}, {args.output.stat().st_size / 1e6:.1f} MB")
+    stages = [stage_text(s["config"], s["step"]) for s in [*state.get("lineage", []), state]]
+    size = args.output.stat().st_size / 1e6
+    print(f"{args.output}: {'; then '.join(stages)}, {size:.1f} MB")
     return 0
+
+
+def stage_text(config: dict, step: int) -> str:
+    """One training stage of a generator's lineage in words, e.g. "20000 steps of asd on toy2000"."""
+    if config.get("init_sdf_from"):
+        source = "the toy world's" if config.get("shape_targets") == "world" else f"{config['init_sdf_from']}'s"
+        return f"{step} steps of shape initialisation on {source} solids ({config['corpus']})"
+    return f"{step} steps of {config['method']} on {config['corpus']}"

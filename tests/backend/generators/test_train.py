@@ -213,7 +213,7 @@ def test_cli_generator_flag_implies_instant_mode():
     assert spec("--mode", "optimize", "--generator", "g.pt").mode == "optimize"
 
 
-def test_exported_generator_drops_the_optimizer_and_still_serves(tiny_prior, tmp_path, tiny_train_config):
+def test_exported_generator_drops_the_optimizer_and_still_serves(tiny_prior, tmp_path, tiny_train_config, capsys):
     import torch
 
     from dreamstill.backend.cli import main
@@ -225,6 +225,7 @@ def test_exported_generator_drops_the_optimizer_and_still_serves(tiny_prior, tmp
     trainer.train_step()
     trainer.save()
     assert main(["export-generator", str(tmp_path / "gen"), str(tmp_path / "small.pt")]) == 0
+    assert "1 steps of asd on " in capsys.readouterr().out
     state = torch.load(tmp_path / "small.pt", weights_only=True)
     assert set(state) == {"config", "step", "lineage", "generator"} and state["step"] == 1
     assert state["lineage"] == []  # trained from scratch: no earlier stages
@@ -239,6 +240,17 @@ def test_exported_generator_drops_the_optimizer_and_still_serves(tiny_prior, tmp
     assert isinstance(list(run_job(spec, tmp_path / "out"))[-1], Done)
     with pytest.raises(SystemExit, match="not found"):
         main(["export-generator", str(tmp_path / "nothing"), str(tmp_path / "x.pt")])
+
+
+def test_a_generators_lineage_reads_as_its_stages():
+    from dreamstill.backend.generators.commands import stage_text
+
+    asd = {"method": "asd", "corpus": "toy2000", "init_sdf_from": ""}
+    assert stage_text(asd, 12000) == "12000 steps of asd on toy2000"
+    pre = {**asd, "init_sdf_from": "builtin-density", "shape_targets": "teacher"}
+    assert stage_text(pre, 3000) == "3000 steps of shape initialisation on builtin-density's solids (toy2000)"
+    world = {**pre, "shape_targets": "world"}
+    assert stage_text(world, 20000) == "20000 steps of shape initialisation on the toy world's solids (toy2000)"
 
 
 def sdf_trainer(tiny_train_config, tiny_prior, tmp_path, **kw):
