@@ -14,6 +14,7 @@ from dreamstill.backend.mesh.cleanup import (
     fill_small_holes,
     keep_largest_parts,
     mesh_sdf,
+    sdf_grid,
     smooth_vertex_normals,
     topology,
 )
@@ -54,6 +55,30 @@ def test_sdf_torus_has_euler_zero_and_a_shape_cut_by_the_box_is_closed():
     assert cut.watertight and cut.euler == 2
     with pytest.raises(EmptyFieldError, match="no inside"):
         mesh_sdf(sphere(radius=0.01), 1.0, resolution=16)
+
+
+def test_narrow_band_sampling_gives_the_full_grids_surface_for_a_fraction_of_the_samples(monkeypatch):
+    """sdf_grid samples a coarse grid, then exactly only near the surface: on a torus above a small cube (half 0.03,
+    under one coarse cell) every sign and every value within a fine cell of the surface are the full grid's, with
+    under a third of its evaluations."""
+    from dreamstill.backend.mesh import cleanup
+
+    calls = []
+
+    def scene(x):
+        calls.append(len(x))
+        return torch.minimum(torus(x), box(x - torch.tensor([0.0, 0.0, -0.6]), half=0.03))
+
+    banded = sdf_grid(scene, 1.0, 64)
+    banded_calls = sum(calls)
+    monkeypatch.setattr(cleanup, "NARROW_BAND_MIN_RESOLUTION", 10**6)
+    calls.clear()
+    full = sdf_grid(scene, 1.0, 64)
+    assert sum(calls) == 64**3 and banded_calls < 64**3 / 3
+    assert np.array_equal(np.sign(banded), np.sign(full))
+    near = np.abs(full) < 2.0 / 63
+    assert near.sum() > 1000 and np.abs(banded - full)[near].max() < 1e-6
+    assert topology(cleanup.marching_cubes_sdf(banded, 1.0)).components == 2
 
 
 def test_keep_largest_parts_by_count_of_objects():
