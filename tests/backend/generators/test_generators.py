@@ -72,8 +72,8 @@ def test_spectral_norm_option_bounds_the_hypernetwork():
 def test_shipped_generator_loads_offline_and_reads_its_prompts(monkeypatch):
     """The generator shipped for `--generator builtin` loads with the hub offline, and its fields, drawn from 8
     views around, are matched to their own prompt among 6 (three pairs of objects, each also in swapped order) by the
-    scorer: catches a broken or mismatched weights file. R@1 is 0.96 for the shipped generator (0.85 for the first
-    one shipped; 0.17 = chance)."""
+    scorer: catches a broken or mismatched weights file. R@1 is 0.96 for the shipped SDF generator (0.96 for the last
+    density generator, 0.85 for the first one shipped; 0.17 = chance)."""
     from dreamstill.backend.eval.benchmark import score_images
     from dreamstill.backend.eval.metrics import evaluation_cameras
     from dreamstill.backend.fields import Background
