@@ -83,11 +83,11 @@ def sample_corpus_prompts(corpus: str, split: str, n: int = 16, seed: int = 0) -
     """A fixed sample of n prompts of a generator corpus ("train"), of its single objects ("single") or of the
     held-out compositions ("heldout"): the prompts ``dreamstill eval --prompts`` scores a generator, or a per-prompt
     method beside it, on."""
-    from ..generators.config import load_corpus
+    from ..generators.config import is_single_object, load_corpus
 
     pool = load_corpus(corpus, "heldout" if split == "heldout" else "train")
     if split == "single":
-        pool = [p for p in pool if " on top of " not in p and " next to " not in p]
+        pool = [p for p in pool if is_single_object(p)]
         if not pool:
             raise ValueError(f"corpus {corpus!r} has no single-object prompts to sample")
     g = torch.Generator().manual_seed(1234 + seed)

@@ -54,6 +54,11 @@ class GeneratorTrainConfig:
 TOY_CORPORA = {"toy16": 16, "toy256": 256, "toy2000": 2000}
 
 
+def is_single_object(prompt: str) -> bool:
+    """Whether a prompt names one object: no toy-world relation ("on top of", "next to") in it."""
+    return " on top of " not in prompt and " next to " not in prompt
+
+
 def load_corpus(name: str, split: str = "train") -> list[str]:
     """Toy-world corpora of growing size (the analogues of MG15, DF415 and AT2520), or a file with one prompt a line.
 
@@ -70,7 +75,7 @@ def load_corpus(name: str, split: str = "train") -> list[str]:
         return heldout
     if name in TOY_CORPORA:
         n = TOY_CORPORA[name]
-        singles = [p for p in train if " on top of " not in p and " next to " not in p]
+        singles = [p for p in train if is_single_object(p)]
         comps = [p for p in train if p not in set(singles)]
         g = torch.Generator().manual_seed(1234)
         comps = [comps[i] for i in torch.randperm(len(comps), generator=g).tolist()]

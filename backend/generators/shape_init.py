@@ -49,15 +49,24 @@ POINTS_PER_PROMPT = 4096  # regression points per prompt and step, half uniform 
 class ShapeTeacher:
     """A trained density generator as the source of shapes (module docstring)."""
 
-    def __init__(self, generator, config: GeneratorTrainConfig, step: int, lineage: list[dict], name: str):
+    def __init__(
+        self,
+        generator,
+        config: GeneratorTrainConfig,
+        step: int,
+        lineage: list[dict],
+        name: str,
+        targets: str = "teacher",
+    ):
         if generator.decoding.geometry != "density":
             raise ValueError(f"--init-sdf-from {name}: that generator is already an SDF; give a density generator")
         self.generator, self.config, self.step, self.lineage, self.name = generator, config, step, lineage, name
-        self.targets = "teacher"  # or "world": the toy world's solids and colours (module docstring)
+        self.targets = targets  # "teacher" or "world": the toy world's solids and colours (module docstring)
 
     @classmethod
-    def load(cls, name: str, text_dim: int, device) -> ShapeTeacher:
-        """The generator ``name`` ('builtin', a train-generator folder or a .pt file), frozen, on ``device``."""
+    def load(cls, name: str, text_dim: int, device, targets: str = "teacher") -> ShapeTeacher:
+        """The generator ``name`` ('builtin-density', a train-generator folder or a .pt file), frozen, on ``device``;
+        ``targets`` as in the module docstring."""
         from . import build_generator
         from .instant import resolve_checkpoint
 
@@ -66,7 +75,8 @@ class ShapeTeacher:
         generator = build_generator(config.arch, text_dim, **config.arch_options)
         generator.load_state_dict(state["generator"])
         generator.requires_grad_(False)
-        return cls(generator.to(device).eval(), config, state["step"], list(state.get("lineage", [])), name)
+        lineage = list(state.get("lineage", []))
+        return cls(generator.to(device).eval(), config, state["step"], lineage, name, targets)
 
     def init_student(self, student, student_config: GeneratorTrainConfig) -> list[dict]:
         """Copy the teacher's weights into ``student`` wherever name and shape match, reset its distance head; the

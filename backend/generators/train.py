@@ -91,11 +91,12 @@ class GeneratorTrainer:
         self.regularizer_rng = torch.Generator().manual_seed(config.seed * 1000 + rank + 2)  # points of the SDF terms
         self.shape_teacher = None
         if config.init_sdf_from:  # shape initialisation: the student starts from the teacher's weights
-            self.shape_teacher = ShapeTeacher.load(config.init_sdf_from, self.text.tokens.shape[-1], self.device)
-            self.lineage = self.shape_teacher.init_student(self.generator, config)
             if config.shape_targets == "world":
                 require_toy_world(self.prompts)
-            self.shape_teacher.targets = config.shape_targets
+            self.shape_teacher = ShapeTeacher.load(
+                config.init_sdf_from, self.text.tokens.shape[-1], self.device, config.shape_targets
+            )
+            self.lineage = self.shape_teacher.init_student(self.generator, config)
 
     def _encode(self, prompts: list[str], chunk: int = 256) -> TextEmbedding:
         parts = [self.prior.encode_text(prompts[i : i + chunk]) for i in range(0, len(prompts), chunk)]
