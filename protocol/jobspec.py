@@ -57,9 +57,14 @@ MAX_MESH_RESOLUTION = 512
 MESH_RESOLUTION_BY_MODE = {"optimize": 128, "instant": 64, "texture": 128, "refine": 128}
 MAX_TEXTURE_SIZE = 4096
 # JobSpec.max_faces = 0: a mesh is decimated before its texture bake, to 20,000 faces for an optimized or a
-# refined asset (light enough for a game engine) and 10,000 for an instant one (the bake grows with the mesh and
-# would dominate the job); a textured mesh is never decimated (its geometry is the input's).
-MAX_FACES_BY_MODE = {"optimize": 20_000, "instant": 10_000, "texture": None, "refine": 20_000}
+# refined asset (light enough for a game engine) and 5,000 for an instant draft (the bake grows with the mesh and
+# would dominate the job); a textured mesh is never decimated (its geometry is the input's). An instant job with
+# refine_steps ends in a per-prompt asset and gets optimize's budget.
+MAX_FACES_BY_MODE = {"optimize": 20_000, "instant": 5_000, "texture": None, "refine": 20_000}
+# An instant draft's texture is baked at most this size: a generator's colours carry no finer detail (the built-in
+# triplane's planes are 16^2 texels over the whole scene, ScaleDreamer's 64^2), and a 1024 px bake took 0.94 s of
+# a job that takes 0.49 s at 512 px (docs/results/instant_latency_cpu.md).
+INSTANT_TEXTURE_SIZE = 512
 MIN_MAX_FACES, MAX_MAX_FACES = 100, 10_000_000
 # The surface stage's share of JobSpec.steps when geometry_steps / texture_steps are 0 (the rest is the density stage).
 GEOMETRY_SHARE, GEOMETRY_SHARE_TEXT = 3 / 8, "3/8"
@@ -266,7 +271,8 @@ class JobSpec:
     texture_size: int = setting(
         1024,
         label="Texture Size",
-        help="baked texture size in pixels",
+        help="baked texture size in pixels (an instant draft: at most 512, its generator's colours have no finer "
+        "detail)",
         group="output",
         minimum=16,
         maximum=MAX_TEXTURE_SIZE,
@@ -280,8 +286,8 @@ class JobSpec:
         minimum=MIN_MAX_FACES,
         maximum=MAX_MAX_FACES,
         soft_maximum=500_000,
-        zero_means="the mode's default: 20,000 for optimize and refine, 10,000 for instant; texture keeps the "
-        "input mesh's faces",
+        zero_means="the mode's default: 20,000 for optimize and refine, 5,000 for an instant draft (20,000 with "
+        "Refine Steps); texture keeps the input mesh's faces",
     )
     preview_every: int = setting(
         50,
@@ -362,10 +368,22 @@ class JobSpec:
         return self.mesh_resolution or MESH_RESOLUTION_BY_MODE[self.mode]
 
     @property
+    def is_draft(self) -> bool:
+        """An instant job without refinement: the generator's asset is the result."""
+        return self.mode == "instant" and not self.refine_steps
+
+    @property
     def face_budget(self) -> int | None:
         """The most faces the final mesh keeps (quadric decimation above it): max_faces, or the mode's default when
-        it is 0 (None = every marching-cubes face)."""
-        return self.max_faces or MAX_FACES_BY_MODE[self.mode]
+        it is 0 (None = every marching-cubes face; a refined instant asset is a per-prompt one: optimize's)."""
+        mode = "optimize" if self.mode == "instant" and not self.is_draft else self.mode
+        return self.max_faces or MAX_FACES_BY_MODE[mode]
+
+    @property
+    def bake_size(self) -> int:
+        """The baked texture's texels per side: texture_size (0 = vertex colours), at most INSTANT_TEXTURE_SIZE for an
+        instant draft."""
+        return min(self.texture_size, INSTANT_TEXTURE_SIZE) if self.is_draft else self.texture_size
 
     def summary(self) -> dict:
         """The fields a server reports in a job's status (those whose Setting has ``status=True``)."""

@@ -86,7 +86,7 @@ class InstantAsset(FieldAsset):
 
     def __init__(self, spec: JobSpec):
         self.spec = spec
-        if spec.texture_size and xatlas_available():
+        if spec.bake_size and xatlas_available():
             prestart_unwrap()  # the unwrap child's start (~0.2 s) overlaps the forward pass and marching cubes
         generator, self.prior, self.config = load_generator(spec.generator)
         with torch.no_grad():

@@ -19,7 +19,7 @@ Result = TypeVar("Result")
 def mesh_phase_names(asset, spec: JobSpec) -> list[str]:
     """The phases ``asset`` goes through to make its final mesh: its own plan when it reports phases, else "mesh"."""
     plan = getattr(asset, "mesh_phase_names", None)
-    return list(plan(spec.texture_size, spec.face_budget)) if plan is not None else ["mesh"]
+    return list(plan(spec.bake_size, spec.face_budget)) if plan is not None else ["mesh"]
 
 
 class PhaseClock:
@@ -51,10 +51,10 @@ def asset_mesh_phases(asset, spec: JobSpec) -> Generator[str, None, object]:
     reports its phases (engine.asset.FieldAsset.mesh_phases), else as one "mesh" phase around ``to_mesh``."""
     phases = getattr(asset, "mesh_phases", None)
     if phases is not None:
-        return phases(spec.mesh_grid, spec.texture_size, spec.face_budget)
+        return phases(spec.mesh_grid, spec.bake_size, spec.face_budget)
     return _one_phase(asset, spec)
 
 
 def _one_phase(asset, spec: JobSpec) -> Iterator[str]:
     yield "mesh"
-    return asset.to_mesh(spec.mesh_grid, spec.texture_size, spec.face_budget)
+    return asset.to_mesh(spec.mesh_grid, spec.bake_size, spec.face_budget)

@@ -28,8 +28,9 @@ REFINE_CHECKPOINT_NAME = "refine_checkpoint.pt"
 
 
 def draft_spec(spec: JobSpec) -> JobSpec:
-    """The draft mesh's settings: the job's grid and face budget, vertex colours (no bake: the draft is replaced)."""
-    return dataclasses.replace(spec, texture_size=0)
+    """The draft mesh's settings: the job's grid, an instant draft's face budget, vertex colours (no bake: the
+    draft is replaced)."""
+    return dataclasses.replace(spec, texture_size=0, refine_steps=0)
 
 
 def draft_phase_names(asset_class, spec: JobSpec) -> list[str]:

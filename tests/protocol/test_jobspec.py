@@ -131,7 +131,17 @@ def test_mesh_resolution_and_faces_zero_means_the_modes_default():
     assert JobSpec(prompt="a cube", mode="instant").mesh_grid == 64
     assert JobSpec(prompt="a cube", mode="instant", mesh_resolution=96).mesh_grid == 96
     assert JobSpec(prompt="a cube").face_budget == 20_000
-    assert JobSpec(prompt="a cube", mode="instant").face_budget == 10_000
+    assert JobSpec(prompt="a cube", mode="instant").face_budget == 5_000
+    assert JobSpec(prompt="a cube", mode="instant", refine_steps=100).face_budget == 20_000  # a per-prompt asset
+
+
+def test_an_instant_draft_bakes_at_most_512_texels_and_a_refined_asset_the_full_size():
+    assert JobSpec(prompt="a cube").bake_size == 1024
+    assert JobSpec(prompt="a cube", texture_size=2048).bake_size == 2048
+    assert JobSpec(prompt="a cube", mode="instant").bake_size == 512
+    assert JobSpec(prompt="a cube", mode="instant", texture_size=256).bake_size == 256
+    assert JobSpec(prompt="a cube", mode="instant", texture_size=0).bake_size == 0  # vertex colours stay so
+    assert JobSpec(prompt="a cube", mode="instant", refine_steps=100).bake_size == 1024
 
 
 def test_options_are_bounded_plain_json_and_copied():

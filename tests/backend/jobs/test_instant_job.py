@@ -65,6 +65,15 @@ def test_face_budget_reaches_the_instant_mesh(tiny_generator, tmp_path):
     assert len(small.faces) <= 100 < len(full.faces)
 
 
+def test_an_instant_draft_bakes_at_most_512_texels(tiny_generator, tmp_path):
+    pytest.importorskip("xatlas")
+    from dreamstill.backend.jobs import run_job
+
+    events = list(run_job(instant(tiny_generator, texture_size=1024), tmp_path))
+    mesh = next(e for e in events if isinstance(e, MeshUpdate) and e.final)
+    assert mesh.texture.shape == (512, 512, 3) and "bake" in [e.phase for e in events if isinstance(e, Progress)]
+
+
 def test_another_prior_is_refused_naming_both(tiny_generator, tmp_path):
     from dreamstill.backend.jobs import run_job
 

@@ -80,7 +80,7 @@ def test_missing_package_keeps_every_face_and_warns(ball, monkeypatch):
 
 def test_face_budget_per_mode_and_its_range():
     assert JobSpec(prompt="a", mode="optimize").face_budget == 20_000
-    assert JobSpec(prompt="a", mode="instant").face_budget == 10_000
+    assert JobSpec(prompt="a", mode="instant").face_budget == 5_000
     assert JobSpec(prompt="a", mode="optimize", max_faces=5000).face_budget == 5000
     with pytest.raises(JobSpecError, match="max_faces"):
         JobSpec(prompt="a", max_faces=50).validate()
