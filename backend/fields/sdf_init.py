@@ -1,8 +1,9 @@
 """Start an SDF field from a trained density field: occupancy -> clean-up -> signed distance grid -> fitted SDFField.
 
 1. Occupancy. The density is sampled on a regular grid over the box [-bound, bound]^3. Given the cameras the
-   distillation used (``viewpoints``), the solid O is what they see: every voxel but those some camera sees in front
-   of the depth where its rendered opacity reaches ``carve_opacity`` (mesh.voxels.carve_seen_space), so thin fog that renders
+   distillation used (``viewpoints``), the solid O is what they see: every voxel but those at least
+   ``carve_view_share`` of the cameras see in front of the depth where their rendered opacity reaches
+   ``carve_opacity`` (mesh.voxels.carve_seen_space, a voting visual hull), so thin fog that renders
    opaque becomes solid and hollows no camera sees into are filled. Otherwise O = {density >= level}, thresholded at
    the level ``level`` that ``mesh.extract`` would mesh (its automatic silhouette rule by default).
 2. Clean-up on the voxels (mesh/voxels.py, scipy.ndimage):
@@ -22,6 +23,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -41,6 +43,10 @@ class SDFInitConfig:
     # 1/2, its body carved away to the base ring; 0.54 at 0.2; and after the geometry stage 0.38 at 0.2, a bowl with
     # a handle, against 0.86 at 0.1, a cone; a torus keeps its hole at 0.1: docs/results/surface_stage_cpu.md)
     carve_opacity: float = 0.1
+    # a voxel is carved only when at least this share of the cameras sees it empty (mesh.voxels.carve_seen_space's
+    # min_views; 1/K of K cameras: any one): pinholes of fog in a short density stage's shells let a few cameras
+    # see through, and one vote hollowed such objects out (docs/results/surface_stage_cpu.md)
+    carve_view_share: float = 0.08
     close_radius: float = 0.06  # world units; 0 turns the closing off
     keep_components: int | None = 1  # largest parts kept; None keeps all
     min_part_fraction: float = 0.03  # and none smaller than this fraction of the largest (floaters)
@@ -65,6 +71,11 @@ class SDFInitConfig:
         if self.keep_apart < 1:
             raise ValueError(
                 f"SDFInitConfig.keep_apart is {self.keep_apart}; use 1 (close the solid as a whole) or more"
+            )
+        if not 0 < self.carve_view_share <= 1:
+            raise ValueError(
+                f"SDFInitConfig.carve_view_share is {self.carve_view_share}; use a share of the cameras in (0, 1] "
+                "like 0.08"
             )
         if not 0 < self.carve_opacity < 1:
             raise ValueError(f"SDFInitConfig.carve_opacity is {self.carve_opacity}; use an opacity in (0, 1) like 0.1")
@@ -113,17 +124,25 @@ def occupancy_of_density(density_fn: Callable, bound: float, resolution: int, le
 
 
 def carved_occupancy(
-    density_fn: Callable, bound: float, resolution: int, viewpoints: np.ndarray, chunk: int, opacity: float
+    density_fn: Callable,
+    bound: float,
+    resolution: int,
+    viewpoints: np.ndarray,
+    chunk: int,
+    opacity: float,
+    view_share: float = 1e-9,
 ):
     """(occupancy (n, n, n) bool, lo, spacing) of the solid the cameras at ``viewpoints`` see in the density on the
-    box grid (mesh.voxels.carve_seen_space). Raises EmptyFieldError when no camera sees anything opaque."""
+    box grid (mesh.voxels.carve_seen_space), a voxel carved when at least ``view_share`` of the cameras (and at least
+    one) see it empty. Raises EmptyFieldError when no camera sees anything opaque."""
     from ..mesh.extract import _infer_device, sample_density_grid
     from ..mesh.types import EmptyFieldError
 
     axis = np.linspace(-bound, bound, resolution, dtype=np.float64).astype(np.float32)
     spacing = 2.0 * bound / (resolution - 1)
     grid = sample_density_grid(density_fn, [axis] * 3, chunk, _infer_device(density_fn))
-    occ = carve_seen_space(grid, -bound, spacing, viewpoints, opacity)
+    min_views = max(1, math.ceil(view_share * len(viewpoints) - 1e-9))
+    occ = carve_seen_space(grid, -bound, spacing, viewpoints, opacity, min_views=min_views)
     if occ.all() or not occ.any():
         raise EmptyFieldError(
             "The density field has no surface to start the SDF from: no camera sees a ray reach the SDF init's carve_opacity. Run the "
@@ -139,7 +158,9 @@ def sdf_grid_from_density(
     from, the solid is what they see (``carved_occupancy``) instead of the density above a level."""
     cfg = (config or SDFInitConfig()).validate()
     if viewpoints is not None:
-        occ, lo, h = carved_occupancy(density_fn, bound, cfg.resolution, viewpoints, cfg.chunk, cfg.carve_opacity)
+        occ, lo, h = carved_occupancy(
+            density_fn, bound, cfg.resolution, viewpoints, cfg.chunk, cfg.carve_opacity, cfg.carve_view_share
+        )
     else:
         occ, _, lo, h = occupancy_of_density(density_fn, bound, cfg.resolution, cfg.level, cfg.chunk)
     occ = clean_solid(

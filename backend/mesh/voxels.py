@@ -7,8 +7,8 @@
   hole stays open when its radius is well above r); parts that must stay apart are closed one by one;
 - ``fill_cavities``: enclosed voids (no path to the grid's border) become solid;
 - ``clean_solid``: the above in order, the clean-up before a distance transform;
-- ``carve_seen_space``: the solid a set of cameras sees in a density grid: all but the voxels some camera sees in
-  front of the depth where its rendered opacity reaches a level (space carving with rendered depth);
+- ``carve_seen_space``: the solid a set of cameras sees in a density grid: all but the voxels enough cameras see in
+  front of the depth where their rendered opacity reaches a level (space carving with rendered depth, by vote);
 - ``signed_distance``: the Euclidean distance transform of both sides, with the surface half a voxel between an
   inside and an outside sample: d = edt(outside) - h/2 outside, d = -(edt(inside) - h/2) inside (h = voxel size);
 - ``repair_sdf_grid``: all of the above applied to {d < 0} of a sampled SDF, with d replaced by the repaired solid's
@@ -150,10 +150,16 @@ def carve_seen_space(
     viewpoints: np.ndarray,
     opacity: float = 0.2,
     margin_voxels: float = 0.5,
+    min_views: int = 1,
 ) -> np.ndarray:
     """The solid the cameras at ``viewpoints`` (K, 3) see in a density grid: every voxel is inside except those that
-    some camera sees as empty space, i.e. nearer than the ``rendered_depth`` of the pixel it projects to (less
-    ``margin_voxels`` h; the least depth of the 2 x 2 pixel centres around it, so a silhouette's edge is not carved away).
+    at least ``min_views`` cameras see as empty space, i.e. nearer than the ``rendered_depth`` of the pixel it
+    projects to (less ``margin_voxels`` h; the least depth of the 2 x 2 pixel centres around it, so a silhouette's
+    edge is not carved away).
+
+    ``min_views`` > 1 is a voting visual hull: a pinhole in a shell (a patch of fog below ``opacity``) lets the few
+    cameras aligned with it see through, and with one vote they carve a tunnel each, hollowing the object out;
+    space truly outside, or a hole the object really has, is seen empty from a whole range of directions.
 
     A fog whose density never passes a threshold point by point but that renders opaque (what score distillation
     often leaves of thin parts) still becomes a solid where it looks opaque; a hollow that no camera sees into, such
@@ -165,7 +171,9 @@ def carve_seen_space(
     axis = torch.arange(n, dtype=torch.float32) * spacing + lo
     pts = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), -1).reshape(-1, 3)
     pixels = n
-    empty = torch.zeros(len(pts), dtype=torch.bool)
+    if min_views < 1:
+        raise ValueError(f"min_views is {min_views}; a voxel is carved when at least 1 camera (or more) sees it empty")
+    empty_views = torch.zeros(len(pts), dtype=torch.int32)
     for viewpoint in np.asarray(viewpoints, np.float32):
         depth, half = rendered_depth(density, lo, spacing, viewpoint, pixels, opacity)
         c, f, r, u = _camera_frame(viewpoint)
@@ -179,8 +187,8 @@ def carve_seen_space(
                 ci = (col.floor().long() + dc).clamp(0, pixels - 1)
                 ri = (row.floor().long() + dr).clamp(0, pixels - 1)
                 nearest = torch.minimum(nearest, depth[ri, ci])
-        empty |= q.norm(dim=-1) < nearest - margin_voxels * spacing
-    return (~empty).view(density.shape).numpy()
+        empty_views += q.norm(dim=-1) < nearest - margin_voxels * spacing
+    return (empty_views < min_views).view(density.shape).numpy()
 
 
 def orbit_viewpoints(

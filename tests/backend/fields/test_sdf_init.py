@@ -52,3 +52,6 @@ def test_empty_density_field_says_to_run_longer():
         sdf_grid_from_density(Empty().density, 1.0, SDFInitConfig(resolution=16))
     with pytest.raises(ValueError, match="close_radius"):
         SDFInitConfig(close_radius=-1).validate()
+    for share in (0.0, 1.5):
+        with pytest.raises(ValueError, match="carve_view_share"):
+            SDFInitConfig(carve_view_share=share).validate()
