@@ -85,7 +85,9 @@ def main(argv=None) -> int:
     ap.add_argument("--prompts", type=int, default=len(PROMPTS))
     ap.add_argument("--repeat", type=int, default=1, help="passes over the prompts")
     ap.add_argument("--mesh-resolution", type=int, default=None, help="default: JobSpec's")
-    ap.add_argument("--texture-size", type=int, default=None, help="default: JobSpec's (an instant draft bakes at most 512)")
+    ap.add_argument(
+        "--texture-size", type=int, default=None, help="default: JobSpec's (an instant draft bakes at most 512)"
+    )
     ap.add_argument("--max-faces", type=int, default=None, help="default: JobSpec's (an instant draft: 5,000)")
     args = ap.parse_args(argv)
     if args.threads:
