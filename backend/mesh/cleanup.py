@@ -51,26 +51,40 @@ def _trimesh(mesh: Mesh):
 
 
 def topology(mesh: Mesh) -> Topology:
-    """Counts of ``mesh`` (see the module docstring)."""
-    from trimesh.grouping import group_rows
+    """Counts of ``mesh`` (see the module docstring), from its edges as integer keys a * V + b (a < b): an edge of
+    one face is a boundary edge, a mesh is watertight when every edge has two faces (trimesh's rule), and the parts
+    are the connected components of the edge graph, each with its own chi = V - E + F for the genus."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
 
-    tm = _trimesh(mesh)
-    edges = np.sort(tm.edges, axis=1)
-    n_edges = len(np.unique(edges, axis=0)) if len(edges) else 0
-    boundary = len(group_rows(edges, require_count=1)) if len(edges) else 0
-    euler = mesh.num_vertices - n_edges + mesh.num_faces
-    parts = tm.split(only_watertight=False) if mesh.num_faces else []
-    genus = None
-    if boundary == 0 and parts:
-        genus = int(sum((2 - int(p.euler_number)) // 2 for p in parts))
+    faces = np.asarray(mesh.faces, np.int64)
+    v_count = mesh.num_vertices
+    if len(faces) == 0:
+        return Topology(v_count, 0, 0, v_count, None, False, 0)
+    edges = np.sort(faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2), axis=1)
+    keys, first, counts = np.unique(edges[:, 0] * v_count + edges[:, 1], return_index=True, return_counts=True)
+    unique_edges = edges[first]
+    boundary = int((counts == 1).sum())
+    graph = coo_matrix((np.ones(len(keys), np.int8), (unique_edges[:, 0], unique_edges[:, 1])), (v_count, v_count))
+    _, label = connected_components(graph, directed=False)
+    used = np.unique(faces)
+    part_ids, part_of_vertex = np.unique(label[used], return_inverse=True)  # parts with faces only
+    part = np.zeros(v_count, np.int64)
+    part[used] = part_of_vertex
+    n_parts = len(part_ids)
+    chi = (
+        np.bincount(part[used], minlength=n_parts)
+        - np.bincount(part[unique_edges[:, 0]], minlength=n_parts)
+        + np.bincount(part[faces[:, 0]], minlength=n_parts)
+    )
     return Topology(
-        vertices=mesh.num_vertices,
-        faces=mesh.num_faces,
-        components=len(parts),
-        euler=int(euler),
-        genus=genus,
-        watertight=bool(tm.is_watertight) if mesh.num_faces else False,
-        boundary_edges=int(boundary),
+        vertices=v_count,
+        faces=len(faces),
+        components=n_parts,
+        euler=int(v_count - len(keys) + len(faces)),
+        genus=int(((2 - chi) // 2).sum()) if boundary == 0 else None,
+        watertight=bool((counts == 2).all()),
+        boundary_edges=boundary,
     )
 
 
