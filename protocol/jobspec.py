@@ -62,8 +62,8 @@ MAX_TEXTURE_SIZE = 4096
 # refine_steps ends in a per-prompt asset and gets optimize's budget.
 MAX_FACES_BY_MODE = {"optimize": 20_000, "instant": 5_000, "texture": None, "refine": 20_000}
 # An instant draft's texture is baked at most this size: a generator's colours carry no finer detail (the built-in
-# triplane's planes are 16^2 texels over the whole scene, ScaleDreamer's 64^2), and a 1024 px bake took 0.94 s of
-# a job that takes 0.49 s at 512 px (docs/results/instant_latency_cpu.md).
+# triplane's planes are 16^2 texels over the whole scene, ScaleDreamer's 64^2), and a job took 0.94 s at 1024 px and
+# 10,000 faces against 0.49 s at 512 px and 5,000 (docs/results/instant_latency_cpu.md).
 INSTANT_TEXTURE_SIZE = 512
 MIN_MAX_FACES, MAX_MAX_FACES = 100, 10_000_000
 # The surface stage's share of JobSpec.steps when geometry_steps / texture_steps are 0 (the rest is the density stage).
