@@ -109,7 +109,7 @@ def main(argv=None) -> int:
     spec = JobSpec(prompt=PROMPTS[0], mode="instant", generator=args.generator, **extra)
     walls, cpus = [w for w, _, _ in rows], [c for _, c, _ in rows]
     print(
-        f"torch threads {torch.get_num_threads()}, mesh resolution {spec.mesh_grid}, texture {spec.texture_size}, "
+        f"torch threads {torch.get_num_threads()}, mesh resolution {spec.mesh_grid}, texture {spec.bake_size} px, "
         f"max faces {spec.face_budget}"
     )
     print(f"load (prior + generator, once per process): {load_s:.2f} s")
