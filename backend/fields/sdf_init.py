@@ -131,10 +131,12 @@ def carved_occupancy(
     chunk: int,
     opacity: float,
     view_share: float = 1e-9,
+    keep_apart: int = 1,
 ):
     """(occupancy (n, n, n) bool, lo, spacing) of the solid the cameras at ``viewpoints`` see in the density on the
     box grid (mesh.voxels.carve_seen_space), a voxel carved when at least ``view_share`` of the cameras (and at least
-    one) see it empty. Raises EmptyFieldError when no camera sees anything opaque."""
+    one) see it empty, never joining the ``keep_apart`` largest parts one camera's carving leaves apart. Raises
+    EmptyFieldError when no camera sees anything opaque."""
     from ..mesh.extract import _infer_device, sample_density_grid
     from ..mesh.types import EmptyFieldError
 
@@ -142,7 +144,7 @@ def carved_occupancy(
     spacing = 2.0 * bound / (resolution - 1)
     grid = sample_density_grid(density_fn, [axis] * 3, chunk, _infer_device(density_fn))
     min_views = max(1, math.ceil(view_share * len(viewpoints) - 1e-9))
-    occ = carve_seen_space(grid, -bound, spacing, viewpoints, opacity, min_views=min_views)
+    occ = carve_seen_space(grid, -bound, spacing, viewpoints, opacity, min_views=min_views, keep_apart=keep_apart)
     if occ.all() or not occ.any():
         raise EmptyFieldError(
             "The density field has no surface to start the SDF from: no camera sees a ray reach the SDF init's carve_opacity. Run the "
@@ -159,7 +161,14 @@ def sdf_grid_from_density(
     cfg = (config or SDFInitConfig()).validate()
     if viewpoints is not None:
         occ, lo, h = carved_occupancy(
-            density_fn, bound, cfg.resolution, viewpoints, cfg.chunk, cfg.carve_opacity, cfg.carve_view_share
+            density_fn,
+            bound,
+            cfg.resolution,
+            viewpoints,
+            cfg.chunk,
+            cfg.carve_opacity,
+            cfg.carve_view_share,
+            cfg.keep_apart,
         )
     else:
         occ, _, lo, h = occupancy_of_density(density_fn, bound, cfg.resolution, cfg.level, cfg.chunk)

@@ -151,6 +151,7 @@ def carve_seen_space(
     opacity: float = 0.2,
     margin_voxels: float = 0.5,
     min_views: int = 1,
+    keep_apart: int = 1,
 ) -> np.ndarray:
     """The solid the cameras at ``viewpoints`` (K, 3) see in a density grid: every voxel is inside except those that
     at least ``min_views`` cameras see as empty space, i.e. nearer than the ``rendered_depth`` of the pixel it
@@ -159,7 +160,9 @@ def carve_seen_space(
 
     ``min_views`` > 1 is a voting visual hull: a pinhole in a shell (a patch of fog below ``opacity``) lets the few
     cameras aligned with it see through, and with one vote they carve a tunnel each, hollowing the object out;
-    space truly outside, or a hole the object really has, is seen empty from a whole range of directions.
+    space truly outside, or a hole the object really has, is seen empty from a whole range of directions. A narrow
+    gap between two objects is seen through by only a few cameras, though, so with ``keep_apart`` > 1 the votes
+    never join the ``keep_apart`` largest parts of the one-vote solid (``without_joins``).
 
     A fog whose density never passes a threshold point by point but that renders opaque (what score distillation
     often leaves of thin parts) still becomes a solid where it looks opaque; a hollow that no camera sees into, such
@@ -188,7 +191,33 @@ def carve_seen_space(
                 ri = (row.floor().long() + dr).clamp(0, pixels - 1)
                 nearest = torch.minimum(nearest, depth[ri, ci])
         empty_views += q.norm(dim=-1) < nearest - margin_voxels * spacing
-    return (empty_views < min_views).view(density.shape).numpy()
+    empty_views = empty_views.view(density.shape).numpy()
+    solid = empty_views < min_views
+    if min_views > 1 and keep_apart > 1:
+        solid = without_joins(solid, empty_views < 1, keep_apart)
+    return solid
+
+
+def without_joins(solid: np.ndarray, core: np.ndarray, parts: int) -> np.ndarray:
+    """``solid`` (a superset of ``core``) less the voxels by which it would join the ``parts`` largest 26-connected
+    parts of ``core``: every voxel of ``solid`` belongs to the part nearest it (Euclidean distance transform), and a
+    voxel not in ``core`` that touches a voxel of another part is dropped, so no two parts touch."""
+    from scipy import ndimage
+
+    labels, count = ndimage.label(core, structure=np.ones((3, 3, 3), bool))
+    if count < 2 or parts < 2:
+        return solid
+    sizes = np.bincount(labels.ravel())[1:]
+    kept = np.argsort(-sizes, kind="stable")[:parts] + 1
+    seeds = np.isin(labels, kept)
+    nearest = ndimage.distance_transform_edt(~seeds, return_distances=False, return_indices=True)
+    owner = np.where(solid, labels[tuple(nearest)], 0)
+    touches_another = np.zeros_like(solid)
+    cube = np.ones((3, 3, 3), bool)
+    for label in kept:
+        mine = owner == label
+        touches_another |= mine & ndimage.binary_dilation((owner > 0) & ~mine, cube)
+    return solid & ~(touches_another & ~core)
 
 
 def orbit_viewpoints(

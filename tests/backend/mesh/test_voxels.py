@@ -193,6 +193,25 @@ def test_carving_by_vote_keeps_a_shell_with_pinholes_solid_and_a_torus_hole_open
         carve_seen_space(torus * opaque, -BOUND, H, cameras, min_views=0)
 
 
+def test_votes_never_join_the_parts_one_vote_keeps_apart():
+    """Two balls 0.2 apart and a slab of extra solid that bridges them (what votes add where few cameras see the
+    gap): without_joins cuts the bridge where the two parts' nearest regions meet and keeps every core voxel."""
+    from scipy import ndimage
+
+    from dreamstill.backend.mesh.voxels import without_joins
+
+    p = grid_points()
+    core = (np.linalg.norm(p - [0, -0.4, 0], axis=-1) <= 0.3) | (np.linalg.norm(p - [0, 0.4, 0], axis=-1) <= 0.3)
+    bridge = (np.abs(p[..., 1]) <= 0.2) & (np.hypot(p[..., 0], p[..., 2]) <= 0.15)
+    solid = core | bridge
+    parts = lambda occ: ndimage.label(occ, np.ones((3, 3, 3)))[1]  # noqa: E731
+    assert parts(solid) == 1
+    cut = without_joins(solid, core, 2)
+    assert parts(cut) == 2 and (core & ~cut).sum() == 0
+    assert (bridge & ~cut).sum() < 0.2 * bridge.sum()  # a seam two voxels wide, the rest of the bridge kept
+    assert (without_joins(solid, core, 1) == solid).all()
+
+
 def test_a_fog_that_renders_opaque_becomes_solid():
     from dreamstill.backend.mesh.voxels import carve_seen_space, orbit_viewpoints
 
