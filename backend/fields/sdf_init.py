@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..mesh.voxels import carve_seen_space, clean_solid, signed_distance
+from ..mesh.voxels import clean_solid, seen_empty_views, signed_distance, solid_of_votes
 from .sdf import SDFField, SDFFieldConfig
 
 
@@ -47,6 +47,10 @@ class SDFInitConfig:
     # min_views; 1/K of K cameras: any one): pinholes of fog in a short density stage's shells let a few cameras
     # see through, and one vote hollowed such objects out (docs/results/surface_stage_cpu.md)
     carve_view_share: float = 0.08
+    # while the cleaned solid has more handles than this per part (genus from its surface's Euler number), the votes
+    # needed double (8, 16, 32, 64 of 96 cameras): a density stage whose faces are fog leaves a lattice of edges
+    # (the pink octahedron: Euler -36 at 8 votes, 2 at 32); a torus (genus 1) is left alone. None: no cap
+    max_genus_per_part: float | None = 1.0
     close_radius: float = 0.06  # world units; 0 turns the closing off
     keep_components: int | None = 1  # largest parts kept; None keeps all
     min_part_fraction: float = 0.03  # and none smaller than this fraction of the largest (floaters)
@@ -76,6 +80,10 @@ class SDFInitConfig:
             raise ValueError(
                 f"SDFInitConfig.carve_view_share is {self.carve_view_share}; use a share of the cameras in (0, 1] "
                 "like 0.08"
+            )
+        if self.max_genus_per_part is not None and self.max_genus_per_part < 0:
+            raise ValueError(
+                f"SDFInitConfig.max_genus_per_part is {self.max_genus_per_part}; use None (no cap) or >= 0 (1: a torus)"
             )
         if not 0 < self.carve_opacity < 1:
             raise ValueError(f"SDFInitConfig.carve_opacity is {self.carve_opacity}; use an opacity in (0, 1) like 0.1")
@@ -132,11 +140,13 @@ def carved_occupancy(
     opacity: float,
     view_share: float = 1e-9,
     keep_apart: int = 1,
+    accept: Callable[[np.ndarray, float], bool] | None = None,
 ):
     """(occupancy (n, n, n) bool, lo, spacing) of the solid the cameras at ``viewpoints`` see in the density on the
     box grid (mesh.voxels.carve_seen_space), a voxel carved when at least ``view_share`` of the cameras (and at least
-    one) see it empty, never joining the ``keep_apart`` largest parts one camera's carving leaves apart. Raises
-    EmptyFieldError when no camera sees anything opaque."""
+    one) see it empty, never joining the ``keep_apart`` largest parts one camera's carving leaves apart; while
+    ``accept(solid, spacing)`` is False the votes needed double. Raises EmptyFieldError when no camera sees anything
+    opaque."""
     from ..mesh.extract import _infer_device, sample_density_grid
     from ..mesh.types import EmptyFieldError
 
@@ -144,13 +154,31 @@ def carved_occupancy(
     spacing = 2.0 * bound / (resolution - 1)
     grid = sample_density_grid(density_fn, [axis] * 3, chunk, _infer_device(density_fn))
     min_views = max(1, math.ceil(view_share * len(viewpoints) - 1e-9))
-    occ = carve_seen_space(grid, -bound, spacing, viewpoints, opacity, min_views=min_views, keep_apart=keep_apart)
+    empty_views = seen_empty_views(grid, -bound, spacing, viewpoints, opacity)
+    occ = solid_of_votes(empty_views, min_views, keep_apart)
+    while accept is not None and not accept(occ, spacing) and 2 * min_views <= len(viewpoints):
+        min_views *= 2
+        occ = solid_of_votes(empty_views, min_views, keep_apart)
     if occ.all() or not occ.any():
         raise EmptyFieldError(
             "The density field has no surface to start the SDF from: no camera sees a ray reach the SDF init's carve_opacity. Run the "
             "density stage for more steps."
         )
     return occ, float(-bound), spacing
+
+
+def cleaned_genus_per_part(occ: np.ndarray, spacing: float, cfg: SDFInitConfig) -> float:
+    """Handles per part of ``occ`` after ``clean_solid`` (the surface of its signed distance: genus g from the
+    Euler number chi = 2 parts - 2 g)."""
+    from ..mesh.cleanup import marching_cubes_sdf, topology
+
+    solid = clean_solid(
+        occ, spacing, cfg.keep_components, cfg.close_radius, cfg.min_part_fraction, cfg.keep_apart, cfg.fill_cavities
+    )
+    if not solid.any():
+        return 0.0
+    counts = topology(marching_cubes_sdf(signed_distance(solid, spacing), 1.0))
+    return (2 * counts.components - counts.euler) / 2 / max(counts.components, 1)
 
 
 def sdf_grid_from_density(
@@ -169,6 +197,9 @@ def sdf_grid_from_density(
             cfg.carve_opacity,
             cfg.carve_view_share,
             cfg.keep_apart,
+            None
+            if cfg.max_genus_per_part is None
+            else lambda occ, h: cleaned_genus_per_part(occ, h, cfg) <= cfg.max_genus_per_part,
         )
     else:
         occ, _, lo, h = occupancy_of_density(density_fn, bound, cfg.resolution, cfg.level, cfg.chunk)

@@ -168,14 +168,32 @@ def carve_seen_space(
     often leaves of thin parts) still becomes a solid where it looks opaque; a hollow that no camera sees into, such
     as the inside of a shell open underneath when the cameras orbit above it, becomes solid too; a hole the cameras
     see through (a torus's) stays open."""
+    if min_views < 1:
+        raise ValueError(f"min_views is {min_views}; a voxel is carved when at least 1 camera (or more) sees it empty")
+    return solid_of_votes(
+        seen_empty_views(density, lo, spacing, viewpoints, opacity, margin_voxels), min_views, keep_apart
+    )
+
+
+def solid_of_votes(empty_views: np.ndarray, min_views: int, keep_apart: int = 1) -> np.ndarray:
+    """``carve_seen_space``'s solid from ``seen_empty_views``' counts: the voxels fewer than ``min_views`` cameras
+    see empty, never joining the ``keep_apart`` largest parts of the one-vote solid."""
+    solid = empty_views < min_views
+    if min_views > 1 and keep_apart > 1:
+        solid = without_joins(solid, empty_views < 1, keep_apart)
+    return solid
+
+
+def seen_empty_views(
+    density: np.ndarray, lo: float, spacing: float, viewpoints: np.ndarray, opacity: float, margin_voxels: float = 0.5
+) -> np.ndarray:
+    """Per voxel, how many of the cameras at ``viewpoints`` see it as empty space (``carve_seen_space``), int32."""
     import torch
 
     n = density.shape[0]
     axis = torch.arange(n, dtype=torch.float32) * spacing + lo
     pts = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), -1).reshape(-1, 3)
     pixels = n
-    if min_views < 1:
-        raise ValueError(f"min_views is {min_views}; a voxel is carved when at least 1 camera (or more) sees it empty")
     empty_views = torch.zeros(len(pts), dtype=torch.int32)
     for viewpoint in np.asarray(viewpoints, np.float32):
         depth, half = rendered_depth(density, lo, spacing, viewpoint, pixels, opacity)
@@ -191,11 +209,7 @@ def carve_seen_space(
                 ri = (row.floor().long() + dr).clamp(0, pixels - 1)
                 nearest = torch.minimum(nearest, depth[ri, ci])
         empty_views += q.norm(dim=-1) < nearest - margin_voxels * spacing
-    empty_views = empty_views.view(density.shape).numpy()
-    solid = empty_views < min_views
-    if min_views > 1 and keep_apart > 1:
-        solid = without_joins(solid, empty_views < 1, keep_apart)
-    return solid
+    return empty_views.view(density.shape).numpy()
 
 
 def without_joins(solid: np.ndarray, core: np.ndarray, parts: int) -> np.ndarray:

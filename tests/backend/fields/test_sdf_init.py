@@ -1,5 +1,7 @@
 """SDF initialisation from a density field: the signed distance grid, its sampling, the fit."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -55,3 +57,31 @@ def test_empty_density_field_says_to_run_longer():
     for share in (0.0, 1.5):
         with pytest.raises(ValueError, match="carve_view_share"):
             SDFInitConfig(carve_view_share=share).validate()
+
+
+def frame_density(x: torch.Tensor) -> torch.Tensor:
+    """A cube shell (half-extent 0.42, walls 0.07) with a square window (half-width 0.22) through each face: a lattice
+    of edges, what a short density stage leaves of an object whose faces are a fog too faint to carve against."""
+    a = x.abs()
+    shell = (a.max(-1).values <= 0.42) & (a.max(-1).values >= 0.35)
+    sorted_a = a.sort(-1).values  # the window of the face a point is on: its two smaller coordinates inside 0.22
+    window = sorted_a[:, 1] <= 0.22
+    return 60.0 * (shell & ~window).float()
+
+
+def test_the_votes_double_while_the_solid_is_a_lattice():
+    """One vote (or 8 of 96) carves the frame's inside through its windows, a genus-5 lattice; with
+    max_genus_per_part 1 the votes double until the solid has at most one handle, and the inside is solid again."""
+    from dreamstill.backend.fields.sdf_init import cleaned_genus_per_part
+    from dreamstill.backend.mesh.voxels import orbit_viewpoints
+
+    cameras = orbit_viewpoints((-10.0, 45.0), 2.5)
+    base = SDFInitConfig(resolution=48, close_radius=0.0)
+    lattice = sdf_grid_from_density(frame_density, 1.0, replace(base, max_genus_per_part=None), cameras)
+    capped = sdf_grid_from_density(frame_density, 1.0, base, cameras)
+    genus = lambda grid: cleaned_genus_per_part(grid.values < 0, grid.spacing, base)  # noqa: E731
+    assert genus(lattice) >= 4 and genus(capped) <= 1
+    centre = torch.zeros(1, 3)
+    assert lattice.sample(centre).item() > 0 > capped.sample(centre).item()
+    with pytest.raises(ValueError, match="max_genus_per_part"):
+        SDFInitConfig(max_genus_per_part=-1).validate()
