@@ -4,7 +4,9 @@
    distillation used (``viewpoints``), the solid O is what they see: every voxel but those at least
    ``carve_view_share`` of the cameras see in front of the depth where their rendered opacity reaches
    ``carve_opacity`` (mesh.voxels.carve_seen_space, a voting visual hull), so thin fog that renders
-   opaque becomes solid and hollows no camera sees into are filled. Otherwise O = {density >= level}, thresholded at
+   opaque becomes solid and hollows no camera sees into are filled; the votes never join the ``keep_apart`` parts
+   one vote leaves apart, and they double while the cleaned solid has more than ``max_genus_per_part`` handles per
+   part (a lattice of edges where the faces are fog). Otherwise O = {density >= level}, thresholded at
    the level ``level`` that ``mesh.extract`` would mesh (its automatic silhouette rule by default).
 2. Clean-up on the voxels (mesh/voxels.py, scipy.ndimage):
    - keep the ``keep_components`` largest connected parts (26-connectivity), none under ``min_part_fraction`` of the
