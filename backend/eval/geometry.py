@@ -52,23 +52,17 @@ class TrueSurface:
 
 def mesh_topology(vertices: np.ndarray, faces: np.ndarray) -> tuple[int, int]:
     """(Euler number V - E + F, connected components) of a triangle mesh, vertices at equal positions merged and
-    vertices no face uses ignored."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
+    vertices no face uses ignored (mesh.cleanup.topology's counts of the merged mesh)."""
+    from ..mesh.cleanup import topology
+    from ..mesh.types import Mesh
 
     faces = np.asarray(faces, np.int64)
     if len(faces) == 0:
         return 0, 0
-    _, merged = np.unique(np.asarray(vertices, np.float64), axis=0, return_inverse=True)
-    f = merged.reshape(-1)[faces]
-    used, f = np.unique(f, return_inverse=True)
-    f = f.reshape(-1, 3)
-    edges = np.sort(np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]]), axis=1)
-    n_edges = len(np.unique(edges, axis=0))
-    n = len(used)
-    graph = coo_matrix((np.ones(len(edges), np.int8), (edges[:, 0], edges[:, 1])), shape=(n, n))
-    n_components, _ = connected_components(graph, directed=False)
-    return int(n - n_edges + len(f)), int(n_components)
+    positions, merged = np.unique(np.asarray(vertices, np.float64), axis=0, return_inverse=True)
+    used, f = np.unique(merged.reshape(-1)[faces], return_inverse=True)
+    counts = topology(Mesh(positions[used].astype(np.float32), f.reshape(-1, 3)))
+    return counts.euler, counts.components
 
 
 def sample_surface(vertices: np.ndarray, faces: np.ndarray, count: int, seed: int = 0):
