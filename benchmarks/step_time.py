@@ -4,6 +4,7 @@
     python benchmarks/step_time.py --prior builtin          # the built-in toy-world prior
     python benchmarks/step_time.py --prior sd21-random --device cuda --dtype bf16   # SD 2.1-base architecture,
                                                             # random weights from its config (no download)
+    python benchmarks/step_time.py --methods all --resolutions 64 128 256 ...       # every method, one prior load
 
 Prints one row per resolution: milliseconds per phase (median over --repeat steps after --warmup) and, on CUDA, the
 peak GPU memory. Compare rows of one run with each other; these machines are noisy across runs.
@@ -12,6 +13,7 @@ peak GPU memory. Compare rows of one run with each other; these machines are noi
 from __future__ import annotations
 
 import argparse
+import gc
 import statistics
 import time
 
@@ -32,7 +34,7 @@ def load(prior_name: str, device: str, dtype: torch.dtype):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--prior", default="tiny")
-    parser.add_argument("--method", default="sds")
+    parser.add_argument("--methods", nargs="+", default=["sds"], help="method names, or 'all'")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
     parser.add_argument("--resolutions", type=int, nargs="+", default=[32, 64, 128])
@@ -41,14 +43,29 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
 
+    from dreamstill.backend.distill import METHODS
+
+    methods = list(METHODS) if args.methods == ["all"] else args.methods
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        parser.error(f"unknown method(s) {unknown}; choose from {sorted(METHODS)} or 'all'")
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
+    prior = load(args.prior, args.device, dtype)
+    for method in methods:
+        time_method(method, prior, args)
+        gc.collect()
+        if str(args.device).startswith("cuda"):
+            torch.cuda.empty_cache()
+
+
+def time_method(method: str, prior, args) -> None:
+    """Print one row per resolution: the median milliseconds of each phase of one step of ``method``."""
     from dreamstill.backend.distill.base import DistillInput, surrogate_loss
     from dreamstill.backend.engine import AssetOptimizer
     from dreamstill.backend.render import render
     from dreamstill.backend.render.cameras import sample_cameras
     from dreamstill.protocol import JobSpec
 
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
-    prior = load(args.prior, args.device, dtype)
     cuda = str(args.device).startswith("cuda")
 
     def sync():
@@ -56,7 +73,7 @@ def main() -> None:
             torch.cuda.synchronize()
 
     print(
-        f"prior={args.prior} method={args.method} device={args.device} dtype={args.dtype} "
+        f"prior={args.prior} method={method} device={args.device} dtype={args.dtype} "
         f"views/step={args.batch_size} threads={torch.get_num_threads()}"
     )
     print(f"{'res':>5} {'render':>9} {'encode':>9} {'unet':>9} {'backward':>9} {'total ms':>9} {'peak GiB':>9}")
@@ -64,7 +81,7 @@ def main() -> None:
         spec = JobSpec(
             prompt="a red cube",
             prior=args.prior,
-            method=args.method,
+            method=method,
             steps=1000,
             resolution=res,
             batch_size=args.batch_size,

@@ -35,6 +35,16 @@ def tiny_prior_dir(tmp_path_factory):
 
 
 @pytest.fixture
+def exact_fp32_cuda():
+    """CUDA's float32 without TF32 (cuDNN convolutions use TF32 by default, ~3 digits) while the test runs, so a float32
+    run on the GPU is a float32 reference."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+@pytest.fixture
 def tiny_spec():
     """A factory of small per-prompt JobSpecs on the tiny prior (4 steps at 32 px, 32^3 mesh, vertex colours, the
     density stage alone: pass surface=True, with ``small_surface``, for the surface stage)."""

@@ -153,9 +153,11 @@ def test_l2vsd_lora_runs_in_float32_under_a_bf16_prior():
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_l2vsd_jvp_under_a_cuda_bf16_prior():
+def test_l2vsd_jvp_under_a_cuda_bf16_prior(exact_fp32_cuda):
     """On CUDA with a bf16 prior (the default dtype there), L2-VSD's jvp runs on its float32 LoRA copy: finite, and
-    the first-order term matches the same prior's float32 run to 5% (the bf16 prior only rounds the copy's start)."""
+    the first-order term matches the same prior's float32 run to 10%. The bf16 prior rounds the copy's start and runs
+    the text encoder in bf16: the two terms differ by 6.0% on an H200 and by 1.9% on the CPU. TF32 is off, so the
+    float32 run is a float32 reference."""
     from dreamstill.backend.priors.tiny import build_tiny_prior
 
     z = (torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1).cuda()
@@ -171,7 +173,7 @@ def test_l2vsd_jvp_under_a_cuda_bf16_prior():
         out = m.gradient(DistillInput(z, cond, uncond, 1, 100, torch.Generator("cuda").manual_seed(4)))
         assert torch.isfinite(out.grad).all() and out.grad.device.type == "cuda"
     a, b = terms[torch.float32], terms[torch.bfloat16]
-    assert a.norm() > 0 and (a - b).norm() / a.norm() < 0.05
+    assert a.norm() > 0 and (a - b).norm() / a.norm() < 0.1
 
 
 def test_first_jvp_raises_no_jit_script_deprecation_warning():

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The device checks in one run, for a session lent a GPU machine (its image has torch, peft and transformers; carry
+# diffusers, pyzmq, trimesh, xatlas and fast-simplification as wheels in .whl/):
+#   1. the GPU tests (pytest -m gpu), 2. every method's step time, SD 2.1-base architecture with random weights, bf16,
+#   at 64/128/256 px. Figures and logs go to $OUT (default /tmp/gpu_checks). Arguments go to step_time.py, after the
+#   defaults: `bash benchmarks/gpu_checks.sh --batch-size 1 --methods sds vsd` times one view per step, two methods.
+set -o pipefail
+OUT=${OUT:-/tmp/gpu_checks}
+mkdir -p "$OUT" /tmp/pkg
+if [ -d .whl ]; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+    export PYTHONPATH=/tmp/site
+fi
+ln -sfn "$PWD" /tmp/pkg/dreamstill  # the repository root is the dreamstill package (as pip install -e maps it)
+export PYTHONPATH=/tmp/pkg${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
+python3 -c "import torch, diffusers, peft, transformers; print('torch', torch.__version__, 'diffusers', diffusers.__version__, 'peft', peft.__version__, 'transformers', transformers.__version__)" | tee -a "$OUT/gpu.txt"
+timeout 150 python3 -m pytest -q -m gpu -p no:cacheprovider tests 2>&1 | tee "$OUT/gpu_tests.txt"
+timeout "${STEP_TIME_LIMIT:-330}" python3 benchmarks/step_time.py --prior sd21-random --device cuda --dtype bf16 \
+    --methods all --resolutions 64 128 256 "$@" 2>&1 | tee "$OUT/step_time.txt"
