@@ -109,6 +109,14 @@ def add_surface_arguments(p: argparse.ArgumentParser, d: GeneratorTrainConfig) -
         help="shape initialisation's targets: the --init-sdf-from generator's solids and colours, or (toy-world "
         "corpora) the toy world's own (reconstruction pretraining; the weights still start from the generator)",
     )
+    p.add_argument(
+        "--shape-regularization",
+        type=float,
+        default=d.shape_regularization,
+        metavar="W",
+        help="SDF generators distilling from a world-pretrained one (--init-from): add W x the reconstruction loss "
+        "onto the toy world's solids (LATTE3D's shape regularization; toy-world corpora; 0 = off)",
+    )
 
 
 def train_generator(args: argparse.Namespace) -> int:
@@ -123,6 +131,13 @@ def train_generator(args: argparse.Namespace) -> int:
     if args.shape_targets != "teacher" and not args.init_sdf_from:
         raise SystemExit(
             "train-generator --shape-targets: add --init-sdf-from builtin-density (the weights to start from)"
+        )
+    if args.shape_regularization < 0:
+        raise SystemExit("train-generator --shape-regularization: use a weight >= 0 (0 turns it off)")
+    if args.shape_regularization > 0 and (args.init_sdf_from or arch_options.get("geometry") != "sdf"):
+        raise SystemExit(
+            "train-generator --shape-regularization: distill an SDF generator (--arch-option geometry=sdf, "
+            "--init-from a pretrained one), without --init-sdf-from"
         )
     if args.init_sdf_from:
         if arch_options.setdefault("geometry", "sdf") != "sdf":
@@ -156,6 +171,7 @@ def train_generator(args: argparse.Namespace) -> int:
         init_sdf_from=args.init_sdf_from,
         init_sdf_resolution=args.init_sdf_resolution,
         shape_targets=args.shape_targets,
+        shape_regularization=args.shape_regularization,
     )
     try:
         load_corpus(config.corpus)

@@ -48,6 +48,9 @@ class GeneratorTrainConfig:
     init_sdf_from: str = ""
     init_sdf_resolution: int = 40
     shape_targets: str = "teacher"  # "world": regress the toy world's solids and colours (shape_init.WorldTarget)
+    # LATTE3D's shape regularization while an SDF generator distills: + w_s x the reconstruction loss onto each
+    # prompt's toy-world solid (shape_init.reconstruction_loss with a WorldTarget; toy-world corpora); 0 = off
+    shape_regularization: float = 0.0
 
 
 # --- corpora ---------------------------------------------------------------------------------------------------

@@ -21,7 +21,11 @@ averaged over the step's P prompts):
                     + w_n E_x[||n_p(x) - n_p(x + delta)||^p] ]     x where prompt p's opaque rays meet its surface
 and the VolSDF beta annealed geometrically, beta_k = beta_start (beta_end / beta_start)^(k / (K - 1)); renders add
 ``num_importance`` samples per ray. With ``init_sdf_from`` a step is shape initialisation instead
-(generators/shape_init.py: regression onto a density generator's solids, no prior).
+(generators/shape_init.py: regression onto a density generator's solids, no prior). With ``shape_regularization``
+w_s > 0 (toy-world corpora) a distillation step also adds LATTE3D's shape regularization,
+    + w_s (1/P) sum_p L_rec(G(y_p), phi_p)
+with L_rec shape_init's reconstruction loss onto the toy world's solid phi_p of prompt y_p (the pretraining's own
+targets), so distillation refines colours and details without giving up the pretrained shapes.
 
 Data-parallel training: launched with torchrun, each rank draws its own prompts (seed + rank) and DDP averages
 gradients (gloo on CPU, NCCL on GPU), so the replicas stay identical.
@@ -48,7 +52,7 @@ from ..render import RenderSettings, render
 from ..render.cameras import orbit_cameras, sample_cameras
 from . import build_generator
 from .config import CHECKPOINT_NAME, GeneratorTrainConfig, load_corpus
-from .shape_init import ShapeTeacher, require_toy_world
+from .shape_init import ShapeTeacher, WorldTarget, reconstruction_loss, require_toy_world
 
 
 # --- training --------------------------------------------------------------------------------------------------
@@ -97,6 +101,12 @@ class GeneratorTrainer:
                 config.init_sdf_from, self.text.tokens.shape[-1], self.device, config.shape_targets
             )
             self.lineage = self.shape_teacher.init_student(self.generator, config)
+        if config.shape_regularization > 0:
+            if not self.sdf or config.init_sdf_from:
+                raise ValueError(
+                    "shape_regularization needs an SDF generator that distills (geometry=sdf, no init_sdf_from)"
+                )
+            require_toy_world(self.prompts)
 
     def _encode(self, prompts: list[str], chunk: int = 256) -> TextEmbedding:
         parts = [self.prior.encode_text(prompts[i : i + chunk]) for i in range(0, len(prompts), chunk)]
@@ -131,6 +141,8 @@ class GeneratorTrainer:
             view_prompts = encode_view_prompts(self.prior, [self.prompts[i] for i in idx]).repeat(c.views_per_prompt)
         loss = self.distill.loss(views, cond, self.uncond, self.step, c.steps, self.noise_rng, view_prompts)
         loss = loss + (self._surface_loss(fields, groups) if self.sdf else self._opacity_loss(views.opacity))
+        if c.shape_regularization > 0:
+            loss = loss + c.shape_regularization * self._shape_loss(fields, [self.prompts[i] for i in idx])
         return self._apply(loss)
 
     def _apply(self, loss: torch.Tensor) -> float:
@@ -145,6 +157,17 @@ class GeneratorTrainer:
         prompts = [self.prompts[i] for i in idx]
         loss = self.shape_teacher.loss(fields, text, prompts, self.regularizer_rng, self.config.init_sdf_resolution)
         return self._apply(loss)
+
+    def _shape_loss(self, fields, prompts: list[str]) -> torch.Tensor:
+        """(1/P) sum_p L_rec(G(y_p), phi_p): the reconstruction loss onto each prompt's toy-world solid."""
+        resolution = self.config.init_sdf_resolution
+        losses = [
+            reconstruction_loss(
+                fields[p], WorldTarget(prompt, float(fields[p].bound), resolution), self.regularizer_rng
+            )
+            for p, prompt in enumerate(prompts)
+        ]
+        return torch.stack(losses).mean()
 
     def _surface_loss(self, fields, groups: list[DistillViews]) -> torch.Tensor:
         """(1/P) sum_p (eikonal + normal smoothness) of prompt p's field, on its own rendered view group."""

@@ -164,3 +164,58 @@ def test_banded_l1_is_exact_inside_the_band_and_one_sided_beyond():
     assert float(loss.detach()) == pytest.approx((0.05 + 0.45 + 0.07 + 0.05) / 6)
     loss.backward()
     torch.testing.assert_close(d.grad, torch.tensor([0.0, 1.0, 0.0, 1.0, -1.0, -1.0]) / 6)
+
+
+def world_loss(trainer, idx=(0, 2)) -> float:
+    """The reconstruction loss onto the toy world's solids of the corpus prompts ``idx``, on fixed points."""
+    prompts = [trainer.prompts[i] for i in idx]
+    fields = trainer.generator(trainer._rows(list(idx)))
+    trainer_rng = trainer.regularizer_rng
+    trainer.regularizer_rng = torch.Generator().manual_seed(11)
+    try:
+        return float(trainer._shape_loss(fields, prompts).detach())
+    finally:
+        trainer.regularizer_rng = trainer_rng
+
+
+def test_shape_regularization_holds_distillation_to_the_world_solids(tiny_prior, tmp_path, tiny_train_config):
+    """LATTE3D's shape regularization: the same 12 ASD steps of an SDF generator, once with w_s = 0 and once with
+    w_s = 1e4, from the same weights; with it the reconstruction loss onto the toy world's solids ends lower."""
+    from dreamstill.backend.generators.train import GeneratorTrainer
+
+    after = {}
+    for weight in (0.0, 1e4):
+        config = shape_init_config(
+            tiny_train_config, arch_options={"geometry": "sdf"}, steps=12, lr=1e-3, shape_regularization=weight
+        )
+        trainer = GeneratorTrainer(config, tmp_path / f"w{weight}", prior=tiny_prior)
+        before = world_loss(trainer)
+        for _ in range(12):
+            trainer.train_step()
+        after[weight] = world_loss(trainer)
+    assert after[1e4] < 0.7 * before and after[1e4] < 0.7 * after[0.0], (before, after)
+
+
+def test_shape_regularization_needs_a_distilling_sdf_generator_on_the_toy_world(
+    tiny_prior, tmp_path, tiny_train_config
+):
+    from dreamstill.backend.cli import main
+    from dreamstill.backend.generators.train import GeneratorTrainer
+
+    with pytest.raises(ValueError, match="needs an SDF generator"):
+        GeneratorTrainer(shape_init_config(tiny_train_config, shape_regularization=1.0), tmp_path, prior=tiny_prior)
+    free_form = tmp_path / "prompts.txt"
+    free_form.write_text("a red cube\na castle on a hill\n")
+    with pytest.raises(ValueError, match="toy-world corpus: 'a castle on a hill'"):
+        GeneratorTrainer(
+            shape_init_config(
+                tiny_train_config, corpus=str(free_form), arch_options={"geometry": "sdf"}, shape_regularization=1.0
+            ),
+            tmp_path,
+            prior=tiny_prior,
+        )
+    common = ["train-generator", "--arch", "triplane", "--prior", "tiny", "-o", str(tmp_path / "x")]
+    with pytest.raises(SystemExit, match="--shape-regularization: use a weight >= 0"):
+        main([*common, "--shape-regularization", "-1"])
+    with pytest.raises(SystemExit, match="--arch-option geometry=sdf"):
+        main([*common, "--shape-regularization", "100"])
