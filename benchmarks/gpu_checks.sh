@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # The device checks in one run, for a session lent a GPU machine (its image has torch, peft and transformers; carry
-# diffusers, pyzmq, trimesh, xatlas and fast-simplification as wheels in .whl/):
-#   1. the GPU tests (pytest -m gpu), 2. every method's step time, SD 2.1-base architecture with random weights, bf16,
-#   at 64/128/256 px. Figures and logs go to $OUT (default /tmp/gpu_checks). Arguments go to step_time.py, after the
-#   defaults: `bash benchmarks/gpu_checks.sh --batch-size 1 --methods sds vsd` times one view per step, two methods.
+# diffusers, pyzmq, trimesh, xatlas and fast-simplification as wheels in .whl/). GPU_CHECKS names the parts, in order
+# (default: all three):
+#   tests     the GPU tests (pytest -m gpu)
+#   steps     every method's step time, SD 2.1-base's architecture with random weights, bf16, at 64/128/256 px
+#             (arguments go to step_time.py after these defaults: `--batch-size 1 --methods sds vsd`)
+#   generate  the README's default job, `dreamstill generate "a red cube"`, on the GPU: its wall time and the .glb
+# Figures, logs and the .glb go to $OUT (default /tmp/gpu_checks).
 set -o pipefail
 OUT=${OUT:-/tmp/gpu_checks}
 mkdir -p "$OUT" /tmp/pkg
@@ -15,6 +18,13 @@ ln -sfn "$PWD" /tmp/pkg/dreamstill  # the repository root is the dreamstill pack
 export PYTHONPATH=/tmp/pkg${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
 python3 -c "import torch, diffusers, peft, transformers; print('torch', torch.__version__, 'diffusers', diffusers.__version__, 'peft', peft.__version__, 'transformers', transformers.__version__)" | tee -a "$OUT/gpu.txt"
-timeout 150 python3 -m pytest -q -m gpu -p no:cacheprovider tests 2>&1 | tee "$OUT/gpu_tests.txt"
-timeout "${STEP_TIME_LIMIT:-330}" python3 benchmarks/step_time.py --prior sd21-random --device cuda --dtype bf16 \
-    --methods all --resolutions 64 128 256 "$@" 2>&1 | tee "$OUT/step_time.txt"
+for part in ${GPU_CHECKS:-tests steps generate}; do
+    case $part in
+    tests) timeout 150 python3 -m pytest -q -m gpu -p no:cacheprovider tests 2>&1 | tee "$OUT/gpu_tests.txt" ;;
+    steps) timeout "${STEP_TIME_LIMIT:-330}" python3 benchmarks/step_time.py --prior sd21-random --device cuda \
+        --dtype bf16 --methods all --resolutions 64 128 256 "$@" 2>&1 | tee "$OUT/step_time.txt" ;;
+    generate) (time timeout 300 python3 -c 'import sys; from dreamstill.backend.cli import main; sys.exit(main(sys.argv[1:]))' \
+        generate "a red cube" -o "$OUT/red_cube.glb") 2>&1 | tee "$OUT/generate.txt" ;;
+    *) echo "GPU_CHECKS: unknown part '$part' (tests, steps, generate)"; exit 2 ;;
+    esac
+done
