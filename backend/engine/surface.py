@@ -152,6 +152,19 @@ def rendered_rays(views: DistillViews):
         yield out, origins, dirs
 
 
+def surface_hits(views: DistillViews, points: int, rng: torch.Generator) -> torch.Tensor:
+    """Up to ``points`` points (N, 3), drawn with ``rng``, where the step's opaque rays (opacity > 0.5) meet the
+    surface, x = o + depth * v (detached)."""
+    found = []
+    for out, origins, dirs in rendered_rays(views):
+        hit = out.opacity[..., 0].detach() > 0.5
+        found.append((origins + out.depth.detach() * dirs)[hit])
+    x = torch.cat(found)
+    if len(x) > points:
+        x = x[torch.randperm(len(x), generator=rng)[:points].to(x.device)]
+    return x
+
+
 @dataclass
 class Eikonal:
     """weight * E[(||grad d(x)|| - 1)^2] at ``points`` points uniform in the field's ball."""
@@ -179,15 +192,9 @@ class NormalSmoothness:
     rng: torch.Generator
 
     def __call__(self, views: DistillViews) -> torch.Tensor:
-        found = []
-        for out, origins, dirs in rendered_rays(views):
-            hit = out.opacity[..., 0].detach() > 0.5
-            found.append((origins + out.depth.detach() * dirs)[hit])
-        x = torch.cat(found)
+        x = surface_hits(views, self.points, self.rng)
         if len(x) == 0:
             return views.z.new_zeros(())
-        if len(x) > self.points:
-            x = x[torch.randperm(len(x), generator=self.rng)[: self.points].to(x.device)]
         loss = normal_smoothness_loss(self.sdf_field.normals, x, self.jitter, self.rng, self.power)
         return self.weight * loss
 

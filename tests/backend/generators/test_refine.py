@@ -143,6 +143,7 @@ def test_sdf_draft_refines_geometry_then_texture_with_the_distance_frozen(tiny_p
     from dreamstill.backend.generators.refine import (
         REFINE_MAX_STEP_PERCENT,
         REFINE_SDF_GEOMETRY_LR,
+        DraftAnchor,
         RefinableSDFField,
         refine_optimizer,
     )
@@ -155,7 +156,8 @@ def test_sdf_draft_refines_geometry_then_texture_with_the_distance_frozen(tiny_p
     optimizer = refine_optimizer(fields, 0, spec, tiny_prior)
     field = optimizer.field
     assert isinstance(field, RefinableSDFField) and optimizer.plan == (("geometry", 3), ("texture", 1))
-    assert optimizer.stage == "geometry" and len(optimizer.regularizers) == 3  # eikonal, smoothness, orientation
+    assert optimizer.stage == "geometry" and len(optimizer.regularizers) == 4  # eikonal, smoothness, orientation
+    assert isinstance(optimizer.regularizers[-1], DraftAnchor)  # and the draft anchor
     cfg = optimizer.defaults.surface
     assert [g["lr"] for g in optimizer.optimizer.param_groups] == [REFINE_SDF_GEOMETRY_LR, cfg.albedo_lr]
     # a draft is refined at low noise only: t <= 0.5 T from the first step (ASD's own schedule starts at 0.98 T)
@@ -179,6 +181,37 @@ def test_sdf_draft_refines_geometry_then_texture_with_the_distance_frozen(tiny_p
     assert not torch.equal(albedo2, albedo1)
     lr_spec = JobSpec(**{**spec.to_dict(), "lr": 0.005})
     assert refine_optimizer(fields, 0, lr_spec, tiny_prior).optimizer.param_groups[0]["lr"] == 0.005
+
+
+def test_the_draft_anchor_is_zero_at_the_draft_and_holds_the_refinement_near_it(tiny_prior, monkeypatch):
+    """DraftAnchor: 0 while the refined distance is the draft's; 6 geometry steps with a dominant anchor end nearer
+    the draft's distance than the same steps without it (same seeds)."""
+    from dreamstill.backend.generators import refine
+    from dreamstill.backend.render.cameras import sample_cameras
+
+    text = tiny_prior.encode_text(["a red cube"])
+    fields = sdf_fields("triplane", text_dim=text.tokens.shape[-1])
+    spec = JobSpec(prompt="a red cube", prior="tiny", mode="instant", refine_steps=8, resolution=16, batch_size=1)
+    x = torch.rand(400, 3, generator=torch.Generator().manual_seed(5)) * 1.6 - 0.8
+    with torch.no_grad():
+        d_draft = fields.sdf(0, x)
+    drift = {}
+    for weight in (0.0, 1e6):
+        monkeypatch.setattr(refine, "REFINE_DRAFT_ANCHOR_WEIGHT", weight)
+        optimizer = refine.refine_optimizer(fields, 0, spec, tiny_prior)
+        anchors = [r for r in optimizer.regularizers if isinstance(r, refine.DraftAnchor)]
+        assert len(anchors) == (weight > 0)
+        if anchors:
+            cams = sample_cameras(1, torch.Generator().manual_seed(0))
+            views = optimizer.distill.render(
+                optimizer.field, optimizer.background, cams, 0, 8, optimizer.camera_rng, optimizer.noise_rng
+            )
+            assert float(anchors[0](views).detach()) == 0.0
+        list(itertools.islice((e for e in optimizer.run() if hasattr(e, "loss")), 6))
+        assert optimizer.stage == "geometry" and optimizer.step == 6
+        with torch.no_grad():
+            drift[weight] = float((optimizer.field.sdf(x) - d_draft).abs().mean())
+    assert 0 < drift[1e6] < 0.5 * drift[0.0], drift
 
 
 def test_surface_refine_plan_splits_refine_steps_three_to_one():
