@@ -56,10 +56,13 @@ REFINE_SDF_GEOMETRY_LR = 5e-4
 # its shape, and high-noise steps re-shape it. On the world-pretrained generator (10k steps), 100 SDS steps took "a
 # green sphere on top of a pink capsule" from the draft's IoU 0.86 to 0.51 (two parts) uncapped, to 0.79 capped
 REFINE_MAX_STEP_PERCENT = 0.5
-# w_a of DraftAnchor (module docstring) and its points per step (surface hits, and as many uniform in the ball).
-# 100 SDS steps on 6 held-out compositions: IoU 0.761 -> 0.793 at 1e4 (1e5 keeps the draft's shape, 0.887 on 2 of
-# them, but its colours drift: similarity 0.71 -> 0.61); docs/results/instant_refine_cpu.md
-REFINE_DRAFT_ANCHOR_WEIGHT = 1e4
+# w_a of DraftAnchor (module docstring) and its points per step (surface hits, and as many uniform in the ball), and
+# the albedo's Adam rate while refining (the surface stage's is 1e-2). 100 SDS steps on 6 held-out compositions
+# (docs/results/instant_refine_cpu.md; the draft: R@1 0.948, IoU 0.827; 400 per-prompt SDS steps 0.927, 0.790):
+# no anchor, albedo 1e-2: 0.875, 0.761; anchor 1e4: 0.864, 0.793; anchor 1e4, albedo 1e-3: 0.953, 0.785;
+# anchor 3e4, albedo 1e-3: 0.943, 0.818; anchor 1e5, albedo 1e-3: 0.953, 0.829 (the draft's shape, kept whole)
+REFINE_DRAFT_ANCHOR_WEIGHT = 3e4
+REFINE_ALBEDO_LR = 1e-3
 REFINE_DRAFT_ANCHOR_POINTS = 2048
 # an SDF draft's refinement: the texture stage's share of refine_steps when JobSpec.texture_steps is 0, the
 # per-prompt surface stage's geometry : texture split (3/8 : 1/8 of steps, so 1/4 of the surface stage's)
@@ -232,12 +235,14 @@ def refine_optimizer(fields: GeneratedFields, index: int, spec: JobSpec, prior) 
 
 def refine_surface_optimizer(optimizer: AssetOptimizer, field: RefinableSDFField, plan) -> AssetOptimizer:
     """``optimizer`` set to run ``plan`` (surface_refine_plan) on ``field`` with the per-prompt surface stage's
-    optimizer groups (the distance at the spec's lr, 0: REFINE_SDF_GEOMETRY_LR; the albedo at albedo_lr), shading,
+    optimizer groups (the distance at the spec's lr, 0: REFINE_SDF_GEOMETRY_LR; the albedo at REFINE_ALBEDO_LR), shading,
     render settings, regularizers and beta anneal (engine.surface.SurfaceStages, entered with this field instead of
     one fitted to a density), its timesteps capped at REFINE_MAX_STEP_PERCENT T."""
     if optimizer.surface is None:  # surface=False in the spec: an SDF draft is refined as a surface all the same
         optimizer.surface = SurfaceStages(optimizer.defaults.surface, optimizer.spec)
-    optimizer.surface.config = dataclasses.replace(optimizer.surface.config, max_step_percent=REFINE_MAX_STEP_PERCENT)
+    optimizer.surface.config = dataclasses.replace(
+        optimizer.surface.config, max_step_percent=REFINE_MAX_STEP_PERCENT, albedo_lr=REFINE_ALBEDO_LR
+    )
     optimizer.plan = plan
     geometry_lr = optimizer.spec.lr or REFINE_SDF_GEOMETRY_LR
     optimizer.surface.enter_surface(optimizer, field, plan[0][0], geometry_lr)

@@ -141,6 +141,7 @@ def test_refinable_sdf_gradient_matches_finite_differences(arch):
 
 def test_sdf_draft_refines_geometry_then_texture_with_the_distance_frozen(tiny_prior):
     from dreamstill.backend.generators.refine import (
+        REFINE_ALBEDO_LR,
         REFINE_MAX_STEP_PERCENT,
         REFINE_SDF_GEOMETRY_LR,
         DraftAnchor,
@@ -159,7 +160,7 @@ def test_sdf_draft_refines_geometry_then_texture_with_the_distance_frozen(tiny_p
     assert optimizer.stage == "geometry" and len(optimizer.regularizers) == 4  # eikonal, smoothness, orientation
     assert isinstance(optimizer.regularizers[-1], DraftAnchor)  # and the draft anchor
     cfg = optimizer.defaults.surface
-    assert [g["lr"] for g in optimizer.optimizer.param_groups] == [REFINE_SDF_GEOMETRY_LR, cfg.albedo_lr]
+    assert [g["lr"] for g in optimizer.optimizer.param_groups] == [REFINE_SDF_GEOMETRY_LR, REFINE_ALBEDO_LR]
     # a draft is refined at low noise only: t <= 0.5 T from the first step (ASD's own schedule starts at 0.98 T)
     t_max = optimizer.method.config.schedule.bounds(0, spec.refine_steps, 1000)[1]
     assert REFINE_MAX_STEP_PERCENT == 0.5 and t_max == 500
