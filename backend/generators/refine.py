@@ -213,15 +213,15 @@ def refine_optimizer(fields: GeneratedFields, index: int, spec: JobSpec, prior) 
     """A per-prompt optimizer for ``spec.refine_steps`` steps of ``spec.method`` whose field is prompt ``index`` of
     ``fields``: a density generator's as a RefinableField, Adam at ``spec.lr`` (0: REFINE_LR), in the spec's stage
     plan; an SDF generator's as a RefinableSDFField in the surface stage (``refine_surface_optimizer``, the spec's lr
-    or REFINE_SDF_GEOMETRY_LR on its distance), held near the draft by a DraftAnchor. Raises what AssetOptimizer raises for a bad method option (KeyError,
-    ValueError), ValueError for a bad stage split."""
+    or REFINE_SDF_GEOMETRY_LR on its distance), its geometry stage held near the draft by a DraftAnchor. Raises what
+    AssetOptimizer raises for a bad method option (KeyError, ValueError), ValueError for a bad stage split."""
     sdf = fields.decoding.geometry == "sdf"
     plan = surface_refine_plan(spec) if sdf else None
     optimizer = AssetOptimizer(refine_spec(spec), prior=prior)
     if sdf:
         field = RefinableSDFField(fields, index).to(optimizer.device)
         refine_surface_optimizer(optimizer, field, plan)
-        if REFINE_DRAFT_ANCHOR_WEIGHT > 0 and plan[0][0] == "geometry":
+        if REFINE_DRAFT_ANCHOR_WEIGHT > 0:  # the plan starts with the geometry stage (surface_refine_plan)
             anchor = DraftAnchor(
                 field, fields, index, REFINE_DRAFT_ANCHOR_WEIGHT, REFINE_DRAFT_ANCHOR_POINTS, optimizer.surface.rng
             )
@@ -235,9 +235,9 @@ def refine_optimizer(fields: GeneratedFields, index: int, spec: JobSpec, prior) 
 
 def refine_surface_optimizer(optimizer: AssetOptimizer, field: RefinableSDFField, plan) -> AssetOptimizer:
     """``optimizer`` set to run ``plan`` (surface_refine_plan) on ``field`` with the per-prompt surface stage's
-    optimizer groups (the distance at the spec's lr, 0: REFINE_SDF_GEOMETRY_LR; the albedo at REFINE_ALBEDO_LR), shading,
-    render settings, regularizers and beta anneal (engine.surface.SurfaceStages, entered with this field instead of
-    one fitted to a density), its timesteps capped at REFINE_MAX_STEP_PERCENT T."""
+    optimizer groups (the distance at the spec's lr, 0: REFINE_SDF_GEOMETRY_LR; the albedo at REFINE_ALBEDO_LR),
+    shading, render settings, regularizers and beta anneal (engine.surface.SurfaceStages, entered with this field
+    instead of one fitted to a density), its timesteps capped at REFINE_MAX_STEP_PERCENT T."""
     if optimizer.surface is None:  # surface=False in the spec: an SDF draft is refined as a surface all the same
         optimizer.surface = SurfaceStages(optimizer.defaults.surface, optimizer.spec)
     optimizer.surface.config = dataclasses.replace(
