@@ -142,13 +142,14 @@ def carved_occupancy(
     opacity: float,
     view_share: float = 1e-9,
     keep_apart: int = 1,
-    accept: Callable[[np.ndarray, float], bool] | None = None,
+    clean: Callable[[np.ndarray], np.ndarray] | None = None,
+    accept: Callable[[np.ndarray], bool] | None = None,
 ):
     """(occupancy (n, n, n) bool, lo, spacing) of the solid the cameras at ``viewpoints`` see in the density on the
     box grid (mesh.voxels.carve_seen_space), a voxel carved when at least ``view_share`` of the cameras (and at least
-    one) see it empty, never joining the ``keep_apart`` largest parts one camera's carving leaves apart; while
-    ``accept(solid, spacing)`` is False the votes needed double. Raises EmptyFieldError when no camera sees anything
-    opaque."""
+    one) see it empty, never joining the ``keep_apart`` largest parts one camera's carving leaves apart, then passed
+    through ``clean`` (None: as it is); while ``accept(solid)`` is False the votes needed double. Raises
+    EmptyFieldError when no camera sees anything opaque."""
     from ..mesh.extract import _infer_device, sample_density_grid
     from ..mesh.types import EmptyFieldError
 
@@ -157,26 +158,26 @@ def carved_occupancy(
     grid = sample_density_grid(density_fn, [axis] * 3, chunk, _infer_device(density_fn))
     min_views = max(1, math.ceil(view_share * len(viewpoints) - 1e-9))
     empty_views = seen_empty_views(grid, -bound, spacing, viewpoints, opacity)
+    clean = clean or (lambda occ: occ)
     occ = solid_of_votes(empty_views, min_views, keep_apart)
-    while accept is not None and not accept(occ, spacing) and 2 * min_views <= len(viewpoints):
+    solid = clean(occ)
+    while accept is not None and not accept(solid) and 2 * min_views <= len(viewpoints):
         min_views *= 2
         occ = solid_of_votes(empty_views, min_views, keep_apart)
+        solid = clean(occ)
     if occ.all() or not occ.any():
         raise EmptyFieldError(
             "The density field has no surface to start the SDF from: no camera sees a ray reach the SDF init's carve_opacity. Run the "
             "density stage for more steps."
         )
-    return occ, float(-bound), spacing
+    return solid, float(-bound), spacing
 
 
-def cleaned_genus_per_part(occ: np.ndarray, spacing: float, cfg: SDFInitConfig) -> float:
-    """Handles per part of ``occ`` after ``clean_solid`` (the surface of its signed distance: genus g from the
-    Euler number chi = 2 parts - 2 g)."""
+def genus_per_part(solid: np.ndarray, spacing: float) -> float:
+    """Handles per part of ``solid`` (the surface of its signed distance: genus g from the Euler number
+    chi = 2 parts - 2 g); 0 for an empty solid."""
     from ..mesh.cleanup import marching_cubes_sdf, topology
 
-    solid = clean_solid(
-        occ, spacing, cfg.keep_components, cfg.close_radius, cfg.min_part_fraction, cfg.keep_apart, cfg.fill_cavities
-    )
     if not solid.any():
         return 0.0
     counts = topology(marching_cubes_sdf(signed_distance(solid, spacing), 1.0))
@@ -189,8 +190,16 @@ def sdf_grid_from_density(
     """Steps 1-3 of the module docstring. With ``viewpoints`` (K, 3), the cameras the distillation sees the asset
     from, the solid is what they see (``carved_occupancy``) instead of the density above a level."""
     cfg = (config or SDFInitConfig()).validate()
+    h = 2.0 * bound / (cfg.resolution - 1)
+
+    def cleaned(occ: np.ndarray) -> np.ndarray:
+        return clean_solid(
+            occ, h, cfg.keep_components, cfg.close_radius, cfg.min_part_fraction, cfg.keep_apart, cfg.fill_cavities
+        )
+
     if viewpoints is not None:
-        occ, lo, h = carved_occupancy(
+        cap = cfg.max_genus_per_part
+        solid, lo, _ = carved_occupancy(
             density_fn,
             bound,
             cfg.resolution,
@@ -199,16 +208,13 @@ def sdf_grid_from_density(
             cfg.carve_opacity,
             cfg.carve_view_share,
             cfg.keep_apart,
-            None
-            if cfg.max_genus_per_part is None
-            else lambda occ, h: cleaned_genus_per_part(occ, h, cfg) <= cfg.max_genus_per_part,
+            cleaned,
+            None if cap is None else lambda solid: genus_per_part(solid, h) <= cap,
         )
     else:
         occ, _, lo, h = occupancy_of_density(density_fn, bound, cfg.resolution, cfg.level, cfg.chunk)
-    occ = clean_solid(
-        occ, h, cfg.keep_components, cfg.close_radius, cfg.min_part_fraction, cfg.keep_apart, cfg.fill_cavities
-    )
-    return SDFGrid(signed_distance(occ, h), lo, h)
+        solid = cleaned(occ)
+    return SDFGrid(signed_distance(solid, h), lo, h)
 
 
 # --- fitting -------------------------------------------------------------------------------------------------------

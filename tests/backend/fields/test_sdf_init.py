@@ -72,14 +72,14 @@ def frame_density(x: torch.Tensor) -> torch.Tensor:
 def test_the_votes_double_while_the_solid_is_a_lattice():
     """One vote (or 8 of 96) carves the frame's inside through its windows, a genus-5 lattice; with
     max_genus_per_part 1 the votes double until the solid has at most one handle, and the inside is solid again."""
-    from dreamstill.backend.fields.sdf_init import cleaned_genus_per_part
+    from dreamstill.backend.fields.sdf_init import genus_per_part
     from dreamstill.backend.mesh.voxels import orbit_viewpoints
 
     cameras = orbit_viewpoints((-10.0, 45.0), 2.5)
     base = SDFInitConfig(resolution=48, close_radius=0.0)
     lattice = sdf_grid_from_density(frame_density, 1.0, replace(base, max_genus_per_part=None), cameras)
     capped = sdf_grid_from_density(frame_density, 1.0, base, cameras)
-    genus = lambda grid: cleaned_genus_per_part(grid.values < 0, grid.spacing, base)  # noqa: E731
+    genus = lambda grid: genus_per_part(grid.values < 0, grid.spacing)  # noqa: E731
     assert genus(lattice) >= 4 and genus(capped) <= 1
     centre = torch.zeros(1, 3)
     assert lattice.sample(centre).item() > 0 > capped.sample(centre).item()
