@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # The device checks in one run, for a session lent a GPU machine (its image has torch, peft and transformers; carry
 # diffusers, pyzmq, trimesh, xatlas and fast-simplification as wheels in .whl/). GPU_CHECKS names the parts, in order
-# (default: all three):
+# (default: tests steps generate):
 #   tests     the GPU tests (pytest -m gpu)
 #   steps     every method's step time, SD 2.1-base's architecture with random weights, bf16, at 64/128/256 px
 #             (arguments go to step_time.py after these defaults: `--batch-size 1 --methods sds vsd`)
 #   generate  the README's default job, `dreamstill generate "a red cube"`, on the GPU: its wall time and the .glb
+#   grid      ScaleDreamer's method x corpus table (benchmarks/generator_grid.sh; GRID_ARCHS, GRID_METHODS,
+#             GRID_STEPS, GRID_JOBS; stopped after GRID_LIMIT seconds): every scored cell's JSON and grid, and each
+#             run's log, in $OUT/grid.tar.gz (a device run returns at most 8 files)
 # Figures, logs and the .glb go to $OUT (default /tmp/gpu_checks).
 set -o pipefail
 OUT=${OUT:-/tmp/gpu_checks}
@@ -25,6 +28,10 @@ for part in ${GPU_CHECKS:-tests steps generate}; do
         --dtype bf16 --methods all --resolutions 64 128 256 "$@" 2>&1 | tee "$OUT/step_time.txt" ;;
     generate) (time timeout 300 python3 -c 'import sys; from dreamstill.backend.cli import main; sys.exit(main(sys.argv[1:]))' \
         generate "a red cube" -o "$OUT/red_cube.glb") 2>&1 | tee "$OUT/generate.txt" ;;
-    *) echo "GPU_CHECKS: unknown part '$part' (tests, steps, generate)"; exit 2 ;;
+    grid) OUT="$OUT/grid" ARCHS=${GRID_ARCHS:-triplane} METHODS=${GRID_METHODS:-"asd sds"} STEPS=${GRID_STEPS:-2500} \
+        JOBS=${GRID_JOBS:-6} timeout "${GRID_LIMIT:-500}" bash benchmarks/generator_grid.sh > "$OUT/grid.txt" 2>&1
+        pkill -f dreamstill.backend.cli; cat "$OUT/grid.txt"
+        tar -czf "$OUT/grid.tar.gz" -C "$OUT" --exclude='*.pt' grid ;;
+    *) echo "GPU_CHECKS: unknown part '$part' (tests, steps, generate, grid)"; exit 2 ;;
     esac
 done
