@@ -108,7 +108,10 @@ class InstantAsset(FieldAsset):
         from ..engine.surface_mesh import SurfaceMeshSettings, surface_mesh_phases
 
         prompt = self.spec.prompt
-        settings = SurfaceMeshSettings().for_objects(objects_in_prompt(prompt), objects_apart_in_prompt(prompt))
+        # no denoising: its seconds would be most of instant mode's half second (a refinement's mesh has it)
+        settings = SurfaceMeshSettings(denoise=None).for_objects(
+            objects_in_prompt(prompt), objects_apart_in_prompt(prompt)
+        )
         return surface_mesh_phases(
             self.field, self.device, resolution, texture_size, max_faces, settings, self.warnings
         )
