@@ -8,8 +8,8 @@ decimation -> smooth normals -> baked texture, phase by phase like engine.meshin
             (watertight inside the box: the grid is padded with outside); clean-up (mesh/cleanup.py: welding, the
             same parts kept, small holes filled, outward faces);
   decimate  quadric decimation to ``max_faces``, welded again (collapses leave duplicate vertices), then
-            feature-preserving denoising (mesh/denoise.py: bilateral normal filtering; faces flatten, creases stay,
-            connectivity is kept) unless ``denoise`` is None;
+            flat faces made flat (mesh/planes.py: a light Taubin smoothing, then the planar regions found and
+            snapped onto their planes; curved surfaces keep their shape) unless ``planes`` is None;
   bake      smooth vertex normals and vertex colours, then a texture_size^2 UV bake of the albedo
             (engine.meshing.appearance_phases).
 """
@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Generator
 from dataclasses import dataclass, field, replace
 
-from ..mesh.denoise import DenoiseSettings
+from ..mesh.planes import PlaneSettings
 from .meshing import appearance_phases, decimate_or_warn, field_functions
 
 
@@ -34,8 +34,8 @@ class SurfaceMeshSettings:
     min_part_fraction: float = 0.03  # parts smaller than this fraction of the largest are dropped (floaters)
     keep_apart: int = 1  # up to this many parts are closed each on its own (the prompt's objects that stand apart)
     max_hole_edges: int = 64
-    # the SDS noise's bumps on the decimated mesh (None: none); instant mode turns it off for its latency
-    denoise: DenoiseSettings | None = field(default_factory=DenoiseSettings)
+    # the flat faces of the decimated mesh snapped flat (None: not); instant mode turns it off for its latency
+    planes: PlaneSettings | None = field(default_factory=PlaneSettings)
 
     def for_objects(self, objects: int | None, apart: int = 1) -> SurfaceMeshSettings:
         """These settings for a prompt of ``objects`` objects (None: free-form, every large part kept), ``apart`` of
@@ -74,7 +74,7 @@ def surface_mesh_phases(
     engine.meshing.mesh_phase_names), return the mesh. ``field`` has ``sdf(x)``, ``field(x) -> (density, albedo)``
     and ``bound``. Raises mesh.EmptyFieldError when the SDF has no inside on the grid."""
     from ..mesh.cleanup import weld
-    from ..mesh.denoise import denoise_mesh
+    from ..mesh.planes import flatten_planar_regions
 
     sdf, albedo = field_functions(field, device, "sdf")
     yield "mesh"
@@ -82,5 +82,5 @@ def surface_mesh_phases(
     if max_faces:
         yield "decimate"
         mesh = weld(decimate_or_warn(mesh, max_faces, albedo, warnings))
-    mesh = denoise_mesh(mesh, settings.denoise)
+    mesh = flatten_planar_regions(mesh, settings.planes)
     return (yield from appearance_phases(mesh, albedo, texture_size, warnings))

@@ -108,8 +108,8 @@ class InstantAsset(FieldAsset):
         from ..engine.surface_mesh import SurfaceMeshSettings, surface_mesh_phases
 
         prompt = self.spec.prompt
-        # no denoising: its seconds would be most of instant mode's half second (a refinement's mesh has it)
-        settings = SurfaceMeshSettings(denoise=None).for_objects(
+        # flat faces are not snapped: its half second would double instant mode's (a refinement's mesh has it)
+        settings = SurfaceMeshSettings(planes=None).for_objects(
             objects_in_prompt(prompt), objects_apart_in_prompt(prompt)
         )
         return surface_mesh_phases(

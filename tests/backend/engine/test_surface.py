@@ -155,23 +155,31 @@ def test_the_surface_assets_mesh_is_watertight_light_and_smooth(tiny_spec, tiny_
     assert radial.mean() > 0.99 and radial.min() > 0.8  # smooth outward vertex normals (300 faces: some skinny)
 
 
-def test_the_surface_assets_mesh_is_denoised_unless_switched_off(tiny_spec, tiny_prior, small_surface, monkeypatch):
-    """A ball of radius 0.4 with bumps 0.015 high: the default mesh (engine.surface_mesh: denoised after decimation)
-    lies nearer the ball than the same mesh with ``mesh.denoise`` None, and has the same connectivity."""
+def test_the_surface_assets_flat_faces_are_snapped_flat_unless_switched_off(
+    tiny_spec, tiny_prior, small_surface, monkeypatch
+):
+    """A box of half-size 0.35 with bumps 0.02 high: the default mesh (engine.surface_mesh: planar regions snapped
+    after decimation) has more area within 15 degrees of the axes than with ``mesh.planes`` None, the same faces."""
     from dataclasses import replace
 
     from dreamstill.backend.engine import AssetOptimizer
+    from dreamstill.backend.mesh.cleanup import axis_aligned_area_share
 
     opt = AssetOptimizer(surface_spec(tiny_spec), prior=tiny_prior)
     opt._enter("geometry")
-    bumps = lambda x: torch.sin(23 * x[:, 0]) * torch.sin(21 * x[:, 1]) * torch.sin(19 * x[:, 2])  # noqa: E731
-    monkeypatch.setattr(opt.field, "sdf", lambda x: x.norm(dim=-1) - 0.4 - 0.015 * bumps(x))
-    off_ball = lambda m: (torch.from_numpy(m.vertices).norm(dim=-1) - 0.4).abs().mean()  # noqa: E731
-    denoised = opt.to_mesh(40, 0, 3000)
-    opt.surface.mesh_settings = replace(opt.surface.mesh_settings, denoise=None)
-    raw = opt.to_mesh(40, 0, 3000)
-    assert off_ball(denoised) < 0.7 * off_ball(raw)
-    assert (denoised.faces == raw.faces).all()
+
+    def bumpy_box(x):
+        q = x.abs() - 0.35
+        box = q.clamp(min=0).norm(dim=-1) + q.max(dim=-1).values.clamp(max=0)
+        return box - 0.02 * torch.sin(29 * x[:, 0]) * torch.sin(31 * x[:, 1]) * torch.sin(27 * x[:, 2])
+
+    monkeypatch.setattr(opt.field, "sdf", bumpy_box)
+    flat = opt.to_mesh(48, 0, 6000)
+    opt.surface.mesh_settings = replace(opt.surface.mesh_settings, planes=None)
+    raw = opt.to_mesh(48, 0, 6000)
+    assert axis_aligned_area_share(raw, 15.0) < 0.8
+    assert axis_aligned_area_share(flat, 15.0) > axis_aligned_area_share(raw, 15.0) + 0.1
+    assert (flat.faces == raw.faces).all()
 
 
 # --- regularizers in closed form -----------------------------------------------------------------------------------
