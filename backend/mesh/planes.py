@@ -6,7 +6,8 @@ scatter 5-15 degrees about the face's direction, and its rounded edges ripple. F
 Taubin's lambda|mu smoothing (trimesh: lambda 0.5, mu -0.53, no shrinkage) take the ripples off, then a region is
 grown greedily, largest first, on the faces not yet taken:
   1. direction n: of up to ``seeds`` faces drawn by area, the one whose normal has the most face area within
-     ``normal_tolerance_deg`` of it; n is then the area-weighted mean normal of those faces;
+     ``normal_tolerance_deg`` of it (estimated on 4096 faces drawn by area); n is then the area-weighted mean normal
+     of the free faces within the tolerance of it;
   2. support: the largest edge-connected set of faces within the tolerance of n, grown by the faces edge-connected
      to it whose centroids lie within ``distance_tolerance`` of its plane (a bump's flanks, the start of an edge);
   3. test: the support covers at least ``min_area_fraction`` of the mesh; it holds a disc of radius
@@ -92,13 +93,17 @@ def planar_regions(mesh: Mesh, settings: PlaneSettings = PlaneSettings()) -> lis
     min_area = settings.min_area_fraction * area.sum()
     regions = []
     while len(regions) < settings.max_planes and area[free].sum() >= min_area:
-        candidates = np.flatnonzero(free)
+        candidates = np.flatnonzero(free & (area > 0))
         p = area[candidates] / area[candidates].sum()
         picks = rng.choice(candidates, size=min(settings.seeds, len(candidates)), replace=False, p=p)
-        support = (normals[picks] @ normals[candidates].T > cos_tol) @ area[candidates]
+        sample = rng.choice(candidates, size=4096, p=p)  # area-weighted: a count of them estimates an area
+        support = (normals[picks] @ normals[sample].T > cos_tol).sum(axis=1)
         near = free & (normals @ normals[picks[int(np.argmax(support))]] > cos_tol)
         normal = (normals[near] * area[near, None]).sum(axis=0)
         normal /= np.linalg.norm(normal)
+        if not (free & (normals @ normal > cos_tol)).any():  # the mean of a wide spread: none near it
+            free &= ~near
+            continue
         labels = edge_components(free & (normals @ normal > cos_tol), pairs)
         core = labels == np.argmax(np.bincount(labels[labels >= 0], weights=area[labels >= 0]))
         offset = np.average(centroids[core] @ normal, weights=area[core])
