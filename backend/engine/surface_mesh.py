@@ -1,5 +1,5 @@
 """The mesh of a signed-distance asset (the surface stage's): repaired SDF grid -> marching cubes -> clean-up ->
-decimation -> smooth normals -> baked texture, phase by phase like engine.meshing.
+decimation -> flat faces snapped -> smooth normals -> baked texture, phase by phase like engine.meshing.
 
   mesh      d sampled on a resolution^3 grid over the box; its solid {d < 0} repaired (mesh/voxels.py: the largest
             part per object of the prompt, none under ``min_part_fraction`` of the largest, tunnels and pits
