@@ -16,7 +16,7 @@ grown greedily, largest first, on the faces not yet taken:
      ring, about 0.6); and the quadric height field fitted to it in the plane's frame, h(u, v) = a u^2 + b uv +
      c v^2 + d u + e v + f (area-weighted least squares), has principal curvatures (the eigenvalues of
      [[2a, b], [b, 2c]]) of magnitude at most ``max_curvature``: a sphere's cap or a cylinder's strip has 1 / radius,
-     a bumpy flat face's bumps average out.
+     a bumpy flat face's bumps average out. An accepted support is taken; a rejected one's core is not tried again.
 Each vertex of an accepted region moves towards its plane n . x = d (a vertex of several regions: the nearest of
 their planes, so no face collapses), x <- x - w (n . x - d) n with w = min(1, b / ``blend``), b its distance to the
 nearest vertex outside the region: the face is flat inside and meets the rounded edge without a step.
