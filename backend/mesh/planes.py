@@ -101,10 +101,11 @@ def planar_regions(mesh: Mesh, settings: PlaneSettings = PlaneSettings()) -> lis
         near = free & (normals @ normals[picks[int(np.argmax(support))]] > cos_tol)
         normal = (normals[near] * area[near, None]).sum(axis=0)
         normal /= np.linalg.norm(normal)
-        if not (free & (normals @ normal > cos_tol)).any():  # the mean of a wide spread: none near it
+        aligned = free & (normals @ normal > cos_tol)
+        if not aligned.any():  # the mean of a wide spread: none near it
             free &= ~near
             continue
-        labels = edge_components(free & (normals @ normal > cos_tol), pairs)
+        labels = edge_components(aligned, pairs)
         core = labels == np.argmax(np.bincount(labels[labels >= 0], weights=area[labels >= 0]))
         offset = np.average(centroids[core] @ normal, weights=area[core])
         grown = edge_components(
@@ -186,7 +187,7 @@ def snap_to_planes(mesh: Mesh, regions: list[PlanarRegion], blend: float = 0.0) 
         border = cKDTree(x[~inside]).query(x[idx])[0] if (~inside).any() else np.full(len(idx), np.inf)
         weight = np.clip(border / blend, 0.0, 1.0) if blend > 0 else np.ones(len(idx))
         gap[idx], move[idx] = d, -(weight * d)[:, None] * r.normal
-    return mesh.copy(vertices=(x + move).astype(np.float32), normals=None)
+    return mesh.copy(vertices=(x + move).astype(np.float32))  # copy drops the old vertex normals
 
 
 def mean_edge(mesh: Mesh) -> float:
@@ -203,7 +204,7 @@ def taubin_smooth(mesh: Mesh, iterations: int) -> Mesh:
 
     smoothed = trimesh.Trimesh(mesh.vertices.astype(np.float64), mesh.faces, process=False)
     trimesh.smoothing.filter_taubin(smoothed, iterations=iterations)
-    return mesh.copy(vertices=np.asarray(smoothed.vertices, np.float32), normals=None)
+    return mesh.copy(vertices=np.asarray(smoothed.vertices, np.float32))
 
 
 def flatten_planar_regions(mesh: Mesh, settings: PlaneSettings | None = PlaneSettings()) -> Mesh:
