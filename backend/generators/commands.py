@@ -7,6 +7,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+from ..priors import PRIOR_DTYPES
 from .config import CHECKPOINT_NAME, TOY_CORPORA, GeneratorTrainConfig, load_corpus
 
 ARCHITECTURES = ("3dconv", "hyper-ingp", "triplane")
@@ -24,6 +25,12 @@ def register(subparsers) -> None:
     p.add_argument("--method", choices=["asd", "sds", "csd", "vsd"], default=d.method)
     p.add_argument("--corpus", default=d.corpus, help=f"{', '.join(TOY_CORPORA)} or a file with one prompt a line")
     p.add_argument("--prior", default=d.prior)
+    p.add_argument(
+        "--prior-dtype",
+        choices=list(PRIOR_DTYPES),
+        default=d.prior_dtype,
+        help="what the frozen prior runs in (auto: bfloat16 on CUDA, float32 on CPU); the generator trains in float32",
+    )
     p.add_argument("-o", "--output", type=Path, required=True, help="folder for checkpoints and render grids")
     p.add_argument("--steps", type=int, default=d.steps)
     p.add_argument("--prompts-per-step", type=int, default=d.prompts_per_step)
@@ -149,6 +156,7 @@ def train_generator(args: argparse.Namespace) -> int:
         method=args.method,
         corpus=args.corpus,
         prior=args.prior,
+        prior_dtype=args.prior_dtype,
         steps=args.steps,
         prompts_per_step=args.prompts_per_step,
         views_per_prompt=args.views_per_prompt,

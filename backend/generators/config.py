@@ -15,6 +15,7 @@ class GeneratorTrainConfig:
     method: str = "asd"
     corpus: str = "toy2000"
     prior: str = "builtin"
+    prior_dtype: str = "auto"  # priors.PRIOR_DTYPES: "auto" = bf16 on CUDA, float32 on CPU
     steps: int = 2000
     prompts_per_step: int = 4
     views_per_prompt: int = 1

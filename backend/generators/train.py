@@ -46,7 +46,7 @@ from ..engine.images import contact_sheet, save_png
 from ..engine.step import DistillStep, DistillViews, wants_view_prompts
 from ..fields import Background
 from ..fields.sdf import geometric_anneal
-from ..priors import load_prior
+from ..priors import PRIOR_DTYPES, load_prior
 from ..priors.base import TextEmbedding
 from ..render import RenderSettings, render
 from ..render.cameras import orbit_cameras, sample_cameras
@@ -60,7 +60,7 @@ class GeneratorTrainer:
     def __init__(self, config: GeneratorTrainConfig, out_dir: Path, prior=None, rank: int = 0, world_size: int = 1):
         self.config, self.out_dir = config, Path(out_dir)
         self.rank, self.world_size = rank, world_size
-        self.prior = prior if prior is not None else load_prior(config.prior)
+        self.prior = prior if prior is not None else load_prior(config.prior, dtype=PRIOR_DTYPES[config.prior_dtype])
         self.device = self.prior.device
         self.prompts = load_corpus(config.corpus)
         self.text = self._encode(self.prompts)

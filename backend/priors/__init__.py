@@ -17,7 +17,18 @@ import torch
 from .base import Prior, TextEmbedding
 from .diffusers_prior import DiffusersPrior, PriorNotFoundError, default_device, default_dtype
 
-__all__ = ["Prior", "TextEmbedding", "PriorNotFoundError", "DiffusersPrior", "load_prior", "clear_prior_cache"]
+__all__ = [
+    "Prior",
+    "TextEmbedding",
+    "PriorNotFoundError",
+    "DiffusersPrior",
+    "PRIOR_DTYPES",
+    "load_prior",
+    "clear_prior_cache",
+]
+
+# what a setting may ask the prior to run in; "auto" is the device's default (bf16 on CUDA, fp32 on CPU)
+PRIOR_DTYPES = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16}
 
 _CACHE: dict[tuple[str, str, torch.dtype], Prior] = {}
 _LOCK = threading.Lock()

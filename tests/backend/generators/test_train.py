@@ -100,6 +100,24 @@ def test_cli_bad_corpus_and_changed_resume_fail_cleanly(tmp_path, toy_corpus):
     assert main(run) == 0
     with pytest.raises(SystemExit, match="--resume: .*seed=0; this run has seed=1"):
         main(run + ["--resume", "--seed", "1"])
+    with pytest.raises(SystemExit, match="--resume: .*prior_dtype='auto'; this run has prior_dtype='bfloat16'"):
+        main(run + ["--resume", "--prior-dtype", "bfloat16"])
+
+
+def test_prior_dtype_picks_the_priors_precision_and_the_generator_stays_float32(tmp_path, tiny_train_config):
+    """--prior-dtype bfloat16 on the CPU: the frozen prior runs in bf16 (as "auto" does on CUDA), the generator's
+    weights and updates stay float32; "auto" on the CPU is float32."""
+    from dreamstill.backend.generators.train import GeneratorTrainer
+
+    auto = GeneratorTrainer(tiny_train_config(), tmp_path / "auto")
+    assert auto.prior.dtype == torch.float32
+    trainer = GeneratorTrainer(tiny_train_config(prior_dtype="bfloat16"), tmp_path / "bf16")
+    assert trainer.prior.dtype == torch.bfloat16
+    before = weights(trainer).clone()
+    trainer.train_step()
+    after = weights(trainer)
+    assert after.dtype == torch.float32 and torch.isfinite(after).all()
+    assert not torch.equal(before, after)
 
 
 def test_kept_checkpoints_are_the_run_at_those_steps(tiny_prior, tmp_path, tiny_train_config):
