@@ -304,10 +304,7 @@ def follow_split(before: Mesh, after: Mesh) -> Mesh:
 def axis_aligned_area_share(mesh: Mesh, degrees: float = 15.0, rotation_z_deg: float = 0.0) -> float:
     """Share of the surface area whose face normal lies within ``degrees`` of one of the six axis directions of a
     frame rotated by ``rotation_z_deg`` about Z (a cube's face directions)."""
-    a, b, c = (mesh.vertices[mesh.faces[:, k]].astype(np.float64) for k in range(3))
-    cross = np.cross(b - a, c - a)
-    area = 0.5 * np.linalg.norm(cross, axis=1)
-    normal = cross / np.maximum(2 * area, 1e-30)[:, None]
+    normal, area = mesh.face_normals_and_areas()
     th = np.deg2rad(rotation_z_deg)
     rot = np.array([[np.cos(th), np.sin(th), 0.0], [-np.sin(th), np.cos(th), 0.0], [0.0, 0.0, 1.0]])
     local = normal @ rot.T  # components in the rotated frame

@@ -58,14 +58,6 @@ class PlanarRegion:
     offset: float  # the plane n . x = offset
 
 
-def face_frames(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(centroids (F, 3), unit normals (F, 3), areas (F,))."""
-    a, b, c = (vertices[faces[:, k]] for k in range(3))
-    cross = np.cross(b - a, c - a)
-    area = 0.5 * np.linalg.norm(cross, axis=1)
-    return (a + b + c) / 3.0, cross / np.maximum(2.0 * area, 1e-30)[:, None], area
-
-
 def max_curvature(points: np.ndarray, weights: np.ndarray, normal: np.ndarray) -> float:
     """The largest principal curvature magnitude of the quadric height field fitted to ``points`` over the plane
     through their weighted mean with ``normal`` (the module's step 3); inf when too few points to fit it."""
@@ -85,7 +77,8 @@ def planar_regions(mesh: Mesh, settings: PlaneSettings = PlaneSettings()) -> lis
     import trimesh
 
     vertices, faces = mesh.vertices.astype(np.float64), mesh.faces.astype(np.int64)
-    centroids, normals, area = face_frames(vertices, faces)
+    normals, area = mesh.face_normals_and_areas()
+    centroids = vertices[faces].mean(axis=1)
     pairs = trimesh.Trimesh(vertices, faces, process=False).face_adjacency
     cos_tol = np.cos(np.radians(settings.normal_tolerance_deg))
     rng = np.random.default_rng(settings.seed)

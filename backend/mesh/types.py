@@ -78,8 +78,14 @@ class Mesh:
 
     def face_areas(self) -> np.ndarray:
         """(M,) triangle areas 0.5 * |(b - a) x (c - a)|."""
+        return self.face_normals_and_areas()[1]
+
+    def face_normals_and_areas(self) -> tuple[np.ndarray, np.ndarray]:
+        """((M, 3) unit face normals (b - a) x (c - a) / |...|, (M,) areas), float64; a degenerate face's normal is 0."""
         a, b, c = (self.vertices[self.faces[:, k]].astype(np.float64) for k in range(3))
-        return 0.5 * np.linalg.norm(np.cross(b - a, c - a), axis=1)
+        cross = np.cross(b - a, c - a)
+        area = 0.5 * np.linalg.norm(cross, axis=1)
+        return cross / np.maximum(2.0 * area, 1e-30)[:, None], area
 
     def copy(self, **changes) -> Mesh:
         """A copy with some fields replaced (arrays not named are shared, not copied). New vertices drop the
