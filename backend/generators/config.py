@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 CHECKPOINT_NAME = "generator.pt"
+LOSS_LOG_NAME = "losses.csv"  # step,loss: a row per training step (generators.train.open_loss_log)
 
 
 @dataclass

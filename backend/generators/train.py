@@ -51,7 +51,7 @@ from ..priors.base import TextEmbedding
 from ..render import RenderSettings, render
 from ..render.cameras import orbit_cameras, sample_cameras
 from . import build_generator
-from .config import CHECKPOINT_NAME, GeneratorTrainConfig, load_corpus
+from .config import CHECKPOINT_NAME, LOSS_LOG_NAME, GeneratorTrainConfig, load_corpus
 from .shape_init import ShapeTeacher, WorldTarget, reconstruction_loss, require_toy_world
 
 
@@ -287,9 +287,12 @@ class GeneratorTrainer:
 
         c = self.config
         bar = tqdm(total=c.steps, initial=self.step, disable=not progress or self.rank != 0, unit="step")
+        losses = open_loss_log(self.out_dir / LOSS_LOG_NAME, self.step) if self.rank == 0 else None
         start = time.perf_counter()
         while self.step < c.steps:
             loss = self.train_step()
+            if losses is not None:
+                losses.write(f"{self.step},{loss:.6g}\n")
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
             if self.rank == 0 and c.checkpoint_every and self.step % c.checkpoint_every == 0:
@@ -299,11 +302,23 @@ class GeneratorTrainer:
             if self.rank == 0 and c.grid_every and self.step % c.grid_every == 0:
                 save_png(self.render_grid(self.prompts[:4]), self.out_dir / f"grid_{self.step:06d}.png")
         bar.close()
+        if losses is not None:
+            losses.close()
         if self.rank == 0:
             self.save()
             (self.out_dir / "train_log.json").write_text(
                 json.dumps({"steps": self.step, "seconds": time.perf_counter() - start}, indent=1)
             )
+
+
+def open_loss_log(path: Path, step: int):
+    """``path`` (a CSV "step,loss", row k: the loss of the k-th step, whose gradient its update followed) opened
+    line-buffered for appending, without its rows after ``step``: a run resumed from step ``step`` writes those again."""
+    rows = path.read_text().splitlines()[1:] if path.exists() else []
+    path.parent.mkdir(parents=True, exist_ok=True)
+    log = path.open("w", buffering=1)
+    log.write("step,loss\n" + "".join(row + "\n" for row in rows if int(row.split(",")[0]) <= step))
+    return log
 
 
 def distributed_context() -> tuple[int, int]:

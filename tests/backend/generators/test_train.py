@@ -2,6 +2,7 @@
 the shared shading schedule, and an exported generator serves instant jobs."""
 
 import dataclasses
+import math
 import os
 import subprocess
 import sys
@@ -49,6 +50,26 @@ def test_resume_continues_the_same_run(tiny_prior, tmp_path, tiny_train_config):
     for _ in range(2):
         resumed.train_step()
     torch.testing.assert_close(weights(resumed), weights(full), rtol=0, atol=0)
+
+
+def test_loss_log_of_a_resumed_run_is_the_uninterrupted_runs(tiny_prior, tmp_path, tiny_train_config):
+    """losses.csv has a row per step; a run resumed from step 2 rewrites rows 3-4 (dropping what the cut run wrote
+    after its checkpoint) and ends with the uninterrupted run's log, row for row."""
+    from dreamstill.backend.generators.train import GeneratorTrainer
+
+    config = tiny_train_config(checkpoint_every=2, keep_checkpoints=True)
+    GeneratorTrainer(config, tmp_path / "full", prior=tiny_prior).train(progress=False)
+    full = (tmp_path / "full" / "losses.csv").read_text().splitlines()
+    assert full[0] == "step,loss" and [int(r.split(",")[0]) for r in full[1:]] == [1, 2, 3, 4]
+    assert all(math.isfinite(float(r.split(",")[1])) for r in full[1:])
+
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    (cut / "losses.csv").write_text("\n".join(full[:3] + ["3,123", "4,456", "5,789"]) + "\n")  # cut after step 5
+    resumed = GeneratorTrainer(config, cut, prior=tiny_prior)
+    resumed.load(tmp_path / "full" / "checkpoints" / "step_000002.pt")
+    resumed.train(progress=False)
+    assert (cut / "losses.csv").read_text().splitlines() == full
 
 
 def test_resume_names_changed_flags_and_accepts_older_checkpoints(tiny_prior, tmp_path, tiny_train_config):
