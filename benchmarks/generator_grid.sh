@@ -3,7 +3,8 @@
 # (hyper-ingp, 3dconv, triplane), each generator trained for the same STEPS, then scored on its training prompts and
 # on the held-out compositions. Cells scored already are skipped; a cell cut short resumes from its checkpoint.
 # JOBS runs at a time (meant for a GPU; on a 2-core CPU use JOBS=2 and few STEPS). SEED seeds every run (a second
-# seed goes into its own OUT).
+# seed goes into its own OUT). PRIOR_DTYPE (auto, float32, bfloat16) is the frozen prior's precision: auto is bf16 on
+# a GPU, float32 on the CPU.
 #
 #   OUT=out/gen_grid STEPS=3000 JOBS=6 bash benchmarks/generator_grid.sh
 #   python benchmarks/generator_table.py out/gen_grid        # the table again, from the JSON files
@@ -12,6 +13,7 @@ set -u
 OUT=${OUT:-out/gen_grid}
 STEPS=${STEPS:-3000}
 SEED=${SEED:-0}
+PRIOR_DTYPE=${PRIOR_DTYPE:-auto}
 JOBS=${JOBS:-6}
 ARCHS=${ARCHS:-"hyper-ingp 3dconv triplane"}
 METHODS=${METHODS:-"asd sds csd vsd"}
@@ -23,7 +25,7 @@ one() {  # arch method corpus
   local dir="$OUT/$1_$2_$3"
   [ -f "$dir.heldout.json" ] && return  # scored already: delete its JSON files to run it again
   $PY -m dreamstill.backend.cli train-generator --arch "$1" --method "$2" --corpus "$3" --steps "$STEPS" \
-      --seed "$SEED" --grid-every 0 --resume -o "$dir" > "$dir.training.log" 2>&1 || return
+      --seed "$SEED" --prior-dtype "$PRIOR_DTYPE" --grid-every 0 --resume -o "$dir" > "$dir.training.log" 2>&1 || return
   for split in train heldout; do
     $PY -m dreamstill.backend.cli eval --generator "$dir" --prompts $split --json "$dir.$split.json" \
         --grid "$dir.$split.png" > "$dir.$split.log" 2>&1

@@ -7,7 +7,7 @@
 #             (arguments go to step_time.py after these defaults: `--batch-size 1 --methods sds vsd`)
 #   generate  the README's default job, `dreamstill generate "a red cube"`, on the GPU: its wall time and the .glb
 #   grid      ScaleDreamer's method x corpus table (benchmarks/generator_grid.sh; GRID_ARCHS, GRID_METHODS,
-#             GRID_STEPS, GRID_JOBS; stopped after GRID_LIMIT seconds): every cell's folder (its generator.pt: a
+#             GRID_STEPS, GRID_JOBS, GRID_PRIOR_DTYPE (auto = bf16 here, or float32); stopped after GRID_LIMIT seconds): every cell's folder (its generator.pt: a
 #             cell cut short resumes elsewhere with `OUT=... bash benchmarks/generator_grid.sh`), scores, grids and
 #             logs in $OUT/grid.tar.gz (a device run returns at most 8 files). Six triplane runs at once on the
 #             H200: 2,500 steps in 330 s; the scoring (CPU-bound meshing) takes longer than the training there.
@@ -31,6 +31,7 @@ for part in ${GPU_CHECKS:-tests steps generate}; do
     generate) (time timeout 300 python3 -c 'import sys; from dreamstill.backend.cli import main; sys.exit(main(sys.argv[1:]))' \
         generate "a red cube" -o "$OUT/red_cube.glb") 2>&1 | tee "$OUT/generate.txt" ;;
     grid) OUT="$OUT/grid" ARCHS=${GRID_ARCHS:-triplane} METHODS=${GRID_METHODS:-"asd sds"} STEPS=${GRID_STEPS:-2500} \
+        PRIOR_DTYPE=${GRID_PRIOR_DTYPE:-auto} \
         JOBS=${GRID_JOBS:-6} OMP_NUM_THREADS=2 timeout "${GRID_LIMIT:-500}" bash benchmarks/generator_grid.sh > "$OUT/grid.txt" 2>&1
         pkill -f dreamstill.backend.cli; cat "$OUT/grid.txt"
         tar -czf "$OUT/grid.tar.gz" -C "$OUT" --exclude='*.assets.pt' grid ;;
