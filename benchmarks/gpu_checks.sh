@@ -7,8 +7,9 @@
 #             (arguments go to step_time.py after these defaults: `--batch-size 1 --methods sds vsd`)
 #   generate  the README's default job, `dreamstill generate "a red cube"`, on the GPU: its wall time and the .glb
 #   grid      ScaleDreamer's method x corpus table (benchmarks/generator_grid.sh; GRID_ARCHS, GRID_METHODS,
-#             GRID_STEPS, GRID_JOBS, GRID_PRIOR_DTYPE (auto = bf16 here, or float32); stopped after GRID_LIMIT seconds): every cell's folder (its generator.pt: a
-#             cell cut short resumes elsewhere with `OUT=... bash benchmarks/generator_grid.sh`), scores, grids and
+#             GRID_STEPS, GRID_JOBS, GRID_PRIOR_DTYPE (auto = bf16 here, or float32); stopped after GRID_LIMIT
+#             seconds): every cell's folder (its generator.pt: a cell cut short resumes elsewhere with
+#             `OUT=... bash benchmarks/generator_grid.sh`), scores, grids and
 #             logs in $OUT/grid.tar.gz (a device run returns at most 8 files). Six triplane runs at once on the
 #             H200: 2,500 steps in 330 s; the scoring (CPU-bound meshing) takes longer than the training there.
 # Figures, logs and the .glb go to $OUT (default /tmp/gpu_checks).
